@@ -1,0 +1,14 @@
+//! Berth's domain: the vocabulary of the OCI Distribution Specification as types.
+//!
+//! This crate knows nothing of HTTP, SQL or files. Everything a client sends is parsed
+//! into these types once, at the edge; downstream code never sees an unchecked `&str`.
+
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod name;
+
+pub use digest::{Digest, DigestHasher};
+pub use error::{Error, ErrorKind};
+pub use manifest::{Descriptor, MediaType, ParsedManifest};
+pub use name::{Reference, RepoName, Tag};

@@ -1,0 +1,72 @@
+-- The registry core: repositories, blobs and who may read them, manifests, tags, uploads.
+-- Repository names are stored as text in every table: they never change, and a manifest
+-- GET by tag then needs no join through a repository id.
+
+CREATE TABLE repositories (
+    name       TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per stored blob, whichever repositories use it.
+CREATE TABLE blobs (
+    digest     TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'deleting')),
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Which repository may read which blob.
+CREATE TABLE repo_blobs (
+    repo       TEXT NOT NULL REFERENCES repositories(name),
+    digest     TEXT NOT NULL REFERENCES blobs(digest),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
+
+-- Manifest bytes live here, not in the blob store: they are small (≤ 4 MiB), are read on
+-- every pull, and must appear atomically with their references and tags.
+CREATE TABLE manifests (
+    repo          TEXT NOT NULL REFERENCES repositories(name),
+    digest        TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    artifact_type TEXT,
+    subject       TEXT,
+    annotations   TEXT,
+    size          INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifests_by_subject ON manifests(repo, subject) WHERE subject IS NOT NULL;
+
+-- What each manifest names: blobs (config, layers) and child manifests (index entries).
+CREATE TABLE manifest_refs (
+    repo            TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    child_digest    TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+    PRIMARY KEY (repo, manifest_digest, kind, child_digest),
+    FOREIGN KEY (repo, manifest_digest) REFERENCES manifests(repo, digest) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX manifest_refs_by_child ON manifest_refs(child_digest);
+
+CREATE TABLE tags (
+    repo            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    pushed_at       INTEGER NOT NULL,
+    immutable       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (repo, name),
+    FOREIGN KEY (repo, manifest_digest) REFERENCES manifests(repo, digest) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- Upload sessions: resumable across restarts. `size` is the acknowledged length.
+CREATE TABLE uploads (
+    id         TEXT PRIMARY KEY,
+    repo       TEXT NOT NULL,
+    size       INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX uploads_by_updated_at ON uploads(updated_at);

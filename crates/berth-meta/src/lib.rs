@@ -1,0 +1,126 @@
+//! The metadata store: the registry's single source of truth.
+//!
+//! Repositories, which blobs each may read, manifests with their references, tags and
+//! upload sessions live here. A blob is visible to a repository only once a row here
+//! says so; every registry operation is one transaction. This crate knows nothing of
+//! HTTP or of where blob bytes are kept.
+
+use async_trait::async_trait;
+use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
+
+mod sqlite;
+#[cfg(test)]
+mod suite;
+
+pub use sqlite::SqliteStore;
+
+/// A stored manifest, as served.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+/// An upload session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub repo: RepoName,
+    /// Bytes acknowledged so far.
+    pub size: u64,
+    /// Unix seconds of the last accepted chunk (or of the start).
+    pub updated_at: i64,
+}
+
+/// A manifest to store, already parsed and validated.
+pub struct NewManifest<'a> {
+    pub repo: &'a RepoName,
+    pub digest: &'a Digest,
+    pub parsed: &'a ParsedManifest,
+    pub body: &'a [u8],
+    pub tags: &'a [Tag],
+}
+
+/// One page of a sorted listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// More items follow the last one.
+    pub more: bool,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Size of a live blob readable by `repo`.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, Error>;
+
+    /// Size of a live blob, whichever repository holds it.
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>, Error>;
+
+    /// Up to `limit` repositories that may read a live blob.
+    async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error>;
+
+    /// Records a verified, durable blob and lets `repo` read it (one transaction).
+    /// Completes the upload `upload_id`, if given, in the same transaction.
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        upload_id: Option<&str>,
+    ) -> Result<(), Error>;
+
+    /// Stops `repo` from reading a blob. `false` if it could not.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;
+
+    async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<(), Error>;
+
+    async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error>;
+
+    /// Moves an upload from `from` to `to` bytes; `false` if it was not at `from`.
+    async fn advance_upload(&self, id: &str, from: u64, to: u64) -> Result<bool, Error>;
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, Error>;
+
+    /// Uploads with no activity since `before` (Unix seconds).
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<String>, Error>;
+
+    /// Whether each of `ids` is a known upload.
+    async fn known_uploads(&self, ids: &[String]) -> Result<Vec<bool>, Error>;
+
+    /// Stores a manifest with its references and tags, after checking in the same
+    /// transaction that every blob and child manifest it names is live in the repository.
+    async fn put_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error>;
+
+    async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error>;
+
+    /// Deletes a manifest and every tag on it. `false` if it did not exist.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error>;
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error>;
+
+    /// Tags after `last`, sorted bytewise; `None` if the repository does not exist.
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Page>, Error>;
+
+    /// Repository names after `last`, sorted bytewise.
+    async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page, Error>;
+
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error>;
+}

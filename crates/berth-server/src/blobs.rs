@@ -1,0 +1,399 @@
+//! Blob endpoints: pull (`GET`/`HEAD` with ranges), delete, and the upload protocol
+//! (monolithic, chunked, resumable, cross-repository mount).
+//!
+//! Write path: bytes stream into the blob store's staging area while SHA-256 runs over
+//! them; the upload's acknowledged size moves forward in the metadata store only after
+//! the bytes are written. On the closing `PUT` the digest is checked, the staged bytes
+//! become the blob durably, and only then does a metadata transaction make it visible.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use berth_core::{Digest, DigestHasher, Error, ErrorKind, RepoName};
+use berth_storage::{ByteStream, StorageError};
+use futures_util::StreamExt;
+
+use crate::response::{empty, header_value};
+use crate::{Access, Action, Ctx, Registry};
+
+/// Maps a storage failure to what the client is told.
+pub(crate) fn storage_err(e: StorageError) -> Error {
+    match e {
+        StorageError::Full => Error::new(ErrorKind::StorageFull),
+        StorageError::Body(e) => Error::new(ErrorKind::BlobUploadInvalid).with_message(format!("request body: {e}")),
+        other => Error::internal(other),
+    }
+}
+
+fn blob_location(repo: &RepoName, digest: &Digest) -> String {
+    format!("/v2/{repo}/blobs/{digest}")
+}
+
+fn upload_location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// `Range: 0-<last byte>` as uploads report it (`0-0` when empty, as distribution does).
+fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
+    let reg = ctx.registry;
+    let size = reg
+        .meta
+        .repo_blob(repo, digest)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string()))?;
+
+    let range = match ctx.header("range") {
+        Some(value) => parse_range(value, size)?,
+        None => None,
+    };
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("docker-content-digest", header_value(digest.as_str()))
+        .header(header::ETAG, header_value(&format!("\"{digest}\"")))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "max-age=31536000");
+    let (status, length) = match &range {
+        Some(r) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1));
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, size),
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, length);
+    let body = if *ctx.method == axum::http::Method::HEAD {
+        Body::empty()
+    } else {
+        let stream = reg.blobs.read_blob(digest, range).await.map_err(|e| match e {
+            // Metadata says it exists; the bytes must too.
+            StorageError::NotFound => Error::internal(format!("blob {digest} is recorded but missing from storage")),
+            other => storage_err(other),
+        })?;
+        Body::from_stream(stream)
+    };
+    builder.body(body).map_err(Error::internal)
+}
+
+/// A single satisfiable range, `None` to send the whole blob (no range, or several:
+/// the server may ignore a multi-range request), or 416.
+fn parse_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error> {
+    let unsatisfiable = || Error::new(ErrorKind::BlobRangeInvalid).with_detail(format!("{value} of {size} bytes"));
+    let parsed = http_range_header::parse_range_header(value).map_err(|_| unsatisfiable())?;
+    let ranges = parsed.validate(size).map_err(|_| unsatisfiable())?;
+    match ranges.as_slice() {
+        [one] => Ok(Some(*one.start()..*one.end() + 1)),
+        _ => Ok(None),
+    }
+}
+
+pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Delete)).await?;
+    // Only the link goes: the bytes belong to every repository that still links them,
+    // and garbage collection removes them once none does.
+    if !ctx.registry.meta.unlink_blob(repo, digest).await? {
+        return Err(Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string()));
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, header_value(&blob_location(repo, digest)));
+    h.insert("docker-content-digest", header_value(digest.as_str()));
+    r
+}
+
+fn accepted(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    let mut r = empty(status);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, header_value(&upload_location(repo, id)));
+    h.insert(header::RANGE, header_value(&upload_range(size)));
+    h.insert("docker-upload-uuid", header_value(id));
+    r
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
+pub(crate) async fn start_upload(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let reg = ctx.registry;
+
+    if let Some(mount) = ctx.param("mount") {
+        let digest = Digest::parse(&mount)?;
+        if try_mount(ctx, repo, &digest).await? {
+            return Ok(created(repo, &digest));
+        }
+        // Not mountable: the spec's answer is a normal upload session.
+    }
+    if let Some(algorithm) = ctx.param("digest-algorithm") {
+        if algorithm != "sha256" {
+            return Err(Error::new(ErrorKind::DigestUnsupported).with_detail(algorithm));
+        }
+    }
+    let monolithic = ctx.param("digest").map(|d| Digest::parse(&d)).transpose()?;
+
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    reg.blobs.create_upload(&id).await.map_err(storage_err)?;
+    reg.meta.create_upload(&id, repo).await?;
+
+    match monolithic {
+        Some(digest) => {
+            let session = SessionGuard::claim(reg, &id)?;
+            let size = append(ctx, &session, 0, body).await?;
+            commit(reg, session, repo, size, &digest).await?;
+            Ok(created(repo, &digest))
+        }
+        None => Ok(accepted(StatusCode::ACCEPTED, repo, &id, 0)),
+    }
+}
+
+/// Links `digest` into `repo` from `from`, or, without `from`, from any repository the
+/// caller may pull from. `false` if the blob is not mountable.
+async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+    let meta = &ctx.registry.meta;
+    let candidates = match ctx.param("from") {
+        Some(from) => match RepoName::parse(&from) {
+            Ok(from) => vec![from],
+            Err(_) => return Ok(false),
+        },
+        None => meta.repos_with_blob(digest, 16).await?,
+    };
+    for from in &candidates {
+        if ctx.authorize(Access::Repository(from, Action::Pull)).await.is_err() {
+            continue;
+        }
+        if let Some(size) = meta.repo_blob(from, digest).await? {
+            meta.link_blob(repo, digest, size, None).await?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn find_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<berth_meta::UploadRecord, Error> {
+    reg.meta
+        .upload(repo, id)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::BlobUploadUnknown).with_detail(id.to_owned()))
+}
+
+pub(crate) async fn upload_status(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let upload = find_upload(ctx.registry, repo, id).await?;
+    Ok(accepted(StatusCode::NO_CONTENT, repo, id, upload.size))
+}
+
+pub(crate) async fn cancel_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let reg = ctx.registry;
+    find_upload(reg, repo, id).await?;
+    let _session = SessionGuard::claim(reg, id)?;
+    // Metadata first: once the row is gone nobody can write to the staged bytes.
+    reg.meta.delete_upload(id).await?;
+    reg.blobs.delete_upload(id).await.map_err(storage_err)?;
+    reg.sessions.lock().unwrap().remove(id);
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let reg = ctx.registry;
+    let upload = find_upload(reg, repo, id).await?;
+    let session = SessionGuard::claim(reg, id)?;
+    let size = append(ctx, &session, upload.size, body).await?;
+    Ok(accepted(StatusCode::ACCEPTED, repo, id, size))
+}
+
+pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
+    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let reg = ctx.registry;
+    let digest = ctx.param("digest").ok_or_else(|| {
+        Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter")
+    })?;
+    let digest = Digest::parse(&digest)?;
+    let upload = find_upload(reg, repo, id).await?;
+    let session = SessionGuard::claim(reg, id)?;
+    let size = append(ctx, &session, upload.size, body).await?;
+    commit(reg, session, repo, size, &digest).await?;
+    Ok(created(repo, &digest))
+}
+
+/// Appends the request body to an upload at `offset`, checking `Content-Range` and
+/// `Content-Length`, and returns the new acknowledged size.
+async fn append(ctx: Ctx<'_>, session: &SessionGuard<'_>, offset: u64, body: Body) -> Result<u64, Error> {
+    let reg = ctx.registry;
+    let id = session.id;
+    let length = content_length(ctx.headers)?;
+    let expected = match ctx.header("content-range") {
+        Some(range) => {
+            let (start, end) = parse_content_range(range)?;
+            if start != offset {
+                return Err(Error::new(ErrorKind::UploadRangeInvalid)
+                    .with_detail(format!("upload is at {offset}, chunk starts at {start}")));
+            }
+            let chunk = end - start + 1;
+            if length.is_some_and(|l| l != chunk) {
+                return Err(Error::new(ErrorKind::SizeInvalid)
+                    .with_detail(format!("Content-Range is {chunk} bytes, Content-Length {}", length.unwrap_or(0))));
+            }
+            Some(chunk)
+        }
+        None => length,
+    };
+    if expected == Some(0) {
+        return Ok(offset);
+    }
+
+    let hasher = Arc::new(Mutex::new(session.hasher_at(offset).await?));
+    let tap = Arc::clone(&hasher);
+    let stream: ByteStream = Box::pin(body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        tap.lock().unwrap().update(&chunk);
+        Ok(chunk)
+    }));
+    let written = reg.blobs.append_upload(id, offset, stream).await.map_err(storage_err)?;
+    if expected.is_some_and(|e| e != written) {
+        // Not acknowledged: the next append truncates these bytes away.
+        return Err(Error::new(ErrorKind::SizeInvalid)
+            .with_detail(format!("expected {} bytes, received {written}", expected.unwrap_or(0))));
+    }
+    let size = offset + written;
+    if !reg.meta.advance_upload(id, offset, size).await? {
+        return Err(Error::new(ErrorKind::UploadRangeInvalid).with_message("the upload moved on concurrently"));
+    }
+    let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().unwrap()).ok();
+    session.keep_hasher(hasher);
+    Ok(size)
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::new(ErrorKind::SizeInvalid)))
+        .transpose()
+}
+
+/// `Content-Range: <start>-<end>`, inclusive (a `bytes ` prefix is tolerated).
+fn parse_content_range(value: &str) -> Result<(u64, u64), Error> {
+    let invalid = || Error::new(ErrorKind::UploadRangeInvalid).with_detail(value.to_owned());
+    let v = value.trim();
+    let v = v.strip_prefix("bytes ").unwrap_or(v);
+    let v = v.split('/').next().unwrap_or(v);
+    let (start, end) = v.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = start.parse().map_err(|_| invalid())?;
+    let end: u64 = end.parse().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    Ok((start, end))
+}
+
+/// Verifies the digest of a finished upload and makes it a visible blob of `repo`.
+async fn commit(reg: &Registry, session: SessionGuard<'_>, repo: &RepoName, size: u64, digest: &Digest) -> Result<(), Error> {
+    let id = session.id;
+    let actual = session.hasher_at(size).await?.finish();
+    if actual != *digest {
+        // A failed upload leaves nothing behind.
+        reg.meta.delete_upload(id).await?;
+        reg.blobs.delete_upload(id).await.map_err(storage_err)?;
+        return Err(Error::new(ErrorKind::DigestInvalid)
+            .with_detail(serde_json::json!({ "expected": digest.as_str(), "actual": actual.as_str() })));
+    }
+    // Bytes first (durable), metadata second: a crash in between leaves an unreferenced
+    // blob, never a visible one without bytes.
+    reg.blobs.commit_upload(id, size, digest).await.map_err(storage_err)?;
+    reg.meta.link_blob(repo, digest, size, Some(id)).await?;
+    reg.sessions.lock().unwrap().remove(id);
+    Ok(())
+}
+
+/// Exclusive use of one upload on this node while a request writes to it.
+struct SessionGuard<'a> {
+    registry: &'a Registry,
+    id: &'a str,
+}
+
+impl<'a> SessionGuard<'a> {
+    fn claim(registry: &'a Registry, id: &'a str) -> Result<SessionGuard<'a>, Error> {
+        let mut sessions = registry.sessions.lock().unwrap();
+        let session = sessions.entry(id.to_owned()).or_default();
+        if session.busy {
+            return Err(Error::new(ErrorKind::BlobUploadInvalid).with_message("another request is writing to this upload"));
+        }
+        session.busy = true;
+        Ok(SessionGuard { registry, id })
+    }
+
+    /// The running hash of the upload's first `offset` bytes, recomputed from the staged
+    /// bytes when this node does not have it.
+    async fn hasher_at(&self, offset: u64) -> Result<DigestHasher, Error> {
+        let cached = self
+            .registry
+            .sessions
+            .lock()
+            .unwrap()
+            .get_mut(self.id)
+            .and_then(|s| s.hasher.take())
+            .filter(|h| h.len() == offset);
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let mut hasher = DigestHasher::new();
+        if offset > 0 {
+            let mut stream = self.registry.blobs.read_upload(self.id, offset).await.map_err(storage_err)?;
+            while let Some(chunk) = stream.next().await {
+                hasher.update(&chunk.map_err(|e| storage_err(StorageError::Io(e)))?);
+            }
+            if hasher.len() != offset {
+                return Err(Error::internal(format!("upload {} has {} of {offset} bytes", self.id, hasher.len())));
+            }
+        }
+        Ok(hasher)
+    }
+
+    fn keep_hasher(&self, hasher: Option<DigestHasher>) {
+        if let Some(s) = self.registry.sessions.lock().unwrap().get_mut(self.id) {
+            s.hasher = hasher;
+        }
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.registry.sessions.lock().unwrap();
+        if let Some(s) = sessions.get_mut(self.id) {
+            s.busy = false;
+            if s.hasher.is_none() {
+                sessions.remove(self.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(parse_content_range("0-99").unwrap(), (0, 99));
+        assert_eq!(parse_content_range("bytes 10-19/100").unwrap(), (10, 19));
+        assert!(parse_content_range("9-3").is_err());
+        assert!(parse_content_range("x-3").is_err());
+    }
+
+    #[test]
+    fn ranges_beyond_the_blob_are_unsatisfiable() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=100-200", 100).unwrap_err().kind, ErrorKind::BlobRangeInvalid);
+        assert_eq!(parse_range("chunks=1-2", 100).unwrap_err().kind, ErrorKind::BlobRangeInvalid);
+    }
+}

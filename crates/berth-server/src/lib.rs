@@ -1,0 +1,163 @@
+//! Berth's HTTP surface: the OCI Distribution API.
+//!
+//! Every request goes the same way: parse the path into an [`Endpoint`], check the
+//! method, authorize the typed access, run one registry operation, render. Handlers
+//! never pick status codes (the error table in `berth-core` does) and never parse paths.
+//!
+//! This crate names no concrete storage or database: it is handed trait objects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use berth_core::{DigestHasher, Error, ErrorKind};
+use berth_meta::MetadataStore;
+use berth_storage::BlobStore;
+
+pub mod auth;
+mod blobs;
+pub mod endpoint;
+pub mod janitor;
+mod manifests;
+mod response;
+
+pub use auth::{Access, Action, AllowAll, Authorizer, Principal};
+pub use endpoint::Endpoint;
+use response::ApiError;
+
+/// Tunables of the registry core.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// An upload with no activity for this long is abandoned and its bytes removed.
+    pub upload_ttl: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// The registry: its stores, its authorizer, and per-node upload state.
+pub struct Registry {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+    pub auth: Arc<dyn Authorizer>,
+    pub config: RegistryConfig,
+    /// Uploads being written on this node, with their running hash. Only a cache: the
+    /// metadata store holds each upload's acknowledged size, and a hash that is missing
+    /// (restart, another node) is recomputed from the staged bytes.
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+#[derive(Default)]
+struct Session {
+    /// Hash of the upload's first `hasher.len()` bytes.
+    hasher: Option<DigestHasher>,
+    /// A request is writing to this upload right now.
+    busy: bool,
+}
+
+impl Registry {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetadataStore>,
+        auth: Arc<dyn Authorizer>,
+        config: RegistryConfig,
+    ) -> Registry {
+        Registry { blobs, meta, auth, config, sessions: Mutex::default() }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(registry: Arc<Registry>) -> Router {
+    Router::new().fallback(dispatch).with_state(registry)
+}
+
+async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let ctx = Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query() };
+    let result = match Endpoint::parse(parts.uri.path()) {
+        Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
+        Ok(endpoint) => handle(ctx, endpoint, body).await,
+        Err(e) => Err(e),
+    };
+    let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
+    response
+        .headers_mut()
+        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// What every handler gets besides its endpoint.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    registry: &'a Registry,
+    method: &'a Method,
+    headers: &'a axum::http::HeaderMap,
+    query: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
+        self.registry.auth.authorize(self.headers, access).await
+    }
+
+    /// The first value of query parameter `key`.
+    fn param(&self, key: &str) -> Option<String> {
+        self.params(key).into_iter().next()
+    }
+
+    /// Every value of query parameter `key`, in order.
+    fn params(&self, key: &str) -> Vec<String> {
+        form_urlencoded::parse(self.query.unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response, Error> {
+    let m = ctx.method;
+    match endpoint {
+        Endpoint::Base => {
+            ctx.authorize(Access::Base).await?;
+            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
+        Endpoint::Catalog => manifests::catalog(ctx).await,
+        Endpoint::Tags(repo) => manifests::tags(ctx, &repo).await,
+        Endpoint::Referrers(repo, digest) => manifests::referrers(ctx, &repo, &digest).await,
+        Endpoint::Manifest(repo, reference) => match *m {
+            Method::PUT => manifests::put(ctx, &repo, &reference, body).await,
+            Method::DELETE => manifests::delete(ctx, &repo, &reference).await,
+            _ => manifests::get(ctx, &repo, &reference).await,
+        },
+        Endpoint::Blob(repo, digest) => match *m {
+            Method::DELETE => blobs::delete(ctx, &repo, &digest).await,
+            _ => blobs::get(ctx, &repo, &digest).await,
+        },
+        Endpoint::UploadStart(repo) => blobs::start_upload(ctx, &repo, body).await,
+        Endpoint::Upload(repo, id) => {
+            // Only ids this registry could have issued; anything else is unknown.
+            let id = uuid::Uuid::try_parse(&id)
+                .map_err(|_| Error::new(ErrorKind::BlobUploadUnknown))?
+                .hyphenated()
+                .to_string();
+            match *m {
+                Method::GET => blobs::upload_status(ctx, &repo, &id).await,
+                Method::PATCH => blobs::patch_upload(ctx, &repo, &id, body).await,
+                Method::PUT => blobs::finish_upload(ctx, &repo, &id, body).await,
+                _ => blobs::cancel_upload(ctx, &repo, &id).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The filesystem blob store: `blobs/sha256/<2 hex>/<hex>` and `uploads/<id>` under a root.
+//!
+//! Durability: a staged upload is fsynced, then renamed into place, then its directory is
+//! fsynced, so a blob path either does not exist or holds the complete, verified bytes.
+
+use std::io::{self, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use berth_core::Digest;
+use futures_util::StreamExt;
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use crate::{BlobStore, ByteStream, StorageError};
+
+/// Read and write buffers: large enough that a syscall moves a meaningful amount.
+const BUF_SIZE: usize = 1 << 20;
+
+pub struct FsBlobStore {
+    blobs: PathBuf,
+    uploads: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store under `root`.
+    pub async fn open(root: impl AsRef<Path>) -> io::Result<FsBlobStore> {
+        let root = root.as_ref();
+        let store = FsBlobStore { blobs: root.join("blobs/sha256"), uploads: root.join("uploads") };
+        fs::create_dir_all(&store.blobs).await?;
+        fs::create_dir_all(&store.uploads).await?;
+        Ok(store)
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf, StorageError> {
+        // Defence in depth: the server only passes UUIDs.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.uploads.join(id))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).await?.sync_all().await
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn create_upload(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.upload_path(id)?;
+        OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        Ok(())
+    }
+
+    async fn append_upload(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64, StorageError> {
+        let path = self.upload_path(id)?;
+        let mut file = OpenOptions::new().write(true).open(&path).await?;
+        let actual = file.metadata().await?.len();
+        if actual < offset {
+            return Err(StorageError::OffsetMismatch { expected: offset, actual });
+        }
+        if actual > offset {
+            // Bytes of an append that never completed (crash, or a body error before the
+            // truncate below could run): the metadata says they don't exist.
+            file.set_len(offset).await?;
+        }
+        file.seek(SeekFrom::Start(offset)).await?;
+        let mut writer = BufWriter::with_capacity(BUF_SIZE, file);
+        let mut written = 0u64;
+        let result: Result<(), StorageError> = async {
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(StorageError::Body)?;
+                writer.write_all(&chunk).await?;
+                written += chunk.len() as u64;
+            }
+            writer.flush().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let file = writer.into_inner();
+            // Best effort: if this fails too, the next append truncates.
+            let _ = file.set_len(offset).await;
+            return Err(e);
+        }
+        Ok(written)
+    }
+
+    async fn read_upload(&self, id: &str, len: u64) -> Result<ByteStream, StorageError> {
+        let file = File::open(self.upload_path(id)?).await?;
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), BUF_SIZE)))
+    }
+
+    async fn commit_upload(&self, id: &str, len: u64, digest: &Digest) -> Result<(), StorageError> {
+        let staged = self.upload_path(id)?;
+        let target = self.blob_path(digest);
+        if fs::try_exists(&target).await? {
+            fs::remove_file(&staged).await?;
+            return Ok(());
+        }
+        let file = OpenOptions::new().write(true).open(&staged).await?;
+        if file.metadata().await?.len() != len {
+            file.set_len(len).await?;
+        }
+        file.sync_all().await?;
+        drop(file);
+        let dir = target.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir).await?;
+        fs::rename(&staged, &target).await?;
+        sync_dir(dir).await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<(), StorageError> {
+        match fs::remove_file(self.upload_path(id)?).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<String>, StorageError> {
+        let mut ids = Vec::new();
+        let mut dir = fs::read_dir(&self.uploads).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            if let Some(name) = entry.file_name().to_str() {
+                ids.push(name.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+        let mut file = File::open(self.blob_path(digest)).await?;
+        let stream: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await?;
+                Box::pin(ReaderStream::with_capacity(file.take(r.end - r.start), BUF_SIZE))
+            }
+            None => Box::pin(ReaderStream::with_capacity(file, BUF_SIZE)),
+        };
+        Ok(stream)
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError> {
+        match fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_store_passes_the_shared_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn upload_ids_cannot_escape_the_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path().join("s")).await.unwrap();
+        for id in ["../x", "/etc/passwd", "", "a/b"] {
+            assert!(matches!(store.create_upload(id).await, Err(StorageError::NotFound)), "{id}");
+        }
+    }
+}

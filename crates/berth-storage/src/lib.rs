@@ -1,0 +1,86 @@
+//! The blob store: content-addressed bytes and the staging area uploads write into.
+//!
+//! A blob store is dumb on purpose: it never sees repositories, tags or users, and it
+//! never decides whether content is visible. The metadata store does. The store's only
+//! promises are the ones the write path needs: an append is all-or-nothing, a committed
+//! blob is durable before `commit_upload` returns, and a blob never exists half-written.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use berth_core::Digest;
+use bytes::Bytes;
+use futures_util::Stream;
+
+mod fs;
+#[cfg(test)]
+mod suite;
+
+pub use fs::FsBlobStore;
+
+/// A stream of body bytes, in or out.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    /// The staged upload is not `offset` bytes long and cannot be made so.
+    #[error("upload is {actual} bytes, expected {expected}")]
+    OffsetMismatch { expected: u64, actual: u64 },
+    /// The incoming body failed (client went away, truncated body). Nothing was kept.
+    #[error("request body: {0}")]
+    Body(io::Error),
+    #[error("storage is full")]
+    Full,
+    #[error("storage: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for StorageError {
+    fn from(e: io::Error) -> StorageError {
+        match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Full,
+            _ => StorageError::Io(e),
+        }
+    }
+}
+
+/// Content-addressed blob storage with a staging area for uploads.
+///
+/// Upload ids are opaque, validated by the caller (`[0-9a-f-]+`), and unique.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Creates an empty staged upload.
+    async fn create_upload(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Appends `data` to an upload that is `offset` bytes long (bytes past `offset` left
+    /// by an interrupted append are discarded first). All or nothing: if the body or the
+    /// store fails, the upload is left at `offset`. Returns the number of bytes appended.
+    async fn append_upload(&self, id: &str, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
+
+    /// Reads an upload's first `len` bytes (to re-hash it when the running hash was lost).
+    async fn read_upload(&self, id: &str, len: u64) -> Result<ByteStream, StorageError>;
+
+    /// Makes the upload's first `len` bytes the blob `digest`, durably; drops the upload.
+    /// The caller has verified the digest. If the blob already exists it is kept as is.
+    async fn commit_upload(&self, id: &str, len: u64, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Drops an upload; dropping a missing one succeeds.
+    async fn delete_upload(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Ids of all staged uploads, for the janitor.
+    async fn list_uploads(&self) -> Result<Vec<String>, StorageError>;
+
+    /// The size of a stored blob, or `None`.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Streams a blob, or the given byte range of it.
+    async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError>;
+
+    /// Removes a blob; removing a missing one succeeds.
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError>;
+}

@@ -1,0 +1,81 @@
+//! The `berth` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A container image registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:5000")]
+    listen: SocketAddr,
+    /// Where blobs, staged uploads and the metadata database live.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+    data_dir: PathBuf,
+    /// Abandon uploads idle for this long (e.g. 24h, 30m).
+    #[arg(long, env = "BERTH_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    upload_ttl: Duration,
+    /// How often the upload janitor runs.
+    #[arg(long, env = "BERTH_JANITOR_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    janitor_interval: Duration,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "berth failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
+    let config = berth::Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        upload_ttl: args.upload_ttl,
+        janitor_interval: args.janitor_interval,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    berth::serve(config, listener, shutdown).await
+}
