@@ -46,9 +46,6 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
 pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let too_large = || Error::new(ErrorKind::ManifestTooLarge).with_detail(format!("limit is {MAX_MANIFEST_SIZE} bytes"));
-    if ctx.header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > MAX_MANIFEST_SIZE as u64) {
-        return Err(too_large());
-    }
     let body = read_limited(body, MAX_MANIFEST_SIZE).await?.ok_or_else(too_large)?;
     let digest = Digest::of(&body);
     let mut tags = Vec::new();
@@ -84,18 +81,25 @@ pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, bo
     Ok(response)
 }
 
+/// How much of an oversize body is read and discarded so that the client, still
+/// sending, gets the 413 instead of a broken connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The whole body, or `None` if it is longer than `limit`.
 async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, Error> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::new(ErrorKind::ManifestInvalid).with_message(format!("reading the manifest: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Ok(None);
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
         }
-        buf.extend_from_slice(&chunk);
     }
-    Ok(Some(buf))
+    Ok((seen <= limit).then_some(buf))
 }
 
 pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {

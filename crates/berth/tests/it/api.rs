@@ -1,1 +1,834 @@
-//! (to be written)
+//! The distribution API over HTTP: every endpoint, status, header and error the spec
+//! defines, against the real server on a loopback socket.
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::support::TestServer;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        Api { client: reqwest::Client::builder().no_proxy().build().unwrap(), base }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        self.client.request(method, url)
+    }
+
+    pub async fn send(&self, method: Method, path: &str) -> Response {
+        self.req(method, path).send().await.unwrap()
+    }
+
+    /// Starts an upload session; returns its Location.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self.send(Method::POST, &format!("/v2/{repo}/blobs/uploads/")).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        location(&r)
+    }
+
+    /// POST + PUT: pushes a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let loc = self.start_upload(repo).await;
+        let r = self.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(bytes.to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        digest
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
+        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a config and one layer and an image manifest of `media_type` tagged `tag`.
+    pub async fn push_image(&self, repo: &str, tag: &str, media_type: &str, seed: u64) -> (String, Vec<u8>) {
+        let config = self.push_blob(repo, format!("{{\"seed\":{seed}}}").as_bytes()).await;
+        let layer_bytes = random_bytes(1000, seed);
+        let layer = self.push_blob(repo, &layer_bytes).await;
+        let body = image_manifest(media_type, (&config, 12 + seed.to_string().len()), &[(&layer, 1000)], None);
+        let r = self.put_manifest(repo, tag, media_type, &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        (sha256(&body), body)
+    }
+}
+
+pub fn location(r: &Response) -> String {
+    r.headers().get("location").expect("Location header").to_str().unwrap().to_owned()
+}
+
+fn header(r: &Response, name: &str) -> Option<String> {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    if url.contains('?') { format!("{url}&{query}") } else { format!("{url}?{query}") }
+}
+
+pub fn image_manifest(
+    media_type: &str,
+    config: (&str, usize),
+    layers: &[(&str, usize)],
+    subject: Option<(&str, usize)>,
+) -> Vec<u8> {
+    let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
+        ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    } else {
+        ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip")
+    };
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": { "mediaType": config_type, "digest": config.0, "size": config.1 },
+        "layers": layers.iter().map(|(d, s)| json!({ "mediaType": layer_type, "digest": d, "size": s })).collect::<Vec<_>>(),
+    });
+    if let Some((d, s)) = subject {
+        m["subject"] = json!({ "mediaType": OCI_MANIFEST, "digest": d, "size": s });
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+fn index(media_type: &str, children: &[(&str, usize)]) -> Vec<u8> {
+    let child_type = if media_type == DOCKER_LIST { DOCKER_MANIFEST } else { OCI_MANIFEST };
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": children.iter().enumerate().map(|(i, (d, s))| json!({
+            "mediaType": child_type, "digest": d, "size": s,
+            "platform": { "architecture": if i == 0 { "amd64" } else { "arm64" }, "os": "linux" },
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+/// Asserts an error response: status, JSON content type, and the spec's body shape.
+pub async fn assert_error(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "status for expected {code}");
+    assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+    let body: Value = r.json().await.expect("error body is JSON");
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    body
+}
+
+fn setup() -> (TestServer, Api) {
+    let server = TestServer::start();
+    let api = Api::new(server.url());
+    (server, api)
+}
+
+#[tokio::test]
+async fn base_endpoint_reports_the_api_version() {
+    let (_s, api) = setup();
+    let r = api.send(Method::GET, "/v2/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
+    let r = api.send(Method::GET, "/v2").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn monolithic_post_then_put_makes_a_pullable_blob() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(3 * 1024 * 1024 + 17, 1);
+    let loc = api.start_upload("mono/one").await;
+    let digest = sha256(&bytes);
+    let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(bytes.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(location(&r), format!("/v2/mono/one/blobs/{digest}"));
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), digest);
+
+    let r = api.send(Method::HEAD, &format!("/v2/mono/one/blobs/{digest}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length").unwrap(), bytes.len().to_string());
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), digest);
+
+    let r = api.send(Method::GET, &format!("/v2/mono/one/blobs/{digest}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), digest);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+#[tokio::test]
+async fn single_post_with_digest_creates_the_blob_at_once() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(5000, 2);
+    let digest = sha256(&bytes);
+    let r = api.req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={digest}")).body(bytes.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(location(&r), format!("/v2/single/blobs/{digest}"));
+    let r = api.send(Method::GET, &format!("/v2/single/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    // The same, with a wrong digest: refused, and nothing is visible.
+    let wrong = sha256(b"something else");
+    let r = api.req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={wrong}")).body(bytes).send().await.unwrap();
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = api.send(Method::HEAD, &format!("/v2/single/blobs/{wrong}")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn chunked_upload_reports_progress_and_completes() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(30, 3);
+    let digest = sha256(&bytes);
+    let loc = api.start_upload("chunked").await;
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+
+    let r = api.send(Method::GET, &loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range").unwrap(), "0-0");
+
+    let r = api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range").unwrap(), "0-9");
+    assert_eq!(header(&r, "docker-upload-uuid").unwrap(), id);
+    let loc = location(&r);
+
+    let r = api.send(Method::GET, &loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range").unwrap(), "0-9");
+    assert_eq!(location(&r), loc);
+
+    // A chunk without Content-Range (docker's streaming PATCH) appends.
+    let r = api.req(Method::PATCH, &loc).body(bytes[10..20].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range").unwrap(), "0-19");
+
+    // The final chunk rides on the closing PUT.
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={digest}")))
+        .header("content-range", "20-29")
+        .body(bytes[20..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api.send(Method::GET, &format!("/v2/chunked/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+    // The session is over.
+    assert_error(api.send(Method::GET, &loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn out_of_order_or_overlapping_chunks_are_416_and_change_nothing() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(20, 4);
+    let loc = api.start_upload("order").await;
+    let r = api.req(Method::PATCH, &loc).header("content-range", "5-9").body(bytes[5..10].to_vec()).send().await.unwrap();
+    assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    let r = api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Overlaps what is there.
+    let r = api.req(Method::PATCH, &loc).header("content-range", "5-14").body(bytes[5..15].to_vec()).send().await.unwrap();
+    assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    // A final chunk out of order on PUT, too.
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={}", sha256(&bytes))))
+        .header("content-range", "12-19")
+        .body(bytes[12..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    // Content-Range and Content-Length disagree.
+    let r = api.req(Method::PATCH, &loc).header("content-range", "10-14").body(bytes[10..20].to_vec()).send().await.unwrap();
+    assert_error(r, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
+    let r = api.send(Method::GET, &loc).await;
+    assert_eq!(header(&r, "range").unwrap(), "0-9");
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={}", sha256(&bytes))))
+        .header("content-range", "10-19")
+        .body(bytes[10..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn digest_mismatch_on_put_is_rejected_and_leaves_nothing() {
+    let (s, api) = setup();
+    let loc = api.start_upload("mismatch").await;
+    let claimed = sha256(b"the bytes the client meant");
+    let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={claimed}"))).body(b"other bytes".to_vec()).send().await.unwrap();
+    let body = assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    assert_eq!(body["errors"][0]["detail"]["expected"], claimed);
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/mismatch/blobs/{claimed}")).await.status(), StatusCode::NOT_FOUND);
+    let actual = sha256(b"other bytes");
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/mismatch/blobs/{actual}")).await.status(), StatusCode::NOT_FOUND);
+    assert_error(api.send(Method::GET, &loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    // No staged bytes and no blob file remain.
+    assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(s.data_dir().join("blobs/sha256")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn malformed_and_unsupported_digests_are_400() {
+    let (_s, api) = setup();
+    let loc = api.start_upload("digests").await;
+    for (digest, code) in [
+        ("sha256:abc", "DIGEST_INVALID"),
+        ("nonsense", "DIGEST_INVALID"),
+        (&format!("sha512:{}", "a".repeat(128)) as &str, "DIGEST_INVALID"),
+    ] {
+        let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(b"x".to_vec()).send().await.unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST, code).await;
+    }
+    let r = api.req(Method::PUT, &loc).body(b"x".to_vec()).send().await.unwrap();
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = api.send(Method::GET, &format!("/v2/digests/blobs/sha512:{}", "a".repeat(128))).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = api.send(Method::POST, "/v2/digests/blobs/uploads/?digest-algorithm=sha512").await;
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+}
+
+#[tokio::test]
+async fn unknown_upload_sessions_are_404() {
+    let (_s, api) = setup();
+    for id in ["0b9e6e7e-4b8e-4bd5-9a7a-b3c3c7cf0a0e", "not-a-uuid", "..%2F..%2Fetc"] {
+        let path = format!("/v2/ghost/blobs/uploads/{id}");
+        assert_error(api.send(Method::GET, &path).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        let r = api.req(Method::PATCH, &path).body(b"x".to_vec()).send().await.unwrap();
+        assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        let r = api.req(Method::PUT, &format!("{path}?digest={}", sha256(b"x"))).body(b"x".to_vec()).send().await.unwrap();
+        assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+        assert_error(api.send(Method::DELETE, &path).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    // A session belongs to its repository.
+    let loc = api.start_upload("owner").await;
+    let other = loc.replace("/v2/owner/", "/v2/intruder/");
+    assert_error(api.send(Method::GET, &other).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn cancelled_upload_is_gone() {
+    let (s, api) = setup();
+    let loc = api.start_upload("cancel").await;
+    api.req(Method::PATCH, &loc).body(vec![1u8; 100]).send().await.unwrap();
+    let r = api.send(Method::DELETE, &loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_error(api.send(Method::GET, &loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn blob_ranges_are_served_and_unsatisfiable_ones_are_416() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(1000, 5);
+    let digest = api.push_blob("ranges", &bytes).await;
+    let path = format!("/v2/ranges/blobs/{digest}");
+    for (range, expect, content_range) in [
+        ("bytes=0-99", &bytes[..100], "bytes 0-99/1000"),
+        ("bytes=900-", &bytes[900..], "bytes 900-999/1000"),
+        ("bytes=-10", &bytes[990..], "bytes 990-999/1000"),
+        ("bytes=500-5000", &bytes[500..], "bytes 500-999/1000"),
+    ] {
+        let r = api.req(Method::GET, &path).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(header(&r, "content-range").unwrap(), content_range);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), expect, "{range}");
+    }
+    let r = api.req(Method::GET, &path).header("range", "bytes=1000-1100").send().await.unwrap();
+    assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN").await;
+    let r = api.req(Method::GET, &path).header("range", "bytes=5000-").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+}
+
+#[tokio::test]
+async fn unknown_blobs_are_404_with_error_json() {
+    let (_s, api) = setup();
+    let digest = sha256(b"never pushed");
+    assert_error(api.send(Method::GET, &format!("/v2/nothing/blobs/{digest}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/nothing/blobs/{digest}")).await.status(), StatusCode::NOT_FOUND);
+    assert_error(api.send(Method::DELETE, &format!("/v2/nothing/blobs/{digest}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn blobs_are_readable_only_where_pushed_or_mounted() {
+    let (_s, api) = setup();
+    let bytes = random_bytes(4096, 6);
+    let digest = api.push_blob("src/repo", &bytes).await;
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/dst/repo/blobs/{digest}")).await.status(), StatusCode::NOT_FOUND);
+
+    let r = api.send(Method::POST, &format!("/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo")).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(location(&r), format!("/v2/dst/repo/blobs/{digest}"));
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), digest);
+    let r = api.send(Method::GET, &format!("/v2/dst/repo/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    // From a repository that lacks it: a normal upload session instead.
+    let r = api.send(Method::POST, &format!("/v2/third/blobs/uploads/?mount={digest}&from=empty/repo")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(location(&r).starts_with("/v2/third/blobs/uploads/"));
+    // A blob nobody has: the same.
+    let r = api.send(Method::POST, &format!("/v2/third/blobs/uploads/?mount={}&from=src/repo", sha256(b"nope"))).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Without `from`, a blob the caller can read anywhere mounts.
+    let r = api.send(Method::POST, &format!("/v2/third/blobs/uploads/?mount={digest}")).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Deleting unlinks from one repository only.
+    assert_eq!(api.send(Method::DELETE, &format!("/v2/src/repo/blobs/{digest}")).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/src/repo/blobs/{digest}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.send(Method::HEAD, &format!("/v2/dst/repo/blobs/{digest}")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_manifest_kind_round_trips_by_tag_and_digest() {
+    let (_s, api) = setup();
+    for (i, media_type) in [OCI_MANIFEST, DOCKER_MANIFEST].into_iter().enumerate() {
+        let repo = format!("kinds/{i}");
+        let (d1, b1) = api.push_image(&repo, "amd64", media_type, 10 + i as u64).await;
+        let (d2, b2) = api.push_image(&repo, "arm64", media_type, 20 + i as u64).await;
+        let index_type = if media_type == OCI_MANIFEST { OCI_INDEX } else { DOCKER_LIST };
+        let ib = index(index_type, &[(&d1, b1.len()), (&d2, b2.len())]);
+        let r = api.put_manifest(&repo, "multi", index_type, &ib).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), sha256(&ib));
+        assert_eq!(location(&r), format!("/v2/{repo}/manifests/{}", sha256(&ib)));
+
+        for (reference, body, mt) in [("amd64", &b1, media_type), ("multi", &ib, index_type)] {
+            let digest = sha256(body);
+            for r in [reference.to_owned(), digest.clone()] {
+                let resp = api.req(Method::GET, &format!("/v2/{repo}/manifests/{r}")).header("accept", mt).send().await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                assert_eq!(header(&resp, "content-type").unwrap(), mt);
+                assert_eq!(header(&resp, "docker-content-digest").unwrap(), digest);
+                assert_eq!(header(&resp, "etag").unwrap(), format!("\"{digest}\""));
+                assert_eq!(resp.bytes().await.unwrap().as_ref(), &body[..], "stored byte for byte");
+                let head = api.send(Method::HEAD, &format!("/v2/{repo}/manifests/{r}")).await;
+                assert_eq!(head.status(), StatusCode::OK);
+                assert_eq!(header(&head, "content-length").unwrap(), body.len().to_string());
+                assert_eq!(header(&head, "docker-content-digest").unwrap(), digest);
+            }
+        }
+        // A conditional GET with the current ETag is answered 304.
+        let r = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("if-none-match", format!("\"{}\"", sha256(&ib))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    }
+}
+
+#[tokio::test]
+async fn manifests_naming_missing_content_are_rejected() {
+    let (_s, api) = setup();
+    let config = api.push_blob("strict", b"{}").await;
+    let missing = sha256(b"missing layer");
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[(&missing, 13)], None);
+    let r = api.put_manifest("strict", "v1", OCI_MANIFEST, &body).await;
+    let err = assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+    assert_eq!(err["errors"][0]["detail"][0], missing);
+    assert_eq!(api.send(Method::GET, "/v2/strict/manifests/v1").await.status(), StatusCode::NOT_FOUND);
+
+    // A blob present in another repository is not enough.
+    let layer = api.push_blob("elsewhere", b"layer").await;
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[(&layer, 5)], None);
+    let r = api.put_manifest("strict", "v1", OCI_MANIFEST, &body).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // An index naming a child manifest the repository lacks.
+    let ib = index(OCI_INDEX, &[(&missing, 100)]);
+    let r = api.put_manifest("strict", "idx", OCI_INDEX, &ib).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn malformed_oversize_and_mismatched_manifests_are_rejected() {
+    let (_s, api) = setup();
+    let r = api.put_manifest("bad", "v1", OCI_MANIFEST, b"{\"schemaVersion\": 2, ").await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let r = api.put_manifest("bad", "v1", OCI_MANIFEST, b"[1,2,3]").await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let r = api.put_manifest("bad", "v1", "application/vnd.docker.distribution.manifest.v1+json", b"{\"schemaVersion\":1}").await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    // Content-Type disagrees with the body's mediaType.
+    let config = api.push_blob("bad", b"{}").await;
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
+    let r = api.put_manifest("bad", "v1", DOCKER_MANIFEST, &body).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    // Pushed by a digest it does not have.
+    let r = api.put_manifest("bad", &sha256(b"other"), OCI_MANIFEST, &body).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    // Over 4 MiB.
+    let mut big = body.clone();
+    big.truncate(big.len() - 1);
+    big.extend_from_slice(b",\"annotations\":{\"pad\":\"");
+    big.extend(std::iter::repeat_n(b'x', 4 * 1024 * 1024));
+    big.extend_from_slice(b"\"}}");
+    let r = api.put_manifest("bad", "big", OCI_MANIFEST, &big).await;
+    assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
+    // An invalid tag.
+    let r = api.put_manifest("bad", "-tag", OCI_MANIFEST, &body).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    // Nothing of all that is visible.
+    let r = api.send(Method::GET, "/v2/bad/tags/list").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
+    // The valid one is accepted (OCI 1.1 allows an image manifest without layers).
+    assert_eq!(api.put_manifest("bad", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn manifest_put_by_digest_with_tag_parameters_creates_the_tags() {
+    let (_s, api) = setup();
+    let config = api.push_blob("multitag", b"{}").await;
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
+    let digest = sha256(&body);
+    let r = api
+        .req(Method::PUT, &format!("/v2/multitag/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest"))
+        .header("content-type", OCI_MANIFEST)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tags: Vec<_> = r.headers().get_all("oci-tag").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(tags, ["1.2.3", "1.2", "latest"]);
+    let r = api.send(Method::GET, "/v2/multitag/tags/list").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["1.2", "1.2.3", "latest"]));
+}
+
+#[tokio::test]
+async fn referrers_list_manifests_with_a_subject() {
+    let (_s, api) = setup();
+    let (subject, sbody) = api.push_image("refs", "v1", OCI_MANIFEST, 30).await;
+    let empty = api.push_blob("refs", b"{}").await;
+    let sig_blob = api.push_blob("refs", b"signature").await;
+
+    // An artifact manifest with artifactType and annotations, and an index referrer.
+    let mut sig: Value = serde_json::from_slice(&image_manifest(
+        OCI_MANIFEST,
+        (&empty, 2),
+        &[(&sig_blob, 9)],
+        Some((&subject, sbody.len())),
+    ))
+    .unwrap();
+    sig["config"]["mediaType"] = json!("application/vnd.oci.empty.v1+json");
+    sig["artifactType"] = json!("application/vnd.example.signature.v1");
+    sig["annotations"] = json!({ "org.example.signer": "ci" });
+    let sig = serde_json::to_vec(&sig).unwrap();
+    let r = api.put_manifest("refs", &sha256(&sig), OCI_MANIFEST, &sig).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "oci-subject").unwrap(), subject);
+
+    // A referrer without artifactType: its config media type stands in.
+    let sbom = image_manifest(OCI_MANIFEST, (&empty, 2), &[(&sig_blob, 9)], Some((&subject, sbody.len())));
+    assert_eq!(api.put_manifest("refs", &sha256(&sbom), OCI_MANIFEST, &sbom).await.status(), StatusCode::CREATED);
+
+    let r = api.send(Method::GET, &format!("/v2/refs/referrers/{subject}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-type").unwrap(), OCI_INDEX);
+    assert!(header(&r, "oci-filters-applied").is_none());
+    let idx: Value = r.json().await.unwrap();
+    assert_eq!(idx["schemaVersion"], 2);
+    assert_eq!(idx["mediaType"], OCI_INDEX);
+    let m = idx["manifests"].as_array().unwrap();
+    assert_eq!(m.len(), 2);
+    let sig_desc = m.iter().find(|d| d["digest"] == sha256(&sig)).unwrap();
+    assert_eq!(sig_desc["artifactType"], "application/vnd.example.signature.v1");
+    assert_eq!(sig_desc["annotations"]["org.example.signer"], "ci");
+    assert_eq!(sig_desc["size"], sig.len());
+    assert_eq!(sig_desc["mediaType"], OCI_MANIFEST);
+    let sbom_desc = m.iter().find(|d| d["digest"] == sha256(&sbom)).unwrap();
+    assert_eq!(sbom_desc["artifactType"], "application/vnd.oci.image.config.v1+json");
+
+    let r = api.send(Method::GET, &format!("/v2/refs/referrers/{subject}?artifactType=application/vnd.example.signature.v1")).await;
+    assert_eq!(header(&r, "oci-filters-applied").unwrap(), "artifactType");
+    let idx: Value = r.json().await.unwrap();
+    assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
+
+    // Unknown subject, unknown repository: an empty index, never 404.
+    for path in [format!("/v2/refs/referrers/{}", sha256(b"x")), format!("/v2/nowhere/referrers/{subject}")] {
+        let r = api.send(Method::GET, &path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<Value>().await.unwrap()["manifests"], json!([]));
+    }
+    assert_error(api.send(Method::GET, "/v2/refs/referrers/sha256:zzz").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+
+    // A referrer may be pushed before its subject exists.
+    let future = sha256(b"not yet pushed");
+    let early = image_manifest(OCI_MANIFEST, (&empty, 2), &[], Some((&future, 10)));
+    let r = api.put_manifest("refs", "early", OCI_MANIFEST, &early).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "oci-subject").unwrap(), future);
+}
+
+#[tokio::test]
+async fn deleting_tags_and_manifests() {
+    let (_s, api) = setup();
+    let (digest, _) = api.push_image("del", "a", OCI_MANIFEST, 40).await;
+    let config = api.push_blob("del", b"{}").await;
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
+    api.put_manifest("del", "b", OCI_MANIFEST, &body).await;
+    let r = api.put_manifest("del", "c", OCI_MANIFEST, &api.send(Method::GET, "/v2/del/manifests/a").await.bytes().await.unwrap()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Deleting a tag leaves the manifest and its other tags.
+    assert_eq!(api.send(Method::DELETE, "/v2/del/manifests/a").await.status(), StatusCode::ACCEPTED);
+    assert_error(api.send(Method::GET, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::OK);
+    assert_error(api.send(Method::DELETE, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+
+    // Deleting the manifest takes every tag on it.
+    assert_eq!(api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(api.send(Method::GET, "/v2/del/manifests/c").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::NOT_FOUND);
+    let r = api.send(Method::GET, "/v2/del/tags/list").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["b"]));
+    assert_error(api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn tag_list_is_sorted_and_paginated() {
+    let (_s, api) = setup();
+    let config = api.push_blob("pages", b"{}").await;
+    let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
+    let digest = sha256(&body);
+    let tags = ["b", "a", "C", "a1", "_x", "z", "10", "9"];
+    let query: Vec<_> = tags.iter().map(|t| format!("tag={t}")).collect();
+    let r = api.req(Method::PUT, &format!("/v2/pages/manifests/{digest}?{}", query.join("&"))).header("content-type", OCI_MANIFEST).body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let mut sorted: Vec<_> = tags.iter().map(|t| t.to_string()).collect();
+    sorted.sort();
+    let r = api.send(Method::GET, "/v2/pages/tags/list").await;
+    assert!(header(&r, "link").is_none());
+    let all: Value = r.json().await.unwrap();
+    assert_eq!(all, json!({ "name": "pages", "tags": sorted }));
+
+    // Walk the pages by their Link headers.
+    let mut got = Vec::new();
+    let mut next = Some("/v2/pages/tags/list?n=3".to_owned());
+    while let Some(path) = next {
+        let r = api.send(Method::GET, &path).await;
+        next = header(&r, "link").map(|l| l.trim_start_matches('<').split('>').next().unwrap().to_owned());
+        let page: Value = r.json().await.unwrap();
+        let items = page["tags"].as_array().unwrap().clone();
+        assert!(items.len() <= 3);
+        assert!(next.is_none() || items.len() == 3);
+        got.extend(items.into_iter().map(|v| v.as_str().unwrap().to_owned()));
+    }
+    assert_eq!(got, sorted);
+
+    let r = api.send(Method::GET, "/v2/pages/tags/list?n=2&last=a").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["a1", "b"]));
+    let r = api.send(Method::GET, "/v2/pages/tags/list?n=0").await;
+    assert!(header(&r, "link").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
+    assert_error(api.send(Method::GET, "/v2/pages/tags/list?n=-1").await, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
+    assert_error(api.send(Method::GET, "/v2/unknown/tags/list").await, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn catalog_lists_repositories_with_pagination() {
+    let (_s, api) = setup();
+    let names = ["zeta", "alpha/one", "alpha/two", "beta"];
+    for name in names {
+        api.push_blob(name, name.as_bytes()).await;
+    }
+    let r = api.send(Method::GET, "/v2/_catalog").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!(["alpha/one", "alpha/two", "beta", "zeta"]));
+    let r = api.send(Method::GET, "/v2/_catalog?n=2").await;
+    assert_eq!(header(&r, "link").unwrap(), "</v2/_catalog?n=2&last=alpha%2Ftwo>; rel=\"next\"");
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!(["alpha/one", "alpha/two"]));
+    let r = api.send(Method::GET, "/v2/_catalog?n=2&last=alpha%2Ftwo").await;
+    assert!(header(&r, "link").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!(["beta", "zeta"]));
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_before_anything_happens() {
+    let (s, api) = setup();
+    for path in [
+        "/v2/Upper/tags/list",
+        "/v2/a/../b/tags/list",
+        "/v2/..%2F..%2Fetc/tags/list",
+        "/v2//lead/tags/list",
+        "/v2/a/./b/blobs/uploads/",
+        "/v2/trail-/manifests/latest",
+    ] {
+        let method = if path.ends_with("uploads/") { Method::POST } else { Method::GET };
+        // reqwest normalises `..` away; send the raw path over a socket instead.
+        let (status, body) = raw_request(s.addr, method.as_str(), path, b"");
+        assert_eq!(status, 400, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "NAME_INVALID", "{path}");
+    }
+    assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 0);
+    let r = api.send(Method::GET, "/v2/_catalog").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!([]));
+}
+
+#[tokio::test]
+async fn wrong_methods_and_unknown_paths_get_error_json() {
+    let (_s, api) = setup();
+    assert_error(api.send(Method::POST, "/v2/a/tags/list").await, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    assert_error(api.send(Method::PATCH, "/v2/a/manifests/latest").await, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    assert_error(api.send(Method::GET, "/v2/a/something/else").await, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
+    assert_error(api.send(Method::GET, "/nope").await, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
+}
+
+/// Sends one raw HTTP/1.1 request; returns status and body.
+pub fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn truncated_chunk_is_not_acknowledged_and_the_upload_resumes() {
+    use std::io::Write;
+    let (s, api) = setup();
+    let bytes = random_bytes(2000, 7);
+    let loc = api.start_upload("trunc").await;
+    // Promise 2000 bytes, send 700, hang up.
+    {
+        let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+        write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nContent-Range: 0-1999\r\n\r\n").unwrap();
+        sock.write_all(&bytes[..700]).unwrap();
+        sock.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    // The server notices the short body; nothing of it counts.
+    let mut range = String::new();
+    for _ in 0..100 {
+        let r = api.send(Method::GET, &loc).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        range = header(&r, "range").unwrap();
+        let r = api.req(Method::PATCH, &loc).header("content-range", "0-999").body(bytes[..1000].to_vec()).send().await.unwrap();
+        if r.status() == StatusCode::ACCEPTED {
+            break;
+        }
+        // Still busy with the broken request: try again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(range, "0-0");
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={}", sha256(&bytes))))
+        .header("content-range", "1000-1999")
+        .body(bytes[1000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api.send(Method::GET, &format!("/v2/trunc/blobs/{}", sha256(&bytes))).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+#[tokio::test]
+async fn uploads_survive_a_restart_and_resume() {
+    let s = TestServer::start();
+    let api = Api::new(s.url());
+    let bytes = random_bytes(100_000, 8);
+    let loc = api.start_upload("resume").await;
+    let r = api.req(Method::PATCH, &loc).header("content-range", "0-59999").body(bytes[..60_000].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    let s = s.restart();
+    let api = Api::new(s.url());
+    let r = api.send(Method::GET, &loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range").unwrap(), "0-59999");
+    // The running hash was lost with the process; the server recomputes it.
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={}", sha256(&bytes))))
+        .header("content-range", "60000-99999")
+        .body(bytes[60_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api.send(Method::GET, &format!("/v2/resume/blobs/{}", sha256(&bytes))).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire_and_their_bytes_are_removed() {
+    let s = TestServer::start_with(|c| {
+        c.upload_ttl = std::time::Duration::from_secs(1);
+        c.janitor_interval = std::time::Duration::from_millis(200);
+    });
+    let api = Api::new(s.url());
+    let loc = api.start_upload("expire").await;
+    api.req(Method::PATCH, &loc).body(vec![7u8; 4096]).send().await.unwrap();
+    assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 1);
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if api.send(Method::GET, &loc).await.status() == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the abandoned upload was not expired");
+    assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_layer_pushed_to_many_repositories_is_stored_once() {
+    let (s, api) = setup();
+    let layer = random_bytes(2 * 1024 * 1024, 9);
+    for i in 0..10 {
+        let repo = format!("dedupe/r{i}");
+        let digest = api.push_blob(&repo, &layer).await;
+        let config = api.push_blob(&repo, format!("{{\"n\":{i}}}").as_bytes()).await;
+        let body = image_manifest(OCI_MANIFEST, (&config, 8), &[(&digest, layer.len())], None);
+        assert_eq!(api.put_manifest(&repo, "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+    }
+    let on_disk: u64 = walk(&s.data_dir().join("blobs")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    // One copy of the 2 MiB layer plus ten tiny configs.
+    assert!(on_disk >= layer.len() as u64 && on_disk < layer.len() as u64 + 1000, "{on_disk} bytes of blobs on disk");
+    let copies = walk(&s.data_dir().join("blobs")).iter().filter(|p| std::fs::metadata(p).unwrap().len() == layer.len() as u64).count();
+    assert_eq!(copies, 1);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}

@@ -29,7 +29,24 @@ impl TestServer {
 
     /// Starts a registry after `configure` has adjusted its config.
     pub fn start_with(configure: impl FnOnce(&mut berth::Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_in(tempfile::tempdir().expect("temp dir"), configure)
+    }
+
+    /// Stops the server (gracefully) and starts a new one on the same data directory.
+    pub fn restart(mut self) -> TestServer {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestServer::start_in(dir, |_| {})
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut berth::Config)) -> TestServer {
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
         configure(&mut config);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -73,10 +90,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
