@@ -27,6 +27,18 @@ pub(crate) fn storage_err(e: StorageError) -> Error {
     }
 }
 
+/// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
+/// shorter than acknowledged (lost with the machine) cannot be resumed: the client is
+/// told the upload is unknown and starts again.
+fn upload_err(e: StorageError) -> Error {
+    match e {
+        StorageError::NotFound | StorageError::OffsetMismatch { .. } => {
+            Error::new(ErrorKind::BlobUploadUnknown).with_message(format!("the upload's staged bytes are gone: {e}"))
+        }
+        other => storage_err(other),
+    }
+}
+
 fn blob_location(repo: &RepoName, digest: &Digest) -> String {
     format!("/v2/{repo}/blobs/{digest}")
 }
@@ -246,7 +258,7 @@ async fn append(ctx: Ctx<'_>, session: &SessionGuard<'_>, offset: u64, body: Bod
         }
         None => length,
     };
-    if expected == Some(0) {
+    if expected == Some(0) || axum::body::HttpBody::is_end_stream(&body) {
         return Ok(offset);
     }
 
@@ -257,7 +269,7 @@ async fn append(ctx: Ctx<'_>, session: &SessionGuard<'_>, offset: u64, body: Bod
         tap.lock().unwrap().update(&chunk);
         Ok(chunk)
     }));
-    let written = reg.blobs.append_upload(id, offset, stream).await.map_err(storage_err)?;
+    let written = reg.blobs.append_upload(id, offset, stream).await.map_err(upload_err)?;
     if expected.is_some_and(|e| e != written) {
         // Not acknowledged: the next append truncates these bytes away.
         return Err(Error::new(ErrorKind::SizeInvalid)
@@ -297,7 +309,20 @@ fn parse_content_range(value: &str) -> Result<(u64, u64), Error> {
 /// Verifies the digest of a finished upload and makes it a visible blob of `repo`.
 async fn commit(reg: &Registry, session: SessionGuard<'_>, repo: &RepoName, size: u64, digest: &Digest) -> Result<(), Error> {
     let id = session.id;
-    let actual = session.hasher_at(size).await?.finish();
+    let actual = match session.hasher_at(size).await {
+        Ok(hasher) => hasher.finish(),
+        Err(e) if e.kind == ErrorKind::BlobUploadUnknown => {
+            // A crash after the staged bytes became the blob and before the metadata
+            // said so: the blob's name is its verified digest, so only recording is left.
+            if reg.blobs.blob_size(digest).await.map_err(storage_err)? == Some(size) {
+                reg.meta.link_blob(repo, digest, size, Some(id)).await?;
+                return Ok(());
+            }
+            reg.meta.delete_upload(id).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     if actual != *digest {
         // A failed upload leaves nothing behind.
         reg.meta.delete_upload(id).await?;
@@ -307,7 +332,7 @@ async fn commit(reg: &Registry, session: SessionGuard<'_>, repo: &RepoName, size
     }
     // Bytes first (durable), metadata second: a crash in between leaves an unreferenced
     // blob, never a visible one without bytes.
-    reg.blobs.commit_upload(id, size, digest).await.map_err(storage_err)?;
+    reg.blobs.commit_upload(id, size, digest).await.map_err(upload_err)?;
     reg.meta.link_blob(repo, digest, size, Some(id)).await?;
     reg.sessions.lock().unwrap().remove(id);
     Ok(())
@@ -346,7 +371,7 @@ impl<'a> SessionGuard<'a> {
         }
         let mut hasher = DigestHasher::new();
         if offset > 0 {
-            let mut stream = self.registry.blobs.read_upload(self.id, offset).await.map_err(storage_err)?;
+            let mut stream = self.registry.blobs.read_upload(self.id, offset).await.map_err(upload_err)?;
             while let Some(chunk) = stream.next().await {
                 hasher.update(&chunk.map_err(|e| storage_err(StorageError::Io(e)))?);
             }
