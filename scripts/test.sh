@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests drive (real registry clients from
+# Debian's packages and PyPI, cargo-nextest) if missing, then runs every test.
+# Safe to run repeatedly; installs nothing that is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(skopeo podman buildah docker.io umoci uidmap)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.2.*'
+
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+
+exec cargo nextest run --workspace "$@"
