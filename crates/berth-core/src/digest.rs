@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, ErrorKind};
@@ -112,6 +113,22 @@ impl DigestHasher {
         self.len == 0
     }
 
+    /// The hasher's internal state as bytes, to resume hashing elsewhere (another
+    /// request, process or node) with [`DigestHasher::resume`].
+    pub fn to_state(&self) -> Vec<u8> {
+        let mut out = self.len.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.hasher.serialize());
+        out
+    }
+
+    /// Rebuilds a hasher from [`DigestHasher::to_state`]'s bytes; `None` if they are not.
+    pub fn resume(state: &[u8]) -> Option<DigestHasher> {
+        let (len, core) = state.split_at_checked(8)?;
+        let len = u64::from_be_bytes(len.try_into().ok()?);
+        let core = core.try_into().ok()?;
+        Some(DigestHasher { hasher: Sha256::deserialize(core).ok()?, len })
+    }
+
     pub fn finish(self) -> Digest {
         Digest(format!("{}{}", Digest::PREFIX, hex::encode(self.hasher.finalize())))
     }
@@ -136,6 +153,18 @@ mod tests {
         h.update(b"world");
         assert_eq!(h.len(), 11);
         assert_eq!(h.finish(), Digest::of(b"hello world"));
+    }
+
+    #[test]
+    fn hashing_resumes_from_serialized_state() {
+        let mut h = DigestHasher::new();
+        h.update(&[7u8; 100]);
+        let mut resumed = DigestHasher::resume(&h.to_state()).unwrap();
+        assert_eq!(resumed.len(), 100);
+        resumed.update(b"tail");
+        h.update(b"tail");
+        assert_eq!(resumed.finish(), h.finish());
+        assert!(DigestHasher::resume(b"short").is_none());
     }
 
     #[test]

@@ -8,11 +8,22 @@
 use async_trait::async_trait;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
 
+mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// A live blob as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// Where the blob store keeps it.
+    pub key: String,
+}
 
 /// A stored manifest, as served.
 #[derive(Clone, Debug)]
@@ -31,6 +42,10 @@ pub struct UploadRecord {
     pub size: u64,
     /// Unix seconds of the last accepted chunk (or of the start).
     pub updated_at: i64,
+    /// SHA-256 state over the acknowledged bytes (`None` while empty).
+    pub hash_state: Option<Vec<u8>>,
+    /// The blob store's progress record.
+    pub state: String,
 }
 
 /// A manifest to store, already parsed and validated.
@@ -60,11 +75,11 @@ pub fn now() -> i64 {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    /// Size of a live blob readable by `repo`.
-    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, Error>;
+    /// A live blob readable by `repo`.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, Error>;
 
-    /// Size of a live blob, whichever repository holds it.
-    async fn blob(&self, digest: &Digest) -> Result<Option<u64>, Error>;
+    /// A live blob, whichever repository holds it.
+    async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>, Error>;
 
     /// Up to `limit` repositories that may read a live blob.
     async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error>;
@@ -75,24 +90,32 @@ pub trait MetadataStore: Send + Sync + 'static {
         &self,
         repo: &RepoName,
         digest: &Digest,
-        size: u64,
+        blob: &BlobInfo,
         upload_id: Option<&str>,
     ) -> Result<(), Error>;
 
     /// Stops `repo` from reading a blob. `false` if it could not.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;
 
-    async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<(), Error>;
+    async fn create_upload(&self, id: &str, repo: &RepoName, state: &str) -> Result<(), Error>;
 
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error>;
 
-    /// Moves an upload from `from` to `to` bytes; `false` if it was not at `from`.
-    async fn advance_upload(&self, id: &str, from: u64, to: u64) -> Result<bool, Error>;
+    /// Moves an upload from `from` to `to` bytes, with the hash and blob-store state
+    /// that go with `to`; `false` if it was not at `from` (another request moved it).
+    async fn advance_upload(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+        state: &str,
+    ) -> Result<bool, Error>;
 
     async fn delete_upload(&self, id: &str) -> Result<bool, Error>;
 
-    /// Uploads with no activity since `before` (Unix seconds).
-    async fn stale_uploads(&self, before: i64) -> Result<Vec<String>, Error>;
+    /// Uploads with no activity since `before` (Unix seconds): `(id, blob-store state)`.
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<(String, String)>, Error>;
 
     /// Whether each of `ids` is a known upload.
     async fn known_uploads(&self, ids: &[String]) -> Result<Vec<bool>, Error>;
@@ -115,6 +138,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Repository names after `last`, sorted bytewise.
     async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page, Error>;
+
+    /// Takes or renews the lease `name` for `holder` until `ttl_secs` from now; `false`
+    /// if another holder's lease has not expired.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
     async fn referrers(

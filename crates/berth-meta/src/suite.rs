@@ -2,7 +2,7 @@
 
 use berth_core::{Digest, ErrorKind, MediaType, Reference, RepoName, Tag, manifest};
 
-use crate::{MetadataStore, NewManifest};
+use crate::{BlobInfo, MetadataStore, NewManifest};
 
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).unwrap()
@@ -26,26 +26,37 @@ pub async fn run(store: &dyn MetadataStore) {
     let layer = Digest::of(b"layer");
 
     // Blobs: linked per repository, stored once.
+    let info = |size, key: &str| BlobInfo { size, key: key.to_owned() };
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);
-    store.link_blob(&a, &config, 6, None).await.unwrap();
-    store.link_blob(&a, &layer, 5, None).await.unwrap();
-    assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), Some(5));
+    store.link_blob(&a, &config, &info(6, "k/config"), None).await.unwrap();
+    store.link_blob(&a, &layer, &info(5, "k/layer"), None).await.unwrap();
+    assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), Some(info(5, "k/layer")));
     assert_eq!(store.repo_blob(&b, &layer).await.unwrap(), None);
-    assert_eq!(store.blob(&layer).await.unwrap(), Some(5));
+    assert_eq!(store.blob(&layer).await.unwrap(), Some(info(5, "k/layer")));
     assert_eq!(store.repos_with_blob(&layer, 10).await.unwrap(), vec![a.clone()]);
 
     // Uploads: created, advanced only from the expected offset, completed by link_blob.
-    store.create_upload("u1", &b).await.unwrap();
+    store.create_upload("u1", &b, "s0").await.unwrap();
     assert_eq!(store.upload(&a, "u1").await.unwrap(), None, "uploads belong to one repository");
-    assert_eq!(store.upload(&b, "u1").await.unwrap().unwrap().size, 0);
-    assert!(store.advance_upload("u1", 0, 10).await.unwrap());
-    assert!(!store.advance_upload("u1", 0, 20).await.unwrap());
+    let up = store.upload(&b, "u1").await.unwrap().unwrap();
+    assert_eq!((up.size, up.hash_state, up.state.as_str()), (0, None, "s0"));
+    assert!(store.advance_upload("u1", 0, 10, b"hash10", "s10").await.unwrap());
+    assert!(!store.advance_upload("u1", 0, 20, b"hash20", "s20").await.unwrap());
+    let up = store.upload(&b, "u1").await.unwrap().unwrap();
+    assert_eq!((up.size, up.hash_state.as_deref(), up.state.as_str()), (10, Some(&b"hash10"[..]), "s10"));
     assert_eq!(store.known_uploads(&["u1".into(), "nope".into()]).await.unwrap(), vec![true, false]);
-    assert!(store.stale_uploads(crate::now() + 10).await.unwrap().contains(&"u1".to_owned()));
+    assert!(store.stale_uploads(crate::now() + 10).await.unwrap().contains(&("u1".to_owned(), "s10".to_owned())));
     assert!(store.stale_uploads(crate::now() - 3600).await.unwrap().is_empty());
-    store.link_blob(&b, &layer, 5, Some("u1")).await.unwrap();
+    store.link_blob(&b, &layer, &info(5, "k/layer"), Some("u1")).await.unwrap();
     assert_eq!(store.upload(&b, "u1").await.unwrap(), None);
-    assert_eq!(store.repo_blob(&b, &layer).await.unwrap(), Some(5));
+    assert_eq!(store.repo_blob(&b, &layer).await.unwrap().map(|i| i.size), Some(5));
+
+    // Leases: one holder at a time, renewable by its holder, free once expired.
+    assert!(store.try_lease("gc", "node-1", 60).await.unwrap());
+    assert!(!store.try_lease("gc", "node-2", 60).await.unwrap());
+    assert!(store.try_lease("gc", "node-1", 60).await.unwrap());
+    assert!(store.try_lease("janitor", "node-2", -1).await.unwrap());
+    assert!(store.try_lease("janitor", "node-1", 60).await.unwrap(), "an expired lease is free");
 
     // A manifest naming a blob the repository can't read is refused, whole.
     let body = image_manifest(&config, &layer, None);
@@ -106,5 +117,5 @@ pub async fn run(store: &dyn MetadataStore) {
 
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);
-    assert_eq!(store.repo_blob(&b, &layer).await.unwrap(), Some(5));
+    assert_eq!(store.repo_blob(&b, &layer).await.unwrap().map(|i| i.size), Some(5));
 }

@@ -2,8 +2,9 @@
 //! (monolithic, chunked, resumable, cross-repository mount).
 //!
 //! Write path: bytes stream into the blob store's staging area while SHA-256 runs over
-//! them; the upload's acknowledged size moves forward in the metadata store only after
-//! the bytes are written. On the closing `PUT` the digest is checked, the staged bytes
+//! them; the upload's acknowledged size, with the hash state over exactly those bytes,
+//! moves forward in the metadata store only after the bytes are written, so any request
+//! on any node can continue the upload. On the closing `PUT` the digest is checked, the staged bytes
 //! become the blob durably, and only then does a metadata transaction make it visible.
 
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use berth_core::{Digest, DigestHasher, Error, ErrorKind, RepoName};
+use berth_meta::{BlobInfo, UploadRecord};
 use berth_storage::{ByteStream, StorageError};
 use futures_util::StreamExt;
 
@@ -55,7 +57,7 @@ fn upload_range(size: u64) -> String {
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
     let reg = ctx.registry;
-    let size = reg
+    let BlobInfo { size, key } = reg
         .meta
         .repo_blob(repo, digest)
         .await?
@@ -82,7 +84,7 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
     let body = if *ctx.method == axum::http::Method::HEAD {
         Body::empty()
     } else {
-        let stream = reg.blobs.read_blob(digest, range).await.map_err(|e| match e {
+        let stream = reg.blobs.read_blob(&key, range).await.map_err(|e| match e {
             // Metadata says it exists; the bytes must too.
             StorageError::NotFound => Error::internal(format!("blob {digest} is recorded but missing from storage")),
             other => storage_err(other),
@@ -151,14 +153,15 @@ pub(crate) async fn start_upload(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> R
     let monolithic = ctx.param("digest").map(|d| Digest::parse(&d)).transpose()?;
 
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    reg.blobs.create_upload(&id).await.map_err(storage_err)?;
-    reg.meta.create_upload(&id, repo).await?;
+    let state = reg.blobs.create_upload(&id).await.map_err(storage_err)?;
+    reg.meta.create_upload(&id, repo, &state).await?;
 
     match monolithic {
         Some(digest) => {
-            let session = SessionGuard::claim(reg, &id)?;
-            let size = append(ctx, &session, 0, body).await?;
-            commit(reg, session, repo, size, &digest).await?;
+            let upload = find_upload(reg, repo, &id).await?;
+            let _busy = Busy::claim(reg, &id)?;
+            let progress = append(ctx, upload, body).await?;
+            commit(reg, repo, progress, &digest).await?;
             Ok(created(repo, &digest))
         }
         None => Ok(accepted(StatusCode::ACCEPTED, repo, &id, 0)),
@@ -180,15 +183,15 @@ async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<boo
         if ctx.authorize(Access::Repository(from, Action::Pull)).await.is_err() {
             continue;
         }
-        if let Some(size) = meta.repo_blob(from, digest).await? {
-            meta.link_blob(repo, digest, size, None).await?;
+        if let Some(info) = meta.repo_blob(from, digest).await? {
+            meta.link_blob(repo, digest, &info, None).await?;
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-async fn find_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<berth_meta::UploadRecord, Error> {
+async fn find_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<UploadRecord, Error> {
     reg.meta
         .upload(repo, id)
         .await?
@@ -204,12 +207,11 @@ pub(crate) async fn upload_status(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Re
 pub(crate) async fn cancel_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let reg = ctx.registry;
-    find_upload(reg, repo, id).await?;
-    let _session = SessionGuard::claim(reg, id)?;
-    // Metadata first: once the row is gone nobody can write to the staged bytes.
+    let upload = find_upload(reg, repo, id).await?;
+    let _busy = Busy::claim(reg, id)?;
+    // Record first: once it is gone nobody can write to the staged bytes.
     reg.meta.delete_upload(id).await?;
-    reg.blobs.delete_upload(id).await.map_err(storage_err)?;
-    reg.sessions.lock().unwrap().remove(id);
+    reg.blobs.delete_upload(id, &upload.state).await.map_err(storage_err)?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -217,9 +219,9 @@ pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: 
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let reg = ctx.registry;
     let upload = find_upload(reg, repo, id).await?;
-    let session = SessionGuard::claim(reg, id)?;
-    let size = append(ctx, &session, upload.size, body).await?;
-    Ok(accepted(StatusCode::ACCEPTED, repo, id, size))
+    let _busy = Busy::claim(reg, id)?;
+    let progress = append(ctx, upload, body).await?;
+    Ok(accepted(StatusCode::ACCEPTED, repo, id, progress.size))
 }
 
 pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
@@ -230,17 +232,33 @@ pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body:
     })?;
     let digest = Digest::parse(&digest)?;
     let upload = find_upload(reg, repo, id).await?;
-    let session = SessionGuard::claim(reg, id)?;
-    let size = append(ctx, &session, upload.size, body).await?;
-    commit(reg, session, repo, size, &digest).await?;
+    let _busy = Busy::claim(reg, id)?;
+    let progress = append(ctx, upload, body).await?;
+    commit(reg, repo, progress, &digest).await?;
     Ok(created(repo, &digest))
 }
 
-/// Appends the request body to an upload at `offset`, checking `Content-Range` and
-/// `Content-Length`, and returns the new acknowledged size.
-async fn append(ctx: Ctx<'_>, session: &SessionGuard<'_>, offset: u64, body: Body) -> Result<u64, Error> {
+/// An upload after an append: its acknowledged size, the hash over exactly those bytes,
+/// and the blob store's state.
+struct Progress {
+    id: String,
+    size: u64,
+    hasher: DigestHasher,
+    state: String,
+}
+
+/// Appends the request body to an upload, checking `Content-Range` and `Content-Length`,
+/// and records the new size, hash state and blob-store state.
+async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body) -> Result<Progress, Error> {
     let reg = ctx.registry;
-    let id = session.id;
+    let offset = upload.size;
+    let hasher = match &upload.hash_state {
+        Some(state) => DigestHasher::resume(state)
+            .filter(|h| h.len() == offset)
+            .ok_or_else(|| Error::internal(format!("upload {} has a corrupt hash state", upload.id)))?,
+        None if offset == 0 => DigestHasher::new(),
+        None => return Err(Error::internal(format!("upload {} has no hash state", upload.id))),
+    };
     let length = content_length(ctx.headers)?;
     let expected = match ctx.header("content-range") {
         Some(range) => {
@@ -258,30 +276,34 @@ async fn append(ctx: Ctx<'_>, session: &SessionGuard<'_>, offset: u64, body: Bod
         }
         None => length,
     };
+    let unchanged = Progress { id: upload.id.clone(), size: offset, hasher: hasher.clone(), state: upload.state.clone() };
     if expected == Some(0) || axum::body::HttpBody::is_end_stream(&body) {
-        return Ok(offset);
+        return Ok(unchanged);
     }
 
-    let hasher = Arc::new(Mutex::new(session.hasher_at(offset).await?));
+    let hasher = Arc::new(Mutex::new(hasher));
     let tap = Arc::clone(&hasher);
     let stream: ByteStream = Box::pin(body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
         tap.lock().unwrap().update(&chunk);
         Ok(chunk)
     }));
-    let written = reg.blobs.append_upload(id, offset, stream).await.map_err(upload_err)?;
+    let (written, state) =
+        reg.blobs.append_upload(&upload.id, &upload.state, offset, stream).await.map_err(upload_err)?;
     if expected.is_some_and(|e| e != written) {
-        // Not acknowledged: the next append truncates these bytes away.
+        // Not acknowledged: the next append discards these bytes.
         return Err(Error::new(ErrorKind::SizeInvalid)
             .with_detail(format!("expected {} bytes, received {written}", expected.unwrap_or(0))));
     }
+    let hasher = Arc::try_unwrap(hasher)
+        .map_err(|_| Error::internal("the body stream outlived the append"))?
+        .into_inner()
+        .unwrap();
     let size = offset + written;
-    if !reg.meta.advance_upload(id, offset, size).await? {
+    if !reg.meta.advance_upload(&upload.id, offset, size, &hasher.to_state(), &state).await? {
         return Err(Error::new(ErrorKind::UploadRangeInvalid).with_message("the upload moved on concurrently"));
     }
-    let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().unwrap()).ok();
-    session.keep_hasher(hasher);
-    Ok(size)
+    Ok(Progress { id: upload.id, size, hasher, state })
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
@@ -307,97 +329,51 @@ fn parse_content_range(value: &str) -> Result<(u64, u64), Error> {
 }
 
 /// Verifies the digest of a finished upload and makes it a visible blob of `repo`.
-async fn commit(reg: &Registry, session: SessionGuard<'_>, repo: &RepoName, size: u64, digest: &Digest) -> Result<(), Error> {
-    let id = session.id;
-    let actual = match session.hasher_at(size).await {
-        Ok(hasher) => hasher.finish(),
-        Err(e) if e.kind == ErrorKind::BlobUploadUnknown => {
-            // A crash after the staged bytes became the blob and before the metadata
-            // said so: the blob's name is its verified digest, so only recording is left.
-            if reg.blobs.blob_size(digest).await.map_err(storage_err)? == Some(size) {
-                reg.meta.link_blob(repo, digest, size, Some(id)).await?;
-                return Ok(());
-            }
-            reg.meta.delete_upload(id).await?;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
+async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Digest) -> Result<(), Error> {
+    let Progress { id, size, hasher, state } = upload;
+    let actual = hasher.finish();
     if actual != *digest {
         // A failed upload leaves nothing behind.
-        reg.meta.delete_upload(id).await?;
-        reg.blobs.delete_upload(id).await.map_err(storage_err)?;
+        reg.meta.delete_upload(&id).await?;
+        reg.blobs.delete_upload(&id, &state).await.map_err(storage_err)?;
         return Err(Error::new(ErrorKind::DigestInvalid)
             .with_detail(serde_json::json!({ "expected": digest.as_str(), "actual": actual.as_str() })));
     }
-    // Bytes first (durable), metadata second: a crash in between leaves an unreferenced
-    // blob, never a visible one without bytes.
-    reg.blobs.commit_upload(id, size, digest).await.map_err(upload_err)?;
-    reg.meta.link_blob(repo, digest, size, Some(id)).await?;
-    reg.sessions.lock().unwrap().remove(id);
-    Ok(())
+    // Bytes first (durable), metadata second: a crash in between leaves an unrecorded
+    // blob, never a recorded one without bytes. Committing again after such a crash
+    // finds the bytes where the first commit put them.
+    let key = match reg.blobs.commit_upload(&id, &state, size, digest).await {
+        Ok(key) => key,
+        Err(e) => {
+            let e = upload_err(e);
+            if e.kind == ErrorKind::BlobUploadUnknown {
+                reg.meta.delete_upload(&id).await?;
+            }
+            return Err(e);
+        }
+    };
+    reg.meta.link_blob(repo, digest, &BlobInfo { size, key }, Some(&id)).await
 }
 
-/// Exclusive use of one upload on this node while a request writes to it.
-struct SessionGuard<'a> {
+/// Exclusive use of one upload on this node while a request writes to it. Across
+/// nodes, `advance_upload` only moves an upload from the size it was read at.
+struct Busy<'a> {
     registry: &'a Registry,
-    id: &'a str,
+    id: String,
 }
 
-impl<'a> SessionGuard<'a> {
-    fn claim(registry: &'a Registry, id: &'a str) -> Result<SessionGuard<'a>, Error> {
-        let mut sessions = registry.sessions.lock().unwrap();
-        let session = sessions.entry(id.to_owned()).or_default();
-        if session.busy {
+impl<'a> Busy<'a> {
+    fn claim(registry: &'a Registry, id: &str) -> Result<Busy<'a>, Error> {
+        if !registry.busy.lock().unwrap().insert(id.to_owned()) {
             return Err(Error::new(ErrorKind::BlobUploadInvalid).with_message("another request is writing to this upload"));
         }
-        session.busy = true;
-        Ok(SessionGuard { registry, id })
-    }
-
-    /// The running hash of the upload's first `offset` bytes, recomputed from the staged
-    /// bytes when this node does not have it.
-    async fn hasher_at(&self, offset: u64) -> Result<DigestHasher, Error> {
-        let cached = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap()
-            .get_mut(self.id)
-            .and_then(|s| s.hasher.take())
-            .filter(|h| h.len() == offset);
-        if let Some(h) = cached {
-            return Ok(h);
-        }
-        let mut hasher = DigestHasher::new();
-        if offset > 0 {
-            let mut stream = self.registry.blobs.read_upload(self.id, offset).await.map_err(upload_err)?;
-            while let Some(chunk) = stream.next().await {
-                hasher.update(&chunk.map_err(|e| storage_err(StorageError::Io(e)))?);
-            }
-            if hasher.len() != offset {
-                return Err(Error::internal(format!("upload {} has {} of {offset} bytes", self.id, hasher.len())));
-            }
-        }
-        Ok(hasher)
-    }
-
-    fn keep_hasher(&self, hasher: Option<DigestHasher>) {
-        if let Some(s) = self.registry.sessions.lock().unwrap().get_mut(self.id) {
-            s.hasher = hasher;
-        }
+        Ok(Busy { registry, id: id.to_owned() })
     }
 }
 
-impl Drop for SessionGuard<'_> {
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        let mut sessions = self.registry.sessions.lock().unwrap();
-        if let Some(s) = sessions.get_mut(self.id) {
-            s.busy = false;
-            if s.hasher.is_none() {
-                sessions.remove(self.id);
-            }
-        }
+        self.registry.busy.lock().unwrap().remove(&self.id);
     }
 }
 

@@ -38,10 +38,10 @@ impl Janitor {
         let reg = &self.registry;
         let mut sweep = Sweep::default();
         let ttl = reg.config.upload_ttl.as_secs() as i64;
-        for id in reg.meta.stale_uploads(berth_meta::now() - ttl).await? {
+        for (id, state) in reg.meta.stale_uploads(berth_meta::now() - ttl).await? {
             // Record first: once it is gone, no request can append to the bytes.
             reg.meta.delete_upload(&id).await?;
-            reg.blobs.delete_upload(&id).await.map_err(storage_err)?;
+            reg.blobs.delete_upload(&id, &state).await.map_err(storage_err)?;
             sweep.expired += 1;
         }
         let staged = reg.blobs.list_uploads().await.map_err(storage_err)?;
@@ -52,7 +52,7 @@ impl Janitor {
                 continue;
             }
             if self.orphans.contains(&id) {
-                reg.blobs.delete_upload(&id).await.map_err(storage_err)?;
+                reg.blobs.delete_upload(&id, "").await.map_err(storage_err)?;
                 sweep.orphans += 1;
             } else {
                 orphans.insert(id);

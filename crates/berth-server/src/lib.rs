@@ -6,7 +6,7 @@
 //!
 //! This crate names no concrete storage or database: it is handed trait objects.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use berth_core::{DigestHasher, Error, ErrorKind};
+use berth_core::{Error, ErrorKind};
 use berth_meta::MetadataStore;
 use berth_storage::BlobStore;
 
@@ -49,18 +49,8 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     pub auth: Arc<dyn Authorizer>,
     pub config: RegistryConfig,
-    /// Uploads being written on this node, with their running hash. Only a cache: the
-    /// metadata store holds each upload's acknowledged size, and a hash that is missing
-    /// (restart, another node) is recomputed from the staged bytes.
-    sessions: Mutex<HashMap<String, Session>>,
-}
-
-#[derive(Default)]
-struct Session {
-    /// Hash of the upload's first `hasher.len()` bytes.
-    hasher: Option<DigestHasher>,
-    /// A request is writing to this upload right now.
-    busy: bool,
+    /// Uploads a request on this node is writing to right now.
+    busy: Mutex<HashSet<String>>,
 }
 
 impl Registry {
@@ -70,7 +60,7 @@ impl Registry {
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
-        Registry { blobs, meta, auth, config, sessions: Mutex::default() }
+        Registry { blobs, meta, auth, config, busy: Mutex::default() }
     }
 }
 

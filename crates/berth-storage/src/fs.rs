@@ -1,4 +1,5 @@
 //! The filesystem blob store: `blobs/sha256/<2 hex>/<hex>` and `uploads/<id>` under a root.
+//! A blob's storage key is its path below `blobs/`.
 //!
 //! Durability: a staged upload is fsynced, then renamed into place, then its directory is
 //! fsynced, so a blob path either does not exist or holds the complete, verified bytes.
@@ -14,7 +15,7 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
-use crate::{BlobStore, ByteStream, StorageError};
+use crate::{BlobStore, ByteStream, StorageError, UploadState};
 
 /// Read and write buffers: large enough that a syscall moves a meaningful amount.
 const BUF_SIZE: usize = 1 << 20;
@@ -28,8 +29,8 @@ impl FsBlobStore {
     /// Opens (creating if needed) a store under `root`.
     pub async fn open(root: impl AsRef<Path>) -> io::Result<FsBlobStore> {
         let root = root.as_ref();
-        let store = FsBlobStore { blobs: root.join("blobs/sha256"), uploads: root.join("uploads") };
-        fs::create_dir_all(&store.blobs).await?;
+        let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads") };
+        fs::create_dir_all(store.blobs.join("sha256")).await?;
         fs::create_dir_all(&store.uploads).await?;
         Ok(store)
     }
@@ -42,9 +43,17 @@ impl FsBlobStore {
         Ok(self.uploads.join(id))
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    fn key(digest: &Digest) -> String {
         let hex = digest.hex();
-        self.blobs.join(&hex[..2]).join(hex)
+        format!("sha256/{}/{hex}", &hex[..2])
+    }
+
+    fn blob_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        // Keys come from the metadata store; still, never leave `blobs/`.
+        if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.blobs.join(key))
     }
 }
 
@@ -52,15 +61,36 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).await?.sync_all().await
 }
 
+async fn size_of(path: &Path) -> Result<Option<u64>, StorageError> {
+    match fs::metadata(path).await {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_if_present(path: &Path) -> Result<(), StorageError> {
+    match fs::remove_file(path).await {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 #[async_trait]
 impl BlobStore for FsBlobStore {
-    async fn create_upload(&self, id: &str) -> Result<(), StorageError> {
+    async fn create_upload(&self, id: &str) -> Result<UploadState, StorageError> {
         let path = self.upload_path(id)?;
         OpenOptions::new().write(true).create_new(true).open(&path).await?;
-        Ok(())
+        Ok(UploadState::new())
     }
 
-    async fn append_upload(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64, StorageError> {
+    async fn append_upload(
+        &self,
+        id: &str,
+        _state: &str,
+        offset: u64,
+        mut data: ByteStream,
+    ) -> Result<(u64, UploadState), StorageError> {
         let path = self.upload_path(id)?;
         let mut file = OpenOptions::new().write(true).open(&path).await?;
         let actual = file.metadata().await?.len();
@@ -91,20 +121,16 @@ impl BlobStore for FsBlobStore {
             let _ = file.set_len(offset).await;
             return Err(e);
         }
-        Ok(written)
+        Ok((written, UploadState::new()))
     }
 
-    async fn read_upload(&self, id: &str, len: u64) -> Result<ByteStream, StorageError> {
-        let file = File::open(self.upload_path(id)?).await?;
-        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), BUF_SIZE)))
-    }
-
-    async fn commit_upload(&self, id: &str, len: u64, digest: &Digest) -> Result<(), StorageError> {
+    async fn commit_upload(&self, id: &str, _state: &str, len: u64, digest: &Digest) -> Result<String, StorageError> {
         let staged = self.upload_path(id)?;
-        let target = self.blob_path(digest);
-        if fs::try_exists(&target).await? {
-            fs::remove_file(&staged).await?;
-            return Ok(());
+        let key = Self::key(digest);
+        let target = self.blob_path(&key)?;
+        if size_of(&target).await?.is_some() {
+            remove_if_present(&staged).await?;
+            return Ok(key);
         }
         let file = OpenOptions::new().write(true).open(&staged).await?;
         if file.metadata().await?.len() != len {
@@ -116,14 +142,11 @@ impl BlobStore for FsBlobStore {
         fs::create_dir_all(dir).await?;
         fs::rename(&staged, &target).await?;
         sync_dir(dir).await?;
-        Ok(())
+        Ok(key)
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<(), StorageError> {
-        match fs::remove_file(self.upload_path(id)?).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+    async fn delete_upload(&self, id: &str, _state: &str) -> Result<(), StorageError> {
+        remove_if_present(&self.upload_path(id)?).await
     }
 
     async fn list_uploads(&self) -> Result<Vec<String>, StorageError> {
@@ -137,16 +160,12 @@ impl BlobStore for FsBlobStore {
         Ok(ids)
     }
 
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        match fs::metadata(self.blob_path(digest)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    async fn blob_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        size_of(&self.blob_path(key)?).await
     }
 
-    async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
-        let mut file = File::open(self.blob_path(digest)).await?;
+    async fn read_blob(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+        let mut file = File::open(self.blob_path(key)?).await?;
         let stream: ByteStream = match range {
             Some(r) => {
                 file.seek(SeekFrom::Start(r.start)).await?;
@@ -157,11 +176,8 @@ impl BlobStore for FsBlobStore {
         Ok(stream)
     }
 
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError> {
-        match fs::remove_file(self.blob_path(digest)).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+    async fn delete_blob(&self, key: &str) -> Result<(), StorageError> {
+        remove_if_present(&self.blob_path(key)?).await
     }
 }
 
@@ -177,11 +193,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn upload_ids_cannot_escape_the_staging_directory() {
+    async fn ids_and_keys_cannot_escape_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path().join("s")).await.unwrap();
         for id in ["../x", "/etc/passwd", "", "a/b"] {
             assert!(matches!(store.create_upload(id).await, Err(StorageError::NotFound)), "{id}");
+        }
+        for key in ["../uploads/x", "sha256/../../x", "/etc/passwd", ""] {
+            assert!(matches!(store.read_blob(key, None).await, Err(StorageError::NotFound)), "{key}");
         }
     }
 }

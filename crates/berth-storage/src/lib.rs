@@ -49,38 +49,53 @@ impl From<io::Error> for StorageError {
     }
 }
 
+/// A backend's record of an upload's progress beyond its bytes (for S3: the multipart
+/// upload id, the parts so far, a pending tail). Kept in the metadata store with the
+/// upload, so that any node can continue it. Empty for the filesystem.
+pub type UploadState = String;
+
 /// Content-addressed blob storage with a staging area for uploads.
 ///
-/// Upload ids are opaque, validated by the caller (`[0-9a-f-]+`), and unique.
+/// Upload ids are opaque, validated by the caller (`[0-9a-f-]+`), and unique. Blobs are
+/// addressed by the storage key [`BlobStore::commit_upload`] returned, which the metadata
+/// store records with the blob.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Creates an empty staged upload.
-    async fn create_upload(&self, id: &str) -> Result<(), StorageError>;
+    async fn create_upload(&self, id: &str) -> Result<UploadState, StorageError>;
 
-    /// Appends `data` to an upload that is `offset` bytes long (bytes past `offset` left
-    /// by an interrupted append are discarded first). All or nothing: if the body or the
-    /// store fails, the upload is left at `offset`. Returns the number of bytes appended.
-    async fn append_upload(&self, id: &str, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
+    /// Appends `data` to an upload that is `offset` bytes long (anything past `offset` left
+    /// by an interrupted append is discarded first). All or nothing: if the body or the
+    /// store fails, the upload is left at `offset`. Returns the number of bytes appended
+    /// and the new state.
+    async fn append_upload(
+        &self,
+        id: &str,
+        state: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<(u64, UploadState), StorageError>;
 
-    /// Reads an upload's first `len` bytes (to re-hash it when the running hash was lost).
-    async fn read_upload(&self, id: &str, len: u64) -> Result<ByteStream, StorageError>;
+    /// Makes the upload's first `len` bytes the blob `digest`, durably, and returns the
+    /// blob's storage key; the upload is gone afterwards. The caller has verified the
+    /// digest. If the blob already exists, the upload is dropped and the existing key
+    /// returned. Idempotent: for an upload committed before (a crash came before the
+    /// metadata recorded it) it returns the same key, or `NotFound` if the bytes are gone.
+    async fn commit_upload(&self, id: &str, state: &str, len: u64, digest: &Digest) -> Result<String, StorageError>;
 
-    /// Makes the upload's first `len` bytes the blob `digest`, durably; drops the upload.
-    /// The caller has verified the digest. If the blob already exists it is kept as is.
-    async fn commit_upload(&self, id: &str, len: u64, digest: &Digest) -> Result<(), StorageError>;
-
-    /// Drops an upload; dropping a missing one succeeds.
-    async fn delete_upload(&self, id: &str) -> Result<(), StorageError>;
+    /// Drops an upload; dropping a missing one succeeds. `state` is empty when the
+    /// upload's record is lost (an orphan the janitor found by id).
+    async fn delete_upload(&self, id: &str, state: &str) -> Result<(), StorageError>;
 
     /// Ids of all staged uploads, for the janitor.
     async fn list_uploads(&self) -> Result<Vec<String>, StorageError>;
 
     /// The size of a stored blob, or `None`.
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+    async fn blob_size(&self, key: &str) -> Result<Option<u64>, StorageError>;
 
     /// Streams a blob, or the given byte range of it.
-    async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError>;
+    async fn read_blob(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StorageError>;
 
     /// Removes a blob; removing a missing one succeeds.
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError>;
+    async fn delete_blob(&self, key: &str) -> Result<(), StorageError>;
 }

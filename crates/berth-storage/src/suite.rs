@@ -6,8 +6,8 @@ use futures_util::{StreamExt, stream};
 
 use crate::{BlobStore, ByteStream, StorageError};
 
-fn body(parts: &[&'static [u8]]) -> ByteStream {
-    Box::pin(stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()))
+fn body(parts: Vec<Vec<u8>>) -> ByteStream {
+    Box::pin(stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p))).collect::<Vec<_>>()))
 }
 
 fn failing_body(first: &'static [u8]) -> ByteStream {
@@ -26,47 +26,60 @@ async fn collect(s: ByteStream) -> Vec<u8> {
     out
 }
 
+/// Deterministic incompressible bytes.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
+    (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect()
+}
+
 pub async fn run(store: &dyn BlobStore) {
+    // Chunks small and large: backends with a minimum part size must still take them.
+    let content = bytes(7 * 1024 * 1024 + 3, 1);
+    let cuts = [0, 10, 100_000, 6 * 1024 * 1024, content.len()];
     let id = "0000aaaa-0000-4000-8000-000000000001";
-    store.create_upload(id).await.unwrap();
-    assert_eq!(store.append_upload(id, 0, body(&[b"hello ", b"wor"])).await.unwrap(), 9);
-
-    // A failed append leaves the upload where it was.
-    let err = store.append_upload(id, 9, failing_body(b"garbage")).await.unwrap_err();
-    assert!(matches!(err, StorageError::Body(_)), "{err:?}");
-    assert_eq!(collect(store.read_upload(id, 9).await.unwrap()).await, b"hello wor");
-
-    // Appending at the wrong offset is refused.
-    let err = store.append_upload(id, 20, body(&[b"x"])).await.unwrap_err();
-    assert!(matches!(err, StorageError::OffsetMismatch { expected: 20, actual: 9 }), "{err:?}");
-
-    assert_eq!(store.append_upload(id, 9, body(&[b"ld"])).await.unwrap(), 2);
-    let digest = Digest::of(b"hello world");
-    assert_eq!(store.blob_size(&digest).await.unwrap(), None);
-    store.commit_upload(id, 11, &digest).await.unwrap();
-    assert_eq!(store.blob_size(&digest).await.unwrap(), Some(11));
+    let mut state = store.create_upload(id).await.unwrap();
+    for w in cuts.windows(2) {
+        let (n, s) = store.append_upload(id, &state, w[0] as u64, body(vec![content[w[0]..w[1]].to_vec()])).await.unwrap();
+        assert_eq!(n as usize, w[1] - w[0]);
+        state = s;
+        if w[1] == 100_000 {
+            // A failed append leaves the upload where it was.
+            let err = store.append_upload(id, &state, 100_000, failing_body(b"garbage")).await.unwrap_err();
+            assert!(matches!(err, StorageError::Body(_)), "{err:?}");
+        }
+    }
+    let digest = Digest::of(&content);
+    let key = store.commit_upload(id, &state, content.len() as u64, &digest).await.unwrap();
+    assert_eq!(store.blob_size(&key).await.unwrap(), Some(content.len() as u64));
     assert!(!store.list_uploads().await.unwrap().contains(&id.to_owned()));
-
-    assert_eq!(collect(store.read_blob(&digest, None).await.unwrap()).await, b"hello world");
-    assert_eq!(collect(store.read_blob(&digest, Some(6..9)).await.unwrap()).await, b"wor");
+    assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content, "content differs");
+    assert_eq!(collect(store.read_blob(&key, Some(6..9)).await.unwrap()).await, &content[6..9]);
+    // Committing the same upload again (a crash before the metadata recorded it) finds it.
+    assert_eq!(store.commit_upload(id, &state, content.len() as u64, &digest).await.unwrap(), key);
 
     // Committing identical content again dedupes and drops the second upload.
     let id2 = "0000aaaa-0000-4000-8000-000000000002";
-    store.create_upload(id2).await.unwrap();
-    store.append_upload(id2, 0, body(&[b"hello world"])).await.unwrap();
+    let state2 = store.create_upload(id2).await.unwrap();
+    let (_, state2) = store.append_upload(id2, &state2, 0, body(vec![content.clone()])).await.unwrap();
     assert!(store.list_uploads().await.unwrap().contains(&id2.to_owned()));
-    store.commit_upload(id2, 11, &digest).await.unwrap();
+    assert_eq!(store.commit_upload(id2, &state2, content.len() as u64, &digest).await.unwrap(), key);
     assert!(store.list_uploads().await.unwrap().is_empty());
-    assert_eq!(store.blob_size(&digest).await.unwrap(), Some(11));
+
+    // A small blob, one append.
+    let id3 = "0000aaaa-0000-4000-8000-000000000003";
+    let state3 = store.create_upload(id3).await.unwrap();
+    let (_, state3) = store.append_upload(id3, &state3, 0, body(vec![b"hello ".to_vec(), b"world".to_vec()])).await.unwrap();
+    let small = store.commit_upload(id3, &state3, 11, &Digest::of(b"hello world")).await.unwrap();
+    assert_eq!(collect(store.read_blob(&small, None).await.unwrap()).await, b"hello world");
 
     // Deleting is idempotent.
-    store.delete_blob(&digest).await.unwrap();
-    store.delete_blob(&digest).await.unwrap();
-    assert_eq!(store.blob_size(&digest).await.unwrap(), None);
-    assert!(matches!(store.read_blob(&digest, None).await, Err(StorageError::NotFound)));
-    let id3 = "0000aaaa-0000-4000-8000-000000000003";
-    store.create_upload(id3).await.unwrap();
-    store.delete_upload(id3).await.unwrap();
-    store.delete_upload(id3).await.unwrap();
-    assert!(matches!(store.append_upload(id3, 0, body(&[b"x"])).await, Err(StorageError::NotFound)));
+    store.delete_blob(&key).await.unwrap();
+    store.delete_blob(&key).await.unwrap();
+    assert_eq!(store.blob_size(&key).await.unwrap(), None);
+    assert!(matches!(store.read_blob(&key, None).await, Err(StorageError::NotFound)));
+    let id4 = "0000aaaa-0000-4000-8000-000000000004";
+    let state4 = store.create_upload(id4).await.unwrap();
+    store.delete_upload(id4, &state4).await.unwrap();
+    store.delete_upload(id4, &state4).await.unwrap();
+    assert!(store.list_uploads().await.unwrap().is_empty());
 }

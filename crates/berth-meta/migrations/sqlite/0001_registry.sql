@@ -10,9 +10,11 @@ CREATE TABLE repositories (
 -- One row per stored blob, whichever repositories use it.
 CREATE TABLE blobs (
     digest     TEXT PRIMARY KEY,
-    size       INTEGER NOT NULL,
-    state      TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'deleting')),
-    created_at INTEGER NOT NULL
+    size        INTEGER NOT NULL,
+    -- Where the blob store keeps the bytes (returned by its commit).
+    storage_key TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'deleting')),
+    created_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- Which repository may read which blob.
@@ -61,12 +63,23 @@ CREATE TABLE tags (
     FOREIGN KEY (repo, manifest_digest) REFERENCES manifests(repo, digest) ON DELETE CASCADE
 ) WITHOUT ROWID;
 
--- Upload sessions: resumable across restarts. `size` is the acknowledged length.
+-- Upload sessions: resumable across restarts and nodes. `size` is the acknowledged
+-- length, `hash_state` the SHA-256 state over exactly those bytes, `state` the blob
+-- store's own progress record (S3 multipart id and parts; empty on the filesystem).
 CREATE TABLE uploads (
     id         TEXT PRIMARY KEY,
     repo       TEXT NOT NULL,
     size       INTEGER NOT NULL DEFAULT 0,
+    hash_state BLOB,
+    state      TEXT NOT NULL DEFAULT '',
     started_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX uploads_by_updated_at ON uploads(updated_at);
+
+-- Leases: which node runs a background job. A lease past `expires_at` is free.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;

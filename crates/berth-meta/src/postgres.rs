@@ -1,0 +1,75 @@
+//! The PostgreSQL metadata store (scale-out mode): one pooled set of connections shared
+//! by every node of a deployment; the database carries all coordination.
+
+use berth_core::{Descriptor, Digest, Error, ErrorKind, Reference, RepoName, Tag};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::sql::{db_err, digest, page, repo_name, sql_store};
+use crate::{BlobInfo, ManifestRecord, NewManifest, Page, UploadRecord, now};
+
+/// Schema migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_registry.sql"))];
+
+pub struct PgStore {
+    /// The same pool: PostgreSQL has no single-writer rule.
+    writer: PgPool,
+    reader: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) and migrates.
+    pub async fn open(url: &str) -> Result<PgStore, Error> {
+        let pool = PgPoolOptions::new().max_connections(16).connect(url).await.map_err(db_err)?;
+        migrate(&pool).await?;
+        Ok(PgStore { writer: pool.clone(), reader: pool })
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    // Nodes starting together migrate one at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(7420512)").execute(&mut *tx).await.map_err(db_err)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    for &(version, sql) in MIGRATIONS {
+        let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !applied {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+sql_store!(PgStore);
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn postgres_store_passes_the_shared_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("suite")).await.unwrap();
+        crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_nodes_migrate_once() {
+        let pg = berth_testkit::Postgres::start();
+        let url = pg.database("migrate");
+        let (a, b) = tokio::join!(super::PgStore::open(&url), super::PgStore::open(&url));
+        a.unwrap();
+        b.unwrap();
+    }
+}

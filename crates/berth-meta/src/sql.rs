@@ -1,0 +1,458 @@
+//! The one SQL implementation of [`MetadataStore`](crate::MetadataStore), instantiated for
+//! SQLite and for PostgreSQL by [`sql_store!`].
+//!
+//! Both dialects take the same statements: `$N` placeholders (SQLite numbers them too),
+//! `ON CONFLICT`, and columns whose collation sorts bytewise. A statement that cannot be
+//! written once for both does not belong here.
+
+/// Implements `MetadataStore` for a struct with `writer` and `reader` pools of `$db`.
+macro_rules! sql_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::MetadataStore for $store {
+            async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
+                let row = sqlx::query(
+                    "SELECT b.size, b.storage_key FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?;
+                Ok(row.map(|r| BlobInfo { size: r.get::<i64, _>(0) as u64, key: r.get(1) }))
+            }
+
+            async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
+                let row = sqlx::query("SELECT size, storage_key FROM blobs WHERE digest = $1 AND state = 'live'")
+                    .bind(digest.as_str())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                Ok(row.map(|r| BlobInfo { size: r.get::<i64, _>(0) as u64, key: r.get(1) }))
+            }
+
+            async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error> {
+                let rows = sqlx::query(
+                    "SELECT rb.repo FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.digest = $1 AND b.state = 'live' ORDER BY rb.repo LIMIT $2",
+                )
+                .bind(digest.as_str())
+                .bind(limit as i64)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+                rows.into_iter().map(|r| repo_name(r.get(0))).collect()
+            }
+
+            async fn link_blob(
+                &self,
+                repo: &RepoName,
+                digest: &Digest,
+                blob: &BlobInfo,
+                upload_id: Option<&str>,
+            ) -> Result<(), Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                let now = now();
+                sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(repo.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                // A blob being deleted by GC comes back to life: its bytes were just
+                // (re)committed by the caller.
+                sqlx::query(
+                    "INSERT INTO blobs (digest, size, storage_key, state, created_at) VALUES ($1, $2, $3, 'live', $4)
+                     ON CONFLICT (digest) DO UPDATE SET state = 'live', storage_key = excluded.storage_key",
+                )
+                .bind(digest.as_str())
+                .bind(blob.size as i64)
+                .bind(&blob.key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                sqlx::query(
+                    "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if let Some(id) = upload_id {
+                    sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+                let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(db_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn create_upload(&self, id: &str, repo: &RepoName, state: &str) -> Result<(), Error> {
+                let now = now();
+                sqlx::query(
+                    "INSERT INTO uploads (id, repo, size, state, started_at, updated_at) VALUES ($1, $2, 0, $3, $4, $4)",
+                )
+                .bind(id)
+                .bind(repo.as_str())
+                .bind(state)
+                .bind(now)
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error> {
+                // From the writer: an upload is read right before it is advanced, and must
+                // be read after the last write to it.
+                let row = sqlx::query(
+                    "SELECT size, updated_at, hash_state, state FROM uploads WHERE id = $1 AND repo = $2",
+                )
+                .bind(id)
+                .bind(repo.as_str())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(db_err)?;
+                Ok(row.map(|r| UploadRecord {
+                    id: id.to_owned(),
+                    repo: repo.clone(),
+                    size: r.get::<i64, _>(0) as u64,
+                    updated_at: r.get(1),
+                    hash_state: r.get(2),
+                    state: r.get(3),
+                }))
+            }
+
+            async fn advance_upload(
+                &self,
+                id: &str,
+                from: u64,
+                to: u64,
+                hash_state: &[u8],
+                state: &str,
+            ) -> Result<bool, Error> {
+                let done = sqlx::query(
+                    "UPDATE uploads SET size = $1, hash_state = $2, state = $3, updated_at = $4
+                     WHERE id = $5 AND size = $6",
+                )
+                .bind(to as i64)
+                .bind(hash_state)
+                .bind(state)
+                .bind(now())
+                .bind(id)
+                .bind(from as i64)
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_upload(&self, id: &str) -> Result<bool, Error> {
+                let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(db_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn stale_uploads(&self, before: i64) -> Result<Vec<(String, String)>, Error> {
+                let rows = sqlx::query("SELECT id, state FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT 1000")
+                    .bind(before)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+
+            async fn known_uploads(&self, ids: &[String]) -> Result<Vec<bool>, Error> {
+                let mut known = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let row = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.writer)
+                        .await
+                        .map_err(db_err)?;
+                    known.push(row.is_some());
+                }
+                Ok(known)
+            }
+
+            async fn put_manifest(&self, m: NewManifest<'_>) -> Result<(), Error> {
+                let repo = m.repo.as_str();
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                let mut missing = Vec::new();
+                for blob in &m.parsed.blobs {
+                    let found = sqlx::query(
+                        "SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                    )
+                    .bind(repo)
+                    .bind(blob.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    if found.is_none() {
+                        missing.push(blob.to_string());
+                    }
+                }
+                for child in &m.parsed.manifests {
+                    let found = sqlx::query("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
+                        .bind(repo)
+                        .bind(child.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if found.is_none() {
+                        missing.push(child.to_string());
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(Error::new(ErrorKind::ManifestBlobUnknown).with_detail(missing));
+                }
+                let now = now();
+                sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(repo)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let annotations =
+                    m.parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+                let inserted = sqlx::query(
+                    "INSERT INTO manifests
+                       (repo, digest, media_type, artifact_type, subject, annotations, size, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo)
+                .bind(m.digest.as_str())
+                .bind(&m.parsed.media_type)
+                .bind(m.parsed.artifact_type.as_deref())
+                .bind(m.parsed.subject.as_ref().map(|s| s.as_str()))
+                .bind(annotations)
+                .bind(m.body.len() as i64)
+                .bind(m.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                    == 1;
+                if inserted {
+                    let refs = m.parsed.blobs.iter().map(|d| (d, "blob"))
+                        .chain(m.parsed.manifests.iter().map(|d| (d, "manifest")));
+                    for (child, kind) in refs {
+                        sqlx::query(
+                            "INSERT INTO manifest_refs (repo, manifest_digest, child_digest, kind)
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(repo)
+                        .bind(m.digest.as_str())
+                        .bind(child.as_str())
+                        .bind(kind)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    }
+                }
+                for tag in m.tags {
+                    sqlx::query(
+                        "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
+                                                                pushed_at = excluded.pushed_at",
+                    )
+                    .bind(repo)
+                    .bind(tag.as_str())
+                    .bind(m.digest.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error> {
+                let row = match reference {
+                    Reference::Digest(d) => {
+                        sqlx::query("SELECT digest, media_type, body FROM manifests WHERE repo = $1 AND digest = $2")
+                            .bind(repo.as_str())
+                            .bind(d.as_str())
+                            .fetch_optional(&self.reader)
+                            .await
+                    }
+                    Reference::Tag(t) => {
+                        sqlx::query(
+                            "SELECT m.digest, m.media_type, m.body FROM tags t
+                             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
+                             WHERE t.repo = $1 AND t.name = $2",
+                        )
+                        .bind(repo.as_str())
+                        .bind(t.as_str())
+                        .fetch_optional(&self.reader)
+                        .await
+                    }
+                }
+                .map_err(db_err)?;
+                row.map(|r| Ok(ManifestRecord { digest: digest(r.get(0))?, media_type: r.get(1), body: r.get(2) }))
+                    .transpose()
+            }
+
+            async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+                // Tags and references go with it (ON DELETE CASCADE).
+                let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(db_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
+                let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(db_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error> {
+                let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
+                    .bind(repo.as_str())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                Ok(row.is_some())
+            }
+
+            async fn tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Page>, Error> {
+                if !self.repo_exists(repo).await? {
+                    return Ok(None);
+                }
+                let rows = sqlx::query("SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3")
+                    .bind(repo.as_str())
+                    .bind(last.unwrap_or(""))
+                    .bind(limit as i64 + 1)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                Ok(Some(page(rows.into_iter().map(|r| r.get(0)).collect(), limit)))
+            }
+
+            async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page, Error> {
+                let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                    .bind(last.unwrap_or(""))
+                    .bind(limit as i64 + 1)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                Ok(page(rows.into_iter().map(|r| r.get(0)).collect(), limit))
+            }
+
+            async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error> {
+                let now = now();
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                     WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now + ttl_secs)
+                .bind(now)
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn referrers(
+                &self,
+                repo: &RepoName,
+                subject: &Digest,
+                artifact_type: Option<&str>,
+            ) -> Result<Vec<Descriptor>, Error> {
+                macro_rules! select {
+                    ($rest:literal) => {
+                        concat!(
+                            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+                             WHERE repo = $1 AND subject = $2 ",
+                            $rest
+                        )
+                    };
+                }
+                let rows = match artifact_type {
+                    None => sqlx::query(select!("ORDER BY created_at, digest"))
+                        .bind(repo.as_str())
+                        .bind(subject.as_str())
+                        .fetch_all(&self.reader)
+                        .await,
+                    Some(t) => sqlx::query(select!("AND artifact_type = $3 ORDER BY created_at, digest"))
+                        .bind(repo.as_str())
+                        .bind(subject.as_str())
+                        .bind(t)
+                        .fetch_all(&self.reader)
+                        .await,
+                }
+                .map_err(db_err)?;
+                rows.into_iter()
+                    .map(|r| {
+                        let annotations: Option<String> = r.get(4);
+                        let annotations = annotations
+                            .map(|a| serde_json::from_str(&a))
+                            .transpose()
+                            .map_err(|e| Error::internal(format!("corrupt annotations: {e}")))?;
+                        Ok(Descriptor {
+                            digest: r.get(0),
+                            media_type: r.get(1),
+                            size: r.get::<i64, _>(2) as u64,
+                            artifact_type: r.get(3),
+                            annotations,
+                            urls: None,
+                            platform: None,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
+
+use berth_core::{Digest, Error, RepoName};
+
+use crate::Page;
+
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    Error::internal(format!("database: {e}"))
+}
+
+pub(crate) fn repo_name(s: String) -> Result<RepoName, Error> {
+    RepoName::parse(&s).map_err(|_| Error::internal(format!("corrupt repository name {s:?}")))
+}
+
+pub(crate) fn digest(s: String) -> Result<Digest, Error> {
+    Digest::parse(&s).map_err(|_| Error::internal(format!("corrupt digest {s:?}")))
+}
+
+/// Trims a `limit + 1` result to `limit`, noting whether more followed.
+pub(crate) fn page(mut items: Vec<String>, limit: u32) -> Page {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Page { items, more }
+}
