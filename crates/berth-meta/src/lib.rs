@@ -6,14 +6,17 @@
 //! HTTP or of where blob bytes are kept.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
 
+mod cache;
 mod postgres;
 mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use cache::CachedStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -30,7 +33,7 @@ pub struct BlobInfo {
 pub struct ManifestRecord {
     pub digest: Digest,
     pub media_type: String,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// An upload session.

@@ -305,7 +305,10 @@ macro_rules! sql_store {
                     }
                 }
                 .map_err(db_err)?;
-                row.map(|r| Ok(ManifestRecord { digest: digest(r.get(0))?, media_type: r.get(1), body: r.get(2) }))
+                row.map(|r| {
+                    let body: Vec<u8> = r.get(2);
+                    Ok(ManifestRecord { digest: digest(r.get(0))?, media_type: r.get(1), body: body.into() })
+                })
                     .transpose()
             }
 

@@ -76,7 +76,7 @@ pub async fn run(store: &dyn MetadataStore) {
         .await
         .unwrap();
     let got = store.manifest(&a, &Reference::Tag(latest.clone())).await.unwrap().unwrap();
-    assert_eq!((got.digest.clone(), got.body.clone()), (digest.clone(), body.clone()));
+    assert_eq!((got.digest.clone(), got.body.to_vec()), (digest.clone(), body.clone()));
     assert_eq!(got.media_type, MediaType::OCI_MANIFEST);
     assert!(store.manifest(&a, &Reference::Digest(digest.clone())).await.unwrap().is_some());
 
@@ -97,6 +97,19 @@ pub async fn run(store: &dyn MetadataStore) {
         .put_manifest(NewManifest { repo: &a, digest: &referrer_digest, parsed: &parsed_ref, body: &referrer, tags: &[] })
         .await
         .unwrap();
+    // A tag moved to another manifest is seen moved at once.
+    let moving = Tag::parse("moving").unwrap();
+    let moving_tags = [moving.clone()];
+    let put = |d, p, b| NewManifest { repo: &a, digest: d, parsed: p, body: b, tags: &moving_tags };
+    store.put_manifest(put(&digest, &parsed, &body)).await.unwrap();
+    let seen = store.manifest(&a, &Reference::Tag(moving.clone())).await.unwrap().unwrap();
+    assert_eq!(seen.digest, digest);
+    store.put_manifest(put(&referrer_digest, &parsed_ref, &referrer)).await.unwrap();
+    let seen = store.manifest(&a, &Reference::Tag(moving.clone())).await.unwrap().unwrap();
+    assert_eq!(seen.digest, referrer_digest);
+    assert!(store.delete_tag(&a, &moving).await.unwrap());
+    assert!(store.manifest(&a, &Reference::Tag(moving)).await.unwrap().is_none());
+
     let refs = store.referrers(&a, &digest, None).await.unwrap();
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].digest, referrer_digest.to_string());

@@ -62,10 +62,18 @@ impl Janitor {
         Ok(sweep)
     }
 
-    /// Sweeps every `interval` until `shutdown` is cancelled.
+    /// Sweeps every `interval` until `shutdown` is cancelled, on whichever node holds
+    /// the `janitor` lease (taken and renewed here; a dead node's lease expires).
     pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        let ttl = (interval.as_secs() as i64 * 3).max(30);
         loop {
-            match self.run_once().await {
+            let holder = &self.registry.node_id;
+            let pass = match self.registry.meta.try_lease("janitor", holder, ttl).await {
+                Ok(true) => self.run_once().await,
+                Ok(false) => Ok(Sweep::default()),
+                Err(e) => Err(e),
+            };
+            match pass {
                 Ok(sweep) if sweep != Sweep::default() => tracing::info!(?sweep, "upload janitor"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "upload janitor pass failed"),

@@ -49,6 +49,8 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     pub auth: Arc<dyn Authorizer>,
     pub config: RegistryConfig,
+    /// This process's name in leases.
+    pub node_id: String,
     /// Uploads a request on this node is writing to right now.
     busy: Mutex<HashSet<String>>,
 }
@@ -60,7 +62,14 @@ impl Registry {
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
-        Registry { blobs, meta, auth, config, busy: Mutex::default() }
+        Registry {
+            blobs,
+            meta,
+            auth,
+            config,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            busy: Mutex::default(),
+        }
     }
 }
 

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::SqliteStore;
+use berth_meta::{CachedStore, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
 use berth_server::{AllowAll, Registry, RegistryConfig};
-use berth_storage::FsBlobStore;
+use berth_storage::{BlobStore, FsBlobStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Blobs under `<data_dir>/blobs`, staged uploads under `<data_dir>/uploads`,
-    /// metadata in `<data_dir>/berth.db`.
+    /// Embedded mode: blobs under `<data_dir>/blobs`, staged uploads under
+    /// `<data_dir>/uploads`, metadata in `<data_dir>/berth.db`.
     pub data_dir: PathBuf,
+    /// `postgres://…` for shared metadata; `None` for the embedded SQLite database.
+    pub database: Option<String>,
     pub upload_ttl: Duration,
     pub janitor_interval: Duration,
 }
@@ -29,6 +31,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            database: None,
             upload_ttl: RegistryConfig::default().upload_ttl,
             janitor_interval: Duration::from_secs(600),
         }
@@ -37,23 +40,42 @@ impl Config {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Opens the stores under the data directory.
-pub async fn registry(config: &Config) -> Result<Arc<Registry>, BoxError> {
+/// A running registry's state, and what it holds while it runs.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    /// The exclusive lock on an embedded data directory.
+    _lock: Option<std::fs::File>,
+}
+
+/// Opens the stores the config names.
+pub async fn open(config: &Config) -> Result<Node, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
-    let blobs = FsBlobStore::open(&config.data_dir).await?;
-    let meta = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
-    Ok(Arc::new(Registry::new(
-        Arc::new(blobs),
-        Arc::new(meta),
-        Arc::new(AllowAll),
-        RegistryConfig { upload_ttl: config.upload_ttl },
-    )))
+    let (meta, lock): (Arc<dyn MetadataStore>, _) = match &config.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            (Arc::new(PgStore::open(url).await?), None)
+        }
+        Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
+        None => {
+            // The embedded database belongs to one process, which is what makes its
+            // read cache coherent: a second `berth serve` on the same directory stops here.
+            let lock = std::fs::File::create(config.data_dir.join("berth.lock"))?;
+            lock.try_lock().map_err(|_| {
+                format!("{} is in use by another berth process", config.data_dir.display())
+            })?;
+            let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
+            (Arc::new(CachedStore::new(store)), Some(lock))
+        }
+    };
+    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir).await?);
+    let registry = Registry::new(blobs, meta, Arc::new(AllowAll), RegistryConfig { upload_ttl: config.upload_ttl });
+    Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
 /// background jobs alongside.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
-    let registry = registry(&config).await?;
+    let node = open(&config).await?;
+    let registry = Arc::clone(&node.registry);
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let app = berth_server::app(registry);
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
@@ -61,5 +83,6 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
     shutdown.cancel();
     janitor.await?;
+    drop(node);
     Ok(())
 }

@@ -30,6 +30,10 @@ struct ServeArgs {
     /// Where blobs, staged uploads and the metadata database live.
     #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
     data_dir: PathBuf,
+    /// Shared metadata database (`postgres://USER:PASSWORD@HOST:PORT/DB`) for scale-out;
+    /// without it, metadata is an embedded SQLite database in the data directory.
+    #[arg(long, env = "BERTH_DATABASE")]
+    database: Option<String>,
     /// Abandon uploads idle for this long (e.g. 24h, 30m).
     #[arg(long, env = "BERTH_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     upload_ttl: Duration,
@@ -64,6 +68,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
     let config = berth::Config {
         listen: args.listen,
         data_dir: args.data_dir,
+        database: args.database,
         upload_ttl: args.upload_ttl,
         janitor_interval: args.janitor_interval,
     };

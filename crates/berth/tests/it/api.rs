@@ -832,3 +832,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_directory_is_refused() {
+    let s = TestServer::start();
+    let err = berth::open(&berth::Config::with_data_dir(s.data_dir())).await.err().expect("second open must fail");
+    assert!(err.to_string().contains("in use by another berth process"), "{err}");
+}
