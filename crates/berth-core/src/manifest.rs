@@ -87,6 +87,30 @@ pub fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 
+/// Whether an `Accept` list (media types, parameters already stripped) allows
+/// `media_type`. No list at all allows everything.
+pub fn accepts(accept: &[&str], media_type: &str) -> bool {
+    accept.is_empty()
+        || accept.iter().any(|a| {
+            *a == media_type || *a == "*/*" || a.strip_suffix("/*").is_some_and(|t| media_type.split('/').next() == Some(t))
+        })
+}
+
+/// The child of an index a client that cannot read indexes gets instead (what
+/// distribution does for old clients): linux/amd64, else the first entry.
+pub fn default_child(index_body: &[u8]) -> Option<(Digest, String)> {
+    #[derive(Deserialize)]
+    struct Index {
+        manifests: Vec<Descriptor>,
+    }
+    let index: Index = serde_json::from_slice(index_body).ok()?;
+    let is_default = |d: &&Descriptor| {
+        d.platform.as_ref().is_some_and(|p| p["os"] == "linux" && p["architecture"] == "amd64")
+    };
+    let child = index.manifests.iter().find(is_default).or(index.manifests.first())?;
+    Some((Digest::parse(&child.digest).ok()?, child.media_type.clone()))
+}
+
 /// Parses and validates a manifest pushed with the given `Content-Type`.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, Error> {
     if body.len() > MAX_MANIFEST_SIZE {
@@ -249,6 +273,30 @@ mod tests {
         assert_eq!(kind(None, &bad_digest), ErrorKind::ManifestInvalid);
         let big = " ".repeat(MAX_MANIFEST_SIZE + 1);
         assert_eq!(kind(None, &big), ErrorKind::ManifestTooLarge);
+    }
+
+    #[test]
+    fn accept_lists_and_wildcards() {
+        assert!(accepts(&[], MediaType::OCI_INDEX));
+        assert!(accepts(&["*/*"], MediaType::OCI_INDEX));
+        assert!(accepts(&["application/*"], MediaType::OCI_INDEX));
+        assert!(accepts(&[MediaType::DOCKER_MANIFEST, MediaType::OCI_INDEX], MediaType::OCI_INDEX));
+        assert!(!accepts(&[MediaType::DOCKER_MANIFEST], MediaType::OCI_INDEX));
+        assert!(!accepts(&["text/*"], MediaType::OCI_INDEX));
+    }
+
+    #[test]
+    fn default_child_prefers_linux_amd64() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[
+              {{"mediaType":"{m}","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}},
+              {{"mediaType":"{m}","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+            d('a'),
+            d('b'),
+            m = MediaType::DOCKER_MANIFEST
+        );
+        let (digest, media_type) = default_child(body.as_bytes()).unwrap();
+        assert_eq!((digest.to_string(), media_type.as_str()), (d('b'), MediaType::DOCKER_MANIFEST));
     }
 
     #[test]

@@ -16,12 +16,37 @@ const MAX_PAGE: u32 = 10_000;
 
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
-    let record = ctx
-        .registry
-        .meta
-        .manifest(repo, reference)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string()))?;
+    let meta = &ctx.registry.meta;
+    let unknown = || Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string());
+    let mut record = meta.manifest(repo, reference).await?.ok_or_else(unknown)?;
+
+    // Content negotiation: a client that cannot read what is stored gets the default
+    // platform's manifest of an index it asked for by tag, or a clear 404.
+    let accept: Vec<&str> = ctx
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(manifest::essence)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !manifest::accepts(&accept, &record.media_type) {
+        let fallback = match reference {
+            Reference::Tag(_) if MediaType::is_index(&record.media_type) => manifest::default_child(&record.body)
+                .filter(|(_, child_type)| manifest::accepts(&accept, child_type)),
+            _ => None,
+        };
+        record = match fallback {
+            Some((child, _)) => meta.manifest(repo, &Reference::Digest(child)).await?.ok_or_else(unknown)?,
+            None => {
+                return Err(unknown().with_message(format!(
+                    "the manifest is {}, which the Accept header does not allow",
+                    record.media_type
+                )));
+            }
+        };
+    }
     let etag = format!("\"{}\"", record.digest);
     let not_modified = ctx.header("if-none-match").is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let mut response = if not_modified {

@@ -441,6 +441,18 @@ async fn every_manifest_kind_round_trips_by_tag_and_digest() {
                 assert_eq!(header(&head, "docker-content-digest").unwrap(), digest);
             }
         }
+        // A client that cannot read indexes gets the linux/amd64 manifest of a tagged
+        // index; one that cannot read what is stored at all gets a 404.
+        let only_image = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("accept", media_type).send().await.unwrap();
+        assert_eq!(only_image.status(), StatusCode::OK);
+        assert_eq!(header(&only_image, "docker-content-digest").unwrap(), d1);
+        let by_digest = api.req(Method::GET, &format!("/v2/{repo}/manifests/{}", sha256(&ib))).header("accept", media_type).send().await.unwrap();
+        assert_error(by_digest, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let wrong = api.req(Method::GET, &format!("/v2/{repo}/manifests/amd64")).header("accept", "application/x-other, text/plain").send().await.unwrap();
+        assert_error(wrong, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let wild = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("accept", "application/*").send().await.unwrap();
+        assert_eq!(header(&wild, "content-type").unwrap(), index_type);
+
         // A conditional GET with the current ETag is answered 304.
         let r = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("if-none-match", format!("\"{}\"", sha256(&ib))).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
