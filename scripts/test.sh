@@ -20,4 +20,7 @@ python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.
 
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
-exec cargo nextest run --workspace "$@"
+# Everything, on the embedded stores; then the HTTP and real-client tests again on the
+# scale-out stores (PostgreSQL started by the tests themselves).
+cargo nextest run --workspace "$@"
+BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E 'test(/^api::/) | test(/^clients_/)' "$@"

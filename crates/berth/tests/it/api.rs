@@ -846,8 +846,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn a_second_process_on_the_same_data_directory_is_refused() {
-    let s = TestServer::start();
+async fn a_second_process_on_the_same_embedded_data_directory_is_refused() {
+    // Embedded mode whatever BERTH_TEST_BACKEND says: the lock guards SQLite.
+    let s = TestServer::start_with(|c| c.database = None);
     let err = berth::open(&berth::Config::with_data_dir(s.data_dir())).await.err().expect("second open must fail");
     assert!(err.to_string().contains("in use by another berth process"), "{err}");
 }

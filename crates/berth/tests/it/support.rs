@@ -14,8 +14,34 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+/// The stores a [`TestServer`] runs on. `BERTH_TEST_BACKEND=scaleout` runs the same tests
+/// on the scale-out stores (a real PostgreSQL cluster started for the server); unset,
+/// they run on the embedded ones.
+pub struct Backend {
+    postgres: Option<(berth_testkit::Postgres, String)>,
+}
+
+impl Backend {
+    pub fn from_env() -> Backend {
+        match std::env::var("BERTH_TEST_BACKEND").as_deref() {
+            Ok("scaleout") => {
+                let pg = berth_testkit::Postgres::start();
+                let url = pg.database("berth");
+                Backend { postgres: Some((pg, url)) }
+            }
+            Ok("embedded") | Err(_) => Backend { postgres: None },
+            Ok(other) => panic!("BERTH_TEST_BACKEND={other}: expected embedded or scaleout"),
+        }
+    }
+
+    pub fn configure(&self, config: &mut berth::Config) {
+        config.database = self.postgres.as_ref().map(|(_, url)| url.clone());
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
+    backend: std::sync::Arc<Backend>,
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -29,14 +55,15 @@ impl TestServer {
 
     /// Starts a registry after `configure` has adjusted its config.
     pub fn start_with(configure: impl FnOnce(&mut berth::Config)) -> TestServer {
-        TestServer::start_in(tempfile::tempdir().expect("temp dir"), configure)
+        let backend = std::sync::Arc::new(Backend::from_env());
+        TestServer::start_in(backend, tempfile::tempdir().expect("temp dir"), configure)
     }
 
     /// Stops the server (gracefully) and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestServer {
         self.stop();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        TestServer::start_in(dir, |_| {})
+        TestServer::start_in(std::sync::Arc::clone(&self.backend), dir, |_| {})
     }
 
     fn stop(&mut self) {
@@ -46,8 +73,13 @@ impl TestServer {
         }
     }
 
-    fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut berth::Config)) -> TestServer {
+    fn start_in(
+        backend: std::sync::Arc<Backend>,
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut berth::Config),
+    ) -> TestServer {
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
+        backend.configure(&mut config);
         configure(&mut config);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).unwrap();
@@ -61,7 +93,7 @@ impl TestServer {
                 berth::serve(config, listener, stop).await.expect("server failed");
             });
         });
-        let server = TestServer { addr, dir, shutdown, thread: Some(thread) };
+        let server = TestServer { addr, backend, dir, shutdown, thread: Some(thread) };
         wait_ready(addr);
         server
     }
