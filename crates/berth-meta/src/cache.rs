@@ -86,7 +86,7 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         Ok(found)
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, blob: &BlobInfo, upload_id: Option<&str>) -> Result<(), Error> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, blob: &BlobInfo, upload_id: Option<&str>) -> Result<String, Error> {
         let result = self.inner.link_blob(repo, digest, blob, upload_id).await;
         // The storage key may have changed (a blob revived after deletion).
         self.invalidate(|_, blobs| {

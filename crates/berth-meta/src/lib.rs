@@ -88,14 +88,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error>;
 
     /// Records a verified, durable blob and lets `repo` read it (one transaction).
-    /// Completes the upload `upload_id`, if given, in the same transaction.
+    /// Completes the upload `upload_id`, if given, in the same transaction. The blob
+    /// table is the arbiter of dedupe: if the digest is already recorded (and not being
+    /// deleted), its existing key stays and is returned, and the caller drops the bytes
+    /// it just committed under another key. Returns the key that holds the blob.
     async fn link_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         blob: &BlobInfo,
         upload_id: Option<&str>,
-    ) -> Result<(), Error>;
+    ) -> Result<String, Error>;
 
     /// Stops `repo` from reading a blob. `false` if it could not.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;

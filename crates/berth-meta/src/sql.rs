@@ -51,7 +51,7 @@ macro_rules! sql_store {
                 digest: &Digest,
                 blob: &BlobInfo,
                 upload_id: Option<&str>,
-            ) -> Result<(), Error> {
+            ) -> Result<String, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let now = now();
                 sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -60,19 +60,23 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                // A blob being deleted by GC comes back to life: its bytes were just
-                // (re)committed by the caller.
-                sqlx::query(
+                // A live blob keeps its bytes; one being deleted by GC comes back to life
+                // with the bytes the caller just committed.
+                let key: String = sqlx::query(
                     "INSERT INTO blobs (digest, size, storage_key, state, created_at) VALUES ($1, $2, $3, 'live', $4)
-                     ON CONFLICT (digest) DO UPDATE SET state = 'live', storage_key = excluded.storage_key",
+                     ON CONFLICT (digest) DO UPDATE SET
+                       storage_key = CASE WHEN blobs.state = 'live' THEN blobs.storage_key ELSE excluded.storage_key END,
+                       state = 'live'
+                     RETURNING storage_key",
                 )
                 .bind(digest.as_str())
                 .bind(blob.size as i64)
                 .bind(&blob.key)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(db_err)?
+                .get(0);
                 sqlx::query(
                     "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -85,7 +89,8 @@ macro_rules! sql_store {
                 if let Some(id) = upload_id {
                     sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
                 }
-                tx.commit().await.map_err(db_err)
+                tx.commit().await.map_err(db_err)?;
+                Ok(key)
             }
 
             async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {

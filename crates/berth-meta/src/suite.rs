@@ -29,7 +29,7 @@ pub async fn run(store: &dyn MetadataStore) {
     let info = |size, key: &str| BlobInfo { size, key: key.to_owned() };
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);
     store.link_blob(&a, &config, &info(6, "k/config"), None).await.unwrap();
-    store.link_blob(&a, &layer, &info(5, "k/layer"), None).await.unwrap();
+    assert_eq!(store.link_blob(&a, &layer, &info(5, "k/layer"), None).await.unwrap(), "k/layer");
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), Some(info(5, "k/layer")));
     assert_eq!(store.repo_blob(&b, &layer).await.unwrap(), None);
     assert_eq!(store.blob(&layer).await.unwrap(), Some(info(5, "k/layer")));
@@ -47,7 +47,8 @@ pub async fn run(store: &dyn MetadataStore) {
     assert_eq!(store.known_uploads(&["u1".into(), "nope".into()]).await.unwrap(), vec![true, false]);
     assert!(store.stale_uploads(crate::now() + 10).await.unwrap().contains(&("u1".to_owned(), "s10".to_owned())));
     assert!(store.stale_uploads(crate::now() - 3600).await.unwrap().is_empty());
-    store.link_blob(&b, &layer, &info(5, "k/layer"), Some("u1")).await.unwrap();
+    // The same content committed again under another key: the recorded key wins.
+    assert_eq!(store.link_blob(&b, &layer, &info(5, "k/other"), Some("u1")).await.unwrap(), "k/layer");
     assert_eq!(store.upload(&b, "u1").await.unwrap(), None);
     assert_eq!(store.repo_blob(&b, &layer).await.unwrap().map(|i| i.size), Some(5));
 

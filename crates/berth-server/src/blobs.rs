@@ -352,7 +352,15 @@ async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Dige
             return Err(e);
         }
     };
-    reg.meta.link_blob(repo, digest, &BlobInfo { size, key }, Some(&id)).await
+    let kept = reg.meta.link_blob(repo, digest, &BlobInfo { size, key: key.clone() }, Some(&id)).await?;
+    if kept != key {
+        // The same content was recorded first under another key (a concurrent push,
+        // maybe on another node): the bytes are stored once, and these go.
+        if let Err(e) = reg.blobs.delete_blob(&key).await {
+            tracing::warn!(error = %e, %key, "could not drop a duplicate blob; garbage collection will");
+        }
+    }
+    Ok(())
 }
 
 /// Exclusive use of one upload on this node while a request writes to it. Across
