@@ -15,10 +15,14 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 mod fs;
+#[cfg(feature = "s3")]
+mod s3;
 #[cfg(test)]
 mod suite;
 
 pub use fs::FsBlobStore;
+#[cfg(feature = "s3")]
+pub use s3::{DEFAULT_PART_SIZE, MIN_PART_SIZE, S3BlobStore, S3Config, S3ConfigError};
 
 /// A stream of body bytes, in or out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
