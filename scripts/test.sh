@@ -20,6 +20,10 @@ python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.
 
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
+# Garage, a real S3-compatible server for the S3 tests (crates.io; ~8 minutes to build
+# on a fresh machine, then kept in ~/.cargo/bin).
+command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --locked
+
 # Everything, on the embedded stores; then the HTTP and real-client tests again on the
 # scale-out stores (PostgreSQL started by the tests themselves).
 cargo nextest run --workspace "$@"

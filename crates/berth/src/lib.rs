@@ -9,7 +9,8 @@ use std::time::Duration;
 use berth_meta::{CachedStore, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
 use berth_server::{AllowAll, Registry, RegistryConfig};
-use berth_storage::{BlobStore, FsBlobStore};
+use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
+pub use berth_storage::S3Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` for shared metadata; `None` for the embedded SQLite database.
     pub database: Option<String>,
+    /// An S3 bucket for shared blob storage; `None` for files under the data directory.
+    pub storage: Option<S3Config>,
     pub upload_ttl: Duration,
     pub janitor_interval: Duration,
 }
@@ -32,6 +35,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             database: None,
+            storage: None,
             upload_ttl: RegistryConfig::default().upload_ttl,
             janitor_interval: Duration::from_secs(600),
         }
@@ -66,7 +70,10 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
             (Arc::new(CachedStore::new(store)), Some(lock))
         }
     };
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&config.data_dir).await?);
+    let blobs: Arc<dyn BlobStore> = match &config.storage {
+        Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
+        None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
+    };
     let registry = Registry::new(blobs, meta, Arc::new(AllowAll), RegistryConfig { upload_ttl: config.upload_ttl });
     Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
@@ -78,7 +85,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let registry = Arc::clone(&node.registry);
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let app = berth_server::app(registry);
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
+    let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        storage = storage.as_deref().unwrap_or("data-dir"),
+        database = if config.database.is_some() { "postgres" } else { "sqlite" },
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
     let stop = shutdown.clone();
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
     shutdown.cancel();

@@ -34,6 +34,11 @@ struct ServeArgs {
     /// without it, metadata is an embedded SQLite database in the data directory.
     #[arg(long, env = "BERTH_DATABASE")]
     database: Option<String>,
+    /// Shared blob storage (`s3://BUCKET/PREFIX?endpoint=URL&region=REGION&path_style=true`,
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); without it, blobs are
+    /// files in the data directory.
+    #[arg(long, env = "BERTH_STORAGE", value_parser = berth::S3Config::from_url)]
+    storage: Option<berth::S3Config>,
     /// Abandon uploads idle for this long (e.g. 24h, 30m).
     #[arg(long, env = "BERTH_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     upload_ttl: Duration,
@@ -69,6 +74,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         listen: args.listen,
         data_dir: args.data_dir,
         database: args.database,
+        storage: args.storage,
         upload_ttl: args.upload_ttl,
         janitor_interval: args.janitor_interval,
     };

@@ -147,6 +147,12 @@ pub async fn assert_error(r: Response, status: StatusCode, code: &str) -> Value 
     body
 }
 
+fn setup_embedded() -> (TestServer, Api) {
+    let server = TestServer::start_embedded();
+    let api = Api::new(server.url());
+    (server, api)
+}
+
 fn setup() -> (TestServer, Api) {
     let server = TestServer::start();
     let api = Api::new(server.url());
@@ -285,7 +291,8 @@ async fn out_of_order_or_overlapping_chunks_are_416_and_change_nothing() {
 
 #[tokio::test]
 async fn digest_mismatch_on_put_is_rejected_and_leaves_nothing() {
-    let (s, api) = setup();
+    // Looks into the data directory: embedded stores.
+    let (s, api) = setup_embedded();
     let loc = api.start_upload("mismatch").await;
     let claimed = sha256(b"the bytes the client meant");
     let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={claimed}"))).body(b"other bytes".to_vec()).send().await.unwrap();
@@ -340,7 +347,8 @@ async fn unknown_upload_sessions_are_404() {
 
 #[tokio::test]
 async fn cancelled_upload_is_gone() {
-    let (s, api) = setup();
+    // Looks into the data directory: embedded stores.
+    let (s, api) = setup_embedded();
     let loc = api.start_upload("cancel").await;
     api.req(Method::PATCH, &loc).body(vec![1u8; 100]).send().await.unwrap();
     let r = api.send(Method::DELETE, &loc).await;
@@ -687,7 +695,8 @@ async fn catalog_lists_repositories_with_pagination() {
 
 #[tokio::test]
 async fn invalid_names_are_refused_before_anything_happens() {
-    let (s, api) = setup();
+    // Looks into the data directory: embedded stores.
+    let (s, api) = setup_embedded();
     for path in [
         "/v2/Upper/tags/list",
         "/v2/a/../b/tags/list",
@@ -799,6 +808,9 @@ async fn uploads_survive_a_restart_and_resume() {
 #[tokio::test]
 async fn abandoned_uploads_expire_and_their_bytes_are_removed() {
     let s = TestServer::start_with(|c| {
+        // Looks into the data directory: embedded stores.
+        c.database = None;
+        c.storage = None;
         c.upload_ttl = std::time::Duration::from_secs(1);
         c.janitor_interval = std::time::Duration::from_millis(200);
     });
@@ -820,7 +832,8 @@ async fn abandoned_uploads_expire_and_their_bytes_are_removed() {
 
 #[tokio::test]
 async fn a_layer_pushed_to_many_repositories_is_stored_once() {
-    let (s, api) = setup();
+    // Looks into the data directory: embedded stores.
+    let (s, api) = setup_embedded();
     let layer = random_bytes(2 * 1024 * 1024, 9);
     for i in 0..10 {
         let repo = format!("dedupe/r{i}");

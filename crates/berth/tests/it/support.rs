@@ -15,27 +15,65 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The stores a [`TestServer`] runs on. `BERTH_TEST_BACKEND=scaleout` runs the same tests
-/// on the scale-out stores (a real PostgreSQL cluster started for the server); unset,
-/// they run on the embedded ones.
+/// on the scale-out stores, a real PostgreSQL cluster and a real Garage S3 server
+/// started for the server; unset, they run on the embedded ones.
 pub struct Backend {
-    postgres: Option<(berth_testkit::Postgres, String)>,
+    pub scaleout: Option<ScaleOut>,
+}
+
+/// PostgreSQL and S3, running.
+pub struct ScaleOut {
+    pub postgres: berth_testkit::Postgres,
+    pub garage: berth_testkit::Garage,
+    pub database: String,
+}
+
+impl ScaleOut {
+    pub fn start() -> ScaleOut {
+        let postgres = berth_testkit::Postgres::start();
+        let database = postgres.database("berth");
+        ScaleOut { postgres, garage: berth_testkit::Garage::start(), database }
+    }
+
+    pub fn s3(&self) -> berth::S3Config {
+        let g = &self.garage;
+        berth::S3Config {
+            bucket: g.bucket.clone(),
+            prefix: "registry".into(),
+            region: g.region.clone(),
+            endpoint: Some(g.endpoint.clone()),
+            path_style: true,
+            access_key_id: Some(g.access_key_id.clone()),
+            secret_access_key: Some(g.secret_access_key.clone()),
+            ..berth::S3Config::default()
+        }
+    }
+
+    /// `--storage` for a `berth` process; credentials go in its environment.
+    pub fn storage_url(&self) -> String {
+        let g = &self.garage;
+        format!("s3://{}/registry?endpoint={}&region={}&path_style=true", g.bucket, g.endpoint, g.region)
+    }
 }
 
 impl Backend {
     pub fn from_env() -> Backend {
         match std::env::var("BERTH_TEST_BACKEND").as_deref() {
-            Ok("scaleout") => {
-                let pg = berth_testkit::Postgres::start();
-                let url = pg.database("berth");
-                Backend { postgres: Some((pg, url)) }
-            }
-            Ok("embedded") | Err(_) => Backend { postgres: None },
+            Ok("scaleout") => Backend { scaleout: Some(ScaleOut::start()) },
+            Ok("embedded") | Err(_) => Backend { scaleout: None },
             Ok(other) => panic!("BERTH_TEST_BACKEND={other}: expected embedded or scaleout"),
         }
     }
 
     pub fn configure(&self, config: &mut berth::Config) {
-        config.database = self.postgres.as_ref().map(|(_, url)| url.clone());
+        if let Some(s) = &self.scaleout {
+            config.database = Some(s.database.clone());
+            config.storage = Some(s.s3());
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.scaleout.is_none()
     }
 }
 
@@ -51,6 +89,13 @@ impl TestServer {
     /// Starts a registry with default settings and an empty data directory.
     pub fn start() -> TestServer {
         TestServer::start_with(|_| {})
+    }
+
+    /// Starts a registry on the embedded stores whatever `BERTH_TEST_BACKEND` says, for
+    /// tests that look into the data directory.
+    pub fn start_embedded() -> TestServer {
+        let backend = std::sync::Arc::new(Backend { scaleout: None });
+        TestServer::start_in(backend, tempfile::tempdir().expect("temp dir"), |_| {})
     }
 
     /// Starts a registry after `configure` has adjusted its config.
@@ -106,6 +151,10 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     pub fn data_dir(&self) -> PathBuf {
