@@ -9,3 +9,4 @@ mod clients_docker;
 mod clients_oras;
 mod clients_skopeo_podman;
 mod crash;
+mod multinode;

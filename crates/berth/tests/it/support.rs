@@ -204,9 +204,16 @@ pub struct BerthProcess {
 impl BerthProcess {
     /// Starts `berth serve` on a free loopback port over `data_dir`.
     pub fn spawn(data_dir: &Path) -> BerthProcess {
+        BerthProcess::spawn_with(data_dir, &[], &[])
+    }
+
+    /// Starts `berth serve` with extra arguments and environment variables.
+    pub fn spawn_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> BerthProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,157 @@
+//! Scale-out: three `berth` processes sharing one PostgreSQL database and one S3 bucket
+//! (a real Garage server) serve one registry. Any node continues any upload, serves
+//! what another pushed at once, and a node killed mid-push costs nothing acknowledged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+
+use crate::api::{Api, random_bytes, sha256};
+use crate::support::{BerthProcess, ScaleOut};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MIB: usize = 1024 * 1024;
+
+fn node(scale: &ScaleOut, dir: &std::path::Path) -> BerthProcess {
+    let g = &scale.garage;
+    BerthProcess::spawn_with(
+        dir,
+        &["--storage", &scale.storage_url(), "--database", &scale.database],
+        &[("AWS_ACCESS_KEY_ID", &g.access_key_id), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)],
+    )
+}
+
+/// Object keys under `registry/<sub>/` in the bucket, listed with a plain S3 client.
+async fn bucket_objects(scale: &ScaleOut, sub: &str) -> Vec<String> {
+    let g = &scale.garage;
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&g.bucket)
+        .with_region(&g.region)
+        .with_endpoint(&g.endpoint)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_access_key_id(&g.access_key_id)
+        .with_secret_access_key(&g.secret_access_key)
+        .build()
+        .unwrap();
+    let prefix = object_store::path::Path::from(format!("registry/{sub}"));
+    let mut list = object_store::ObjectStore::list(&s3, Some(&prefix));
+    let mut keys = Vec::new();
+    while let Some(meta) = list.next().await {
+        keys.push(meta.unwrap().location.to_string());
+    }
+    keys
+}
+
+async fn get_bytes(api: &Api, path: &str) -> Vec<u8> {
+    let r = api.send(Method::GET, path).await;
+    assert_eq!(r.status(), StatusCode::OK, "GET {path} on {}", api.base);
+    r.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
+    let scale = ScaleOut::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Option<BerthProcess>> = dirs.iter().map(|d| Some(node(&scale, d.path()))).collect();
+    let api: Vec<Api> = nodes.iter().map(|n| Api::new(n.as_ref().unwrap().url())).collect();
+
+    // 1. An upload started on node 1, continued on node 2, finished on node 3.
+    let blob = random_bytes(11 * MIB + 5, 1);
+    let digest = sha256(&blob);
+    let loc = api[0].start_upload("multi/upload").await;
+    let r = api[1].req(Method::PATCH, &loc).header("content-range", format!("0-{}", 6 * MIB - 1)).body(blob[..6 * MIB].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = api[2].send(Method::GET, &loc).await;
+    assert_eq!(r.headers()["range"], format!("0-{}", 6 * MIB - 1).as_str());
+    let r = api[2]
+        .req(Method::PUT, &format!("{loc}?digest={digest}"))
+        .header("content-range", format!("{}-{}", 6 * MIB, blob.len() - 1))
+        .body(blob[6 * MIB..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(get_bytes(&api[0], &format!("/v2/multi/upload/blobs/{digest}")).await == blob);
+
+    // 2. An image pushed through node 2 is pulled through nodes 1 and 3 at once.
+    let (v1, v1_body) = api[1].push_image("multi/app", "v1", OCI_MANIFEST, 2).await;
+    for n in [0, 2] {
+        assert_eq!(get_bytes(&api[n], "/v2/multi/app/manifests/v1").await, v1_body);
+        let m: serde_json::Value = serde_json::from_slice(&v1_body).unwrap();
+        let layer = m["layers"][0]["digest"].as_str().unwrap();
+        assert_eq!(sha256(&get_bytes(&api[n], &format!("/v2/multi/app/blobs/{layer}")).await), layer);
+    }
+
+    // 3. A tag moved on node 3 is seen moved on node 1 at once, every time.
+    for round in 0..5u64 {
+        let (moved, body) = api[2].push_image("multi/app", "v1", OCI_MANIFEST, 100 + round).await;
+        let r = api[0].send(Method::GET, "/v2/multi/app/manifests/v1").await;
+        assert_eq!(r.headers()["docker-content-digest"], moved.as_str(), "round {round}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &body[..]);
+        assert_ne!(moved, v1);
+    }
+
+    // 4. The same layer pushed concurrently through all three nodes is stored once.
+    let objects_before = bucket_objects(&scale, "objects").await.len();
+    let layer = random_bytes(3 * MIB, 4);
+    let pushes = (0..3).map(|n| {
+        let api = Api::new(api[n].base.clone());
+        let layer = layer.clone();
+        tokio::spawn(async move { api.push_blob(&format!("multi/same{n}"), &layer).await })
+    });
+    let digests: Vec<String> = futures_util::future::join_all(pushes).await.into_iter().map(Result::unwrap).collect();
+    assert!(digests.iter().all(|d| *d == sha256(&layer)));
+    for n in 0..3 {
+        for repo in 0..3 {
+            assert!(get_bytes(&api[n], &format!("/v2/multi/same{repo}/blobs/{}", digests[0])).await == layer);
+        }
+    }
+    let objects = bucket_objects(&scale, "objects").await;
+    assert_eq!(objects.len(), objects_before + 1, "one new object for one new layer: {objects:?}");
+
+    // 5. Node 1 dies (SIGKILL) in the middle of a chunked push; nodes 2 and 3 keep
+    //    serving, and the push resumes through node 2 and finishes on node 3.
+    let big = random_bytes(20 * MIB, 5);
+    let big_digest = sha256(&big);
+    let loc = api[0].start_upload("multi/killed").await;
+    let first = 9 * MIB;
+    let r = api[0].req(Method::PATCH, &loc).header("content-range", format!("0-{}", first - 1)).body(big[..first].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // The next chunk trickles in; the node is killed while it does.
+    let rest: Vec<Bytes> = big[first..].chunks(256 * 1024).map(Bytes::copy_from_slice).collect();
+    let body = futures_util::stream::iter(rest).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let trickle = api[0]
+        .req(Method::PATCH, &loc)
+        .header("content-range", format!("{first}-{}", big.len() - 1))
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let trickle = tokio::spawn(trickle);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    nodes[0].take().unwrap().kill9();
+    assert!(trickle.await.unwrap().is_err(), "the interrupted chunk must not be acknowledged");
+
+    assert!(!get_bytes(&api[1], "/v2/multi/app/manifests/v1").await.is_empty());
+    assert!(get_bytes(&api[2], &format!("/v2/multi/upload/blobs/{digest}")).await == blob);
+    let r = api[1].send(Method::GET, &loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["range"], format!("0-{}", first - 1).as_str(), "only the acknowledged chunk counts");
+    let r = api[1].req(Method::PATCH, &loc).header("content-range", format!("{first}-{}", 15 * MIB - 1)).body(big[first..15 * MIB].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = api[2]
+        .req(Method::PUT, &format!("{loc}?digest={big_digest}"))
+        .header("content-range", format!("{}-{}", 15 * MIB, big.len() - 1))
+        .body(big[15 * MIB..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for n in [1, 2] {
+        assert!(get_bytes(&api[n], &format!("/v2/multi/killed/blobs/{big_digest}")).await == big);
+    }
+}
