@@ -7,6 +7,8 @@ mod support;
 mod api;
 mod clients_docker;
 mod clients_oras;
+mod clients;
 mod clients_skopeo_podman;
+mod layout;
 mod crash;
 mod multinode;
