@@ -199,3 +199,115 @@ fn buildah_builds_from_scratch_and_pushes_oci_and_docker_formats() {
         assert_eq!(info["Labels"]["built-by"], "berth-tests");
     }
 }
+
+#[test]
+fn oras_pushes_pulls_and_discovers_referrers() {
+    require("python3");
+    let server = TestServer::start();
+    let work = server.scratch("oras");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/oras_client.py");
+    let out = Command::new("python3").arg(script).arg(server.host()).arg(&work).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "oras script failed ({}):\n{stdout}\n{}\n(install the client with `pip install oras`; scripts/test.sh does)",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private Docker engine: its own data, exec root and socket in a temp directory, no
+/// networking features (none are needed to push and pull). Stopped with SIGTERM on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    config: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        require("dockerd");
+        require("docker");
+        // A short path: unix socket paths are limited to about 100 bytes.
+        let dir = tempfile::Builder::new().prefix("bd").tempdir_in("/tmp").unwrap();
+        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let child = Command::new("dockerd")
+            .args(["--data-root", &p("data"), "--exec-root", &p("exec"), "--pidfile", &p("pid")])
+            .args(["-H", &format!("unix://{}", p("d.sock"))])
+            .args(["--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--ip-masq=false", "--ip-forward=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(p("dockerd.log")).unwrap())
+            .spawn()
+            .expect("start dockerd");
+        let docker = Dockerd { dir, child, config: tempfile::tempdir().unwrap() };
+        for _ in 0..300 {
+            if docker.cmd().arg("version").output().is_ok_and(|o| o.status.success()) {
+                return docker;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = docker.dir.path().join("dockerd.log");
+        panic!("dockerd did not start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.dir.path().join("d.sock").display()))
+            .env("DOCKER_CONFIG", self.config.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        run(self.cmd().args(args))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        // dockerd stops its containerd before it exits.
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_pushes_pulls_mounts_and_picks_platforms() {
+    let server = TestServer::start();
+    let host = server.host();
+    let docker = Dockerd::start();
+
+    // import → push: a loopback registry needs no insecure-registries setting.
+    let rootfs = server.scratch("docker").join("rootfs.tar");
+    crate::layout::rootfs_tar(&rootfs, 200_000, 50);
+    let image = format!("{host}/dock/app:1");
+    let id = docker.run(&["import", rootfs.to_str().unwrap(), &image]).trim().to_owned();
+    let push = docker.run(&["push", &image]);
+    let pushed_digest = push.split("digest: ").nth(1).and_then(|s| s.split_whitespace().next()).expect("push reports a digest").to_owned();
+    let (manifest, raw) = raw_manifest(&server, "dock/app:1");
+    assert_eq!(crate::api::sha256(&raw), pushed_digest);
+    assert_eq!(manifest["mediaType"], DOCKER_MANIFEST);
+
+    // rmi → pull: the same image comes back.
+    docker.run(&["rmi", &image]);
+    docker.run(&["pull", &image]);
+    let pulled = docker.run(&["image", "inspect", "--format", "{{.Id}} {{index .RepoDigests 0}}", &image]);
+    assert_eq!(pulled.trim(), format!("{id} {host}/dock/app@{pushed_digest}"));
+
+    // Pushing the image to another repository mounts its layer instead of uploading it.
+    let other = format!("{host}/dock/other:1");
+    docker.run(&["tag", &image, &other]);
+    let push = docker.run(&["push", &other]);
+    assert!(push.contains("Mounted from dock/app"), "{push}");
+
+    // pull --platform picks the right image out of a multi-platform index.
+    let src = server.scratch("docker-multi");
+    let (_, images) = oci_index_layout(&src, "v1", &["amd64", "arm64"], 60);
+    skopeo(&["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:v1", src.display()), &format!("docker://{host}/dock/multi:1")]);
+    for (arch, image) in [("arm64", &images[1]), ("amd64", &images[0])] {
+        let multi = format!("{host}/dock/multi:1");
+        docker.run(&["pull", "--platform", &format!("linux/{arch}"), &multi]);
+        let got = docker.run(&["image", "inspect", "--format", "{{.Architecture}} {{.Id}}", &multi]);
+        assert_eq!(got.trim(), format!("{arch} {}", image.config_digest));
+    }
+}

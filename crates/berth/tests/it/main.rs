@@ -1,14 +1,10 @@
 //! Berth's integration tests: the real server on a loopback socket, driven over HTTP
 //! and by real registry clients. One test binary for the crate (see ARCHITECTURE.md).
 
-mod fixtures;
 mod support;
 
 mod api;
-mod clients_docker;
-mod clients_oras;
 mod clients;
-mod clients_skopeo_podman;
-mod layout;
 mod crash;
+mod layout;
 mod multinode;
