@@ -1,0 +1,200 @@
+//! The load generator's HTTP side: keep-alive HTTP/1.1 connections on hyper's low-level
+//! client, the registry protocol calls the workloads need, and fixed-time load at N
+//! connections with latency percentiles.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().boxed()
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One keep-alive connection.
+pub struct Conn {
+    sender: SendRequest<Body>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Result<Conn, BoxError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { sender })
+    }
+
+    /// Sends a request; returns the status, headers and the number of body bytes (the
+    /// body is read and dropped, never buffered whole).
+    pub async fn send(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Result<Reply, BoxError> {
+        let mut req = Request::builder().method(method).uri(path).header("host", "bench");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.sender.ready().await?;
+        let resp: Response<hyper::body::Incoming> = self.sender.send_request(req.body(body)?).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = resp.into_body();
+        let mut len = 0u64;
+        let mut kept = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                len += data.len() as u64;
+                if kept.len() < 64 * 1024 {
+                    kept.extend_from_slice(&data[..data.len().min(64 * 1024 - kept.len())]);
+                }
+            }
+        }
+        Ok(Reply { status, headers, len, head: kept })
+    }
+
+    pub async fn expect(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body, want: StatusCode) -> Result<Reply, BoxError> {
+        let reply = self.send(method.clone(), path, headers, body).await?;
+        if reply.status != want {
+            return Err(format!("{method} {path}: {} (wanted {want}): {}", reply.status, String::from_utf8_lossy(&reply.head)).into());
+        }
+        Ok(reply)
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub len: u64,
+    /// The first 64 KiB of the body.
+    pub head: Vec<u8>,
+}
+
+impl Reply {
+    pub fn location(&self) -> Result<String, BoxError> {
+        Ok(self.headers.get("location").ok_or("no Location")?.to_str()?.to_owned())
+    }
+}
+
+/// Turns an absolute or relative Location into a path with the query appended.
+pub fn with_query(location: &str, query: &str) -> String {
+    let path = match location.find("://") {
+        Some(i) => location[i + 3..].find('/').map(|j| &location[i + 3 + j..]).unwrap_or("/"),
+        None => location,
+    };
+    if path.contains('?') { format!("{path}&{query}") } else { format!("{path}?{query}") }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// POST + PUT with the whole body.
+pub async fn push_monolithic(c: &mut Conn, repo: &str, data: Bytes, digest: &str) -> Result<(), BoxError> {
+    let r = c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &[], empty(), StatusCode::ACCEPTED).await?;
+    let put = with_query(&r.location()?, &format!("digest={digest}"));
+    let len = data.len().to_string();
+    c.expect(Method::PUT, &put, &[("content-type", "application/octet-stream"), ("content-length", &len)], full(data), StatusCode::CREATED).await?;
+    Ok(())
+}
+
+/// POST, PATCH per chunk with Content-Range, closing PUT.
+pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, chunk: usize) -> Result<(), BoxError> {
+    let r = c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &[], empty(), StatusCode::ACCEPTED).await?;
+    let mut location = r.location()?;
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + chunk).min(data.len());
+        let range = format!("{offset}-{}", end - 1);
+        let len = (end - offset).to_string();
+        let path = with_query(&location, "");
+        let path = path.trim_end_matches('?').trim_end_matches('&');
+        let r = c
+            .expect(Method::PATCH, path, &[("content-type", "application/octet-stream"), ("content-range", &range), ("content-length", &len)], full(data.slice(offset..end)), StatusCode::ACCEPTED)
+            .await?;
+        location = r.location()?;
+        offset = end;
+    }
+    c.expect(Method::PUT, &with_query(&location, &format!("digest={digest}")), &[("content-length", "0")], empty(), StatusCode::CREATED).await?;
+    Ok(())
+}
+
+/// What a fixed-time load measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    pub requests: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Load {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    pub fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e6
+    }
+}
+
+/// Sends requests made by `make(i)` on `conns` connections for `duration`.
+pub async fn load(
+    addr: SocketAddr,
+    conns: usize,
+    duration: Duration,
+    make: Arc<dyn Fn(u64) -> (Method, String, Vec<(&'static str, String)>) + Send + Sync>,
+    want: StatusCode,
+) -> Result<Load, BoxError> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for n in 0..conns {
+        let make = Arc::clone(&make);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut lat = Vec::with_capacity(100_000);
+            let mut bytes = 0u64;
+            let mut i = n as u64;
+            while Instant::now() < deadline {
+                let (method, path, headers) = make(i);
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let t = Instant::now();
+                let r = conn.send(method, &path, &headers, empty()).await?;
+                if r.status != want {
+                    return Err::<_, BoxError>(format!("{path}: {}", r.status).into());
+                }
+                lat.push(t.elapsed().as_micros() as u32);
+                bytes += r.len;
+                i += conns as u64;
+            }
+            Ok((lat, bytes))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bytes = 0;
+    for t in tasks {
+        let (lat, b) = t.await??;
+        all.extend(lat);
+        bytes += b;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    Ok(Load { requests: all.len() as u64, bytes, seconds, p50_ms: pct(0.50), p99_ms: pct(0.99) })
+}

@@ -1,0 +1,116 @@
+//! The servers under test, started as child processes on loopback: Berth on embedded
+//! defaults (or S3 + PostgreSQL when given), and distribution (`docker-registry`) on
+//! its filesystem driver. Start-up time and resident memory come from here.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    /// From spawn to the first 200 on `/v2/`.
+    pub startup: Duration,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn ready(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn wait(name: &'static str, mut child: Child, addr: SocketAddr, started: Instant) -> Server {
+    loop {
+        if ready(addr) {
+            return Server { addr, child, startup: started.elapsed() };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited during start-up: {status}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{name} did not start");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// Scale-out settings for Berth: `--storage` and `--database`, and the bucket's keys.
+#[derive(Clone)]
+pub struct ScaleOut {
+    pub storage: String,
+    pub database: String,
+    pub env: Vec<(String, String)>,
+}
+
+pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>) -> Server {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.join("berth"));
+    if let Some(s) = scaleout {
+        cmd.args(["--storage", &s.storage, "--database", &s.database]);
+        cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
+    }
+    cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn berth");
+    wait(if scaleout.is_some() { "Berth (S3+PG)" } else { "Berth" }, child, addr, started)
+}
+
+pub fn distribution(bin: &Path, dir: &Path) -> Server {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let root: PathBuf = dir.join("distribution");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.join("distribution.yml");
+    // Its defaults for a filesystem deployment: in-memory blob descriptor cache, deletes
+    // on (as Berth), upload purging off (Berth's janitor is idle during a run too).
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&config)
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn docker-registry");
+    wait("distribution", child, addr, started)
+}
+
+impl Server {
+    /// `(VmRSS, VmHWM)` in MB.
+    pub fn memory(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map(|kb| kb / 1024.0)
+                .unwrap_or(f64::NAN)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
