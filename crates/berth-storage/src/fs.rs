@@ -20,6 +20,9 @@ use crate::{BlobStore, ByteStream, StorageError, UploadState};
 /// Read and write buffers: large enough that a syscall moves a meaningful amount.
 const BUF_SIZE: usize = 1 << 20;
 
+/// Bytes written between background flushes of an upload being written.
+const WRITEBACK: u64 = 32 << 20;
+
 pub struct FsBlobStore {
     blobs: PathBuf,
     uploads: PathBuf,
@@ -105,11 +108,25 @@ impl BlobStore for FsBlobStore {
         file.seek(SeekFrom::Start(offset)).await?;
         let mut writer = BufWriter::with_capacity(BUF_SIZE, file);
         let mut written = 0u64;
+        let mut unsynced = 0u64;
+        let mut writeback: Option<tokio::task::JoinHandle<()>> = None;
         let result: Result<(), StorageError> = async {
             while let Some(chunk) = data.next().await {
                 let chunk = chunk.map_err(StorageError::Body)?;
                 writer.write_all(&chunk).await?;
                 written += chunk.len() as u64;
+                unsynced += chunk.len() as u64;
+                // Keep the disk busy while bytes arrive, so that the fsync on commit has
+                // little left to do: one background flush at a time, every WRITEBACK bytes.
+                if unsynced >= WRITEBACK && writeback.as_ref().is_none_or(|w| w.is_finished()) {
+                    writer.flush().await?;
+                    let file = writer.get_ref().try_clone().await?;
+                    writeback = Some(tokio::spawn(async move {
+                        // Only an early start: commit's fsync is the one that counts.
+                        let _ = file.sync_data().await;
+                    }));
+                    unsynced = 0;
+                }
             }
             writer.flush().await?;
             Ok(())
