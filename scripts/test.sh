@@ -27,4 +27,4 @@ command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] 
 # Everything, on the embedded stores; then the HTTP and real-client tests again on the
 # scale-out stores (PostgreSQL started by the tests themselves).
 cargo nextest run --workspace "$@"
-BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E 'test(/^api::/) | test(/^clients::/)' "$@"
+BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E 'test(/^api::/) | test(/^clients_/)' "$@"

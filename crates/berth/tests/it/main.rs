@@ -4,7 +4,9 @@
 mod support;
 
 mod api;
-mod clients;
+mod clients_docker;
+mod clients_oras;
+mod clients_skopeo_podman;
 mod crash;
-mod layout;
+mod fixtures;
 mod multinode;
