@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
 # Benchmarks Berth against distribution (Debian's docker-registry) on this machine and
-# writes docs/benchmarks.md. Installs what it needs. Pass --quick for a smoke run,
-# --scaleout to add Berth on S3 (Garage) + PostgreSQL.
+# writes docs/benchmarks.md. The one documented command; it installs what it needs.
+#
+#   bash bench/run.sh                  # the full run (3 runs each, about 10 minutes)
+#   bash bench/run.sh --quick          # smoke test: small sizes, one run, writes target/bench-data/
+#   bash bench/run.sh --only manifest  # one workload: big|small|manifest|head|get|list (comma-separated)
+#   bash bench/run.sh --scaleout       # adds a Berth column on S3 (Garage) + PostgreSQL
+#   bash bench/run.sh --help           # every flag of berth-bench
+#
+# Numbers measured while something else uses the CPU are noise: check /proc/loadavg
+# first (the page records the load before and after the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v docker-registry >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+
+command -v cargo >/dev/null || { echo "bench/run.sh: cargo not found (install Rust, e.g. rustup)" >&2; exit 1; }
+packages=()
+command -v docker-registry >/dev/null || packages+=(docker-registry)
+if [[ " $* " == *" --scaleout "* ]]; then
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 fi
+if ((${#packages[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+if [[ " $* " == *" --scaleout "* ]]; then
+    command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --locked
+fi
+
 cargo build --release -p berth -p berth-bench
-exec target/release/berth-bench --command "bash bench/run.sh $*" "$@"
+exec target/release/berth-bench --command "bash bench/run.sh${*:+ $*}" "$@"

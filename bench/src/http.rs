@@ -44,6 +44,16 @@ impl Conn {
     /// Sends a request; returns the status, headers and the number of body bytes (the
     /// body is read and dropped, never buffered whole).
     pub async fn send(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Result<Reply, BoxError> {
+        self.exchange(method, path, headers, body, true).await
+    }
+
+    /// The load loop's variant of `send`: no copy of the response headers or body.
+    pub async fn send_lean(&mut self, method: Method, path: &str, headers: &[(&str, &str)]) -> Result<(StatusCode, u64), BoxError> {
+        let r = self.exchange(method, path, headers, empty(), false).await?;
+        Ok((r.status, r.len))
+    }
+
+    async fn exchange(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body, keep: bool) -> Result<Reply, BoxError> {
         let mut req = Request::builder().method(method).uri(path).header("host", "bench");
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -51,14 +61,14 @@ impl Conn {
         self.sender.ready().await?;
         let resp: Response<hyper::body::Incoming> = self.sender.send_request(req.body(body)?).await?;
         let status = resp.status();
-        let headers = resp.headers().clone();
+        let headers = if keep { resp.headers().clone() } else { hyper::HeaderMap::new() };
         let mut body = resp.into_body();
         let mut len = 0u64;
         let mut kept = Vec::new();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
                 len += data.len() as u64;
-                if kept.len() < 64 * 1024 {
+                if keep && kept.len() < 64 * 1024 {
                     kept.extend_from_slice(&data[..data.len().min(64 * 1024 - kept.len())]);
                 }
             }
@@ -113,8 +123,9 @@ pub async fn push_monolithic(c: &mut Conn, repo: &str, data: Bytes, digest: &str
     Ok(())
 }
 
-/// POST, PATCH per chunk with Content-Range, closing PUT.
-pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, chunk: usize) -> Result<(), BoxError> {
+/// POST, PATCH per chunk with Content-Range, closing PUT. Returns how long the closing PUT
+/// took (where a server that syncs on commit pays for it).
+pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, chunk: usize) -> Result<Duration, BoxError> {
     let r = c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &[], empty(), StatusCode::ACCEPTED).await?;
     let mut location = r.location()?;
     let mut offset = 0;
@@ -130,8 +141,9 @@ pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, c
         location = r.location()?;
         offset = end;
     }
+    let t = Instant::now();
     c.expect(Method::PUT, &with_query(&location, &format!("digest={digest}")), &[("content-length", "0")], empty(), StatusCode::CREATED).await?;
-    Ok(())
+    Ok(t.elapsed())
 }
 
 /// What a fixed-time load measured.
@@ -175,12 +187,12 @@ pub async fn load(
                 let (method, path, headers) = make(i);
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let t = Instant::now();
-                let r = conn.send(method, &path, &headers, empty()).await?;
-                if r.status != want {
-                    return Err::<_, BoxError>(format!("{path}: {}", r.status).into());
+                let (status, len) = conn.send_lean(method, &path, &headers).await?;
+                if status != want {
+                    return Err::<_, BoxError>(format!("{path}: {status}").into());
                 }
                 lat.push(t.elapsed().as_micros() as u32);
-                bytes += r.len;
+                bytes += len;
                 i += conns as u64;
             }
             Ok((lat, bytes))

@@ -29,9 +29,16 @@ struct Args {
     /// distribution's binary.
     #[arg(long, default_value = "/usr/bin/docker-registry")]
     registry: PathBuf,
-    /// Where to write the markdown table.
-    #[arg(long, default_value = "docs/benchmarks.md")]
-    out: PathBuf,
+    /// Where to write the markdown table [default: docs/benchmarks.md for a full run;
+    /// target/bench-data/benchmarks-partial.md with --quick or --only, so a smoke run never
+    /// replaces the published table].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run only these workloads (comma-separated): big (1 GiB push/pull), small (200 small
+    /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog). Start-up
+    /// time and memory are always reported.
+    #[arg(long, value_delimiter = ',', value_parser = WORKLOADS)]
+    only: Vec<String>,
     /// Scratch space for the servers' data (on the disk being measured).
     #[arg(long, default_value = "target/bench-data")]
     scratch: PathBuf,
@@ -41,6 +48,9 @@ struct Args {
     /// Runs per server (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Seconds of each fixed-time load (manifest, HEAD, 1 MiB GET, tag list, catalog).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
     /// Also run Berth on S3 (a local Garage) + PostgreSQL, started by the harness.
     #[arg(long)]
     scaleout: bool,
@@ -60,6 +70,7 @@ struct Sizes {
     seconds: f64,
 }
 
+const WORKLOADS: [&str; 6] = ["big", "small", "manifest", "head", "get", "list"];
 const CONNS: usize = 64;
 const MIB: usize = 1 << 20;
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -76,21 +87,36 @@ struct Metric {
 }
 
 const METRICS: &[Metric] = &[
-    Metric { key: "push_mono", label: "1 GiB layer push, monolithic", unit: "MB/s", higher_is_better: true },
-    Metric { key: "push_chunked", label: "1 GiB layer push, 16 MiB chunks", unit: "MB/s", higher_is_better: true },
-    Metric { key: "pull_big", label: "1 GiB layer pull", unit: "MB/s", higher_is_better: true },
-    Metric { key: "small_layers", label: "200 small layers (4–64 KiB), 8 concurrent", unit: "s", higher_is_better: false },
-    Metric { key: "manifest_rps", label: "manifest GET by tag, 64 conns", unit: "req/s", higher_is_better: true },
+    Metric { key: "push_mono", label: "{big} layer push, monolithic", unit: "MB/s", higher_is_better: true },
+    Metric { key: "push_chunked", label: "{big} layer push, {chunk} chunks", unit: "MB/s", higher_is_better: true },
+    Metric { key: "pull_big", label: "{big} layer pull, one GET", unit: "MB/s", higher_is_better: true },
+    Metric { key: "pull_ranged", label: "{big} layer pull, {chunk} ranges", unit: "MB/s", higher_is_better: true },
+    Metric { key: "small_layers", label: "push of {small} small layers (4–64 KiB), 8 concurrent", unit: "s", higher_is_better: false },
+    Metric { key: "manifest_rps", label: "manifest GET by tag (~1 KB), 64 conns", unit: "req/s", higher_is_better: true },
     Metric { key: "manifest_p50", label: "manifest GET p50", unit: "ms", higher_is_better: false },
     Metric { key: "manifest_p99", label: "manifest GET p99", unit: "ms", higher_is_better: false },
     Metric { key: "head_rps", label: "blob HEAD, 64 conns", unit: "req/s", higher_is_better: true },
     Metric { key: "get_1m", label: "1 MiB blob GET, 64 conns", unit: "MB/s", higher_is_better: true },
-    Metric { key: "tags_rps", label: "tag list (1,000 repos × 20 tags), 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "catalog_rps", label: "catalog, n=100, 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "idle_rss", label: "idle resident memory", unit: "MB", higher_is_better: false },
-    Metric { key: "peak_rss", label: "peak resident memory", unit: "MB", higher_is_better: false },
+    Metric { key: "setup_puts", label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns", unit: "req/s", higher_is_better: true },
+    Metric { key: "tags_rps", label: "tag list ({repos} repos × {tags} tags), 64 conns", unit: "req/s", higher_is_better: true },
+    Metric { key: "catalog_rps", label: "catalog, n=100 ({repos} repos), 64 conns", unit: "req/s", higher_is_better: true },
+    Metric { key: "idle_rss", label: "idle resident memory (VmRSS 0.5 s after start)", unit: "MB", higher_is_better: false },
+    Metric { key: "peak_rss", label: "peak resident memory (VmHWM after all workloads)", unit: "MB", higher_is_better: false },
     Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
 ];
+
+impl Metric {
+    /// The label with this run's sizes filled in.
+    fn label(&self, s: Sizes) -> String {
+        let size = |b: usize| if b >= 1 << 30 { format!("{} GiB", b >> 30) } else { format!("{} MiB", b >> 20) };
+        self.label
+            .replace("{big}", &size(s.big))
+            .replace("{chunk}", &size(s.chunk))
+            .replace("{small}", &s.small_layers.to_string())
+            .replace("{repos}", &s.repos.to_string())
+            .replace("{tags}", &s.tags.to_string())
+    }
+}
 
 /// Deterministic incompressible bytes.
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -121,10 +147,14 @@ async fn put_manifest(c: &mut Conn, repo: &str, tag: &str, body: &[u8]) -> Resul
     Ok(())
 }
 
-/// Every workload against one freshly started server.
-async fn run_server(server: &Server, sizes: Sizes, big: &mut Vec<u8>, round: u64) -> Result<BTreeMap<&'static str, f64>, BoxError> {
+/// Every selected workload against one freshly started server. Workloads the selection
+/// leaves out but a selected one builds on (the small image, the 1,000 repositories) are
+/// still set up, untimed.
+async fn run_server(server: &Server, sizes: Sizes, big: &mut [u8], round: u64, on: &dyn Fn(&str) -> bool) -> Result<BTreeMap<&'static str, f64>, BoxError> {
     let mut out = BTreeMap::new();
     let addr = server.addr;
+    // Progress on stderr (a full run takes minutes), with the memory high-water mark so far.
+    let phase = |what: &str| eprintln!("  … {what} (peak RSS so far {:.0} MB)", server.memory().1);
     out.insert("startup", server.startup.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     out.insert("idle_rss", server.memory().0);
@@ -132,96 +162,149 @@ async fn run_server(server: &Server, sizes: Sizes, big: &mut Vec<u8>, round: u64
     let mut c = Conn::open(addr).await?;
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = sha256(config);
-    push_monolithic(&mut c, "bench/big", Bytes::from_static(config), &config_digest).await?;
 
-    // 1. The big layer: monolithic push, pull, chunked push (fresh content each time).
-    big[..8].copy_from_slice(&(round * 2).to_le_bytes());
-    let digest = sha256(big);
-    let t = Instant::now();
-    push_monolithic(&mut c, "bench/big", Bytes::from(big.clone()), &digest).await?;
-    out.insert("push_mono", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
-    put_manifest(&mut c, "bench/big", "mono", &manifest((&config_digest, config.len()), &[(digest.clone(), big.len())])).await?;
-    let t = Instant::now();
-    let r = c.expect(Method::GET, &format!("/v2/bench/big/blobs/{digest}"), &[], empty(), StatusCode::OK).await?;
-    assert_eq!(r.len, big.len() as u64);
-    out.insert("pull_big", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
-    big[..8].copy_from_slice(&(round * 2 + 1).to_le_bytes());
-    let digest = sha256(big);
-    let t = Instant::now();
-    push_chunked(&mut c, "bench/big", Bytes::from(big.clone()), &digest, sizes.chunk).await?;
-    out.insert("push_chunked", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+    // 1. The big layer: monolithic push, pull in one GET and in ranges, chunked push
+    //    (fresh content each push, so nothing dedupes). Copies happen before the clock starts.
+    if on("big") {
+        push_monolithic(&mut c, "bench/big", Bytes::from_static(config), &config_digest).await?;
+        big[..8].copy_from_slice(&(round * 2).to_le_bytes());
+        let digest = sha256(big);
+        let data = Bytes::from(big.to_vec());
+        phase("push, monolithic");
+        let t = Instant::now();
+        push_monolithic(&mut c, "bench/big", data, &digest).await?;
+        eprintln!("    monolithic push: {:.2} s", t.elapsed().as_secs_f64());
+        out.insert("push_mono", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+        put_manifest(&mut c, "bench/big", "mono", &manifest((&config_digest, config.len()), &[(digest.clone(), big.len())])).await?;
+        let path = format!("/v2/bench/big/blobs/{digest}");
+        phase("pull");
+        let t = Instant::now();
+        let r = c.expect(Method::GET, &path, &[], empty(), StatusCode::OK).await?;
+        if r.len != big.len() as u64 {
+            return Err(format!("pulled {} bytes of {}", r.len, big.len()).into());
+        }
+        out.insert("pull_big", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+        let t = Instant::now();
+        let mut offset = 0;
+        while offset < big.len() {
+            let end = (offset + sizes.chunk).min(big.len());
+            let range = format!("bytes={offset}-{}", end - 1);
+            let r = c.expect(Method::GET, &path, &[("range", &range)], empty(), StatusCode::PARTIAL_CONTENT).await?;
+            if r.len != (end - offset) as u64 {
+                return Err(format!("range {range}: {} bytes", r.len).into());
+            }
+            offset = end;
+        }
+        out.insert("pull_ranged", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+        big[..8].copy_from_slice(&(round * 2 + 1).to_le_bytes());
+        let digest = sha256(big);
+        let data = Bytes::from(big.to_vec());
+        phase("push, chunked");
+        let t = Instant::now();
+        let closing = push_chunked(&mut c, "bench/big", data, &digest, sizes.chunk).await?;
+        out.insert("push_chunked", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+        eprintln!("    chunked push: {:.2} s in all, {:.2} s of it in the closing PUT", t.elapsed().as_secs_f64(), closing.as_secs_f64());
+        put_manifest(&mut c, "bench/big", "chunked", &manifest((&config_digest, config.len()), &[(digest, big.len())])).await?;
+    }
 
     // 2. Many small layers, 8 uploads at a time, then the manifest naming them all.
-    let layers: Vec<Vec<u8>> = (0..sizes.small_layers)
-        .map(|i| random(4096 + (i * 7919) % (60 * 1024), round * 1000 + i as u64))
-        .collect();
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..8 {
-        let mine: Vec<Vec<u8>> = layers.iter().skip(worker).step_by(8).cloned().collect();
-        tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(addr).await?;
-            for l in mine {
-                let d = sha256(&l);
-                push_monolithic(&mut c, "bench/small", Bytes::from(l), &d).await?;
-            }
-            Ok::<_, BoxError>(())
-        }));
+    let need_small = ["small", "manifest", "head", "list"].iter().any(|w| on(w));
+    let mut descriptors = Vec::new();
+    if need_small {
+        let layers: Vec<Bytes> = (0..sizes.small_layers)
+            .map(|i| Bytes::from(random(4096 + (i * 7919) % (60 * 1024), round * 1000 + i as u64)))
+            .collect();
+        descriptors = layers.iter().map(|l| (sha256(l), l.len())).collect::<Vec<(String, usize)>>();
+        phase("small layers");
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let mine: Vec<(Bytes, String)> = layers.iter().zip(&descriptors).skip(worker).step_by(8).map(|(l, (d, _))| (l.clone(), d.clone())).collect();
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await?;
+                for (l, d) in mine {
+                    push_monolithic(&mut c, "bench/small", l, &d).await?;
+                }
+                Ok::<_, BoxError>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        push_monolithic(&mut c, "bench/small", Bytes::from_static(config), &config_digest).await?;
+        put_manifest(&mut c, "bench/small", "v1", &manifest((&config_digest, config.len()), &descriptors)).await?;
+        if on("small") {
+            out.insert("small_layers", t.elapsed().as_secs_f64());
+        }
+        // A manifest of a typical size (config + 5 layers, about 1 KB) for the GET load.
+        put_manifest(&mut c, "bench/small", "app", &manifest((&config_digest, config.len()), &descriptors[..5])).await?;
     }
-    for task in tasks {
-        task.await??;
-    }
-    push_monolithic(&mut c, "bench/small", Bytes::from_static(config), &config_digest).await?;
-    let descriptors: Vec<(String, usize)> = layers.iter().map(|l| (sha256(l), l.len())).collect();
-    put_manifest(&mut c, "bench/small", "v1", &manifest((&config_digest, config.len()), &descriptors)).await?;
-    out.insert("small_layers", t.elapsed().as_secs_f64());
 
     // 3–5. Fixed-time loads.
     let duration = Duration::from_secs_f64(sizes.seconds);
-    let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
-    let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/v1".into(), vec![("accept", accept.clone())])), StatusCode::OK).await?;
-    out.insert("manifest_rps", l.rps());
-    out.insert("manifest_p50", l.p50_ms);
-    out.insert("manifest_p99", l.p99_ms);
-    let head = format!("/v2/bench/small/blobs/{}", descriptors[0].0);
-    let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::HEAD, head.clone(), vec![])), StatusCode::OK).await?;
-    out.insert("head_rps", l.rps());
-    let one = random(MIB, round + 77);
-    let one_digest = sha256(&one);
-    push_monolithic(&mut c, "bench/one", Bytes::from(one), &one_digest).await?;
-    let path = format!("/v2/bench/one/blobs/{one_digest}");
-    let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, path.clone(), vec![])), StatusCode::OK).await?;
-    out.insert("get_1m", l.mbps());
+    if on("manifest") {
+        let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
+        phase("manifest GET load");
+        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])), StatusCode::OK).await?;
+        out.insert("manifest_rps", l.rps());
+        out.insert("manifest_p50", l.p50_ms);
+        out.insert("manifest_p99", l.p99_ms);
+    }
+    if on("head") {
+        let head = format!("/v2/bench/small/blobs/{}", descriptors[0].0);
+        phase("blob HEAD load");
+        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::HEAD, head.clone(), vec![])), StatusCode::OK).await?;
+        out.insert("head_rps", l.rps());
+    }
+    if on("get") {
+        let one = random(MIB, round + 77);
+        let one_digest = sha256(&one);
+        push_monolithic(&mut c, "bench/one", Bytes::from(one), &one_digest).await?;
+        let path = format!("/v2/bench/one/blobs/{one_digest}");
+        phase("1 MiB GET load");
+        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, path.clone(), vec![])), StatusCode::OK).await?;
+        if l.bytes != l.requests * MIB as u64 {
+            return Err(format!("1 MiB GET: {} bytes in {} responses", l.bytes, l.requests).into());
+        }
+        out.insert("get_1m", l.mbps());
+    }
 
-    // 6. Many repositories and tags: each repository mounts the base blobs and gets the
-    //    same manifest under `tags` tags.
-    let body = manifest((&config_digest, config.len()), &descriptors[..1]);
-    let first = descriptors[0].0.clone();
-    let mut tasks = Vec::new();
-    for worker in 0..16 {
-        let (body, first, config_digest) = (body.clone(), first.clone(), config_digest.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(addr).await?;
-            for r in (worker..sizes.repos).step_by(16) {
-                let repo = format!("many/r{r:04}");
-                for d in [&config_digest, &first] {
-                    c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=bench/small"), &[], empty(), StatusCode::CREATED).await?;
+    // 6. Many repositories and tags: each repository mounts the small image's config and
+    //    first layer from bench/small and gets one manifest under `tags` tags.
+    if on("list") {
+        let body = manifest((&config_digest, config.len()), &descriptors[..1]);
+        let first = descriptors[0].0.clone();
+        phase("repositories and tags setup");
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..16 {
+            let (body, first, config_digest) = (body.clone(), first.clone(), config_digest.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await?;
+                for r in (worker..sizes.repos).step_by(16) {
+                    let repo = format!("many/r{r:04}");
+                    for d in [&config_digest, &first] {
+                        c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=bench/small"), &[], empty(), StatusCode::CREATED).await?;
+                    }
+                    for t in 0..sizes.tags {
+                        put_manifest(&mut c, &repo, &format!("t{t:02}"), &body).await?;
+                    }
                 }
-                for t in 0..sizes.tags {
-                    put_manifest(&mut c, &repo, &format!("t{t:02}"), &body).await?;
-                }
-            }
-            Ok::<_, BoxError>(())
-        }));
+                Ok::<_, BoxError>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        out.insert("setup_puts", (sizes.repos * (2 + sizes.tags)) as f64 / t.elapsed().as_secs_f64());
+        let repos = sizes.repos as u64;
+        phase("tag list load");
+        let l = http::load(addr, CONNS, duration, Arc::new(move |i| (Method::GET, format!("/v2/many/r{:04}/tags/list", i % repos), vec![])), StatusCode::OK).await?;
+        out.insert("tags_rps", l.rps());
+        phase("catalog load");
+        let l = http::load(addr, CONNS, duration, Arc::new(|_| (Method::GET, "/v2/_catalog?n=100".into(), vec![])), StatusCode::OK).await?;
+        out.insert("catalog_rps", l.rps());
     }
-    for task in tasks {
-        task.await??;
-    }
-    let repos = sizes.repos as u64;
-    let l = http::load(addr, CONNS, duration, Arc::new(move |i| (Method::GET, format!("/v2/many/r{:04}/tags/list", i % repos), vec![])), StatusCode::OK).await?;
-    out.insert("tags_rps", l.rps());
-    let l = http::load(addr, CONNS, duration, Arc::new(|_| (Method::GET, "/v2/_catalog?n=100".into(), vec![])), StatusCode::OK).await?;
-    out.insert("catalog_rps", l.rps());
 
     out.insert("peak_rss", server.memory().1);
     Ok(out)
@@ -320,6 +403,21 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// CPU seconds so far: `(busy on the whole machine, used by this process and its waited-for
+/// children)`. Their difference over a run is what other processes (and kernel threads,
+/// writeback included) took from the machine meanwhile.
+fn cpu_seconds() -> (f64, f64) {
+    let tick = 100.0; // USER_HZ, fixed at 100 on Linux
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum::<f64>() / tick;
+    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 overall.
+    let rest: Vec<f64> = me.rsplit(')').next().unwrap_or("").split_whitespace().skip(11).take(4).filter_map(|x| x.parse().ok()).collect();
+    (busy, rest.iter().sum::<f64>() / tick)
+}
+
 fn sh(cmd: &str) -> String {
     std::process::Command::new("sh").args(["-c", cmd]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
 }
@@ -330,13 +428,19 @@ async fn main() -> Result<(), BoxError> {
     let sizes = if args.quick {
         Sizes { big: 64 * MIB, chunk: 16 * MIB, small_layers: 20, repos: 50, tags: 5, seconds: 1.0 }
     } else {
-        Sizes { big: 1024 * MIB, chunk: 16 * MIB, small_layers: 200, repos: 1000, tags: 20, seconds: 5.0 }
+        Sizes { big: 1024 * MIB, chunk: 16 * MIB, small_layers: 200, repos: 1000, tags: 20, seconds: args.seconds }
     };
     let runs = if args.quick { 1 } else { args.runs };
+    let partial = args.quick || !args.only.is_empty();
+    let out_path = args.out.clone().unwrap_or_else(|| {
+        if partial { args.scratch.join("benchmarks-partial.md") } else { PathBuf::from("docs/benchmarks.md") }
+    });
+    let only = args.only.clone();
+    let on = move |w: &str| only.is_empty() || only.iter().any(|o| o == w);
     std::fs::create_dir_all(&args.scratch)?;
+    let load_at_start = sh("cut -d' ' -f1-3 /proc/loadavg");
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut big = random(sizes.big, 42);
-    eprintln!("measuring this machine's limits");
-    let lim = limits(&args.scratch, &big).await?;
 
     let scaleout = args.scaleout.then(|| {
         let pg = berth_testkit::Postgres::start();
@@ -350,11 +454,24 @@ async fn main() -> Result<(), BoxError> {
         names.push("Berth (S3+PG)");
     }
     for run in 0..runs {
-        for (i, name) in names.iter().enumerate() {
+        eprintln!("run {}/{runs}: this machine's limits", run + 1);
+        let lim = limits(&args.scratch, &big).await?;
+        for (k, v) in [("sha256", lim.sha256_mbps), ("disk", lim.disk_mbps), ("loopback", lim.loopback_mbps), ("client", lim.client_rps)] {
+            eprintln!("  {k}: {}", fmt(v));
+            results.entry("limits").or_default().entry(k).or_default().push(v);
+        }
+        // Alternate the order from run to run so neither server always goes first.
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let name = names[i];
             let dir = args.scratch.join(format!("run{run}-{i}"));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
-            let server = match *name {
+            let (busy0, own0, wall0) = { let (b, o) = cpu_seconds(); (b, o, Instant::now()) };
+            let server = match name {
                 "Berth" => servers::berth(&args.berth, &dir, None),
                 "distribution" => servers::distribution(&args.registry, &dir),
                 _ => {
@@ -372,81 +489,162 @@ async fn main() -> Result<(), BoxError> {
                 }
             };
             eprintln!("run {}/{runs}: {name}", run + 1);
-            let got = run_server(&server, sizes, &mut big, run as u64 * 10 + i as u64).await?;
+            let got = run_server(&server, sizes, &mut big, run as u64 * 10 + i as u64, &on).await?;
             for (k, v) in got {
                 eprintln!("  {k}: {}", fmt(v));
                 results.entry(name).or_default().entry(k).or_default().push(v);
             }
             drop(server);
+            let (busy1, own1) = cpu_seconds();
+            let others = ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;
+            eprintln!("  CPU taken by other processes meanwhile: {others:.0}% of the machine");
+            results.entry(name).or_default().entry("others_cpu").or_default().push(others);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
+    let md = report(&args, sizes, runs, &names, &results, &load_at_start);
+    if let Some(parent) = out_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out_path, md)?;
+    eprintln!("wrote {}", out_path.display());
+    Ok(())
+}
+
+/// The markdown page: how it was produced, the machine, its limits, the table, every run.
+fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>, load_at_start: &str) -> String {
     let med = |name: &str, key: &str| results.get(name).and_then(|m| m.get(key)).map(|v| median(v)).unwrap_or(f64::NAN);
+    let lim = |key: &str| med("limits", key);
     let mut md = String::new();
-    md.push_str("# Benchmarks\n\nBerth against the reference registry (distribution 2.8, Debian's `docker-registry`), measured\n");
-    md.push_str("side by side in one run by `berth-bench`: the same client, the same machine, servers on loopback,\n");
-    md.push_str(&format!("alternating, {runs} run(s) each, medians. Each run starts each server fresh on an empty data directory.\n\n"));
-    md.push_str(&format!("Produced by: `{}`{}\n\n", args.command, if args.quick { " (quick mode: small sizes, NOT a measurement)" } else { "" }));
+    md.push_str("# Benchmarks\n\n");
+    md.push_str("Berth against the reference registry (distribution 2.8, Debian's `docker-registry`), measured\n");
+    md.push_str("side by side in one run by `berth-bench` (`bench/`): the same client, the same machine, both\n");
+    md.push_str(&format!("servers on loopback, alternating, {runs} run(s) each; every figure is the median of the runs.\n"));
+    md.push_str("Each run starts each server fresh on an empty data directory on the same disk. The client is\n");
+    md.push_str(&format!("hyper's HTTP/1.1 with keep-alive connections; the fixed-time loads run {} s each at {CONNS} connections,\n", sizes.seconds));
+    md.push_str("each connection sending its next request when the previous answer has been read (a closed loop).\n");
+    md.push_str("Layers are incompressible (xorshift), pushed as Docker schema 2 images with real digests.\n\n");
+    let mut flags = Vec::new();
+    if args.quick {
+        flags.push("quick mode: small sizes, one run — a smoke test, NOT a measurement".to_owned());
+    }
+    if !args.only.is_empty() {
+        flags.push(format!("only: {}", args.only.join(",")));
+    }
+    md.push_str(&format!("Produced by: `{}`{}\n\n", args.command, if flags.is_empty() { String::new() } else { format!(" ({})", flags.join("; ")) }));
     md.push_str("## Machine\n\n");
-    md.push_str(&format!("- CPU: {} ({} cores)\n", sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"), sh("nproc")));
-    md.push_str(&format!("- Memory: {}\n", sh("grep MemTotal /proc/meminfo | awk '{printf \"%.1f GiB\", $2/1048576}'")));
-    md.push_str(&format!("- Kernel: {}\n", sh("uname -r")));
-    md.push_str(&format!("- Load average when the run ended: {}\n", sh("cut -d' ' -f1-3 /proc/loadavg")));
+    md.push_str(&format!("- CPU: {} × {} (`nproc`: {})\n", sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs"), sh("grep -c ^processor /proc/cpuinfo"), sh("nproc")));
+    md.push_str(&format!("- CPU flags of note: {}\n", sh("grep -m1 ^flags /proc/cpuinfo | tr ' ' '\\n' | grep -xE 'sha_ni|avx2|aes|avx512f' | xargs")));
+    md.push_str(&format!("- Memory (`free -m`): {}\n", sh("free -m | awk '/^Mem:/ {print $2\" MB total, \"$7\" MB available\"}'")));
+    md.push_str(&format!("- Kernel: {}\n", sh("uname -srm")));
+    md.push_str(&format!("- Disk under the data directories: {}\n", sh(&format!("df -hT {} | awk 'NR==2 {{print $2\" (\"$1\"), \"$3\" total\"}}'", args.scratch.display()))));
+    md.push_str(&format!("- Servers: Berth {} (release build), {}\n", sh("git rev-parse --short HEAD 2>/dev/null || echo '?'"), sh(&format!("{} --version 2>&1 | head -1", args.registry.display()))));
+    md.push_str(&format!("- Load average (1, 5, 15 min) before the run: {load_at_start}; after: {} (the run itself keeps both cores busy)\n", sh("cut -d' ' -f1-3 /proc/loadavg")));
+    let others: Vec<f64> = names.iter().filter_map(|n| results.get(n).and_then(|m| m.get("others_cpu"))).flatten().copied().collect();
+    md.push_str(&format!(
+        "- CPU taken by other processes while a server was measured (busy time in /proc/stat minus the harness's and its servers'; \
+         kernel writeback threads count here too): median {:.0}%, worst run {:.0}% of the machine\n",
+        median(&others),
+        others.iter().copied().fold(0.0, f64::max)
+    ));
     md.push_str(&format!("- Date: {}\n\n", sh("date -u +%Y-%m-%dT%H:%MZ")));
-    md.push_str("## Physical limits (measured by the harness)\n\n| limit | value |\n|---|---|\n");
-    md.push_str(&format!("| SHA-256, one core | {} MB/s |\n", fmt(lim.sha256_mbps)));
-    md.push_str(&format!("| sequential write + fsync ({} MiB) | {} MB/s |\n", sizes.big / MIB, fmt(lim.disk_mbps)));
-    md.push_str(&format!("| loopback TCP, one stream | {} MB/s |\n", fmt(lim.loopback_mbps)));
-    md.push_str(&format!("| the client's own ceiling (trivial endpoint, 64 conns) | {} req/s |\n\n", fmt(lim.client_rps)));
+
+    md.push_str("## Physical limits (measured by the harness, medians)\n\n| limit | value |\n|---|---|\n");
+    md.push_str(&format!("| SHA-256 of {} MiB, one core | {} MB/s |\n", sizes.big / MIB, fmt(lim("sha256"))));
+    md.push_str(&format!("| sequential write of {} MiB in 1 MiB writes, then fsync | {} MB/s |\n", sizes.big / MIB, fmt(lim("disk"))));
+    md.push_str(&format!("| loopback TCP, one stream, 1 MiB writes | {} MB/s |\n", fmt(lim("loopback"))));
+    md.push_str(&format!("| the client's own ceiling: a trivial in-process hyper endpoint, {CONNS} conns | {} req/s |\n\n", fmt(lim("client"))));
+
     md.push_str("## Results\n\n");
+    md.push_str("Ratio = Berth ÷ distribution. For MB/s and req/s higher is better (ratio > 1 favours Berth);\n");
+    md.push_str("for s, ms and MB of memory lower is better (ratio < 1 favours Berth). Each ratio says which.\n\n");
     let mut header = "| workload | unit |".to_owned();
     let mut rule = "|---|---|".to_owned();
-    for n in &names {
+    for n in names {
         header.push_str(&format!(" {n} |"));
-        rule.push_str("---|");
+        rule.push_str("---:|");
     }
     for n in names.iter().filter(|n| **n != "distribution") {
         header.push_str(&format!(" {n} ÷ distribution |"));
         rule.push_str("---|");
     }
     md.push_str(&format!("{header}\n{rule}\n"));
-    for m in METRICS {
-        let mut row = format!("| {} | {} |", m.label, m.unit);
-        for n in &names {
+    let shown: Vec<&Metric> = METRICS.iter().filter(|m| names.iter().any(|n| !med(n, m.key).is_nan())).collect();
+    for m in &shown {
+        let mut row = format!("| {} | {} |", m.label(sizes), m.unit);
+        for n in names {
             row.push_str(&format!(" {} |", fmt(med(n, m.key))));
         }
         for n in names.iter().filter(|n| **n != "distribution") {
             let (b, d) = (med(n, m.key), med("distribution", m.key));
             let ratio = b / d;
             let better = if m.higher_is_better { ratio >= 1.0 } else { ratio <= 1.0 };
-            row.push_str(&format!(" {}× {} |", fmt(ratio), if better { "(better)" } else { "(worse)" }));
+            let dir = if m.higher_is_better { "higher" } else { "lower" };
+            row.push_str(&format!(" {}× ({}; {dir} is better) |", fmt(ratio), if better { "Berth better" } else { "Berth worse" }));
         }
         md.push_str(&format!("{row}\n"));
     }
-    let bound = lim.sha256_mbps.min(lim.disk_mbps);
+
+    if names.len() > 2 {
+        md.push_str("\nBerth (S3+PG): Berth with `--storage s3://…` on a one-node Garage and `--database postgres://…` on a\n\
+            throwaway PostgreSQL cluster (berth-testkit; `fsync=off`), both on this machine and sharing its 2 cores.\n");
+    }
     md.push_str("\n## Berth against the limits\n\n");
+    let frac = |v: f64, limit: f64| if v.is_nan() { "–".to_owned() } else { format!("{:.0}%", 100.0 * v / limit) };
+    let bound = lim("sha256").min(lim("disk"));
+    let gib = METRICS[0].label(sizes).replace(" layer push, monolithic", "");
+    let chunk = format!("{} MiB", sizes.chunk / MIB);
+    let b = |k: &str| med("Berth", k);
+    if !b("push_mono").is_nan() {
+        md.push_str(&format!(
+            "- {} push: {} MB/s monolithic, {} MB/s chunked = {} / {} of min(SHA-256 one core, disk with fsync) = {} MB/s. \
+             A push must hash every byte and make it durable. The probe writes everything, then fsyncs; Berth \
+             starts flushing while the upload arrives, so it can beat the probe. This virtual disk's fsync rate \
+             varies a lot from one probe to the next (see every run below).\n",
+            gib, fmt(b("push_mono")), fmt(b("push_chunked")), frac(b("push_mono"), bound), frac(b("push_chunked"), bound), fmt(bound)
+        ));
+        md.push_str(&format!(
+            "- {} pull: {} MB/s in one GET, {} MB/s in {} ranges = {} / {} of loopback (the blob is in the page cache).\n",
+            gib, fmt(b("pull_big")), fmt(b("pull_ranged")), chunk, frac(b("pull_big"), lim("loopback")), frac(b("pull_ranged"), lim("loopback"))
+        ));
+    }
+    if !b("get_1m").is_nan() {
+        md.push_str(&format!("- 1 MiB blob GET at {CONNS} conns: {} MB/s = {} of one loopback stream's throughput (it uses {CONNS} streams).\n", fmt(b("get_1m")), frac(b("get_1m"), lim("loopback"))));
+    }
+    for (k, what) in [("manifest_rps", "manifest GET"), ("head_rps", "blob HEAD"), ("tags_rps", "tag list"), ("catalog_rps", "catalog")] {
+        if !b(k).is_nan() {
+            md.push_str(&format!("- {what}: {} req/s = {} of the client's ceiling.\n", fmt(b(k)), frac(b(k), lim("client"))));
+        }
+    }
     md.push_str(&format!(
-        "- 1 GiB push: {} MB/s monolithic, {} MB/s chunked = {:.0}% / {:.0}% of min(SHA-256, disk) = {} MB/s.\n",
-        fmt(med("Berth", "push_mono")),
-        fmt(med("Berth", "push_chunked")),
-        100.0 * med("Berth", "push_mono") / bound,
-        100.0 * med("Berth", "push_chunked") / bound,
-        fmt(bound)
-    ));
-    md.push_str(&format!(
-        "- 1 GiB pull: {} MB/s = {:.0}% of loopback.\n",
-        fmt(med("Berth", "pull_big")),
-        100.0 * med("Berth", "pull_big") / lim.loopback_mbps
-    ));
-    md.push_str(&format!(
-        "- Manifest GET: {} req/s = {:.0}% of the client's ceiling; client and servers share the same {} cores.\n",
-        fmt(med("Berth", "manifest_rps")),
-        100.0 * med("Berth", "manifest_rps") / lim.client_rps,
+        "\nThe client, the server under test and the kernel share the same {} cores, so request rates near the\n\
+         client's ceiling are bounded by the machine, not by the server alone.\n",
         sh("nproc")
     ));
-    std::fs::create_dir_all(args.out.parent().unwrap_or(std::path::Path::new(".")))?;
-    std::fs::write(&args.out, md)?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+
+    md.push_str("\n## Every run\n\nValues in run order (the harness alternates which server goes first).\n\n| figure | ");
+    let keys: Vec<&str> = std::iter::once("limits").chain(names.iter().copied()).collect();
+    md.push_str(&keys.join(" | "));
+    md.push_str(" |\n|---|");
+    md.push_str(&"---|".repeat(keys.len()));
+    md.push('\n');
+    let lim_rows = [("sha256", "SHA-256 MB/s"), ("disk", "disk + fsync MB/s"), ("loopback", "loopback MB/s"), ("client", "client ceiling req/s")];
+    let all = |name: &str, key: &str| results.get(name).and_then(|m| m.get(key)).map(|v| v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "–".into());
+    for (k, label) in lim_rows {
+        md.push_str(&format!("| {label} | {} |{}\n", all("limits", k), " |".repeat(names.len())));
+    }
+    for m in &shown {
+        md.push_str(&format!("| {} ({}) | |", m.label(sizes), m.unit));
+        for n in names {
+            md.push_str(&format!(" {} |", all(n, m.key)));
+        }
+        md.push('\n');
+    }
+    md.push_str("| CPU taken by other processes meanwhile (% of the machine) | |");
+    for n in names {
+        md.push_str(&format!(" {} |", all(n, "others_cpu")));
+    }
+    md.push('\n');
+    md
 }
