@@ -160,7 +160,7 @@ pub(crate) async fn start_upload(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> R
         Some(digest) => {
             let upload = find_upload(reg, repo, &id).await?;
             let _busy = Busy::claim(reg, &id)?;
-            let progress = append(ctx, upload, body, Record::No).await?;
+            let progress = append(ctx, upload, body).await?;
             commit(reg, repo, progress, &digest).await?;
             Ok(created(repo, &digest))
         }
@@ -220,7 +220,7 @@ pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: 
     let reg = ctx.registry;
     let upload = find_upload(reg, repo, id).await?;
     let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body, Record::Yes).await?;
+    let progress = append(ctx, upload, body).await?;
     Ok(accepted(StatusCode::ACCEPTED, repo, id, progress.size))
 }
 
@@ -233,7 +233,7 @@ pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body:
     let digest = Digest::parse(&digest)?;
     let upload = find_upload(reg, repo, id).await?;
     let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body, Record::No).await?;
+    let progress = append(ctx, upload, body).await?;
     commit(reg, repo, progress, &digest).await?;
     Ok(created(repo, &digest))
 }
@@ -247,20 +247,11 @@ struct Progress {
     state: String,
 }
 
-/// Whether an append's progress is written to the metadata store.
-#[derive(PartialEq)]
-enum Record {
-    /// A `PATCH`: acknowledged progress the client may resume from.
-    Yes,
-    /// The closing `PUT` (or single `POST`): the commit that follows records the blob
-    /// and ends the upload in one transaction; if it fails, the upload is still at its
-    /// last recorded size and the next append discards these bytes.
-    No,
-}
-
 /// Appends the request body to an upload, checking `Content-Range` and `Content-Length`,
-/// and (for `Record::Yes`) records the new size, hash state and blob-store state.
-async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, record: Record) -> Result<Progress, Error> {
+/// and records the new size, hash state and blob-store state. The closing `PUT` records
+/// too: a crash between its commit and the metadata transaction must leave an upload
+/// that says all its bytes are in, so that the repeated close finds the committed blob.
+async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body) -> Result<Progress, Error> {
     let reg = ctx.registry;
     let offset = upload.size;
     let hasher = match &upload.hash_state {
@@ -311,7 +302,7 @@ async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, record: Record) 
         .into_inner()
         .unwrap();
     let size = offset + written;
-    if record == Record::Yes && !reg.meta.advance_upload(&upload.id, offset, size, &hasher.to_state(), &state).await? {
+    if !reg.meta.advance_upload(&upload.id, offset, size, &hasher.to_state(), &state).await? {
         return Err(Error::new(ErrorKind::UploadRangeInvalid).with_message("the upload moved on concurrently"));
     }
     Ok(Progress { id: upload.id, size, hasher, state })
