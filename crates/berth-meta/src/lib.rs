@@ -76,6 +76,13 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Durability: a write that acknowledges something to a client (a blob link, a manifest,
+/// a tag, a delete) is durable when its method returns. Upload progress
+/// (`create_upload`, `advance_upload`) is atomic but may be durable only with the next
+/// durable write: after a power loss an upload can be behind or unknown, which the
+/// upload protocol already handles (the client asks where to resume, or starts again),
+/// and staged bytes are not fsynced before the closing `PUT` either. A process crash
+/// loses neither.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// A live blob readable by `repo`.

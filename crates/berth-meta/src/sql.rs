@@ -5,7 +5,9 @@
 //! `ON CONFLICT`, and columns whose collation sorts bytewise. A statement that cannot be
 //! written once for both does not belong here.
 
-/// Implements `MetadataStore` for a struct with `writer` and `reader` pools of `$db`.
+/// Implements `MetadataStore` for a struct with `writer` and `reader` pools and an
+/// `async fn durable(&self) -> Result<(), Error>` that makes every write committed so far
+/// durable (called after each write that acknowledges something; see the trait's docs).
 macro_rules! sql_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -90,6 +92,7 @@ macro_rules! sql_store {
                     sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db_err)?;
                 }
                 tx.commit().await.map_err(db_err)?;
+                self.durable().await?;
                 Ok(key)
             }
 
@@ -100,6 +103,7 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await
                     .map_err(db_err)?;
+                self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -119,14 +123,14 @@ macro_rules! sql_store {
             }
 
             async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error> {
-                // From the writer: an upload is read right before it is advanced, and must
-                // be read after the last write to it.
+                // A reader sees every commit that finished before the read began (SQLite in
+                // WAL mode, PostgreSQL read committed): the last write to this upload.
                 let row = sqlx::query(
                     "SELECT size, updated_at, hash_state, state FROM uploads WHERE id = $1 AND repo = $2",
                 )
                 .bind(id)
                 .bind(repo.as_str())
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(db_err)?;
                 Ok(row.map(|r| UploadRecord {
@@ -285,7 +289,8 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_err)?;
                 }
-                tx.commit().await.map_err(db_err)
+                tx.commit().await.map_err(db_err)?;
+                self.durable().await
             }
 
             async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error> {
@@ -325,6 +330,7 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await
                     .map_err(db_err)?;
+                self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -335,6 +341,7 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await
                     .map_err(db_err)?;
+                self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }
 

@@ -1,8 +1,15 @@
 //! The SQLite metadata store (embedded mode): one writer connection, a pool of readers,
-//! WAL journal, `synchronous = FULL` so that an acknowledged write survives a crash.
+//! WAL journal.
+//!
+//! Durability is a group commit: the writer commits with `synchronous = NORMAL` (frames
+//! are written to the WAL, not fsynced), and a write that acknowledges something then
+//! waits in [`WalSync`] for an fsync of the WAL that started after its commit. Concurrent
+//! writers share one fsync instead of queueing for one each on the single writer
+//! connection; upload progress, which need not be durable, pays none.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_core::{Descriptor, Digest, Error, ErrorKind, Reference, RepoName, Tag};
@@ -20,6 +27,77 @@ pub struct SqliteStore {
     /// `SQLITE_BUSY` on lock upgrades.
     writer: SqlitePool,
     reader: SqlitePool,
+    wal: WalSync,
+}
+
+/// Group fsync of the WAL: every caller returns after an fsync that started after it
+/// called, and callers that arrive while one runs share the next.
+struct WalSync {
+    wal: PathBuf,
+    /// Tickets handed out: a ticket is taken after the caller's commit was written.
+    tickets: AtomicU64,
+    /// The highest ticket that an fsync has covered; held while an fsync runs.
+    synced: tokio::sync::Mutex<u64>,
+    /// The WAL file's inode when last synced: a new WAL file's directory entry must be
+    /// made durable too.
+    inode: std::sync::Mutex<Option<u64>>,
+    /// fsyncs done.
+    fsyncs: AtomicU64,
+}
+
+impl WalSync {
+    fn new(db: &Path) -> WalSync {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        WalSync {
+            wal: wal.into(),
+            tickets: AtomicU64::new(0),
+            synced: tokio::sync::Mutex::new(0),
+            inode: std::sync::Mutex::new(None),
+            fsyncs: AtomicU64::new(0),
+        }
+    }
+
+    async fn sync(&self) -> Result<(), Error> {
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its commit was written, so this fsync,
+        // starting now, covers them all.
+        let upto = self.tickets.load(Ordering::SeqCst);
+        let wal = self.wal.clone();
+        let seen = *self.inode.lock().unwrap();
+        let inode = tokio::task::spawn_blocking(move || sync_wal(&wal, seen))
+            .await
+            .map_err(Error::internal)?
+            .map_err(|e| Error::internal(format!("fsync of the SQLite WAL: {e}")))?;
+        *self.inode.lock().unwrap() = inode;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        *synced = upto;
+        Ok(())
+    }
+}
+
+/// fsyncs the WAL at `path` (opened afresh: SQLite may have replaced it) and, if it is a
+/// file not synced before, its directory. Returns its inode. A missing WAL means every
+/// commit was checkpointed into the database, which SQLite fsyncs when it checkpoints.
+fn sync_wal(path: &Path, seen: Option<u64>) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.sync_data()?;
+    let inode = file.metadata()?.ino();
+    if seen != Some(inode) {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+        }
+    }
+    Ok(Some(inode))
 }
 
 impl SqliteStore {
@@ -30,7 +108,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
@@ -46,7 +124,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(db_err)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore { writer, reader, wal: WalSync::new(path) })
+    }
+
+    async fn durable(&self) -> Result<(), Error> {
+        self.wal.sync().await
     }
 }
 
@@ -85,5 +167,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_waits_share_one_wal_fsync() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
+        assert!(dir.path().join("berth.db-wal").exists(), "WAL mode keeps a -wal file");
+        // On this single-threaded runtime all 50 take their ticket before the first fsync
+        // ends: the first runs alone, the second covers the other 49.
+        let waits: Vec<_> = (0..50).map(|_| { let s = Arc::clone(&store); tokio::spawn(async move { s.durable().await }) }).collect();
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(store.wal.fsyncs.load(Ordering::Relaxed), 2);
+        // A later wait is never served by an earlier fsync.
+        store.durable().await.unwrap();
+        assert_eq!(store.wal.fsyncs.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_missing_wal_needs_no_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(super::sync_wal(&dir.path().join("none.db-wal"), None).unwrap(), None);
+        let wal = dir.path().join("x.db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        assert!(super::sync_wal(&wal, None).unwrap().is_some());
     }
 }
