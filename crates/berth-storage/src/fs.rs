@@ -3,39 +3,89 @@
 //!
 //! Durability: a staged upload is fsynced, then renamed into place, then its directory is
 //! fsynced, so a blob path either does not exist or holds the complete, verified bytes.
+//! Staged bytes are not fsynced before the commit: an upload's state is the boot id of
+//! the machine that wrote it, and an upload written before the machine went down (its
+//! page cache with it) is not continued, since its file may be short or, on a file
+//! system without a journal, hold zeros where acknowledged bytes were. A process crash
+//! keeps the page cache, and the boot id.
+//!
+//! Every operation runs its system calls on a blocking thread in one go (not one tokio
+//! round trip per call). An append streams the body to a writer thread that owns the
+//! file, so the request task hashes while that thread writes, without copying the bytes
+//! into intermediate buffers. Blobs of [`MAP_AT`] bytes or more are served from a memory
+//! map: the kernel copies straight from the page cache to the socket.
 
-use std::io::{self, SeekFrom};
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use berth_core::Digest;
-use futures_util::StreamExt;
-use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use tokio::sync::mpsc;
 
 use crate::{BlobStore, ByteStream, StorageError, UploadState};
 
-/// Read and write buffers: large enough that a syscall moves a meaningful amount.
-const BUF_SIZE: usize = 1 << 20;
-
-/// Bytes written between background flushes of an upload being written.
+/// Bytes written to an upload between starts of writeback (see [`start_writeback`]).
 const WRITEBACK: u64 = 32 << 20;
+
+/// Body chunks queued for an upload's writer thread.
+const QUEUE: usize = 32;
+
+/// Blobs (or ranges) at least this large are served from a memory map; smaller ones are
+/// read whole with one `pread`.
+const MAP_AT: u64 = 1 << 20;
+
+/// What one chunk of a blob served from a map holds.
+const SERVE_CHUNK: usize = 4 << 20;
 
 pub struct FsBlobStore {
     blobs: PathBuf,
     uploads: PathBuf,
+    /// The upload state this machine's appends record: its boot id.
+    boot: UploadState,
 }
 
 impl FsBlobStore {
     /// Opens (creating if needed) a store under `root`.
     pub async fn open(root: impl AsRef<Path>) -> io::Result<FsBlobStore> {
-        let root = root.as_ref();
-        let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads") };
-        fs::create_dir_all(store.blobs.join("sha256")).await?;
-        fs::create_dir_all(&store.uploads).await?;
-        Ok(store)
+        let root = root.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads"), boot: boot_state() };
+            std::fs::create_dir_all(&store.uploads)?;
+            // All 256 fan-out directories exist from the start, durably, so that a commit
+            // never creates (and would have to fsync) a directory.
+            let sha = store.blobs.join("sha256");
+            std::fs::create_dir_all(&sha)?;
+            let mut created = false;
+            for b in 0..=255u8 {
+                match std::fs::create_dir(sha.join(format!("{b:02x}"))) {
+                    Ok(()) => created = true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if created {
+                for dir in [&sha, &store.blobs, &root] {
+                    File::open(dir)?.sync_all()?;
+                }
+            }
+            Ok(store)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Staged bytes of an upload at `offset` in `state` can be trusted only if this boot of
+    /// the machine wrote them.
+    fn check_boot(&self, state: &str, offset: u64) -> Result<(), StorageError> {
+        if offset > 0 && state != self.boot {
+            return Err(StorageError::OffsetMismatch { expected: offset, actual: 0 });
+        }
+        Ok(())
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, StorageError> {
@@ -60,141 +110,260 @@ impl FsBlobStore {
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).await?.sync_all().await
+/// `boot:<id>`, the kernel's id of this boot (a constant where there is none).
+fn boot_state() -> UploadState {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    format!("boot:{}", id.trim())
 }
 
-async fn size_of(path: &Path) -> Result<Option<u64>, StorageError> {
-    match fs::metadata(path).await {
+/// Runs `f` on a blocking thread.
+async fn blocking<T, F>(f: F) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| StorageError::Io(io::Error::other(e)))?
+}
+
+fn size_of(path: &Path) -> Result<Option<u64>, StorageError> {
+    match std::fs::metadata(path) {
         Ok(m) => Ok(Some(m.len())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn remove_if_present(path: &Path) -> Result<(), StorageError> {
-    match fs::remove_file(path).await {
+fn remove_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// Writes every byte of `chunks` at the file's position, in as few calls as it takes.
+fn write_all(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Starts writing `len` bytes at `offset` to disk without waiting, so that the fsync on
+/// commit finds little left to do. Only an early start: the fsync is what counts.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a file descriptor this function borrows.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// The writer thread of one append: opens the staged file at `offset` and writes what
+/// arrives on `rx` until it closes. Returns the file and the bytes written.
+fn write_upload(path: &Path, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> Result<(File, u64), StorageError> {
+    // An upload starting from nothing may find its staging file gone: a retried closing
+    // PUT whose first attempt committed it (that PUT records no progress). It starts over.
+    let mut file = OpenOptions::new().write(true).create(offset == 0).open(path)?;
+    let actual = file.metadata()?.len();
+    if actual < offset {
+        return Err(StorageError::OffsetMismatch { expected: offset, actual });
+    }
+    if actual > offset {
+        // Bytes of an append that never completed (crash, or a body error before the
+        // truncate could run): the metadata says they don't exist.
+        file.set_len(offset)?;
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut written = 0u64;
+    let mut unflushed = 0u64;
+    let mut batch = Vec::with_capacity(QUEUE);
+    while let Some(chunk) = rx.blocking_recv() {
+        batch.push(chunk);
+        while batch.len() < QUEUE {
+            match rx.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        write_all(&mut file, &batch)?;
+        let n: u64 = batch.drain(..).map(|c| c.len() as u64).sum();
+        written += n;
+        unflushed += n;
+        if unflushed >= WRITEBACK {
+            start_writeback(&file, offset + written - unflushed, unflushed);
+            unflushed = 0;
+        }
+    }
+    // The tail too: a chunked upload's appends are often each smaller than WRITEBACK.
+    if unflushed > 0 {
+        start_writeback(&file, offset + written - unflushed, unflushed);
+    }
+    Ok((file, written))
+}
+
+/// A blob range as a stream: read whole if small, else slices of a memory map.
+fn serve(path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size {
+        return Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {range:?} of a {size}-byte blob"),
+        )));
+    }
+    let len = range.end - range.start;
+    if len < MAP_AT {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, range.start)?;
+        return Ok(Box::pin(stream::once(async move { Ok(Bytes::from(buf)) })));
+    }
+    // One map per chunk, unmapped once the chunk is sent: what the process maps stays a
+    // few chunks, not the blob. SAFETY: blob files are immutable: written and fsynced
+    // under another name, renamed into place, never modified or truncated afterwards,
+    // only unlinked (which leaves a mapping intact). An I/O error while the kernel reads a
+    // mapped page is a SIGBUS rather than an error return; the price of one copy fewer
+    // per byte served.
+    let chunks = len.div_ceil(SERVE_CHUNK as u64);
+    Ok(Box::pin(stream::iter(0..chunks).map(move |i| {
+        let start = range.start + i * SERVE_CHUNK as u64;
+        let len = (range.end - start).min(SERVE_CHUNK as u64) as usize;
+        let map = unsafe { memmap2::MmapOptions::new().offset(start).len(len).map(&file)? };
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Bytes::from_owner(map))
+    })))
 }
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn create_upload(&self, id: &str) -> Result<UploadState, StorageError> {
         let path = self.upload_path(id)?;
-        OpenOptions::new().write(true).create_new(true).open(&path).await?;
-        Ok(UploadState::new())
+        let boot = self.boot.clone();
+        blocking(move || {
+            OpenOptions::new().write(true).create_new(true).open(&path)?;
+            Ok(boot)
+        })
+        .await
     }
 
     async fn append_upload(
         &self,
         id: &str,
-        _state: &str,
+        state: &str,
         offset: u64,
         mut data: ByteStream,
     ) -> Result<(u64, UploadState), StorageError> {
         let path = self.upload_path(id)?;
-        let mut file = OpenOptions::new().write(true).open(&path).await?;
-        let actual = file.metadata().await?.len();
-        if actual < offset {
-            return Err(StorageError::OffsetMismatch { expected: offset, actual });
-        }
-        if actual > offset {
-            // Bytes of an append that never completed (crash, or a body error before the
-            // truncate below could run): the metadata says they don't exist.
-            file.set_len(offset).await?;
-        }
-        file.seek(SeekFrom::Start(offset)).await?;
-        let mut writer = BufWriter::with_capacity(BUF_SIZE, file);
-        let mut written = 0u64;
-        let mut unsynced = 0u64;
-        let mut writeback: Option<tokio::task::JoinHandle<()>> = None;
-        let result: Result<(), StorageError> = async {
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(StorageError::Body)?;
-                writer.write_all(&chunk).await?;
-                written += chunk.len() as u64;
-                unsynced += chunk.len() as u64;
-                // Keep the disk busy while bytes arrive, so that the fsync on commit has
-                // little left to do: one background flush at a time, every WRITEBACK bytes.
-                if unsynced >= WRITEBACK && writeback.as_ref().is_none_or(|w| w.is_finished()) {
-                    writer.flush().await?;
-                    let file = writer.get_ref().try_clone().await?;
-                    writeback = Some(tokio::spawn(async move {
-                        // Only an early start: commit's fsync is the one that counts.
-                        let _ = file.sync_data().await;
-                    }));
-                    unsynced = 0;
+        self.check_boot(state, offset)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || write_upload(&path, offset, rx))
+        };
+        // Feed the writer until the body ends, the body fails, or the writer stops (then
+        // its result says why).
+        let mut body_error = None;
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
                 }
             }
-            writer.flush().await?;
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        let failure = match (written, body_error) {
+            (Ok((_, written)), None) => return Ok((written, self.boot.clone())),
+            (Ok((file, _)), Some(e)) => (Some(file), StorageError::Body(e)),
+            (Err(e), _) => (None, e),
+        };
+        // All or nothing. Best effort: if this fails too, the next append truncates.
+        let (file, err) = failure;
+        let _ = blocking(move || {
+            match file {
+                Some(file) => file.set_len(offset)?,
+                None => OpenOptions::new().write(true).open(&path)?.set_len(offset)?,
+            }
             Ok(())
-        }
+        })
         .await;
-        if let Err(e) = result {
-            let file = writer.into_inner();
-            // Best effort: if this fails too, the next append truncates.
-            let _ = file.set_len(offset).await;
-            return Err(e);
-        }
-        Ok((written, UploadState::new()))
+        Err(err)
     }
 
-    async fn commit_upload(&self, id: &str, _state: &str, len: u64, digest: &Digest) -> Result<String, StorageError> {
+    async fn commit_upload(&self, id: &str, state: &str, len: u64, digest: &Digest) -> Result<String, StorageError> {
         let staged = self.upload_path(id)?;
         let key = Self::key(digest);
         let target = self.blob_path(&key)?;
-        if size_of(&target).await?.is_some() {
-            remove_if_present(&staged).await?;
-            return Ok(key);
-        }
-        let file = OpenOptions::new().write(true).open(&staged).await?;
-        if file.metadata().await?.len() != len {
-            file.set_len(len).await?;
-        }
-        file.sync_all().await?;
-        drop(file);
-        let dir = target.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir).await?;
-        fs::rename(&staged, &target).await?;
-        sync_dir(dir).await?;
-        Ok(key)
+        let trusted = self.check_boot(state, len);
+        blocking(move || {
+            if size_of(&target)?.is_some() {
+                remove_if_present(&staged)?;
+                return Ok(key);
+            }
+            trusted?;
+            let file = OpenOptions::new().write(true).open(&staged)?;
+            if file.metadata()?.len() != len {
+                file.set_len(len)?;
+            }
+            file.sync_data()?;
+            drop(file);
+            std::fs::rename(&staged, &target)?;
+            File::open(target.parent().expect("blob paths have a parent"))?.sync_all()?;
+            Ok(key)
+        })
+        .await
     }
 
     async fn delete_upload(&self, id: &str, _state: &str) -> Result<(), StorageError> {
-        remove_if_present(&self.upload_path(id)?).await
+        let path = self.upload_path(id)?;
+        blocking(move || remove_if_present(&path)).await
     }
 
     async fn list_uploads(&self) -> Result<Vec<String>, StorageError> {
-        let mut ids = Vec::new();
-        let mut dir = fs::read_dir(&self.uploads).await?;
-        while let Some(entry) = dir.next_entry().await? {
-            if let Some(name) = entry.file_name().to_str() {
-                ids.push(name.to_owned());
+        let dir = self.uploads.clone();
+        blocking(move || {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                if let Some(name) = entry?.file_name().to_str() {
+                    ids.push(name.to_owned());
+                }
             }
-        }
-        Ok(ids)
+            Ok(ids)
+        })
+        .await
     }
 
     async fn blob_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        size_of(&self.blob_path(key)?).await
+        let path = self.blob_path(key)?;
+        blocking(move || size_of(&path)).await
     }
 
     async fn read_blob(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
-        let mut file = File::open(self.blob_path(key)?).await?;
-        let stream: ByteStream = match range {
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start)).await?;
-                Box::pin(ReaderStream::with_capacity(file.take(r.end - r.start), BUF_SIZE))
-            }
-            None => Box::pin(ReaderStream::with_capacity(file, BUF_SIZE)),
-        };
-        Ok(stream)
+        let path = self.blob_path(key)?;
+        blocking(move || serve(&path, range)).await
     }
 
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError> {
-        remove_if_present(&self.blob_path(key)?).await
+        let path = self.blob_path(key)?;
+        blocking(move || remove_if_present(&path)).await
     }
 }
 
@@ -207,6 +376,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn staged_bytes_from_another_boot_are_not_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let id = "0000bbbb-0000-4000-8000-000000000001";
+        let state = store.create_upload(id).await.unwrap();
+        let chunk = || -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))])) };
+        let (_, state) = store.append_upload(id, &state, 0, chunk()).await.unwrap();
+        // The same upload as recorded before a power loss: another boot's state.
+        let before = "boot:00000000-0000-0000-0000-000000000000";
+        let err = store.append_upload(id, before, 3, chunk()).await.unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { .. }), "{err:?}");
+        let digest = Digest::of(b"abc");
+        let err = store.commit_upload(id, before, 3, &digest).await.unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { .. }), "{err:?}");
+        // From nothing, another boot's state is fine: there are no bytes to distrust.
+        let (n, fresh) = store.append_upload(id, before, 0, chunk()).await.unwrap();
+        assert_eq!((n, &fresh), (3, &state));
+        store.commit_upload(id, &fresh, 3, &digest).await.unwrap();
     }
 
     #[tokio::test]

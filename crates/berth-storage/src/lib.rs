@@ -71,7 +71,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Appends `data` to an upload that is `offset` bytes long (anything past `offset` left
     /// by an interrupted append is discarded first). All or nothing: if the body or the
     /// store fails, the upload is left at `offset`. Returns the number of bytes appended
-    /// and the new state.
+    /// and the new state. An append at offset 0 with the state `create_upload` returned
+    /// works even after the upload was committed (it starts the upload over): a retried
+    /// closing request that carries the whole blob needs nothing else.
     async fn append_upload(
         &self,
         id: &str,

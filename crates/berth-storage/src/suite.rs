@@ -38,6 +38,7 @@ pub async fn run(store: &dyn BlobStore) {
     let cuts = [0, 10, 100_000, 6 * 1024 * 1024, content.len()];
     let id = "0000aaaa-0000-4000-8000-000000000001";
     let mut state = store.create_upload(id).await.unwrap();
+    let initial = state.clone();
     for w in cuts.windows(2) {
         let (n, s) = store.append_upload(id, &state, w[0] as u64, body(vec![content[w[0]..w[1]].to_vec()])).await.unwrap();
         assert_eq!(n as usize, w[1] - w[0]);
@@ -56,6 +57,13 @@ pub async fn run(store: &dyn BlobStore) {
     assert_eq!(collect(store.read_blob(&key, Some(6..9)).await.unwrap()).await, &content[6..9]);
     // Committing the same upload again (a crash before the metadata recorded it) finds it.
     assert_eq!(store.commit_upload(id, &state, content.len() as u64, &digest).await.unwrap(), key);
+
+    // A whole-blob retry of the closing request, from the upload's first state, after its
+    // first attempt committed: the upload starts over and the commit finds the blob.
+    let (n, again) = store.append_upload(id, &initial, 0, body(vec![content.clone()])).await.unwrap();
+    assert_eq!(n as usize, content.len());
+    assert_eq!(store.commit_upload(id, &again, content.len() as u64, &digest).await.unwrap(), key);
+    assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content, "content differs after a retry");
 
     // Committing identical content again dedupes and drops the second upload.
     let id2 = "0000aaaa-0000-4000-8000-000000000002";

@@ -304,7 +304,11 @@ async fn digest_mismatch_on_put_is_rejected_and_leaves_nothing() {
     assert_error(api.send(Method::GET, &loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     // No staged bytes and no blob file remain.
     assert_eq!(std::fs::read_dir(s.data_dir().join("uploads")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(s.data_dir().join("blobs/sha256")).unwrap().count(), 0);
+    let blob_files: usize = std::fs::read_dir(s.data_dir().join("blobs/sha256"))
+        .unwrap()
+        .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(blob_files, 0);
 }
 
 #[tokio::test]
