@@ -160,7 +160,7 @@ pub(crate) async fn start_upload(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> R
         Some(digest) => {
             let upload = find_upload(reg, repo, &id).await?;
             let _busy = Busy::claim(reg, &id)?;
-            let progress = append(ctx, upload, body).await?;
+            let progress = append(ctx, upload, body, Closing::Yes).await?;
             commit(reg, repo, progress, &digest).await?;
             Ok(created(repo, &digest))
         }
@@ -220,7 +220,7 @@ pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: 
     let reg = ctx.registry;
     let upload = find_upload(reg, repo, id).await?;
     let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body).await?;
+    let progress = append(ctx, upload, body, Closing::No).await?;
     Ok(accepted(StatusCode::ACCEPTED, repo, id, progress.size))
 }
 
@@ -233,7 +233,7 @@ pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body:
     let digest = Digest::parse(&digest)?;
     let upload = find_upload(reg, repo, id).await?;
     let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body).await?;
+    let progress = append(ctx, upload, body, Closing::Yes).await?;
     commit(reg, repo, progress, &digest).await?;
     Ok(created(repo, &digest))
 }
@@ -247,11 +247,23 @@ struct Progress {
     state: String,
 }
 
+/// Whether an append is the request that completes its upload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Yes,
+    No,
+}
+
 /// Appends the request body to an upload, checking `Content-Range` and `Content-Length`,
-/// and records the new size, hash state and blob-store state. The closing `PUT` records
-/// too: a crash between its commit and the metadata transaction must leave an upload
-/// that says all its bytes are in, so that the repeated close finds the committed blob.
-async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body) -> Result<Progress, Error> {
+/// and records the new size, hash state and blob-store state.
+///
+/// A closing append records too, unless it starts from nothing: a crash between its
+/// commit and the metadata transaction must leave an upload that says all its bytes are
+/// in, so that the repeated close finds the committed blob without the earlier chunks it
+/// no longer carries. A close from nothing carries the whole blob again: the blob store
+/// starts the upload over and its commit finds the blob committed before, so that
+/// request (every monolithic push) skips a metadata write.
+async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, closing: Closing) -> Result<Progress, Error> {
     let reg = ctx.registry;
     let offset = upload.size;
     let hasher = match &upload.hash_state {
@@ -302,6 +314,9 @@ async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body) -> Result<Progre
         .into_inner()
         .unwrap();
     let size = offset + written;
+    if closing == Closing::Yes && offset == 0 {
+        return Ok(Progress { id: upload.id, size, hasher, state });
+    }
     if !reg.meta.advance_upload(&upload.id, offset, size, &hasher.to_state(), &state).await? {
         return Err(Error::new(ErrorKind::UploadRangeInvalid).with_message("the upload moved on concurrently"));
     }
