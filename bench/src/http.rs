@@ -36,7 +36,9 @@ impl Conn {
     pub async fn open(addr: SocketAddr) -> Result<Conn, BoxError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        // Reads of up to 4 MiB: with hyper's default (about 400 KiB) the client, not the
+        // server, bounds a 1 GiB pull.
+        let (sender, conn) = http1::Builder::new().max_buf_size(4 << 20).handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         Ok(Conn { sender })
     }
