@@ -55,20 +55,12 @@ impl FsBlobStore {
         let root = root.as_ref().to_owned();
         tokio::task::spawn_blocking(move || {
             let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads"), boot: boot_state() };
-            std::fs::create_dir_all(&store.uploads)?;
-            // All 256 fan-out directories exist from the start, durably, so that a commit
-            // never creates (and would have to fsync) a directory.
             let sha = store.blobs.join("sha256");
+            let new = !sha.exists() || !store.uploads.exists();
+            std::fs::create_dir_all(&store.uploads)?;
             std::fs::create_dir_all(&sha)?;
-            let mut created = false;
-            for b in 0..=255u8 {
-                match std::fs::create_dir(sha.join(format!("{b:02x}"))) {
-                    Ok(()) => created = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if created {
+            if new {
+                // The tree's own entries are durable before any blob relies on them.
                 for dir in [&sha, &store.blobs, &root] {
                     File::open(dir)?.sync_all()?;
                 }
@@ -155,19 +147,23 @@ fn write_all(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts writing `len` bytes at `offset` to disk without waiting, so that the fsync on
-/// commit finds little left to do. Only an early start: the fsync is what counts.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a file descriptor this function borrows.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+/// Starts writing `len` bytes at `offset` to disk on another blocking thread, so that
+/// the fsync on commit finds little left to do. Only an early start: the fsync is what
+/// counts, and a failure here is ignored.
+fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<tokio::task::JoinHandle<()>> {
+    let file = file.try_clone()?;
+    Ok(tokio::runtime::Handle::current().spawn_blocking(move || {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a file descriptor this closure owns.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+            }
         }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
+        #[cfg(not(target_os = "linux"))]
+        let _ = (file, offset, len);
+    }))
 }
 
 /// The writer thread of one append: opens the staged file at `offset` and writes what
@@ -187,7 +183,10 @@ fn write_upload(path: &Path, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> Resu
     }
     file.seek(SeekFrom::Start(offset))?;
     let mut written = 0u64;
-    let mut unflushed = 0u64;
+    // Writeback runs beside this thread, one range at a time: started from here, a
+    // congested disk would stall the copying and the disk would idle between ranges.
+    let mut flushed = offset;
+    let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
     let mut batch = Vec::with_capacity(QUEUE);
     while let Some(chunk) = rx.blocking_recv() {
         batch.push(chunk);
@@ -198,17 +197,16 @@ fn write_upload(path: &Path, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> Resu
             }
         }
         write_all(&mut file, &batch)?;
-        let n: u64 = batch.drain(..).map(|c| c.len() as u64).sum();
-        written += n;
-        unflushed += n;
-        if unflushed >= WRITEBACK {
-            start_writeback(&file, offset + written - unflushed, unflushed);
-            unflushed = 0;
+        written += batch.drain(..).map(|c| c.len() as u64).sum::<u64>();
+        let end = offset + written;
+        if end - flushed >= WRITEBACK && flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            flushing = Some(start_writeback(&file, flushed, end - flushed)?);
+            flushed = end;
         }
     }
     // The tail too: a chunked upload's appends are often each smaller than WRITEBACK.
-    if unflushed > 0 {
-        start_writeback(&file, offset + written - unflushed, unflushed);
+    if offset + written > flushed {
+        start_writeback(&file, flushed, offset + written - flushed)?;
     }
     Ok((file, written))
 }
@@ -325,8 +323,15 @@ impl BlobStore for FsBlobStore {
             }
             file.sync_data()?;
             drop(file);
+            let shard = target.parent().expect("blob paths have a parent");
+            match std::fs::create_dir(shard) {
+                // A new fan-out directory's entry is made durable before a blob goes in.
+                Ok(()) => File::open(shard.parent().expect("shards have a parent"))?.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
             std::fs::rename(&staged, &target)?;
-            File::open(target.parent().expect("blob paths have a parent"))?.sync_all()?;
+            File::open(shard)?.sync_all()?;
             Ok(key)
         })
         .await
