@@ -93,6 +93,11 @@ pub fn distribution(bin: &Path, dir: &Path) -> Server {
 
 impl Server {
     /// `(VmRSS, VmHWM)` in MB.
+    /// CPU seconds the server has used (user + system).
+    pub fn cpu_seconds(&self) -> f64 {
+        proc_cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     pub fn memory(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
@@ -113,4 +118,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` file, in seconds.
+pub fn proc_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest: Vec<f64> = stat.rsplit(')').next().unwrap_or("").split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    rest.iter().sum::<f64>() / 100.0 // USER_HZ, fixed at 100 on Linux
 }
