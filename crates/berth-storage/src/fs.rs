@@ -32,8 +32,9 @@ use crate::{BlobStore, ByteStream, StorageError, UploadState};
 /// Bytes written to an upload between starts of writeback (see [`start_writeback`]).
 const WRITEBACK: u64 = 32 << 20;
 
-/// Body chunks queued for an upload's writer thread.
-const QUEUE: usize = 32;
+/// Body chunks queued for an upload's writer thread: few, so that an append that ends
+/// has little left to drain before it can answer (a chunked upload pays that per chunk).
+const QUEUE: usize = 4;
 
 /// Blobs (or ranges) at least this large are served from a memory map; smaller ones are
 /// read whole with one `pread`.
