@@ -294,12 +294,17 @@ impl BlobStore for FsBlobStore {
             (Ok((file, _)), Some(e)) => (Some(file), StorageError::Body(e)),
             (Err(e), _) => (None, e),
         };
-        // All or nothing. Best effort: if this fails too, the next append truncates.
+        // All or nothing: drop what this append wrote (never extend a file that is short:
+        // that is an offset mismatch, not ours to fill). Best effort: if this fails too,
+        // the next append truncates.
         let (file, err) = failure;
         let _ = blocking(move || {
-            match file {
-                Some(file) => file.set_len(offset)?,
-                None => OpenOptions::new().write(true).open(&path)?.set_len(offset)?,
+            let file = match file {
+                Some(file) => file,
+                None => OpenOptions::new().write(true).open(&path)?,
+            };
+            if file.metadata()?.len() > offset {
+                file.set_len(offset)?;
             }
             Ok(())
         })
@@ -403,6 +408,19 @@ mod tests {
         let (n, fresh) = store.append_upload(id, before, 0, chunk()).await.unwrap();
         assert_eq!((n, &fresh), (3, &state));
         store.commit_upload(id, &fresh, 3, &digest).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_append_past_the_end_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let id = "0000bbbb-0000-4000-8000-000000000002";
+        let state = store.create_upload(id).await.unwrap();
+        let chunk = || -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))])) };
+        let (_, state) = store.append_upload(id, &state, 0, chunk()).await.unwrap();
+        let err = store.append_upload(id, &state, 10, chunk()).await.unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { expected: 10, actual: 3 }), "{err:?}");
+        assert_eq!(std::fs::metadata(dir.path().join("uploads").join(id)).unwrap().len(), 3);
     }
 
     #[tokio::test]
