@@ -45,17 +45,35 @@ impl Conn {
 
     /// Sends a request; returns the status, headers and the number of body bytes (the
     /// body is read and dropped, never buffered whole).
-    pub async fn send(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Result<Reply, BoxError> {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<Reply, BoxError> {
         self.exchange(method, path, headers, body, true).await
     }
 
     /// The load loop's variant of `send`: no copy of the response headers or body.
-    pub async fn send_lean(&mut self, method: Method, path: &str, headers: &[(&str, &str)]) -> Result<(StatusCode, u64), BoxError> {
+    pub async fn send_lean(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, u64), BoxError> {
         let r = self.exchange(method, path, headers, empty(), false).await?;
         Ok((r.status, r.len))
     }
 
-    async fn exchange(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body, keep: bool) -> Result<Reply, BoxError> {
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+        keep: bool,
+    ) -> Result<Reply, BoxError> {
         let mut req = Request::builder().method(method).uri(path).header("host", "bench");
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -78,10 +96,22 @@ impl Conn {
         Ok(Reply { status, headers, len, head: kept })
     }
 
-    pub async fn expect(&mut self, method: Method, path: &str, headers: &[(&str, &str)], body: Body, want: StatusCode) -> Result<Reply, BoxError> {
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+        want: StatusCode,
+    ) -> Result<Reply, BoxError> {
         let reply = self.send(method.clone(), path, headers, body).await?;
         if reply.status != want {
-            return Err(format!("{method} {path}: {} (wanted {want}): {}", reply.status, String::from_utf8_lossy(&reply.head)).into());
+            return Err(format!(
+                "{method} {path}: {} (wanted {want}): {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.head)
+            )
+            .into());
         }
         Ok(reply)
     }
@@ -121,13 +151,26 @@ pub async fn push_monolithic(c: &mut Conn, repo: &str, data: Bytes, digest: &str
     let r = c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &[], empty(), StatusCode::ACCEPTED).await?;
     let put = with_query(&r.location()?, &format!("digest={digest}"));
     let len = data.len().to_string();
-    c.expect(Method::PUT, &put, &[("content-type", "application/octet-stream"), ("content-length", &len)], full(data), StatusCode::CREATED).await?;
+    c.expect(
+        Method::PUT,
+        &put,
+        &[("content-type", "application/octet-stream"), ("content-length", &len)],
+        full(data),
+        StatusCode::CREATED,
+    )
+    .await?;
     Ok(())
 }
 
 /// POST, PATCH per chunk with Content-Range, closing PUT. Returns how long the closing PUT
 /// took (where a server that syncs on commit pays for it).
-pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, chunk: usize) -> Result<Duration, BoxError> {
+pub async fn push_chunked(
+    c: &mut Conn,
+    repo: &str,
+    data: Bytes,
+    digest: &str,
+    chunk: usize,
+) -> Result<Duration, BoxError> {
     let r = c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &[], empty(), StatusCode::ACCEPTED).await?;
     let mut location = r.location()?;
     let mut offset = 0;
@@ -138,13 +181,26 @@ pub async fn push_chunked(c: &mut Conn, repo: &str, data: Bytes, digest: &str, c
         let path = with_query(&location, "");
         let path = path.trim_end_matches('?').trim_end_matches('&');
         let r = c
-            .expect(Method::PATCH, path, &[("content-type", "application/octet-stream"), ("content-range", &range), ("content-length", &len)], full(data.slice(offset..end)), StatusCode::ACCEPTED)
+            .expect(
+                Method::PATCH,
+                path,
+                &[("content-type", "application/octet-stream"), ("content-range", &range), ("content-length", &len)],
+                full(data.slice(offset..end)),
+                StatusCode::ACCEPTED,
+            )
             .await?;
         location = r.location()?;
         offset = end;
     }
     let t = Instant::now();
-    c.expect(Method::PUT, &with_query(&location, &format!("digest={digest}")), &[("content-length", "0")], empty(), StatusCode::CREATED).await?;
+    c.expect(
+        Method::PUT,
+        &with_query(&location, &format!("digest={digest}")),
+        &[("content-length", "0")],
+        empty(),
+        StatusCode::CREATED,
+    )
+    .await?;
     Ok(t.elapsed())
 }
 
@@ -209,6 +265,9 @@ pub async fn load(
     }
     let seconds = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
     Ok(Load { requests: all.len() as u64, bytes, seconds, p50_ms: pct(0.50), p99_ms: pct(0.99) })
 }

@@ -92,22 +92,72 @@ struct Metric {
 const METRICS: &[Metric] = &[
     Metric { key: "push_mono", label: "{big} layer push, monolithic", unit: "MB/s", higher_is_better: true },
     Metric { key: "push_chunked", label: "{big} layer push, {chunk} chunks", unit: "MB/s", higher_is_better: true },
-    Metric { key: "push_mono_probe", label: "{big} monolithic push ÷ a disk probe run just before it", unit: "%", higher_is_better: true },
-    Metric { key: "push_chunked_probe", label: "{big} chunked push ÷ a disk probe run just before it", unit: "%", higher_is_better: true },
-    Metric { key: "push_mono_cores", label: "CPU during the monolithic push: server + client, in cores (of 2)", unit: "cores", higher_is_better: false },
+    Metric {
+        key: "push_mono_probe",
+        label: "{big} monolithic push ÷ a disk probe run just before it",
+        unit: "%",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "push_chunked_probe",
+        label: "{big} chunked push ÷ a disk probe run just before it",
+        unit: "%",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "push_mono_cores",
+        label: "CPU during the monolithic push: server + client, in cores (of 2)",
+        unit: "cores",
+        higher_is_better: false,
+    },
     Metric { key: "pull_big", label: "{big} layer pull, one GET", unit: "MB/s", higher_is_better: true },
     Metric { key: "pull_ranged", label: "{big} layer pull, {chunk} ranges", unit: "MB/s", higher_is_better: true },
-    Metric { key: "small_layers", label: "push of {small} small layers (4–64 KiB), 8 concurrent", unit: "s", higher_is_better: false },
-    Metric { key: "manifest_rps", label: "manifest GET by tag (~1 KB), 64 conns", unit: "req/s", higher_is_better: true },
+    Metric {
+        key: "small_layers",
+        label: "push of {small} small layers (4–64 KiB), 8 concurrent",
+        unit: "s",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "manifest_rps",
+        label: "manifest GET by tag (~1 KB), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
     Metric { key: "manifest_p50", label: "manifest GET p50", unit: "ms", higher_is_better: false },
     Metric { key: "manifest_p99", label: "manifest GET p99", unit: "ms", higher_is_better: false },
     Metric { key: "head_rps", label: "blob HEAD, 64 conns", unit: "req/s", higher_is_better: true },
     Metric { key: "get_1m", label: "1 MiB blob GET, 64 conns", unit: "MB/s", higher_is_better: true },
-    Metric { key: "setup_puts", label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "tags_rps", label: "tag list ({repos} repos × {tags} tags), 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "catalog_rps", label: "catalog, n=100 ({repos} repos), 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "idle_rss", label: "idle resident memory (VmRSS 0.5 s after start)", unit: "MB", higher_is_better: false },
-    Metric { key: "peak_rss", label: "peak resident memory (VmHWM after all workloads)", unit: "MB", higher_is_better: false },
+    Metric {
+        key: "setup_puts",
+        label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "tags_rps",
+        label: "tag list ({repos} repos × {tags} tags), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "catalog_rps",
+        label: "catalog, n=100 ({repos} repos), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "idle_rss",
+        label: "idle resident memory (VmRSS 0.5 s after start)",
+        unit: "MB",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "peak_rss",
+        label: "peak resident memory (VmHWM after all workloads)",
+        unit: "MB",
+        higher_is_better: false,
+    },
     Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
 ];
 
@@ -149,14 +199,28 @@ fn manifest(config: (&str, usize), layers: &[(String, usize)]) -> Vec<u8> {
 }
 
 async fn put_manifest(c: &mut Conn, repo: &str, tag: &str, body: &[u8]) -> Result<(), BoxError> {
-    c.expect(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"), &[("content-type", DOCKER_MANIFEST)], full(body.to_vec()), StatusCode::CREATED).await?;
+    c.expect(
+        Method::PUT,
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("content-type", DOCKER_MANIFEST)],
+        full(body.to_vec()),
+        StatusCode::CREATED,
+    )
+    .await?;
     Ok(())
 }
 
 /// Every selected workload against one freshly started server. Workloads the selection
 /// leaves out but a selected one builds on (the small image, the 1,000 repositories) are
 /// still set up, untimed.
-async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, big: &mut [u8], round: u64, on: &dyn Fn(&str) -> bool) -> Result<BTreeMap<&'static str, f64>, BoxError> {
+async fn run_server(
+    server: &Server,
+    scratch: &std::path::Path,
+    sizes: Sizes,
+    big: &mut [u8],
+    round: u64,
+    on: &dyn Fn(&str) -> bool,
+) -> Result<BTreeMap<&'static str, f64>, BoxError> {
     let mut out = BTreeMap::new();
     let addr = server.addr;
     // Progress on stderr (a full run takes minutes), with the memory high-water mark so far.
@@ -186,7 +250,11 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
             if chunked {
                 phase("push, chunked");
                 let closing = push_chunked(&mut c, "bench/big", data, &digest, sizes.chunk).await?;
-                eprintln!("    chunked push: {:.2} s in all, {:.2} s of it in the closing PUT", t.elapsed().as_secs_f64(), closing.as_secs_f64());
+                eprintln!(
+                    "    chunked push: {:.2} s in all, {:.2} s of it in the closing PUT",
+                    t.elapsed().as_secs_f64(),
+                    closing.as_secs_f64()
+                );
                 out.insert("push_chunked", big.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
                 out.insert("push_chunked_probe", 100.0 * out["push_chunked"] / probe);
             } else {
@@ -200,7 +268,13 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
                 out.insert("push_mono_probe", 100.0 * out["push_mono"] / probe);
             }
             let tag = if chunked { "chunked" } else { "mono" };
-            put_manifest(&mut c, "bench/big", tag, &manifest((&config_digest, config.len()), &[(digest.clone(), big.len())])).await?;
+            put_manifest(
+                &mut c,
+                "bench/big",
+                tag,
+                &manifest((&config_digest, config.len()), &[(digest.clone(), big.len())]),
+            )
+            .await?;
             pushed.push(digest);
         }
         // Pull the first layer pushed: whole, then in ranges.
@@ -238,7 +312,13 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
         let t = Instant::now();
         let mut tasks = Vec::new();
         for worker in 0..8 {
-            let mine: Vec<(Bytes, String)> = layers.iter().zip(&descriptors).skip(worker).step_by(8).map(|(l, (d, _))| (l.clone(), d.clone())).collect();
+            let mine: Vec<(Bytes, String)> = layers
+                .iter()
+                .zip(&descriptors)
+                .skip(worker)
+                .step_by(8)
+                .map(|(l, (d, _))| (l.clone(), d.clone()))
+                .collect();
             tasks.push(tokio::spawn(async move {
                 let mut c = Conn::open(addr).await?;
                 for (l, d) in mine {
@@ -256,7 +336,8 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
             out.insert("small_layers", t.elapsed().as_secs_f64());
         }
         // A manifest of a typical size (config + 5 layers, about 1 KB) for the GET load.
-        put_manifest(&mut c, "bench/small", "app", &manifest((&config_digest, config.len()), &descriptors[..5])).await?;
+        put_manifest(&mut c, "bench/small", "app", &manifest((&config_digest, config.len()), &descriptors[..5]))
+            .await?;
     }
 
     // 3–5. Fixed-time loads.
@@ -264,7 +345,14 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
     if on("manifest") {
         let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
         phase("manifest GET load");
-        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])), StatusCode::OK).await?;
+        let l = http::load(
+            addr,
+            CONNS,
+            duration,
+            Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])),
+            StatusCode::OK,
+        )
+        .await?;
         out.insert("manifest_rps", l.rps());
         out.insert("manifest_p50", l.p50_ms);
         out.insert("manifest_p99", l.p99_ms);
@@ -272,7 +360,9 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
     if on("head") {
         let head = format!("/v2/bench/small/blobs/{}", descriptors[0].0);
         phase("blob HEAD load");
-        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::HEAD, head.clone(), vec![])), StatusCode::OK).await?;
+        let l =
+            http::load(addr, CONNS, duration, Arc::new(move |_| (Method::HEAD, head.clone(), vec![])), StatusCode::OK)
+                .await?;
         out.insert("head_rps", l.rps());
     }
     if on("get") {
@@ -281,7 +371,9 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
         push_monolithic(&mut c, "bench/one", Bytes::from(one), &one_digest).await?;
         let path = format!("/v2/bench/one/blobs/{one_digest}");
         phase("1 MiB GET load");
-        let l = http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, path.clone(), vec![])), StatusCode::OK).await?;
+        let l =
+            http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, path.clone(), vec![])), StatusCode::OK)
+                .await?;
         if l.bytes != l.requests * MIB as u64 {
             return Err(format!("1 MiB GET: {} bytes in {} responses", l.bytes, l.requests).into());
         }
@@ -303,7 +395,14 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
                 for r in (worker..sizes.repos).step_by(16) {
                     let repo = format!("many/r{r:04}");
                     for d in [&config_digest, &first] {
-                        c.expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=bench/small"), &[], empty(), StatusCode::CREATED).await?;
+                        c.expect(
+                            Method::POST,
+                            &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=bench/small"),
+                            &[],
+                            empty(),
+                            StatusCode::CREATED,
+                        )
+                        .await?;
                     }
                     for t in 0..sizes.tags {
                         put_manifest(&mut c, &repo, &format!("t{t:02}"), &body).await?;
@@ -318,10 +417,24 @@ async fn run_server(server: &Server, scratch: &std::path::Path, sizes: Sizes, bi
         out.insert("setup_puts", (sizes.repos * (2 + sizes.tags)) as f64 / t.elapsed().as_secs_f64());
         let repos = sizes.repos as u64;
         phase("tag list load");
-        let l = http::load(addr, CONNS, duration, Arc::new(move |i| (Method::GET, format!("/v2/many/r{:04}/tags/list", i % repos), vec![])), StatusCode::OK).await?;
+        let l = http::load(
+            addr,
+            CONNS,
+            duration,
+            Arc::new(move |i| (Method::GET, format!("/v2/many/r{:04}/tags/list", i % repos), vec![])),
+            StatusCode::OK,
+        )
+        .await?;
         out.insert("tags_rps", l.rps());
         phase("catalog load");
-        let l = http::load(addr, CONNS, duration, Arc::new(|_| (Method::GET, "/v2/_catalog?n=100".into(), vec![])), StatusCode::OK).await?;
+        let l = http::load(
+            addr,
+            CONNS,
+            duration,
+            Arc::new(|_| (Method::GET, "/v2/_catalog?n=100".into(), vec![])),
+            StatusCode::OK,
+        )
+        .await?;
         out.insert("catalog_rps", l.rps());
     }
 
@@ -437,13 +550,24 @@ async fn limits(scratch: &std::path::Path, big: &[u8]) -> Result<Limits, BoxErro
             let Ok((s, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}"))))
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"{}"),
+                    )))
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(s), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
-    let l = http::load(addr, CONNS, Duration::from_secs(3), Arc::new(|_| (Method::GET, "/v2/".into(), vec![])), StatusCode::OK).await?;
+    let l = http::load(
+        addr,
+        CONNS,
+        Duration::from_secs(3),
+        Arc::new(|_| (Method::GET, "/v2/".into(), vec![])),
+        StatusCode::OK,
+    )
+    .await?;
     server.abort();
     Ok(Limits { sha256_mbps, disk_mbps, cold_mbps, warm_mbps, loopback_mbps, client_rps: l.rps() })
 }
@@ -472,17 +596,30 @@ fn fmt(v: f64) -> String {
 fn cpu_seconds() -> (f64, f64) {
     let tick = 100.0; // USER_HZ, fixed at 100 on Linux
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal
     let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum::<f64>() / tick;
     let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name; utime is field 14 overall.
-    let rest: Vec<f64> = me.rsplit(')').next().unwrap_or("").split_whitespace().skip(11).take(4).filter_map(|x| x.parse().ok()).collect();
+    let rest: Vec<f64> = me
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     (busy, rest.iter().sum::<f64>() / tick)
 }
 
 fn sh(cmd: &str) -> String {
-    std::process::Command::new("sh").args(["-c", cmd]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +628,14 @@ async fn main() -> Result<(), BoxError> {
     let sizes = if args.quick {
         Sizes { big: 64 * MIB, chunk: 16 * MIB, small_layers: 20, repos: 50, tags: 5, seconds: 1.0 }
     } else {
-        Sizes { big: 1024 * MIB, chunk: args.chunk_mib * MIB, small_layers: 200, repos: 1000, tags: 20, seconds: args.seconds }
+        Sizes {
+            big: 1024 * MIB,
+            chunk: args.chunk_mib * MIB,
+            small_layers: 200,
+            repos: 1000,
+            tags: 20,
+            seconds: args.seconds,
+        }
     };
     let runs = if args.quick { 1 } else { args.runs };
     let partial = args.quick || !args.only.is_empty();
@@ -519,7 +663,14 @@ async fn main() -> Result<(), BoxError> {
     for run in 0..runs {
         eprintln!("run {}/{runs}: this machine's limits", run + 1);
         let lim = limits(&args.scratch, &big).await?;
-        for (k, v) in [("sha256", lim.sha256_mbps), ("disk", lim.disk_mbps), ("cold", lim.cold_mbps), ("warm", lim.warm_mbps), ("loopback", lim.loopback_mbps), ("client", lim.client_rps)] {
+        for (k, v) in [
+            ("sha256", lim.sha256_mbps),
+            ("disk", lim.disk_mbps),
+            ("cold", lim.cold_mbps),
+            ("warm", lim.warm_mbps),
+            ("loopback", lim.loopback_mbps),
+            ("client", lim.client_rps),
+        ] {
             eprintln!("  {k}: {}", fmt(v));
             results.entry("limits").or_default().entry(k).or_default().push(v);
         }
@@ -533,7 +684,10 @@ async fn main() -> Result<(), BoxError> {
             let dir = args.scratch.join(format!("run{run}-{i}"));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
-            let (busy0, own0, wall0) = { let (b, o) = cpu_seconds(); (b, o, Instant::now()) };
+            let (busy0, own0, wall0) = {
+                let (b, o) = cpu_seconds();
+                (b, o, Instant::now())
+            };
             let server = match name {
                 "Berth" => servers::berth(&args.berth, &dir, None),
                 "distribution" => servers::distribution(&args.registry, &dir),
@@ -541,7 +695,10 @@ async fn main() -> Result<(), BoxError> {
                     let (pg, g) = scaleout.as_ref().unwrap();
                     let db = pg.database(&format!("bench{run}"));
                     let s = servers::ScaleOut {
-                        storage: format!("s3://{}/run{run}?endpoint={}&region={}&path_style=true", g.bucket, g.endpoint, g.region),
+                        storage: format!(
+                            "s3://{}/run{run}?endpoint={}&region={}&path_style=true",
+                            g.bucket, g.endpoint, g.region
+                        ),
                         database: db,
                         env: vec![
                             ("AWS_ACCESS_KEY_ID".into(), g.access_key_id.clone()),
@@ -559,7 +716,8 @@ async fn main() -> Result<(), BoxError> {
             }
             drop(server);
             let (busy1, own1) = cpu_seconds();
-            let others = ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;
+            let others =
+                ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;
             eprintln!("  CPU taken by other processes meanwhile: {others:.0}% of the machine");
             results.entry(name).or_default().entry("others_cpu").or_default().push(others);
             let _ = std::fs::remove_dir_all(&dir);
@@ -576,16 +734,28 @@ async fn main() -> Result<(), BoxError> {
 }
 
 /// The markdown page: how it was produced, the machine, its limits, the table, every run.
-fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>, load_at_start: &str) -> String {
+fn report(
+    args: &Args,
+    sizes: Sizes,
+    runs: usize,
+    names: &[&str],
+    results: &BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>,
+    load_at_start: &str,
+) -> String {
     let med = |name: &str, key: &str| results.get(name).and_then(|m| m.get(key)).map(|v| median(v)).unwrap_or(f64::NAN);
     let lim = |key: &str| med("limits", key);
     let mut md = String::new();
     md.push_str("# Benchmarks\n\n");
     md.push_str("Berth against the reference registry (distribution 2.8, Debian's `docker-registry`), measured\n");
     md.push_str("side by side in one run by `berth-bench` (`bench/`): the same client, the same machine, both\n");
-    md.push_str(&format!("servers on loopback, alternating, {runs} run(s) each; every figure is the median of the runs.\n"));
+    md.push_str(&format!(
+        "servers on loopback, alternating, {runs} run(s) each; every figure is the median of the runs.\n"
+    ));
     md.push_str("Each run starts each server fresh on an empty data directory on the same disk. The client is\n");
-    md.push_str(&format!("hyper's HTTP/1.1 with keep-alive connections; the fixed-time loads run {} s each at {CONNS} connections,\n", sizes.seconds));
+    md.push_str(&format!(
+        "hyper's HTTP/1.1 with keep-alive connections; the fixed-time loads run {} s each at {CONNS} connections,\n",
+        sizes.seconds
+    ));
     md.push_str("each connection sending its next request when the previous answer has been read (a closed loop).\n");
     md.push_str("Layers are incompressible (xorshift), pushed as Docker schema 2 images with real digests.\n\n");
     let mut flags = Vec::new();
@@ -595,16 +765,39 @@ fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTre
     if !args.only.is_empty() {
         flags.push(format!("only: {}", args.only.join(",")));
     }
-    md.push_str(&format!("Produced by: `{}`{}\n\n", args.command, if flags.is_empty() { String::new() } else { format!(" ({})", flags.join("; ")) }));
+    md.push_str(&format!(
+        "Produced by: `{}`{}\n\n",
+        args.command,
+        if flags.is_empty() { String::new() } else { format!(" ({})", flags.join("; ")) }
+    ));
     md.push_str("## Machine\n\n");
-    md.push_str(&format!("- CPU: {} × {} (`nproc`: {})\n", sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs"), sh("grep -c ^processor /proc/cpuinfo"), sh("nproc")));
-    md.push_str(&format!("- CPU flags of note: {}\n", sh("grep -m1 ^flags /proc/cpuinfo | tr ' ' '\\n' | grep -xE 'sha_ni|avx2|aes|avx512f' | xargs")));
-    md.push_str(&format!("- Memory (`free -m`): {}\n", sh("free -m | awk '/^Mem:/ {print $2\" MB total, \"$7\" MB available\"}'")));
+    md.push_str(&format!(
+        "- CPU: {} × {} (`nproc`: {})\n",
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs"),
+        sh("grep -c ^processor /proc/cpuinfo"),
+        sh("nproc")
+    ));
+    md.push_str(&format!(
+        "- CPU flags of note: {}\n",
+        sh("grep -m1 ^flags /proc/cpuinfo | tr ' ' '\\n' | grep -xE 'sha_ni|avx2|aes|avx512f' | xargs")
+    ));
+    md.push_str(&format!(
+        "- Memory (`free -m`): {}\n",
+        sh("free -m | awk '/^Mem:/ {print $2\" MB total, \"$7\" MB available\"}'")
+    ));
     md.push_str(&format!("- Kernel: {}\n", sh("uname -srm")));
-    md.push_str(&format!("- Disk under the data directories: {}\n", sh(&format!("df -hT {} | awk 'NR==2 {{print $2\" (\"$1\"), \"$3\" total\"}}'", args.scratch.display()))));
-    md.push_str(&format!("- Servers: Berth {} (release build), {}\n", sh("git rev-parse --short HEAD 2>/dev/null || echo '?'"), sh(&format!("{} --version 2>&1 | head -1", args.registry.display()))));
+    md.push_str(&format!(
+        "- Disk under the data directories: {}\n",
+        sh(&format!("df -hT {} | awk 'NR==2 {{print $2\" (\"$1\"), \"$3\" total\"}}'", args.scratch.display()))
+    ));
+    md.push_str(&format!(
+        "- Servers: Berth {} (release build), {}\n",
+        sh("git rev-parse --short HEAD 2>/dev/null || echo '?'"),
+        sh(&format!("{} --version 2>&1 | head -1", args.registry.display()))
+    ));
     md.push_str(&format!("- Load average (1, 5, 15 min) before the run: {load_at_start}; after: {} (the run itself keeps both cores busy)\n", sh("cut -d' ' -f1-3 /proc/loadavg")));
-    let others: Vec<f64> = names.iter().filter_map(|n| results.get(n).and_then(|m| m.get("others_cpu"))).flatten().copied().collect();
+    let others: Vec<f64> =
+        names.iter().filter_map(|n| results.get(n).and_then(|m| m.get("others_cpu"))).flatten().copied().collect();
     md.push_str(&format!(
         "- CPU taken by other processes while a server was measured (busy time in /proc/stat minus the harness's and its servers'; \
          kernel writeback threads count here too): median {:.0}%, worst run {:.0}% of the machine\n",
@@ -615,11 +808,24 @@ fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTre
 
     md.push_str("## Physical limits (measured by the harness, medians)\n\n| limit | value |\n|---|---|\n");
     md.push_str(&format!("| SHA-256 of {} MiB, one core | {} MB/s |\n", sizes.big / MIB, fmt(lim("sha256"))));
-    md.push_str(&format!("| sequential write of {} MiB in 1 MiB writes, then fsync | {} MB/s |\n", sizes.big / MIB, fmt(lim("disk"))));
-    md.push_str(&format!("| the same without fsync, after a {SETTLE_SECS} s pause (fresh guest memory; page cache only) | {} MB/s |\n", fmt(lim("cold"))));
-    md.push_str(&format!("| the same again right after the first file was deleted (memory just freed) | {} MB/s |\n", fmt(lim("warm"))));
+    md.push_str(&format!(
+        "| sequential write of {} MiB in 1 MiB writes, then fsync | {} MB/s |\n",
+        sizes.big / MIB,
+        fmt(lim("disk"))
+    ));
+    md.push_str(&format!(
+        "| the same without fsync, after a {SETTLE_SECS} s pause (fresh guest memory; page cache only) | {} MB/s |\n",
+        fmt(lim("cold"))
+    ));
+    md.push_str(&format!(
+        "| the same again right after the first file was deleted (memory just freed) | {} MB/s |\n",
+        fmt(lim("warm"))
+    ));
     md.push_str(&format!("| loopback TCP, one stream, 1 MiB writes | {} MB/s |\n", fmt(lim("loopback"))));
-    md.push_str(&format!("| the client's own ceiling: a trivial in-process hyper endpoint, {CONNS} conns | {} req/s |\n\n", fmt(lim("client"))));
+    md.push_str(&format!(
+        "| the client's own ceiling: a trivial in-process hyper endpoint, {CONNS} conns | {} req/s |\n\n",
+        fmt(lim("client"))
+    ));
 
     md.push_str("## Results\n\n");
     md.push_str("Ratio = Berth ÷ distribution. For MB/s and req/s higher is better (ratio > 1 favours Berth);\n");
@@ -646,14 +852,20 @@ fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTre
             let ratio = b / d;
             let better = if m.higher_is_better { ratio >= 1.0 } else { ratio <= 1.0 };
             let dir = if m.higher_is_better { "higher" } else { "lower" };
-            row.push_str(&format!(" {}× ({}; {dir} is better) |", fmt(ratio), if better { "Berth better" } else { "Berth worse" }));
+            row.push_str(&format!(
+                " {}× ({}; {dir} is better) |",
+                fmt(ratio),
+                if better { "Berth better" } else { "Berth worse" }
+            ));
         }
         md.push_str(&format!("{row}\n"));
     }
 
     if names.len() > 2 {
-        md.push_str("\nBerth (S3+PG): Berth with `--storage s3://…` on a one-node Garage and `--database postgres://…` on a\n\
-            throwaway PostgreSQL cluster (berth-testkit; `fsync=off`), both on this machine and sharing its 2 cores.\n");
+        md.push_str(
+            "\nBerth (S3+PG): Berth with `--storage s3://…` on a one-node Garage and `--database postgres://…` on a\n\
+            throwaway PostgreSQL cluster (berth-testkit; `fsync=off`), both on this machine and sharing its 2 cores.\n",
+        );
     }
     md.push_str("\n## Berth against the limits\n\n");
     let frac = |v: f64, limit: f64| if v.is_nan() { "–".to_owned() } else { format!("{:.0}%", 100.0 * v / limit) };
@@ -679,9 +891,18 @@ fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTre
     if !b("get_1m").is_nan() {
         md.push_str(&format!("- 1 MiB blob GET at {CONNS} conns: {} MB/s = {} of one loopback stream's throughput (it uses {CONNS} streams).\n", fmt(b("get_1m")), frac(b("get_1m"), lim("loopback"))));
     }
-    for (k, what) in [("manifest_rps", "manifest GET"), ("head_rps", "blob HEAD"), ("tags_rps", "tag list"), ("catalog_rps", "catalog")] {
+    for (k, what) in [
+        ("manifest_rps", "manifest GET"),
+        ("head_rps", "blob HEAD"),
+        ("tags_rps", "tag list"),
+        ("catalog_rps", "catalog"),
+    ] {
         if !b(k).is_nan() {
-            md.push_str(&format!("- {what}: {} req/s = {} of the client's ceiling.\n", fmt(b(k)), frac(b(k), lim("client"))));
+            md.push_str(&format!(
+                "- {what}: {} req/s = {} of the client's ceiling.\n",
+                fmt(b(k)),
+                frac(b(k), lim("client"))
+            ));
         }
     }
     md.push_str(&format!(
@@ -691,26 +912,47 @@ fn report(args: &Args, sizes: Sizes, runs: usize, names: &[&str], results: &BTre
     ));
 
     md.push_str("\n## How to read it\n\n");
-    md.push_str("- Both servers make an upload durable before acknowledging it. Berth fsyncs the blob and its directory\n\
+    md.push_str(
+        "- Both servers make an upload durable before acknowledging it. Berth fsyncs the blob and its directory\n\
         before recording it, and answers once an fsync of SQLite's write-ahead log has covered the record (one fsync\n\
         shared by all requests waiting at that moment). distribution's filesystem driver fsyncs each file it writes\n\
-        when its writer commits or closes (the data and every link file), and no directories.\n");
+        when its writer commits or closes (the data and every link file), and no directories.\n",
+    );
     md.push_str(&format!("- This VM's disk takes about 1 GiB at its full rate after a pause, then slows to its sustained rate until\n\
         the host has drained it (seen here: 900 MB/s, then 350–450 MB/s). The harness runs `sync` and waits {SETTLE_SECS} s\n\
         before the disk probe and before each big push, yet the disk's rate still moves from run to run: compare a\n\
         push with the probe and with distribution of the same run (every run is listed below).\n"));
-    md.push_str("- Request rates near the client's ceiling measure the machine as much as the server: the client, the server\n\
-        and the kernel's TCP stack share the 2 cores.\n");
-    md.push_str("- `peak resident memory` is the high-water mark over every workload. Berth's includes the pages of the blobs\n\
-        it is serving from memory maps (page cache, shared and reclaimable, at most a few 4 MiB chunks per request).\n");
-    md.push_str("\n## Every run\n\nValues in run order (the harness alternates which server goes first).\n\n| figure | ");
+    md.push_str(
+        "- Request rates near the client's ceiling measure the machine as much as the server: the client, the server\n\
+        and the kernel's TCP stack share the 2 cores.\n",
+    );
+    md.push_str(
+        "- `peak resident memory` is the high-water mark over every workload. Berth's includes the pages of the blobs\n\
+        it is serving from memory maps (page cache, shared and reclaimable, at most a few 4 MiB chunks per request).\n",
+    );
+    md.push_str(
+        "\n## Every run\n\nValues in run order (the harness alternates which server goes first).\n\n| figure | ",
+    );
     let keys: Vec<&str> = std::iter::once("limits").chain(names.iter().copied()).collect();
     md.push_str(&keys.join(" | "));
     md.push_str(" |\n|---|");
     md.push_str(&"---|".repeat(keys.len()));
     md.push('\n');
-    let lim_rows = [("sha256", "SHA-256 MB/s"), ("disk", "disk + fsync MB/s"), ("cold", "page cache, cold MB/s"), ("warm", "page cache, warm MB/s"), ("loopback", "loopback MB/s"), ("client", "client ceiling req/s")];
-    let all = |name: &str, key: &str| results.get(name).and_then(|m| m.get(key)).map(|v| v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "–".into());
+    let lim_rows = [
+        ("sha256", "SHA-256 MB/s"),
+        ("disk", "disk + fsync MB/s"),
+        ("cold", "page cache, cold MB/s"),
+        ("warm", "page cache, warm MB/s"),
+        ("loopback", "loopback MB/s"),
+        ("client", "client ceiling req/s"),
+    ];
+    let all = |name: &str, key: &str| {
+        results
+            .get(name)
+            .and_then(|m| m.get(key))
+            .map(|v| v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "–".into())
+    };
     for (k, label) in lim_rows {
         md.push_str(&format!("| {label} | {} |{}\n", all("limits", k), " |".repeat(names.len())));
     }

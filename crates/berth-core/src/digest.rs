@@ -44,9 +44,7 @@ impl Digest {
         let (algorithm, encoded) = s.split_once(':').ok_or_else(invalid)?;
         if !valid_algorithm(algorithm)
             || encoded.is_empty()
-            || !encoded
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+            || !encoded.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
         {
             return Err(invalid());
         }
@@ -63,8 +61,7 @@ impl Digest {
 fn valid_algorithm(algorithm: &str) -> bool {
     !algorithm.is_empty()
         && algorithm.split(['+', '.', '_', '-']).all(|component| {
-            !component.is_empty()
-                && component.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            !component.is_empty() && component.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
 }
 
@@ -140,10 +137,7 @@ mod tests {
 
     #[test]
     fn digest_of_empty_input_is_the_well_known_value() {
-        assert_eq!(
-            Digest::of(b"").as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(Digest::of(b"").as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]

@@ -47,9 +47,7 @@ impl ErrorKind {
             BlobUnknown => ("BLOB_UNKNOWN", 404, "blob unknown to registry"),
             BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", 400, "blob upload invalid"),
             BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"),
-            UploadRangeInvalid => {
-                ("BLOB_UPLOAD_INVALID", 416, "chunk does not start at the end of the upload")
-            }
+            UploadRangeInvalid => ("BLOB_UPLOAD_INVALID", 416, "chunk does not start at the end of the upload"),
             BlobRangeInvalid => ("BLOB_UNKNOWN", 416, "requested range not satisfiable"),
             DigestInvalid => ("DIGEST_INVALID", 400, "provided digest did not match uploaded content"),
             DigestUnsupported => ("DIGEST_INVALID", 400, "unsupported digest algorithm"),
@@ -140,17 +138,44 @@ mod tests {
     fn every_client_error_code_is_a_spec_code() {
         // The spec allows only these codes in 4xx bodies.
         const SPEC: [&str; 14] = [
-            "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
-            "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
-            "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED",
+            "BLOB_UNKNOWN",
+            "BLOB_UPLOAD_INVALID",
+            "BLOB_UPLOAD_UNKNOWN",
+            "DIGEST_INVALID",
+            "MANIFEST_BLOB_UNKNOWN",
+            "MANIFEST_INVALID",
+            "MANIFEST_UNKNOWN",
+            "NAME_INVALID",
+            "NAME_UNKNOWN",
+            "SIZE_INVALID",
+            "UNAUTHORIZED",
+            "DENIED",
+            "UNSUPPORTED",
             "TOOMANYREQUESTS",
         ];
         use ErrorKind::*;
         for kind in [
-            BlobUnknown, BlobUploadInvalid, BlobUploadUnknown, UploadRangeInvalid, BlobRangeInvalid,
-            DigestInvalid, DigestUnsupported, ManifestBlobUnknown, ManifestInvalid,
-            ManifestTooLarge, ManifestUnknown, NameInvalid, NameUnknown, TagInvalid, SizeInvalid,
-            Unauthorized, Denied, MethodNotAllowed, NotFound, TooManyRequests, PaginationInvalid,
+            BlobUnknown,
+            BlobUploadInvalid,
+            BlobUploadUnknown,
+            UploadRangeInvalid,
+            BlobRangeInvalid,
+            DigestInvalid,
+            DigestUnsupported,
+            ManifestBlobUnknown,
+            ManifestInvalid,
+            ManifestTooLarge,
+            ManifestUnknown,
+            NameInvalid,
+            NameUnknown,
+            TagInvalid,
+            SizeInvalid,
+            Unauthorized,
+            Denied,
+            MethodNotAllowed,
+            NotFound,
+            TooManyRequests,
+            PaginationInvalid,
         ] {
             let (code, status, _) = kind.wire();
             assert!((400..500).contains(&status), "{kind:?}");

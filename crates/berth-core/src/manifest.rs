@@ -21,8 +21,7 @@ impl MediaType {
     pub const DOCKER_MANIFEST: &'static str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_LIST: &'static str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &'static str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &'static str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &'static str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
     /// Every manifest media type Berth stores and serves.
     pub const SUPPORTED: [&'static str; 4] =
@@ -92,7 +91,9 @@ pub fn essence(content_type: &str) -> &str {
 pub fn accepts(accept: &[&str], media_type: &str) -> bool {
     accept.is_empty()
         || accept.iter().any(|a| {
-            *a == media_type || *a == "*/*" || a.strip_suffix("/*").is_some_and(|t| media_type.split('/').next() == Some(t))
+            *a == media_type
+                || *a == "*/*"
+                || a.strip_suffix("/*").is_some_and(|t| media_type.split('/').next() == Some(t))
         })
 }
 
@@ -104,9 +105,8 @@ pub fn default_child(index_body: &[u8]) -> Option<(Digest, String)> {
         manifests: Vec<Descriptor>,
     }
     let index: Index = serde_json::from_slice(index_body).ok()?;
-    let is_default = |d: &&Descriptor| {
-        d.platform.as_ref().is_some_and(|p| p["os"] == "linux" && p["architecture"] == "amd64")
-    };
+    let is_default =
+        |d: &&Descriptor| d.platform.as_ref().is_some_and(|p| p["os"] == "linux" && p["architecture"] == "amd64");
     let child = index.manifests.iter().find(is_default).or(index.manifests.first())?;
     Some((Digest::parse(&child.digest).ok()?, child.media_type.clone()))
 }
@@ -233,8 +233,7 @@ mod tests {
 
     #[test]
     fn content_type_must_agree_with_media_type_field() {
-        let err = parse(Some(MediaType::DOCKER_MANIFEST), image(MediaType::OCI_MANIFEST).as_bytes())
-            .unwrap_err();
+        let err = parse(Some(MediaType::DOCKER_MANIFEST), image(MediaType::OCI_MANIFEST).as_bytes()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ManifestInvalid);
     }
 
@@ -265,10 +264,7 @@ mod tests {
         assert_eq!(kind(None, "{not json"), ErrorKind::ManifestInvalid);
         assert_eq!(kind(None, r#"{"schemaVersion":1,"fsLayers":[]}"#), ErrorKind::ManifestInvalid);
         assert_eq!(kind(None, r#"{"schemaVersion":2}"#), ErrorKind::ManifestInvalid);
-        assert_eq!(
-            kind(Some("application/x-weird"), &image("application/x-weird")),
-            ErrorKind::ManifestInvalid
-        );
+        assert_eq!(kind(Some("application/x-weird"), &image("application/x-weird")), ErrorKind::ManifestInvalid);
         let bad_digest = image(MediaType::OCI_MANIFEST).replace(&d('b'), "sha256:nope");
         assert_eq!(kind(None, &bad_digest), ErrorKind::ManifestInvalid);
         let big = " ".repeat(MAX_MANIFEST_SIZE + 1);
@@ -301,10 +297,8 @@ mod tests {
 
     #[test]
     fn foreign_layers_are_not_required_locally() {
-        let body = image(MediaType::DOCKER_MANIFEST).replace(
-            r#""size":3}"#,
-            r#""size":3,"urls":["https://example.invalid/layer"]}"#,
-        );
+        let body = image(MediaType::DOCKER_MANIFEST)
+            .replace(r#""size":3}"#, r#""size":3,"urls":["https://example.invalid/layer"]}"#);
         let m = parse(Some(MediaType::DOCKER_MANIFEST), body.as_bytes()).unwrap();
         assert_eq!(m.blobs.len(), 1);
     }

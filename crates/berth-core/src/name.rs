@@ -112,11 +112,7 @@ pub enum Reference {
 impl Reference {
     /// A reference containing `:` is a digest; anything else must be a tag.
     pub fn parse(s: &str) -> Result<Reference, Error> {
-        if s.contains(':') {
-            Digest::parse(s).map(Reference::Digest)
-        } else {
-            Tag::parse(s).map(Reference::Tag)
-        }
+        if s.contains(':') { Digest::parse(s).map(Reference::Digest) } else { Tag::parse(s).map(Reference::Tag) }
     }
 }
 
@@ -143,8 +139,23 @@ mod tests {
     #[test]
     fn traversal_uppercase_and_malformed_names_are_rejected() {
         for name in [
-            "", "/a", "a/", "a//b", "..", "a/../b", "./a", "A", "library/Alpine", "a..b", "a___b",
-            "-a", "a-", "a/.b", "a b", "a%2fb", "a\\b",
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "..",
+            "a/../b",
+            "./a",
+            "A",
+            "library/Alpine",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a/.b",
+            "a b",
+            "a%2fb",
+            "a\\b",
         ] {
             let err = RepoName::parse(name).unwrap_err();
             assert_eq!(err.kind, ErrorKind::NameInvalid, "{name}");

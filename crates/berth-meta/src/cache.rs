@@ -29,16 +29,14 @@ pub struct CachedStore<M> {
 
 impl<M: MetadataStore> CachedStore<M> {
     pub fn new(inner: M) -> CachedStore<M> {
-        CachedStore {
-            inner,
-            generation: AtomicU64::new(0),
-            manifests: RwLock::default(),
-            blobs: RwLock::default(),
-        }
+        CachedStore { inner, generation: AtomicU64::new(0), manifests: RwLock::default(), blobs: RwLock::default() }
     }
 
     /// Runs after a committed write: later lookups must not use or insert older values.
-    fn invalidate(&self, f: impl FnOnce(&mut HashMap<(RepoName, String), Arc<ManifestRecord>>, &mut HashMap<(RepoName, Digest), BlobInfo>)) {
+    fn invalidate(
+        &self,
+        f: impl FnOnce(&mut HashMap<(RepoName, String), Arc<ManifestRecord>>, &mut HashMap<(RepoName, Digest), BlobInfo>),
+    ) {
         let mut manifests = self.manifests.write().unwrap();
         let mut blobs = self.blobs.write().unwrap();
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -86,7 +84,13 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         Ok(found)
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, blob: &BlobInfo, upload_id: Option<&str>) -> Result<String, Error> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        blob: &BlobInfo,
+        upload_id: Option<&str>,
+    ) -> Result<String, Error> {
         let result = self.inner.link_blob(repo, digest, blob, upload_id).await;
         // The storage key may have changed (a blob revived after deletion).
         self.invalidate(|_, blobs| {
@@ -144,7 +148,14 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error> {
         self.inner.upload(repo, id).await
     }
-    async fn advance_upload(&self, id: &str, from: u64, to: u64, hash_state: &[u8], state: &str) -> Result<bool, Error> {
+    async fn advance_upload(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+        state: &str,
+    ) -> Result<bool, Error> {
         self.inner.advance_upload(id, from, to, hash_state, state).await
     }
     async fn delete_upload(&self, id: &str) -> Result<bool, Error> {
@@ -168,7 +179,12 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error> {
         self.inner.try_lease(name, holder, ttl_secs).await
     }
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, Error> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
         self.inner.referrers(repo, subject, artifact_type).await
     }
 }

@@ -6,8 +6,8 @@
 //! HTTP or of where blob bytes are kept.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
+use bytes::Bytes;
 
 mod cache;
 mod postgres;
@@ -70,10 +70,7 @@ pub struct Page {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Durability: a write that acknowledges something to a client (a blob link, a manifest,
@@ -116,14 +113,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Moves an upload from `from` to `to` bytes, with the hash and blob-store state
     /// that go with `to`; `false` if it was not at `from` (another request moved it).
-    async fn advance_upload(
-        &self,
-        id: &str,
-        from: u64,
-        to: u64,
-        hash_state: &[u8],
-        state: &str,
-    ) -> Result<bool, Error>;
+    async fn advance_upload(&self, id: &str, from: u64, to: u64, hash_state: &[u8], state: &str)
+    -> Result<bool, Error>;
 
     async fn delete_upload(&self, id: &str) -> Result<bool, Error>;
 

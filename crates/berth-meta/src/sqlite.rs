@@ -178,7 +178,12 @@ mod tests {
         assert!(dir.path().join("berth.db-wal").exists(), "WAL mode keeps a -wal file");
         // On this single-threaded runtime all 50 take their ticket before the first fsync
         // ends: the first runs alone, the second covers the other 49.
-        let waits: Vec<_> = (0..50).map(|_| { let s = Arc::clone(&store); tokio::spawn(async move { s.durable().await }) }).collect();
+        let waits: Vec<_> = (0..50)
+            .map(|_| {
+                let s = Arc::clone(&store);
+                tokio::spawn(async move { s.durable().await })
+            })
+            .collect();
         for w in waits {
             w.await.unwrap().unwrap();
         }

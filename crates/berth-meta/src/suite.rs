@@ -73,7 +73,13 @@ pub async fn run(store: &dyn MetadataStore) {
 
     let v1 = Tag::parse("v1").unwrap();
     store
-        .put_manifest(NewManifest { repo: &a, digest: &digest, parsed: &parsed, body: &body, tags: &[latest.clone(), v1.clone()] })
+        .put_manifest(NewManifest {
+            repo: &a,
+            digest: &digest,
+            parsed: &parsed,
+            body: &body,
+            tags: &[latest.clone(), v1.clone()],
+        })
         .await
         .unwrap();
     let got = store.manifest(&a, &Reference::Tag(latest.clone())).await.unwrap().unwrap();
@@ -95,7 +101,13 @@ pub async fn run(store: &dyn MetadataStore) {
     let parsed_ref = manifest::parse(None, &referrer).unwrap();
     let referrer_digest = Digest::of(&referrer);
     store
-        .put_manifest(NewManifest { repo: &a, digest: &referrer_digest, parsed: &parsed_ref, body: &referrer, tags: &[] })
+        .put_manifest(NewManifest {
+            repo: &a,
+            digest: &referrer_digest,
+            parsed: &parsed_ref,
+            body: &referrer,
+            tags: &[],
+        })
         .await
         .unwrap();
     // A tag moved to another manifest is seen moved at once.

@@ -192,10 +192,7 @@ async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<boo
 }
 
 async fn find_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<UploadRecord, Error> {
-    reg.meta
-        .upload(repo, id)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::BlobUploadUnknown).with_detail(id.to_owned()))
+    reg.meta.upload(repo, id).await?.ok_or_else(|| Error::new(ErrorKind::BlobUploadUnknown).with_detail(id.to_owned()))
 }
 
 pub(crate) async fn upload_status(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
@@ -227,9 +224,9 @@ pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: 
 pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let reg = ctx.registry;
-    let digest = ctx.param("digest").ok_or_else(|| {
-        Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter")
-    })?;
+    let digest = ctx
+        .param("digest")
+        .ok_or_else(|| Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter"))?;
     let digest = Digest::parse(&digest)?;
     let upload = find_upload(reg, repo, id).await?;
     let _busy = Busy::claim(reg, id)?;
@@ -290,7 +287,8 @@ async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, closing: Closing
         }
         None => length,
     };
-    let unchanged = Progress { id: upload.id.clone(), size: offset, hasher: hasher.clone(), state: upload.state.clone() };
+    let unchanged =
+        Progress { id: upload.id.clone(), size: offset, hasher: hasher.clone(), state: upload.state.clone() };
     if expected == Some(0) || axum::body::HttpBody::is_end_stream(&body) {
         return Ok(unchanged);
     }
@@ -390,7 +388,9 @@ struct Busy<'a> {
 impl<'a> Busy<'a> {
     fn claim(registry: &'a Registry, id: &str) -> Result<Busy<'a>, Error> {
         if !registry.busy.lock().unwrap().insert(id.to_owned()) {
-            return Err(Error::new(ErrorKind::BlobUploadInvalid).with_message("another request is writing to this upload"));
+            return Err(
+                Error::new(ErrorKind::BlobUploadInvalid).with_message("another request is writing to this upload")
+            );
         }
         Ok(Busy { registry, id: id.to_owned() })
     }

@@ -92,10 +92,7 @@ mod tests {
         assert_eq!(Endpoint::parse("/v2").unwrap(), Endpoint::Base);
         assert_eq!(Endpoint::parse("/v2/_catalog").unwrap(), Endpoint::Catalog);
         assert_eq!(Endpoint::parse("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(repo("a/b")));
-        assert_eq!(
-            Endpoint::parse("/v2/blobs/blobs/uploads/").unwrap(),
-            Endpoint::UploadStart(repo("blobs"))
-        );
+        assert_eq!(Endpoint::parse("/v2/blobs/blobs/uploads/").unwrap(), Endpoint::UploadStart(repo("blobs")));
         assert_eq!(
             Endpoint::parse("/v2/x/manifests/manifests/latest").unwrap(),
             Endpoint::Manifest(repo("x/manifests"), Reference::parse("latest").unwrap())
@@ -104,10 +101,7 @@ mod tests {
             Endpoint::parse(&format!("/v2/a/blobs/{}", digest())).unwrap(),
             Endpoint::Blob(repo("a"), Digest::parse(&digest()).unwrap())
         );
-        assert_eq!(
-            Endpoint::parse("/v2/a/blobs/uploads/123").unwrap(),
-            Endpoint::Upload(repo("a"), "123".into())
-        );
+        assert_eq!(Endpoint::parse("/v2/a/blobs/uploads/123").unwrap(), Endpoint::Upload(repo("a"), "123".into()));
         assert_eq!(
             Endpoint::parse(&format!("/v2/a/referrers/{}", digest())).unwrap(),
             Endpoint::Referrers(repo("a"), Digest::parse(&digest()).unwrap())

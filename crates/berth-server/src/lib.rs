@@ -62,14 +62,7 @@ impl Registry {
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
-        Registry {
-            blobs,
-            meta,
-            auth,
-            config,
-            node_id: uuid::Uuid::new_v4().to_string(),
-            busy: Mutex::default(),
-        }
+        Registry { blobs, meta, auth, config, node_id: uuid::Uuid::new_v4().to_string(), busy: Mutex::default() }
     }
 }
 
@@ -87,9 +80,7 @@ async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Re
         Err(e) => Err(e),
     };
     let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
-    response
-        .headers_mut()
-        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     response
 }
 

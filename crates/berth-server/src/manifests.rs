@@ -3,10 +3,10 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use berth_core::manifest::{self, MAX_MANIFEST_SIZE};
 use berth_core::{Digest, Error, ErrorKind, MediaType, Reference, RepoName, Tag};
 use berth_meta::{NewManifest, Page};
+use futures_util::StreamExt;
 
 use crate::response::{empty, header_value};
 use crate::{Access, Action, Ctx};
@@ -33,8 +33,9 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
         .collect();
     if !manifest::accepts(&accept, &record.media_type) {
         let fallback = match reference {
-            Reference::Tag(_) if MediaType::is_index(&record.media_type) => manifest::default_child(&record.body)
-                .filter(|(_, child_type)| manifest::accepts(&accept, child_type)),
+            Reference::Tag(_) if MediaType::is_index(&record.media_type) => {
+                manifest::default_child(&record.body).filter(|(_, child_type)| manifest::accepts(&accept, child_type))
+            }
             _ => None,
         };
         record = match fallback {
@@ -53,11 +54,8 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
         empty(StatusCode::NOT_MODIFIED)
     } else {
         let length = record.body.len();
-        let mut r = if *ctx.method == Method::HEAD {
-            empty(StatusCode::OK)
-        } else {
-            Response::new(Body::from(record.body))
-        };
+        let mut r =
+            if *ctx.method == Method::HEAD { empty(StatusCode::OK) } else { Response::new(Body::from(record.body)) };
         r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         r
     };
@@ -70,7 +68,8 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
 
 pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let too_large = || Error::new(ErrorKind::ManifestTooLarge).with_detail(format!("limit is {MAX_MANIFEST_SIZE} bytes"));
+    let too_large =
+        || Error::new(ErrorKind::ManifestTooLarge).with_detail(format!("limit is {MAX_MANIFEST_SIZE} bytes"));
     let body = read_limited(body, MAX_MANIFEST_SIZE).await?.ok_or_else(too_large)?;
     let digest = Digest::of(&body);
     let mut tags = Vec::new();
@@ -116,7 +115,8 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, Error
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::new(ErrorKind::ManifestInvalid).with_message(format!("reading the manifest: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Error::new(ErrorKind::ManifestInvalid).with_message(format!("reading the manifest: {e}")))?;
         seen += chunk.len();
         if seen <= limit {
             buf.extend_from_slice(&chunk);
@@ -143,9 +143,9 @@ pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference)
 /// `n` and `last` of a paginated listing: `(limit, last)`.
 fn pagination(ctx: Ctx<'_>) -> Result<(u32, Option<String>), Error> {
     let n = match ctx.param("n") {
-        Some(n) => n.parse::<u32>().map_err(|_| {
-            Error::new(ErrorKind::PaginationInvalid).with_detail(format!("n={n}"))
-        })?,
+        Some(n) => {
+            n.parse::<u32>().map_err(|_| Error::new(ErrorKind::PaginationInvalid).with_detail(format!("n={n}")))?
+        }
         None => MAX_PAGE,
     };
     Ok((n.min(MAX_PAGE), ctx.param("last")))

@@ -31,9 +31,7 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::json!({ "errors": [entry] }).to_string();
         let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }

@@ -187,7 +187,8 @@ impl S3Config {
         let rest = url.strip_prefix("s3://").ok_or_else(|| config_err(format!("{url:?} is not an s3:// URL")))?;
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-        let mut config = S3Config { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned(), ..S3Config::default() };
+        let mut config =
+            S3Config { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned(), ..S3Config::default() };
         let flag = |key: &str, value: &str| match value {
             "true" | "1" => Ok(true),
             "false" | "0" => Ok(false),
@@ -200,8 +201,9 @@ impl S3Config {
                 "path_style" => config.path_style = flag(&key, &value)?,
                 "allow_http" => config.allow_http = flag(&key, &value)?,
                 "part_size" => {
-                    config.part_size =
-                        value.parse().map_err(|_| config_err(format!("part_size must be a number of bytes, not {value:?}")))?
+                    config.part_size = value
+                        .parse()
+                        .map_err(|_| config_err(format!("part_size must be a number of bytes, not {value:?}")))?
                 }
                 _ => return Err(config_err(format!("unknown parameter {key:?} in {url:?}"))),
             }
@@ -484,7 +486,8 @@ impl S3BlobStore {
         let mut reads = Vec::with_capacity(segments.len());
         for s in segments {
             // Owned ('static) futures: a borrowing closure here trips async-trait's Send check.
-            let (s3, path, expected, what) = (self.s3.clone(), self.segment(id, &s.name), s.len, format!("upload {id}: segment {}", s.name));
+            let (s3, path, expected, what) =
+                (self.s3.clone(), self.segment(id, &s.name), s.len, format!("upload {id}: segment {}", s.name));
             reads.push(async move {
                 let bytes = s3.get(&path).await.map_err(s3_err)?.bytes().await.map_err(s3_err)?;
                 if bytes.len() as u64 != expected {
@@ -504,7 +507,9 @@ impl S3BlobStore {
         }
         let marker = self.multipart_marker(id);
         let m = match self.get_small(&marker).await? {
-            Some(m) => String::from_utf8(m.to_vec()).map_err(|_| corrupt(format!("upload {id}: bad multipart marker")))?,
+            Some(m) => {
+                String::from_utf8(m.to_vec()).map_err(|_| corrupt(format!("upload {id}: bad multipart marker")))?
+            }
             None => {
                 let m = self.s3.create_multipart(&self.object(id)).await.map_err(s3_err)?;
                 self.s3.put(&marker, m.clone().into()).await.map_err(s3_err)?;
@@ -524,7 +529,11 @@ impl S3BlobStore {
             ))));
         }
         let m = self.multipart(id, st).await?;
-        let part = self.s3.put_part(&self.object(id), &m, st.parts.len(), PutPayload::from_iter(bytes)).await.map_err(s3_err)?;
+        let part = self
+            .s3
+            .put_part(&self.object(id), &m, st.parts.len(), PutPayload::from_iter(bytes))
+            .await
+            .map_err(s3_err)?;
         st.parts.push(part.content_id);
         Ok(())
     }
@@ -548,7 +557,11 @@ impl S3BlobStore {
                 let mut parts: Vec<PartId> = st.parts.iter().map(|e| PartId { content_id: e.clone() }).collect();
                 if !st.pending.is_empty() {
                     let bytes = self.read_segments(id, &st.pending).await?;
-                    let part = self.s3.put_part(&object, m, parts.len(), PutPayload::from_iter(bytes)).await.map_err(s3_err)?;
+                    let part = self
+                        .s3
+                        .put_part(&object, m, parts.len(), PutPayload::from_iter(bytes))
+                        .await
+                        .map_err(s3_err)?;
                     parts.push(part);
                 }
                 self.s3.complete_multipart(&object, m, parts).await.map_err(s3_err)?;
@@ -562,7 +575,8 @@ impl S3BlobStore {
         let Some(marker) = self.get_small(&self.digest_marker(hex)).await? else {
             return Ok(None);
         };
-        let Some(key) = std::str::from_utf8(&marker).ok().filter(|k| parse_key(k).is_some_and(|(h, _)| h == hex)) else {
+        let Some(key) = std::str::from_utf8(&marker).ok().filter(|k| parse_key(k).is_some_and(|(h, _)| h == hex))
+        else {
             return Ok(None);
         };
         // A marker outlives its blob if a crash came between deleting the two.
@@ -573,7 +587,8 @@ impl S3BlobStore {
     /// ones `st` names, aborting the multipart upload the marker names unless it is
     /// `done` (completed or aborted already).
     async fn purge(&self, id: &str, st: &State, done: Option<&str>) -> Result<(), StorageError> {
-        let mut paths: Vec<Path> = self.s3.list(Some(&self.upload_dir(id))).map_ok(|m| m.location).try_collect().await.map_err(s3_err)?;
+        let mut paths: Vec<Path> =
+            self.s3.list(Some(&self.upload_dir(id))).map_ok(|m| m.location).try_collect().await.map_err(s3_err)?;
         let marker = self.multipart_marker(id);
         if paths.contains(&marker)
             && let Some(m) = self.get_small(&marker).await?
@@ -854,7 +869,10 @@ mod tests {
 
         // Node B: a body that fails after filling a part (with A's segment) leaves the
         // state as it was, though a multipart upload and a part were made.
-        let err = b.append_upload(id, &st, 3 * MIB as u64, failing_body(content[3 * MIB..12 * MIB].to_vec())).await.unwrap_err();
+        let err = b
+            .append_upload(id, &st, 3 * MIB as u64, failing_body(content[3 * MIB..12 * MIB].to_vec()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
 
         // Node B: an append that succeeds but is never recorded (the server saw a short
@@ -864,7 +882,8 @@ mod tests {
 
         // Node A continues from the recorded state: 6 MiB fills part 1 with the 3 MiB
         // segment and leaves 1 MiB pending.
-        let (_, st) = a.append_upload(id, &st, 3 * MIB as u64, body(vec![content[3 * MIB..9 * MIB].to_vec()])).await.unwrap();
+        let (_, st) =
+            a.append_upload(id, &st, 3 * MIB as u64, body(vec![content[3 * MIB..9 * MIB].to_vec()])).await.unwrap();
         let s = parsed(&st);
         assert_eq!((s.parts.len(), s.pending_len() as usize, s.consumed.len()), (1, MIB, 1));
         assert!(s.multipart.is_some());
@@ -904,7 +923,8 @@ mod tests {
         let mut st = store.create_upload(id).await.unwrap();
         let mut offset = 0;
         for end in [10, 5 * MIB, content.len()] {
-            (_, st) = store.append_upload(id, &st, offset as u64, body(vec![content[offset..end].to_vec()])).await.unwrap();
+            (_, st) =
+                store.append_upload(id, &st, offset as u64, body(vec![content[offset..end].to_vec()])).await.unwrap();
             offset = end;
         }
         let s = parsed(&st);
@@ -1083,7 +1103,8 @@ mod tests {
         let st = store.create_upload(id).await.unwrap();
         let content = bytes(part, 1);
         let (_, recorded) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
-        let (_, unrecorded) = store.append_upload(id, &recorded, part as u64, body(vec![bytes(part, 2)])).await.unwrap();
+        let (_, unrecorded) =
+            store.append_upload(id, &recorded, part as u64, body(vec![bytes(part, 2)])).await.unwrap();
         assert_eq!(parsed(&unrecorded).parts.len(), 2);
         let key = store.commit_upload(id, &recorded, part as u64, &Digest::of(&content)).await.unwrap();
         assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content);
@@ -1139,17 +1160,24 @@ mod tests {
 
     #[test]
     fn config_from_url() {
-        let c = S3Config::from_url("s3://my-bucket/some/prefix/?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage&path_style=true").unwrap();
+        let c = S3Config::from_url(
+            "s3://my-bucket/some/prefix/?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage&path_style=true",
+        )
+        .unwrap();
         assert_eq!((c.bucket.as_str(), c.prefix.as_str(), c.region.as_str()), ("my-bucket", "some/prefix", "garage"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
         assert!(c.path_style && !c.allow_http);
         assert_eq!(c.part_size, DEFAULT_PART_SIZE);
 
         let c = S3Config::from_url("s3://b").unwrap();
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str(), c.region.as_str(), c.endpoint.as_deref()), ("b", "", "us-east-1", None));
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str(), c.region.as_str(), c.endpoint.as_deref()),
+            ("b", "", "us-east-1", None)
+        );
         assert!(!c.path_style);
 
-        let c = S3Config::from_url("s3://b/p?endpoint=http://minio.internal:9000&allow_http=true&part_size=16777216").unwrap();
+        let c = S3Config::from_url("s3://b/p?endpoint=http://minio.internal:9000&allow_http=true&part_size=16777216")
+            .unwrap();
         assert!(c.allow_http);
         assert_eq!(c.part_size, 16 << 20);
 
@@ -1188,7 +1216,11 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let c = S3Config { secret_access_key: Some("hunter2".into()), session_token: Some("tok".into()), ..S3Config::default() };
+        let c = S3Config {
+            secret_access_key: Some("hunter2".into()),
+            session_token: Some("tok".into()),
+            ..S3Config::default()
+        };
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("tok\""), "{shown}");
     }

@@ -29,7 +29,14 @@ async fn collect(s: ByteStream) -> Vec<u8> {
 /// Deterministic incompressible bytes.
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
-    (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect()
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 pub async fn run(store: &dyn BlobStore) {
@@ -40,7 +47,8 @@ pub async fn run(store: &dyn BlobStore) {
     let mut state = store.create_upload(id).await.unwrap();
     let initial = state.clone();
     for w in cuts.windows(2) {
-        let (n, s) = store.append_upload(id, &state, w[0] as u64, body(vec![content[w[0]..w[1]].to_vec()])).await.unwrap();
+        let (n, s) =
+            store.append_upload(id, &state, w[0] as u64, body(vec![content[w[0]..w[1]].to_vec()])).await.unwrap();
         assert_eq!(n as usize, w[1] - w[0]);
         state = s;
         if w[1] == 100_000 {
@@ -76,7 +84,8 @@ pub async fn run(store: &dyn BlobStore) {
     // A small blob, one append.
     let id3 = "0000aaaa-0000-4000-8000-000000000003";
     let state3 = store.create_upload(id3).await.unwrap();
-    let (_, state3) = store.append_upload(id3, &state3, 0, body(vec![b"hello ".to_vec(), b"world".to_vec()])).await.unwrap();
+    let (_, state3) =
+        store.append_upload(id3, &state3, 0, body(vec![b"hello ".to_vec(), b"world".to_vec()])).await.unwrap();
     let small = store.commit_upload(id3, &state3, 11, &Digest::of(b"hello world")).await.unwrap();
     assert_eq!(collect(store.read_blob(&small, None).await.unwrap()).await, b"hello world");
 

@@ -62,7 +62,15 @@ impl Postgres {
 
     /// A connection URL for a fresh database `name` in this cluster.
     pub fn database(&self, name: &str) -> String {
-        run(Command::new(self.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]));
+        run(Command::new(self.bin.join("createdb")).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            name,
+        ]));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
@@ -79,7 +87,11 @@ impl Drop for Postgres {
                 "-s",
                 "/bin/sh",
                 "-c",
-                &format!("{}/pg_ctl -D {}/data -m immediate stop >/dev/null", self.bin.display(), self.dir.path().display()),
+                &format!(
+                    "{}/pg_ctl -D {}/data -m immediate stop >/dev/null",
+                    self.bin.display(),
+                    self.dir.path().display()
+                ),
             ])
             .status();
     }
@@ -211,7 +223,12 @@ admin_token = "{token}"
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("`garage {}`: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "`garage {}`: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
@@ -235,7 +252,11 @@ admin_token = "{token}"
         let deadline = Instant::now() + Duration::from_secs(60);
         let port = |addr: &str| addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
         let config = std::fs::read_to_string(self.dir.path().join("garage.toml")).unwrap();
-        let rpc = config.lines().find_map(|l| l.strip_prefix("rpc_bind_addr = ")).and_then(|a| port(a.trim_matches('"'))).unwrap();
+        let rpc = config
+            .lines()
+            .find_map(|l| l.strip_prefix("rpc_bind_addr = "))
+            .and_then(|a| port(a.trim_matches('"')))
+            .unwrap();
         let s3 = port(&self.endpoint).unwrap();
         // The CLI talks to the server over RPC.
         self.wait_for_port(rpc, deadline)?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use berth_meta::{CachedStore, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
 use berth_server::{AllowAll, Registry, RegistryConfig};
-use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
 pub use berth_storage::S3Config;
+use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -63,9 +63,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
             // The embedded database belongs to one process, which is what makes its
             // read cache coherent: a second `berth serve` on the same directory stops here.
             let lock = std::fs::File::create(config.data_dir.join("berth.lock"))?;
-            lock.try_lock().map_err(|_| {
-                format!("{} is in use by another berth process", config.data_dir.display())
-            })?;
+            lock.try_lock().map_err(|_| format!("{} is in use by another berth process", config.data_dir.display()))?;
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
             (Arc::new(CachedStore::new(store)), Some(lock))
         }

@@ -63,7 +63,12 @@ impl Api {
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let loc = self.start_upload(repo).await;
-        let r = self.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(bytes.to_vec()).send().await.unwrap();
+        let r = self
+            .req(Method::PUT, &with_query(&loc, &format!("digest={digest}")))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
         digest
     }
@@ -175,7 +180,8 @@ async fn monolithic_post_then_put_makes_a_pullable_blob() {
     let bytes = random_bytes(3 * 1024 * 1024 + 17, 1);
     let loc = api.start_upload("mono/one").await;
     let digest = sha256(&bytes);
-    let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(bytes.clone()).send().await.unwrap();
+    let r =
+        api.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(bytes.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), format!("/v2/mono/one/blobs/{digest}"));
     assert_eq!(header(&r, "docker-content-digest").unwrap(), digest);
@@ -196,7 +202,12 @@ async fn single_post_with_digest_creates_the_blob_at_once() {
     let (_s, api) = setup();
     let bytes = random_bytes(5000, 2);
     let digest = sha256(&bytes);
-    let r = api.req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={digest}")).body(bytes.clone()).send().await.unwrap();
+    let r = api
+        .req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={digest}"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), format!("/v2/single/blobs/{digest}"));
     let r = api.send(Method::GET, &format!("/v2/single/blobs/{digest}")).await;
@@ -204,7 +215,8 @@ async fn single_post_with_digest_creates_the_blob_at_once() {
 
     // The same, with a wrong digest: refused, and nothing is visible.
     let wrong = sha256(b"something else");
-    let r = api.req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={wrong}")).body(bytes).send().await.unwrap();
+    let r =
+        api.req(Method::POST, &format!("/v2/single/blobs/uploads/?digest={wrong}")).body(bytes).send().await.unwrap();
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     let r = api.send(Method::HEAD, &format!("/v2/single/blobs/{wrong}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -222,7 +234,8 @@ async fn chunked_upload_reports_progress_and_completes() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range").unwrap(), "0-0");
 
-    let r = api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
+    let r =
+        api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&r, "range").unwrap(), "0-9");
     assert_eq!(header(&r, "docker-upload-uuid").unwrap(), id);
@@ -258,12 +271,15 @@ async fn out_of_order_or_overlapping_chunks_are_416_and_change_nothing() {
     let (_s, api) = setup();
     let bytes = random_bytes(20, 4);
     let loc = api.start_upload("order").await;
-    let r = api.req(Method::PATCH, &loc).header("content-range", "5-9").body(bytes[5..10].to_vec()).send().await.unwrap();
+    let r =
+        api.req(Method::PATCH, &loc).header("content-range", "5-9").body(bytes[5..10].to_vec()).send().await.unwrap();
     assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
-    let r = api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
+    let r =
+        api.req(Method::PATCH, &loc).header("content-range", "0-9").body(bytes[..10].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // Overlaps what is there.
-    let r = api.req(Method::PATCH, &loc).header("content-range", "5-14").body(bytes[5..15].to_vec()).send().await.unwrap();
+    let r =
+        api.req(Method::PATCH, &loc).header("content-range", "5-14").body(bytes[5..15].to_vec()).send().await.unwrap();
     assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
     // A final chunk out of order on PUT, too.
     let r = api
@@ -275,7 +291,13 @@ async fn out_of_order_or_overlapping_chunks_are_416_and_change_nothing() {
         .unwrap();
     assert_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
     // Content-Range and Content-Length disagree.
-    let r = api.req(Method::PATCH, &loc).header("content-range", "10-14").body(bytes[10..20].to_vec()).send().await.unwrap();
+    let r = api
+        .req(Method::PATCH, &loc)
+        .header("content-range", "10-14")
+        .body(bytes[10..20].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_error(r, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
     let r = api.send(Method::GET, &loc).await;
     assert_eq!(header(&r, "range").unwrap(), "0-9");
@@ -295,7 +317,12 @@ async fn digest_mismatch_on_put_is_rejected_and_leaves_nothing() {
     let (s, api) = setup_embedded();
     let loc = api.start_upload("mismatch").await;
     let claimed = sha256(b"the bytes the client meant");
-    let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={claimed}"))).body(b"other bytes".to_vec()).send().await.unwrap();
+    let r = api
+        .req(Method::PUT, &with_query(&loc, &format!("digest={claimed}")))
+        .body(b"other bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
     let body = assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     assert_eq!(body["errors"][0]["detail"]["expected"], claimed);
     assert_eq!(api.send(Method::HEAD, &format!("/v2/mismatch/blobs/{claimed}")).await.status(), StatusCode::NOT_FOUND);
@@ -320,7 +347,12 @@ async fn malformed_and_unsupported_digests_are_400() {
         ("nonsense", "DIGEST_INVALID"),
         (&format!("sha512:{}", "a".repeat(128)) as &str, "DIGEST_INVALID"),
     ] {
-        let r = api.req(Method::PUT, &with_query(&loc, &format!("digest={digest}"))).body(b"x".to_vec()).send().await.unwrap();
+        let r = api
+            .req(Method::PUT, &with_query(&loc, &format!("digest={digest}")))
+            .body(b"x".to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_error(r, StatusCode::BAD_REQUEST, code).await;
     }
     let r = api.req(Method::PUT, &loc).body(b"x".to_vec()).send().await.unwrap();
@@ -339,7 +371,8 @@ async fn unknown_upload_sessions_are_404() {
         assert_error(api.send(Method::GET, &path).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
         let r = api.req(Method::PATCH, &path).body(b"x".to_vec()).send().await.unwrap();
         assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-        let r = api.req(Method::PUT, &format!("{path}?digest={}", sha256(b"x"))).body(b"x".to_vec()).send().await.unwrap();
+        let r =
+            api.req(Method::PUT, &format!("{path}?digest={}", sha256(b"x"))).body(b"x".to_vec()).send().await.unwrap();
         assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
         assert_error(api.send(Method::DELETE, &path).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     }
@@ -388,9 +421,19 @@ async fn blob_ranges_are_served_and_unsatisfiable_ones_are_416() {
 async fn unknown_blobs_are_404_with_error_json() {
     let (_s, api) = setup();
     let digest = sha256(b"never pushed");
-    assert_error(api.send(Method::GET, &format!("/v2/nothing/blobs/{digest}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    assert_error(
+        api.send(Method::GET, &format!("/v2/nothing/blobs/{digest}")).await,
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+    )
+    .await;
     assert_eq!(api.send(Method::HEAD, &format!("/v2/nothing/blobs/{digest}")).await.status(), StatusCode::NOT_FOUND);
-    assert_error(api.send(Method::DELETE, &format!("/v2/nothing/blobs/{digest}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    assert_error(
+        api.send(Method::DELETE, &format!("/v2/nothing/blobs/{digest}")).await,
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -441,7 +484,12 @@ async fn every_manifest_kind_round_trips_by_tag_and_digest() {
         for (reference, body, mt) in [("amd64", &b1, media_type), ("multi", &ib, index_type)] {
             let digest = sha256(body);
             for r in [reference.to_owned(), digest.clone()] {
-                let resp = api.req(Method::GET, &format!("/v2/{repo}/manifests/{r}")).header("accept", mt).send().await.unwrap();
+                let resp = api
+                    .req(Method::GET, &format!("/v2/{repo}/manifests/{r}"))
+                    .header("accept", mt)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status(), StatusCode::OK);
                 assert_eq!(header(&resp, "content-type").unwrap(), mt);
                 assert_eq!(header(&resp, "docker-content-digest").unwrap(), digest);
@@ -455,18 +503,43 @@ async fn every_manifest_kind_round_trips_by_tag_and_digest() {
         }
         // A client that cannot read indexes gets the linux/amd64 manifest of a tagged
         // index; one that cannot read what is stored at all gets a 404.
-        let only_image = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("accept", media_type).send().await.unwrap();
+        let only_image = api
+            .req(Method::GET, &format!("/v2/{repo}/manifests/multi"))
+            .header("accept", media_type)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(only_image.status(), StatusCode::OK);
         assert_eq!(header(&only_image, "docker-content-digest").unwrap(), d1);
-        let by_digest = api.req(Method::GET, &format!("/v2/{repo}/manifests/{}", sha256(&ib))).header("accept", media_type).send().await.unwrap();
+        let by_digest = api
+            .req(Method::GET, &format!("/v2/{repo}/manifests/{}", sha256(&ib)))
+            .header("accept", media_type)
+            .send()
+            .await
+            .unwrap();
         assert_error(by_digest, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-        let wrong = api.req(Method::GET, &format!("/v2/{repo}/manifests/amd64")).header("accept", "application/x-other, text/plain").send().await.unwrap();
+        let wrong = api
+            .req(Method::GET, &format!("/v2/{repo}/manifests/amd64"))
+            .header("accept", "application/x-other, text/plain")
+            .send()
+            .await
+            .unwrap();
         assert_error(wrong, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-        let wild = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("accept", "application/*").send().await.unwrap();
+        let wild = api
+            .req(Method::GET, &format!("/v2/{repo}/manifests/multi"))
+            .header("accept", "application/*")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(header(&wild, "content-type").unwrap(), index_type);
 
         // A conditional GET with the current ETag is answered 304.
-        let r = api.req(Method::GET, &format!("/v2/{repo}/manifests/multi")).header("if-none-match", format!("\"{}\"", sha256(&ib))).send().await.unwrap();
+        let r = api
+            .req(Method::GET, &format!("/v2/{repo}/manifests/multi"))
+            .header("if-none-match", format!("\"{}\"", sha256(&ib)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     }
 }
@@ -501,7 +574,9 @@ async fn malformed_oversize_and_mismatched_manifests_are_rejected() {
     assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     let r = api.put_manifest("bad", "v1", OCI_MANIFEST, b"[1,2,3]").await;
     assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let r = api.put_manifest("bad", "v1", "application/vnd.docker.distribution.manifest.v1+json", b"{\"schemaVersion\":1}").await;
+    let r = api
+        .put_manifest("bad", "v1", "application/vnd.docker.distribution.manifest.v1+json", b"{\"schemaVersion\":1}")
+        .await;
     assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     // Content-Type disagrees with the body's mediaType.
     let config = api.push_blob("bad", b"{}").await;
@@ -593,7 +668,9 @@ async fn referrers_list_manifests_with_a_subject() {
     let sbom_desc = m.iter().find(|d| d["digest"] == sha256(&sbom)).unwrap();
     assert_eq!(sbom_desc["artifactType"], "application/vnd.oci.image.config.v1+json");
 
-    let r = api.send(Method::GET, &format!("/v2/refs/referrers/{subject}?artifactType=application/vnd.example.signature.v1")).await;
+    let r = api
+        .send(Method::GET, &format!("/v2/refs/referrers/{subject}?artifactType=application/vnd.example.signature.v1"))
+        .await;
     assert_eq!(header(&r, "oci-filters-applied").unwrap(), "artifactType");
     let idx: Value = r.json().await.unwrap();
     assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
@@ -604,7 +681,12 @@ async fn referrers_list_manifests_with_a_subject() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.json::<Value>().await.unwrap()["manifests"], json!([]));
     }
-    assert_error(api.send(Method::GET, "/v2/refs/referrers/sha256:zzz").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    assert_error(
+        api.send(Method::GET, "/v2/refs/referrers/sha256:zzz").await,
+        StatusCode::BAD_REQUEST,
+        "DIGEST_INVALID",
+    )
+    .await;
 
     // A referrer may be pushed before its subject exists.
     let future = sha256(b"not yet pushed");
@@ -621,14 +703,22 @@ async fn deleting_tags_and_manifests() {
     let config = api.push_blob("del", b"{}").await;
     let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
     api.put_manifest("del", "b", OCI_MANIFEST, &body).await;
-    let r = api.put_manifest("del", "c", OCI_MANIFEST, &api.send(Method::GET, "/v2/del/manifests/a").await.bytes().await.unwrap()).await;
+    let r = api
+        .put_manifest(
+            "del",
+            "c",
+            OCI_MANIFEST,
+            &api.send(Method::GET, "/v2/del/manifests/a").await.bytes().await.unwrap(),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Deleting a tag leaves the manifest and its other tags.
     assert_eq!(api.send(Method::DELETE, "/v2/del/manifests/a").await.status(), StatusCode::ACCEPTED);
     assert_error(api.send(Method::GET, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::OK);
-    assert_error(api.send(Method::DELETE, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(api.send(Method::DELETE, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+        .await;
 
     // Deleting the manifest takes every tag on it.
     assert_eq!(api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::ACCEPTED);
@@ -636,7 +726,12 @@ async fn deleting_tags_and_manifests() {
     assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::NOT_FOUND);
     let r = api.send(Method::GET, "/v2/del/tags/list").await;
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["b"]));
-    assert_error(api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(
+        api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await,
+        StatusCode::NOT_FOUND,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -647,7 +742,13 @@ async fn tag_list_is_sorted_and_paginated() {
     let digest = sha256(&body);
     let tags = ["b", "a", "C", "a1", "_x", "z", "10", "9"];
     let query: Vec<_> = tags.iter().map(|t| format!("tag={t}")).collect();
-    let r = api.req(Method::PUT, &format!("/v2/pages/manifests/{digest}?{}", query.join("&"))).header("content-type", OCI_MANIFEST).body(body).send().await.unwrap();
+    let r = api
+        .req(Method::PUT, &format!("/v2/pages/manifests/{digest}?{}", query.join("&")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
     let mut sorted: Vec<_> = tags.iter().map(|t| t.to_string()).collect();
@@ -725,7 +826,12 @@ async fn invalid_names_are_refused_before_anything_happens() {
 async fn wrong_methods_and_unknown_paths_get_error_json() {
     let (_s, api) = setup();
     assert_error(api.send(Method::POST, "/v2/a/tags/list").await, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
-    assert_error(api.send(Method::PATCH, "/v2/a/manifests/latest").await, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    assert_error(
+        api.send(Method::PATCH, "/v2/a/manifests/latest").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+    )
+    .await;
     assert_error(api.send(Method::GET, "/v2/a/something/else").await, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
     assert_error(api.send(Method::GET, "/nope").await, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
 }
@@ -734,7 +840,8 @@ async fn wrong_methods_and_unknown_paths_get_error_json() {
 pub fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len())
+        .unwrap();
     s.write_all(body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -752,7 +859,8 @@ async fn truncated_chunk_is_not_acknowledged_and_the_upload_resumes() {
     // Promise 2000 bytes, send 700, hang up.
     {
         let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
-        write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nContent-Range: 0-1999\r\n\r\n").unwrap();
+        write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nContent-Range: 0-1999\r\n\r\n")
+            .unwrap();
         sock.write_all(&bytes[..700]).unwrap();
         sock.shutdown(std::net::Shutdown::Both).unwrap();
     }
@@ -762,7 +870,13 @@ async fn truncated_chunk_is_not_acknowledged_and_the_upload_resumes() {
         let r = api.send(Method::GET, &loc).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         range = header(&r, "range").unwrap();
-        let r = api.req(Method::PATCH, &loc).header("content-range", "0-999").body(bytes[..1000].to_vec()).send().await.unwrap();
+        let r = api
+            .req(Method::PATCH, &loc)
+            .header("content-range", "0-999")
+            .body(bytes[..1000].to_vec())
+            .send()
+            .await
+            .unwrap();
         if r.status() == StatusCode::ACCEPTED {
             break;
         }
@@ -788,7 +902,13 @@ async fn uploads_survive_a_restart_and_resume() {
     let api = Api::new(s.url());
     let bytes = random_bytes(100_000, 8);
     let loc = api.start_upload("resume").await;
-    let r = api.req(Method::PATCH, &loc).header("content-range", "0-59999").body(bytes[..60_000].to_vec()).send().await.unwrap();
+    let r = api
+        .req(Method::PATCH, &loc)
+        .header("content-range", "0-59999")
+        .body(bytes[..60_000].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     let s = s.restart();
@@ -849,7 +969,10 @@ async fn a_layer_pushed_to_many_repositories_is_stored_once() {
     let on_disk: u64 = walk(&s.data_dir().join("blobs")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     // One copy of the 2 MiB layer plus ten tiny configs.
     assert!(on_disk >= layer.len() as u64 && on_disk < layer.len() as u64 + 1000, "{on_disk} bytes of blobs on disk");
-    let copies = walk(&s.data_dir().join("blobs")).iter().filter(|p| std::fs::metadata(p).unwrap().len() == layer.len() as u64).count();
+    let copies = walk(&s.data_dir().join("blobs"))
+        .iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() == layer.len() as u64)
+        .count();
     assert_eq!(copies, 1);
 }
 

@@ -14,9 +14,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::fixtures::{
-    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Image, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
-    OCI_MANIFEST, Platform, blob_path, gunzip, oci_index_layout, oci_layout, oci_platform_layout, random_bytes,
-    sha256_digest, tagged_digest,
+    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Image, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
+    Platform, blob_path, gunzip, oci_index_layout, oci_layout, oci_platform_layout, random_bytes, sha256_digest,
+    tagged_digest,
 };
 use crate::support::{TestServer, require, run};
 
@@ -101,7 +101,8 @@ impl Clients {
 
     /// `skopeo inspect` of `reference` (`HOST/NAME:TAG` or `HOST/NAME@DIGEST`), parsed.
     fn inspect(&self, reference: &str) -> Value {
-        serde_json::from_str(&self.skopeo(&["inspect", "--tls-verify=false", &format!("docker://{reference}")])).unwrap()
+        serde_json::from_str(&self.skopeo(&["inspect", "--tls-verify=false", &format!("docker://{reference}")]))
+            .unwrap()
     }
 
     /// `skopeo inspect --raw`: the manifest bytes exactly as the registry served them.
@@ -162,10 +163,8 @@ fn http_get(server: &TestServer, path: &str, accept: &str) -> HttpResponse {
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
@@ -203,7 +202,8 @@ fn assert_manifest_unknown(server: &TestServer, name: &str, reference: &str) {
     let r = http_get(server, &format!("/v2/{name}/manifests/{reference}"), ACCEPT_ANY_MANIFEST);
     assert_eq!(r.status, 404, "GET {name}:{reference}: {}", String::from_utf8_lossy(&r.body));
     let body = r.json();
-    let codes: Vec<&str> = body["errors"].as_array().map(|e| e.iter().filter_map(|e| e["code"].as_str()).collect()).unwrap_or_default();
+    let codes: Vec<&str> =
+        body["errors"].as_array().map(|e| e.iter().filter_map(|e| e["code"].as_str()).collect()).unwrap_or_default();
     assert_eq!(codes, ["MANIFEST_UNKNOWN"], "GET {name}:{reference}");
 }
 
@@ -215,7 +215,12 @@ fn oci_ref(dir: &Path, tag: &str) -> String {
 /// Asserts that the layout `copy` holds byte-identical copies of `image`'s manifest, config
 /// and layers, with the manifest tagged `tag`.
 fn assert_layout_holds(copy: &Path, tag: &str, image: &Image) {
-    assert_eq!(tagged_digest(copy, tag).as_deref(), Some(image.manifest_digest.as_str()), "{tag} in {}", copy.display());
+    assert_eq!(
+        tagged_digest(copy, tag).as_deref(),
+        Some(image.manifest_digest.as_str()),
+        "{tag} in {}",
+        copy.display()
+    );
     assert!(std::fs::read(blob_path(copy, &image.manifest_digest)).unwrap() == image.manifest);
     assert!(std::fs::read(blob_path(copy, &image.config_digest)).unwrap() == image.config);
     for (digest, diff_id) in image.layer_digests.iter().zip(&image.diff_ids) {
@@ -273,7 +278,13 @@ fn skopeo_copy_all_pushes_a_multi_platform_index_and_serves_every_child_by_diges
     let src = server.scratch("src");
     let index = oci_index_layout(&src, "v1", &[Platform::LINUX_AMD64, Platform::LINUX_ARM64], &[300_000, 20_000]);
 
-    clients.skopeo(&["copy", "--all", "--dest-tls-verify=false", &oci_ref(&src, "v1"), &format!("docker://{host}/skopeo/multi:v1")]);
+    clients.skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &oci_ref(&src, "v1"),
+        &format!("docker://{host}/skopeo/multi:v1"),
+    ]);
 
     // The index and each platform's manifest are served as pushed: tag and digest.
     assert_serves_manifest(&server, "skopeo/multi", "v1", &index.index, OCI_INDEX);
@@ -293,7 +304,11 @@ fn skopeo_copy_all_pushes_a_multi_platform_index_and_serves_every_child_by_diges
     // A client picking a platform out of the index gets that platform's image.
     let arm = &index.images[1];
     let picked: Value = serde_json::from_str(&clients.skopeo(&[
-        "--override-arch", "arm64", "inspect", "--tls-verify=false", &format!("docker://{host}/skopeo/multi:v1"),
+        "--override-arch",
+        "arm64",
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{host}/skopeo/multi:v1"),
     ]))
     .unwrap();
     // (skopeo reports the digest of the reference it was given: the index's.)
@@ -304,7 +319,10 @@ fn skopeo_copy_all_pushes_a_multi_platform_index_and_serves_every_child_by_diges
     // One child pulled by digest comes back whole.
     let dst = server.scratch("arm64");
     clients.skopeo(&[
-        "copy", "--src-tls-verify=false", &format!("docker://{host}/skopeo/multi@{}", arm.manifest_digest), &oci_ref(&dst, "arm64"),
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/skopeo/multi@{}", arm.manifest_digest),
+        &oci_ref(&dst, "arm64"),
     ]);
     assert_layout_holds(&dst, "arm64", arm);
 }
@@ -316,9 +334,16 @@ fn skopeo_inspect_reports_the_pushed_image_and_raw_returns_its_exact_manifest_an
     let clients = Clients::new(&server);
     let src = server.scratch("src");
     let image = oci_platform_layout(&src, "v1", Platform::LINUX_ARM64, &[50_000, 60_000]);
-    clients.skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&src, "v1"), &format!("docker://{host}/skopeo/inspected:v1")]);
+    clients.skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_ref(&src, "v1"),
+        &format!("docker://{host}/skopeo/inspected:v1"),
+    ]);
 
-    for reference in [format!("{host}/skopeo/inspected:v1"), format!("{host}/skopeo/inspected@{}", image.manifest_digest)] {
+    for reference in
+        [format!("{host}/skopeo/inspected:v1"), format!("{host}/skopeo/inspected@{}", image.manifest_digest)]
+    {
         let info = clients.inspect(&reference);
         assert_eq!(info["Name"], format!("{host}/skopeo/inspected"), "{reference}");
         assert_eq!(info["Digest"], image.manifest_digest, "{reference}");
@@ -328,11 +353,13 @@ fn skopeo_inspect_reports_the_pushed_image_and_raw_returns_its_exact_manifest_an
         assert_eq!(info["RepoTags"], json!(["v1"]), "{reference}");
 
         assert!(clients.inspect_raw(&reference) == image.manifest, "{reference}: raw manifest differs");
-        let config = clients.skopeo(&["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{reference}")]);
+        let config =
+            clients.skopeo(&["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{reference}")]);
         assert!(config.as_bytes() == image.config, "{reference}: raw config differs");
     }
 
-    let missing = clients.skopeo_fails(&["inspect", "--tls-verify=false", &format!("docker://{host}/skopeo/inspected:nope")]);
+    let missing =
+        clients.skopeo_fails(&["inspect", "--tls-verify=false", &format!("docker://{host}/skopeo/inspected:nope")]);
     assert!(missing.contains("manifest unknown"), "{missing}");
 }
 
@@ -346,10 +373,20 @@ fn skopeo_list_tags_returns_every_pushed_tag_of_the_repository_in_lexical_order(
     let other = oci_layout(&src, "other", &[10_000]);
     let tags = ["v1", "1.0", "latest", "1.1-rc.1", "Stable", "a_b", "z"];
     for tag in tags {
-        clients.skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&src, "v1"), &format!("docker://{host}/skopeo/tags:{tag}")]);
+        clients.skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &oci_ref(&src, "v1"),
+            &format!("docker://{host}/skopeo/tags:{tag}"),
+        ]);
     }
     // Tags of another repository are not listed.
-    clients.skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&src, "other"), &format!("docker://{host}/skopeo/tags-elsewhere:x")]);
+    clients.skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_ref(&src, "other"),
+        &format!("docker://{host}/skopeo/tags-elsewhere:x"),
+    ]);
 
     let mut expected: Vec<&str> = tags.to_vec();
     expected.sort();
@@ -360,7 +397,12 @@ fn skopeo_list_tags_returns_every_pushed_tag_of_the_repository_in_lexical_order(
     }
 
     // Pushing another image to a tag moves it.
-    clients.skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&src, "other"), &format!("docker://{host}/skopeo/tags:latest")]);
+    clients.skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_ref(&src, "other"),
+        &format!("docker://{host}/skopeo/tags:latest"),
+    ]);
     assert_eq!(clients.inspect(&format!("{host}/skopeo/tags:latest"))["Digest"], other.manifest_digest);
     assert_eq!(clients.list_tags(&format!("{host}/skopeo/tags")), json!(expected));
 }
@@ -374,10 +416,19 @@ fn skopeo_delete_by_digest_removes_the_manifest_and_every_tag_on_it() {
     let doomed = oci_layout(&src, "doomed", &[20_000]);
     let kept = oci_layout(&src, "kept", &[20_000]);
     for (layout_tag, tag) in [("doomed", "a"), ("doomed", "b"), ("kept", "c")] {
-        clients.skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&src, layout_tag), &format!("docker://{host}/skopeo/delete:{tag}")]);
+        clients.skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &oci_ref(&src, layout_tag),
+            &format!("docker://{host}/skopeo/delete:{tag}"),
+        ]);
     }
 
-    clients.skopeo(&["delete", "--tls-verify=false", &format!("docker://{host}/skopeo/delete@{}", doomed.manifest_digest)]);
+    clients.skopeo(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{host}/skopeo/delete@{}", doomed.manifest_digest),
+    ]);
 
     for reference in ["a", "b", doomed.manifest_digest.as_str()] {
         assert_manifest_unknown(&server, "skopeo/delete", reference);
@@ -388,7 +439,12 @@ fn skopeo_delete_by_digest_removes_the_manifest_and_every_tag_on_it() {
     assert_eq!(clients.list_tags(&format!("{host}/skopeo/delete")), json!(["c"]));
     // The other image is still whole.
     let back = server.scratch("back");
-    clients.skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/skopeo/delete:c"), &oci_ref(&back, "c")]);
+    clients.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/skopeo/delete:c"),
+        &oci_ref(&back, "c"),
+    ]);
     assert_layout_holds(&back, "c", &kept);
 }
 
@@ -413,8 +469,17 @@ fn skopeo_sync_mirrors_every_tag_of_a_repository_into_another_repository() {
 
     // sync names the destination after the source's last path component: mirror/source.
     clients.skopeo(&[
-        "sync", "--all", "--preserve-digests", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
-        "--dest-tls-verify=false", &format!("{host}/skopeo/source"), &format!("{host}/mirror"),
+        "sync",
+        "--all",
+        "--preserve-digests",
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("{host}/skopeo/source"),
+        &format!("{host}/mirror"),
     ]);
 
     assert_eq!(clients.list_tags(&format!("{host}/mirror/source")), json!(["multi", "one", "two"]));
@@ -426,11 +491,19 @@ fn skopeo_sync_mirrors_every_tag_of_a_repository_into_another_repository() {
     }
     // The mirror's blobs are all there: a copy out of it is complete.
     let back = server.scratch("back");
-    clients.skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/mirror/source:two"), &oci_ref(&back, "two")]);
+    clients.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/mirror/source:two"),
+        &oci_ref(&back, "two"),
+    ]);
     assert_layout_holds(&back, "two", &two);
     let arm = &multi.images[1];
     clients.skopeo(&[
-        "copy", "--src-tls-verify=false", &format!("docker://{host}/mirror/source@{}", arm.manifest_digest), &oci_ref(&back, "arm"),
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/mirror/source@{}", arm.manifest_digest),
+        &oci_ref(&back, "arm"),
     ]);
     assert_layout_holds(&back, "arm", arm);
 }
@@ -454,8 +527,15 @@ fn podman_push_then_pull_returns_the_same_image_id_and_digest() {
     let digest_file = clients.path("pushed.digest");
     let remote = format!("{host}/podman/app:v1");
     clients.podman(&[
-        "push", "-q", "--tls-verify=false", "--signature-policy", &policy, "--digestfile", &digest_file,
-        hex(&image.config_digest), &format!("docker://{remote}"),
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "--signature-policy",
+        &policy,
+        "--digestfile",
+        &digest_file,
+        hex(&image.config_digest),
+        &format!("docker://{remote}"),
     ]);
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
     let served = clients.inspect_raw(&remote);
@@ -475,7 +555,12 @@ fn podman_push_then_pull_returns_the_same_image_id_and_digest() {
     // By digest too.
     clients.podman(&["rmi", "-a", "-f"]);
     let by_digest = clients.podman(&[
-        "pull", "-q", "--tls-verify=false", "--signature-policy", &policy, &format!("{host}/podman/app@{pushed}"),
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--signature-policy",
+        &policy,
+        &format!("{host}/podman/app@{pushed}"),
     ]);
     assert_eq!(by_digest.trim(), hex(&image.config_digest));
 }
@@ -506,19 +591,39 @@ fn podman_manifest_push_all_serves_an_index_of_both_platforms() {
     for (image, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
         let digest_file = clients.path(&format!("{arch}.digest"));
         clients.podman(&[
-            "push", "-q", "--tls-verify=false", "--signature-policy", &policy, "--digestfile", &digest_file,
-            hex(&image.config_digest), &format!("docker://{host}/podman/multi:{arch}"),
+            "push",
+            "-q",
+            "--tls-verify=false",
+            "--signature-policy",
+            &policy,
+            "--digestfile",
+            &digest_file,
+            hex(&image.config_digest),
+            &format!("docker://{host}/podman/multi:{arch}"),
         ]);
         pushed.push(std::fs::read_to_string(&digest_file).unwrap());
     }
 
     clients.podman(&["manifest", "create", "berth-test-list"]);
     for arch in ["amd64", "arm64"] {
-        clients.podman(&["manifest", "add", "--tls-verify=false", "berth-test-list", &format!("docker://{host}/podman/multi:{arch}")]);
+        clients.podman(&[
+            "manifest",
+            "add",
+            "--tls-verify=false",
+            "berth-test-list",
+            &format!("docker://{host}/podman/multi:{arch}"),
+        ]);
     }
     let list_digest_file = clients.path("list.digest");
     clients.podman(&[
-        "manifest", "push", "--all", "-q", "--tls-verify=false", "--digestfile", &list_digest_file, "berth-test-list",
+        "manifest",
+        "push",
+        "--all",
+        "-q",
+        "--tls-verify=false",
+        "--digestfile",
+        &list_digest_file,
+        "berth-test-list",
         &format!("docker://{host}/podman/multi:index"),
     ]);
 
@@ -544,7 +649,14 @@ fn podman_manifest_push_all_serves_an_index_of_both_platforms() {
     // podman picks the requested platform out of the list.
     clients.podman(&["rmi", "-a", "-f"]);
     let id = clients.podman(&[
-        "pull", "-q", "--tls-verify=false", "--signature-policy", &policy, "--arch", "arm64", &format!("{host}/podman/multi:index"),
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--signature-policy",
+        &policy,
+        "--arch",
+        "arm64",
+        &format!("{host}/podman/multi:index"),
     ]);
     assert_eq!(id.trim(), hex(&arm.config_digest));
     let arch = clients.podman(&["image", "inspect", "--format", "{{.Architecture}}", id.trim()]);
@@ -577,8 +689,17 @@ fn buildah_pushes_oci_and_docker_v2s2_manifests_that_skopeo_pulls_back_intact() 
         let remote = format!("{host}/buildah/image:{format}");
         let digest_file = clients.path(&format!("{format}.digest"));
         clients.buildah(&[
-            "push", "-q", "--tls-verify=false", "--signature-policy", &policy, "--format", format, "--digestfile",
-            &digest_file, "berth-buildah-image", &format!("docker://{remote}"),
+            "push",
+            "-q",
+            "--tls-verify=false",
+            "--signature-policy",
+            &policy,
+            "--format",
+            format,
+            "--digestfile",
+            &digest_file,
+            "berth-buildah-image",
+            &format!("docker://{remote}"),
         ]);
 
         let raw = clients.inspect_raw(&remote);
@@ -595,7 +716,12 @@ fn buildah_pushes_oci_and_docker_v2s2_manifests_that_skopeo_pulls_back_intact() 
 
         // Pulled back into a `dir:` copy: the same manifest, and the file inside the layer.
         let dir = server.scratch(&format!("pulled-{format}"));
-        clients.skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{remote}"), &format!("dir:{}", dir.display())]);
+        clients.skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("dir:{}", dir.display()),
+        ]);
         assert!(std::fs::read(dir.join("manifest.json")).unwrap() == raw, "{format}");
         let layer_digest = layers[0]["digest"].as_str().unwrap();
         let layer = std::fs::read(dir.join(hex(layer_digest))).unwrap();
@@ -605,7 +731,8 @@ fn buildah_pushes_oci_and_docker_v2s2_manifests_that_skopeo_pulls_back_intact() 
         let mut found = None;
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();
-            if entry.path().unwrap().to_str().unwrap().trim_start_matches("./").trim_start_matches('/') == "payload.bin" {
+            if entry.path().unwrap().to_str().unwrap().trim_start_matches("./").trim_start_matches('/') == "payload.bin"
+            {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).unwrap();
                 found = Some(bytes);

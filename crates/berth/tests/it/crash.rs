@@ -84,12 +84,17 @@ async fn pusher(base: String, worker: u64, round: u64, ledger: Arc<Mutex<Ledger>
             api.req(Method::PUT, &format!("{loc}?digest={digest}")).body(bytes.clone()).send().await
         };
         match result {
-            Ok(r) if r.status() == StatusCode::CREATED || (acked == len && r.status() == StatusCode::RANGE_NOT_SATISFIABLE) => {
+            Ok(r)
+                if r.status() == StatusCode::CREATED
+                    || (acked == len && r.status() == StatusCode::RANGE_NOT_SATISFIABLE) =>
+            {
                 if r.status() == StatusCode::CREATED {
                     ledger.lock().unwrap().blobs.push((repo.clone(), digest.clone(), seed, len));
                 }
             }
-            Ok(r) => panic!("unexpected {} while the server was up: {}", r.status(), r.text().await.unwrap_or_default()),
+            Ok(r) => {
+                panic!("unexpected {} while the server was up: {}", r.status(), r.text().await.unwrap_or_default())
+            }
             Err(_) => {
                 if chunked {
                     ledger.lock().unwrap().interrupted.push((loc, seed, len, acked));
@@ -99,7 +104,14 @@ async fn pusher(base: String, worker: u64, round: u64, ledger: Arc<Mutex<Ledger>
         }
         // A manifest naming that blob as its only layer, under a fresh tag.
         let config = b"{}";
-        let Ok(r) = api.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(config))).body(config.to_vec()).send().await else { return };
+        let Ok(r) = api
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(config)))
+            .body(config.to_vec())
+            .send()
+            .await
+        else {
+            return;
+        };
         if r.status() != StatusCode::CREATED {
             return;
         }
@@ -186,9 +198,8 @@ async fn acknowledged_pushes_survive_sigkill_at_random_moments() {
             resumed += 1;
         }
 
-        let workers: Vec<_> = (0..4)
-            .map(|w| tokio::spawn(pusher(server.url(), w, round, Arc::clone(&ledger))))
-            .collect();
+        let workers: Vec<_> =
+            (0..4).map(|w| tokio::spawn(pusher(server.url(), w, round, Arc::clone(&ledger)))).collect();
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
         server.kill9();
         for w in workers {

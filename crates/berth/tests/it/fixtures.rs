@@ -246,7 +246,9 @@ fn tag_in_layout(dir: &Path, tag: &str, media_type: &str, digest: &str, size: us
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let path = dir.join("index.json");
     let mut entries: Vec<Value> = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap()["manifests"].as_array().cloned().unwrap_or_default(),
+        Ok(bytes) => {
+            serde_json::from_slice::<Value>(&bytes).unwrap()["manifests"].as_array().cloned().unwrap_or_default()
+        }
         Err(_) => Vec::new(),
     };
     entries.retain(|m| m["annotations"][REF_NAME] != tag);

@@ -62,7 +62,13 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     let blob = random_bytes(11 * MIB + 5, 1);
     let digest = sha256(&blob);
     let loc = api[0].start_upload("multi/upload").await;
-    let r = api[1].req(Method::PATCH, &loc).header("content-range", format!("0-{}", 6 * MIB - 1)).body(blob[..6 * MIB].to_vec()).send().await.unwrap();
+    let r = api[1]
+        .req(Method::PATCH, &loc)
+        .header("content-range", format!("0-{}", 6 * MIB - 1))
+        .body(blob[..6 * MIB].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = api[2].send(Method::GET, &loc).await;
     assert_eq!(r.headers()["range"], format!("0-{}", 6 * MIB - 1).as_str());
@@ -118,7 +124,13 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     let big_digest = sha256(&big);
     let loc = api[0].start_upload("multi/killed").await;
     let first = 9 * MIB;
-    let r = api[0].req(Method::PATCH, &loc).header("content-range", format!("0-{}", first - 1)).body(big[..first].to_vec()).send().await.unwrap();
+    let r = api[0]
+        .req(Method::PATCH, &loc)
+        .header("content-range", format!("0-{}", first - 1))
+        .body(big[..first].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // The next chunk trickles in; the node is killed while it does.
     let rest: Vec<Bytes> = big[first..].chunks(256 * 1024).map(Bytes::copy_from_slice).collect();
@@ -141,7 +153,13 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     let r = api[1].send(Method::GET, &loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["range"], format!("0-{}", first - 1).as_str(), "only the acknowledged chunk counts");
-    let r = api[1].req(Method::PATCH, &loc).header("content-range", format!("{first}-{}", 15 * MIB - 1)).body(big[first..15 * MIB].to_vec()).send().await.unwrap();
+    let r = api[1]
+        .req(Method::PATCH, &loc)
+        .header("content-range", format!("{first}-{}", 15 * MIB - 1))
+        .body(big[first..15 * MIB].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = api[2]
         .req(Method::PUT, &format!("{loc}?digest={big_digest}"))
