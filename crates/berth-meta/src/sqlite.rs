@@ -36,13 +36,18 @@ struct WalSync {
     wal: PathBuf,
     /// Tickets handed out: a ticket is taken after the caller's commit was written.
     tickets: AtomicU64,
-    /// The highest ticket that an fsync has covered; held while an fsync runs.
-    synced: tokio::sync::Mutex<u64>,
-    /// The WAL file's inode when last synced: a new WAL file's directory entry must be
-    /// made durable too.
-    inode: std::sync::Mutex<Option<u64>>,
+    /// What the fsyncs so far covered; held while an fsync runs.
+    synced: tokio::sync::Mutex<Synced>,
     /// fsyncs done.
     fsyncs: AtomicU64,
+}
+
+#[derive(Default)]
+struct Synced {
+    /// The highest ticket covered.
+    ticket: u64,
+    /// The WAL file's inode: a new WAL file's directory entry must be made durable too.
+    inode: Option<u64>,
 }
 
 impl WalSync {
@@ -52,8 +57,7 @@ impl WalSync {
         WalSync {
             wal: wal.into(),
             tickets: AtomicU64::new(0),
-            synced: tokio::sync::Mutex::new(0),
-            inode: std::sync::Mutex::new(None),
+            synced: tokio::sync::Mutex::default(),
             fsyncs: AtomicU64::new(0),
         }
     }
@@ -61,21 +65,19 @@ impl WalSync {
     async fn sync(&self) -> Result<(), Error> {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         let mut synced = self.synced.lock().await;
-        if *synced >= ticket {
+        if synced.ticket >= ticket {
             return Ok(());
         }
         // Every ticket up to here was taken after its commit was written, so this fsync,
         // starting now, covers them all.
         let upto = self.tickets.load(Ordering::SeqCst);
-        let wal = self.wal.clone();
-        let seen = *self.inode.lock().unwrap();
-        let inode = tokio::task::spawn_blocking(move || sync_wal(&wal, seen))
+        let (wal, seen) = (self.wal.clone(), synced.inode);
+        synced.inode = tokio::task::spawn_blocking(move || sync_wal(&wal, seen))
             .await
             .map_err(Error::internal)?
             .map_err(|e| Error::internal(format!("fsync of the SQLite WAL: {e}")))?;
-        *self.inode.lock().unwrap() = inode;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        *synced = upto;
+        synced.ticket = upto;
         Ok(())
     }
 }

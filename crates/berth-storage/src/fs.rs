@@ -389,36 +389,41 @@ mod tests {
         crate::suite::run(&store).await;
     }
 
-    #[tokio::test]
-    async fn staged_bytes_from_another_boot_are_not_continued() {
+    fn abc() -> ByteStream {
+        crate::suite::body(vec![b"abc".to_vec()])
+    }
+
+    /// A store with the upload `id` holding `abc`, and the upload's state.
+    async fn staged_abc(id: &str) -> (tempfile::TempDir, FsBlobStore, UploadState) {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
-        let id = "0000bbbb-0000-4000-8000-000000000001";
         let state = store.create_upload(id).await.unwrap();
-        let chunk = || -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))])) };
-        let (_, state) = store.append_upload(id, &state, 0, chunk()).await.unwrap();
+        let (_, state) = store.append_upload(id, &state, 0, abc()).await.unwrap();
+        (dir, store, state)
+    }
+
+    #[tokio::test]
+    async fn staged_bytes_from_another_boot_are_not_continued() {
+        let id = "0000bbbb-0000-4000-8000-000000000001";
+        let (_dir, store, state) = staged_abc(id).await;
         // The same upload as recorded before a power loss: another boot's state.
         let before = "boot:00000000-0000-0000-0000-000000000000";
-        let err = store.append_upload(id, before, 3, chunk()).await.unwrap_err();
+        let err = store.append_upload(id, before, 3, abc()).await.unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { .. }), "{err:?}");
         let digest = Digest::of(b"abc");
         let err = store.commit_upload(id, before, 3, &digest).await.unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { .. }), "{err:?}");
         // From nothing, another boot's state is fine: there are no bytes to distrust.
-        let (n, fresh) = store.append_upload(id, before, 0, chunk()).await.unwrap();
+        let (n, fresh) = store.append_upload(id, before, 0, abc()).await.unwrap();
         assert_eq!((n, &fresh), (3, &state));
         store.commit_upload(id, &fresh, 3, &digest).await.unwrap();
     }
 
     #[tokio::test]
     async fn an_append_past_the_end_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = "0000bbbb-0000-4000-8000-000000000002";
-        let state = store.create_upload(id).await.unwrap();
-        let chunk = || -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))])) };
-        let (_, state) = store.append_upload(id, &state, 0, chunk()).await.unwrap();
-        let err = store.append_upload(id, &state, 10, chunk()).await.unwrap_err();
+        let (dir, store, state) = staged_abc(id).await;
+        let err = store.append_upload(id, &state, 10, abc()).await.unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { expected: 10, actual: 3 }), "{err:?}");
         assert_eq!(std::fs::metadata(dir.path().join("uploads").join(id)).unwrap().len(), 3);
     }

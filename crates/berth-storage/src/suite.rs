@@ -6,7 +6,7 @@ use futures_util::{StreamExt, stream};
 
 use crate::{BlobStore, ByteStream, StorageError};
 
-fn body(parts: Vec<Vec<u8>>) -> ByteStream {
+pub(crate) fn body(parts: Vec<Vec<u8>>) -> ByteStream {
     Box::pin(stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p))).collect::<Vec<_>>()))
 }
 
