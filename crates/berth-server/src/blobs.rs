@@ -17,6 +17,7 @@ use berth_meta::{BlobInfo, UploadRecord};
 use berth_storage::{ByteStream, StorageError};
 use futures_util::StreamExt;
 
+use crate::range::{parse_content_range, parse_range};
 use crate::response::{empty, header_value};
 use crate::{Access, Action, Ctx, Registry};
 
@@ -92,18 +93,6 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
         Body::from_stream(stream)
     };
     builder.body(body).map_err(Error::internal)
-}
-
-/// A single satisfiable range, `None` to send the whole blob (no range, or several:
-/// the server may ignore a multi-range request), or 416.
-fn parse_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error> {
-    let unsatisfiable = || Error::new(ErrorKind::BlobRangeInvalid).with_detail(format!("{value} of {size} bytes"));
-    let parsed = http_range_header::parse_range_header(value).map_err(|_| unsatisfiable())?;
-    let ranges = parsed.validate(size).map_err(|_| unsatisfiable())?;
-    match ranges.as_slice() {
-        [one] => Ok(Some(*one.start()..*one.end() + 1)),
-        _ => Ok(None),
-    }
 }
 
 pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
@@ -273,12 +262,11 @@ async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, closing: Closing
     let length = content_length(ctx.headers)?;
     let expected = match ctx.header("content-range") {
         Some(range) => {
-            let (start, end) = parse_content_range(range)?;
+            let (start, chunk) = parse_content_range(range)?;
             if start != offset {
                 return Err(Error::new(ErrorKind::UploadRangeInvalid)
                     .with_detail(format!("upload is at {offset}, chunk starts at {start}")));
             }
-            let chunk = end - start + 1;
             if length.is_some_and(|l| l != chunk) {
                 return Err(Error::new(ErrorKind::SizeInvalid)
                     .with_detail(format!("Content-Range is {chunk} bytes, Content-Length {}", length.unwrap_or(0))));
@@ -326,21 +314,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
         .get(header::CONTENT_LENGTH)
         .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::new(ErrorKind::SizeInvalid)))
         .transpose()
-}
-
-/// `Content-Range: <start>-<end>`, inclusive (a `bytes ` prefix is tolerated).
-fn parse_content_range(value: &str) -> Result<(u64, u64), Error> {
-    let invalid = || Error::new(ErrorKind::UploadRangeInvalid).with_detail(value.to_owned());
-    let v = value.trim();
-    let v = v.strip_prefix("bytes ").unwrap_or(v);
-    let v = v.split('/').next().unwrap_or(v);
-    let (start, end) = v.split_once('-').ok_or_else(invalid)?;
-    let start: u64 = start.parse().map_err(|_| invalid())?;
-    let end: u64 = end.parse().map_err(|_| invalid())?;
-    if end < start {
-        return Err(invalid());
-    }
-    Ok((start, end))
 }
 
 /// Verifies the digest of a finished upload and makes it a visible blob of `repo`.
@@ -399,27 +372,5 @@ impl<'a> Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.registry.busy.lock().unwrap().remove(&self.id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range_forms() {
-        assert_eq!(parse_content_range("0-99").unwrap(), (0, 99));
-        assert_eq!(parse_content_range("bytes 10-19/100").unwrap(), (10, 19));
-        assert!(parse_content_range("9-3").is_err());
-        assert!(parse_content_range("x-3").is_err());
-    }
-
-    #[test]
-    fn ranges_beyond_the_blob_are_unsatisfiable() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some(0..10));
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some(90..100));
-        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
-        assert_eq!(parse_range("bytes=100-200", 100).unwrap_err().kind, ErrorKind::BlobRangeInvalid);
-        assert_eq!(parse_range("chunks=1-2", 100).unwrap_err().kind, ErrorKind::BlobRangeInvalid);
     }
 }

@@ -24,6 +24,7 @@ mod blobs;
 pub mod endpoint;
 pub mod janitor;
 mod manifests;
+pub mod range;
 mod response;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Principal};
