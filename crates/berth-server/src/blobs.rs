@@ -1,25 +1,17 @@
-//! Blob endpoints: pull (`GET`/`HEAD` with ranges), delete, and the upload protocol
-//! (monolithic, chunked, resumable, cross-repository mount).
-//!
-//! Write path: bytes stream into the blob store's staging area while SHA-256 runs over
-//! them; the upload's acknowledged size, with the hash state over exactly those bytes,
-//! moves forward in the metadata store only after the bytes are written, so any request
-//! on any node can continue the upload. On the closing `PUT` the digest is checked, the staged bytes
-//! become the blob durably, and only then does a metadata transaction make it visible.
-
-use std::sync::{Arc, Mutex};
+//! Blob endpoints: pull (`GET`/`HEAD` with ranges) and delete. Uploads are in
+//! `uploads.rs`.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
-use berth_core::{Digest, DigestHasher, Error, ErrorKind, RepoName};
-use berth_meta::{BlobInfo, UploadRecord};
-use berth_storage::{ByteStream, StorageError};
+use berth_core::{Digest, Error, ErrorKind, RepoName};
+use berth_meta::BlobInfo;
+use berth_storage::StorageError;
 use futures_util::StreamExt;
 
-use crate::range::{parse_content_range, parse_range};
+use crate::range::parse_range;
 use crate::response::{empty, header_value};
-use crate::{Access, Action, Ctx, Registry};
+use crate::{Access, Action, Ctx};
 
 /// Maps a storage failure to what the client is told.
 pub(crate) fn storage_err(e: StorageError) -> Error {
@@ -30,29 +22,8 @@ pub(crate) fn storage_err(e: StorageError) -> Error {
     }
 }
 
-/// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
-/// shorter than acknowledged (lost with the machine) cannot be resumed: the client is
-/// told the upload is unknown and starts again.
-fn upload_err(e: StorageError) -> Error {
-    match e {
-        StorageError::NotFound | StorageError::OffsetMismatch { .. } => {
-            Error::new(ErrorKind::BlobUploadUnknown).with_message(format!("the upload's staged bytes are gone: {e}"))
-        }
-        other => storage_err(other),
-    }
-}
-
-fn blob_location(repo: &RepoName, digest: &Digest) -> String {
+pub(crate) fn blob_location(repo: &RepoName, digest: &Digest) -> String {
     format!("/v2/{repo}/blobs/{digest}")
-}
-
-fn upload_location(repo: &RepoName, id: &str) -> String {
-    format!("/v2/{repo}/blobs/uploads/{id}")
-}
-
-/// `Range: 0-<last byte>` as uploads report it (`0-0` when empty, as distribution does).
-fn upload_range(size: u64) -> String {
-    format!("0-{}", size.saturating_sub(1))
 }
 
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
@@ -85,12 +56,21 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
     let body = if *ctx.method == axum::http::Method::HEAD {
         Body::empty()
     } else {
-        let stream = reg.blobs.read_blob(&key, range).await.map_err(|e| match e {
+        // Always the range meant, so a stored file shorter than recorded fails here, with
+        // a clean error, rather than as a short body.
+        let stream = reg.blobs.read_blob(&key, Some(range.unwrap_or(0..size))).await.map_err(|e| match e {
             // Metadata says it exists; the bytes must too.
             StorageError::NotFound => Error::internal(format!("blob {digest} is recorded but missing from storage")),
-            other => storage_err(other),
+            other => Error::internal(format!("blob {digest}: {other}")),
         })?;
-        Body::from_stream(stream)
+        // A failure once the body has started can only cut the response short: logged
+        // here, once, since no error response can follow.
+        let digest = digest.clone();
+        Body::from_stream(stream.inspect(move |chunk| {
+            if let Err(e) = chunk {
+                tracing::error!(%digest, error = %e, "reading a blob failed while it was served");
+            }
+        }))
     };
     builder.body(body).map_err(Error::internal)
 }
@@ -103,274 +83,4 @@ pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Re
         return Err(Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string()));
     }
     Ok(empty(StatusCode::ACCEPTED))
-}
-
-fn created(repo: &RepoName, digest: &Digest) -> Response {
-    let mut r = empty(StatusCode::CREATED);
-    let h = r.headers_mut();
-    h.insert(header::LOCATION, header_value(&blob_location(repo, digest)));
-    h.insert("docker-content-digest", header_value(digest.as_str()));
-    r
-}
-
-fn accepted(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
-    let mut r = empty(status);
-    let h = r.headers_mut();
-    h.insert(header::LOCATION, header_value(&upload_location(repo, id)));
-    h.insert(header::RANGE, header_value(&upload_range(size)));
-    h.insert("docker-upload-uuid", header_value(id));
-    r
-}
-
-/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
-pub(crate) async fn start_upload(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let reg = ctx.registry;
-
-    if let Some(mount) = ctx.param("mount") {
-        let digest = Digest::parse(&mount)?;
-        if try_mount(ctx, repo, &digest).await? {
-            return Ok(created(repo, &digest));
-        }
-        // Not mountable: the spec's answer is a normal upload session.
-    }
-    if let Some(algorithm) = ctx.param("digest-algorithm") {
-        if algorithm != "sha256" {
-            return Err(Error::new(ErrorKind::DigestUnsupported).with_detail(algorithm));
-        }
-    }
-    let monolithic = ctx.param("digest").map(|d| Digest::parse(&d)).transpose()?;
-
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let state = reg.blobs.create_upload(&id).await.map_err(storage_err)?;
-    reg.meta.create_upload(&id, repo, &state).await?;
-
-    match monolithic {
-        Some(digest) => {
-            let upload = find_upload(reg, repo, &id).await?;
-            let _busy = Busy::claim(reg, &id)?;
-            let progress = append(ctx, upload, body, Closing::Yes).await?;
-            commit(reg, repo, progress, &digest).await?;
-            Ok(created(repo, &digest))
-        }
-        None => Ok(accepted(StatusCode::ACCEPTED, repo, &id, 0)),
-    }
-}
-
-/// Links `digest` into `repo` from `from`, or, without `from`, from any repository the
-/// caller may pull from. `false` if the blob is not mountable.
-async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
-    let meta = &ctx.registry.meta;
-    let candidates = match ctx.param("from") {
-        Some(from) => match RepoName::parse(&from) {
-            Ok(from) => vec![from],
-            Err(_) => return Ok(false),
-        },
-        None => meta.repos_with_blob(digest, 16).await?,
-    };
-    for from in &candidates {
-        if ctx.authorize(Access::Repository(from, Action::Pull)).await.is_err() {
-            continue;
-        }
-        if let Some(info) = meta.repo_blob(from, digest).await? {
-            meta.link_blob(repo, digest, &info, None).await?;
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-async fn find_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<UploadRecord, Error> {
-    reg.meta.upload(repo, id).await?.ok_or_else(|| Error::new(ErrorKind::BlobUploadUnknown).with_detail(id.to_owned()))
-}
-
-pub(crate) async fn upload_status(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let upload = find_upload(ctx.registry, repo, id).await?;
-    Ok(accepted(StatusCode::NO_CONTENT, repo, id, upload.size))
-}
-
-pub(crate) async fn cancel_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let reg = ctx.registry;
-    let upload = find_upload(reg, repo, id).await?;
-    let _busy = Busy::claim(reg, id)?;
-    // Record first: once it is gone nobody can write to the staged bytes.
-    reg.meta.delete_upload(id).await?;
-    reg.blobs.delete_upload(id, &upload.state).await.map_err(storage_err)?;
-    Ok(empty(StatusCode::NO_CONTENT))
-}
-
-pub(crate) async fn patch_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let reg = ctx.registry;
-    let upload = find_upload(reg, repo, id).await?;
-    let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body, Closing::No).await?;
-    Ok(accepted(StatusCode::ACCEPTED, repo, id, progress.size))
-}
-
-pub(crate) async fn finish_upload(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
-    let reg = ctx.registry;
-    let digest = ctx
-        .param("digest")
-        .ok_or_else(|| Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter"))?;
-    let digest = Digest::parse(&digest)?;
-    let upload = find_upload(reg, repo, id).await?;
-    let _busy = Busy::claim(reg, id)?;
-    let progress = append(ctx, upload, body, Closing::Yes).await?;
-    commit(reg, repo, progress, &digest).await?;
-    Ok(created(repo, &digest))
-}
-
-/// An upload after an append: its acknowledged size, the hash over exactly those bytes,
-/// and the blob store's state.
-struct Progress {
-    id: String,
-    size: u64,
-    hasher: DigestHasher,
-    state: String,
-}
-
-/// Whether an append is the request that completes its upload.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    Yes,
-    No,
-}
-
-/// Appends the request body to an upload, checking `Content-Range` and `Content-Length`,
-/// and records the new size, hash state and blob-store state.
-///
-/// A closing append records too, unless it starts from nothing: a crash between its
-/// commit and the metadata transaction must leave an upload that says all its bytes are
-/// in, so that the repeated close finds the committed blob without the earlier chunks it
-/// no longer carries. A close from nothing carries the whole blob again: the blob store
-/// starts the upload over and its commit finds the blob committed before, so that
-/// request (every monolithic push) skips a metadata write.
-async fn append(ctx: Ctx<'_>, upload: UploadRecord, body: Body, closing: Closing) -> Result<Progress, Error> {
-    let reg = ctx.registry;
-    let offset = upload.size;
-    let hasher = match &upload.hash_state {
-        Some(state) => DigestHasher::resume(state)
-            .filter(|h| h.len() == offset)
-            .ok_or_else(|| Error::internal(format!("upload {} has a corrupt hash state", upload.id)))?,
-        None if offset == 0 => DigestHasher::new(),
-        None => return Err(Error::internal(format!("upload {} has no hash state", upload.id))),
-    };
-    let length = content_length(ctx.headers)?;
-    let expected = match ctx.header("content-range") {
-        Some(range) => {
-            let (start, chunk) = parse_content_range(range)?;
-            if start != offset {
-                return Err(Error::new(ErrorKind::UploadRangeInvalid)
-                    .with_detail(format!("upload is at {offset}, chunk starts at {start}")));
-            }
-            if length.is_some_and(|l| l != chunk) {
-                return Err(Error::new(ErrorKind::SizeInvalid)
-                    .with_detail(format!("Content-Range is {chunk} bytes, Content-Length {}", length.unwrap_or(0))));
-            }
-            Some(chunk)
-        }
-        None => length,
-    };
-    let unchanged =
-        Progress { id: upload.id.clone(), size: offset, hasher: hasher.clone(), state: upload.state.clone() };
-    if expected == Some(0) || axum::body::HttpBody::is_end_stream(&body) {
-        return Ok(unchanged);
-    }
-
-    let hasher = Arc::new(Mutex::new(hasher));
-    let tap = Arc::clone(&hasher);
-    let stream: ByteStream = Box::pin(body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        tap.lock().unwrap().update(&chunk);
-        Ok(chunk)
-    }));
-    let (written, state) =
-        reg.blobs.append_upload(&upload.id, &upload.state, offset, stream).await.map_err(upload_err)?;
-    if expected.is_some_and(|e| e != written) {
-        // Not acknowledged: the next append discards these bytes.
-        return Err(Error::new(ErrorKind::SizeInvalid)
-            .with_detail(format!("expected {} bytes, received {written}", expected.unwrap_or(0))));
-    }
-    let hasher = Arc::try_unwrap(hasher)
-        .map_err(|_| Error::internal("the body stream outlived the append"))?
-        .into_inner()
-        .unwrap();
-    let size = offset + written;
-    if closing == Closing::Yes && offset == 0 {
-        return Ok(Progress { id: upload.id, size, hasher, state });
-    }
-    if !reg.meta.advance_upload(&upload.id, offset, size, &hasher.to_state(), &state).await? {
-        return Err(Error::new(ErrorKind::UploadRangeInvalid).with_message("the upload moved on concurrently"));
-    }
-    Ok(Progress { id: upload.id, size, hasher, state })
-}
-
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::new(ErrorKind::SizeInvalid)))
-        .transpose()
-}
-
-/// Verifies the digest of a finished upload and makes it a visible blob of `repo`.
-async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Digest) -> Result<(), Error> {
-    let Progress { id, size, hasher, state } = upload;
-    let actual = hasher.finish();
-    if actual != *digest {
-        // A failed upload leaves nothing behind.
-        reg.meta.delete_upload(&id).await?;
-        reg.blobs.delete_upload(&id, &state).await.map_err(storage_err)?;
-        return Err(Error::new(ErrorKind::DigestInvalid)
-            .with_detail(serde_json::json!({ "expected": digest.as_str(), "actual": actual.as_str() })));
-    }
-    // Bytes first (durable), metadata second: a crash in between leaves an unrecorded
-    // blob, never a recorded one without bytes. Committing again after such a crash
-    // finds the bytes where the first commit put them.
-    let key = match reg.blobs.commit_upload(&id, &state, size, digest).await {
-        Ok(key) => key,
-        Err(e) => {
-            let e = upload_err(e);
-            if e.kind == ErrorKind::BlobUploadUnknown {
-                reg.meta.delete_upload(&id).await?;
-            }
-            return Err(e);
-        }
-    };
-    let kept = reg.meta.link_blob(repo, digest, &BlobInfo { size, key: key.clone() }, Some(&id)).await?;
-    if kept != key {
-        // The same content was recorded first under another key (a concurrent push,
-        // maybe on another node): the bytes are stored once, and these go.
-        if let Err(e) = reg.blobs.delete_blob(&key).await {
-            tracing::warn!(error = %e, %key, "could not drop a duplicate blob; garbage collection will");
-        }
-    }
-    Ok(())
-}
-
-/// Exclusive use of one upload on this node while a request writes to it. Across
-/// nodes, `advance_upload` only moves an upload from the size it was read at.
-struct Busy<'a> {
-    registry: &'a Registry,
-    id: String,
-}
-
-impl<'a> Busy<'a> {
-    fn claim(registry: &'a Registry, id: &str) -> Result<Busy<'a>, Error> {
-        if !registry.busy.lock().unwrap().insert(id.to_owned()) {
-            return Err(
-                Error::new(ErrorKind::BlobUploadInvalid).with_message("another request is writing to this upload")
-            );
-        }
-        Ok(Busy { registry, id: id.to_owned() })
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.registry.busy.lock().unwrap().remove(&self.id);
-    }
 }

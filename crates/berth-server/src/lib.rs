@@ -6,8 +6,7 @@
 //!
 //! This crate names no concrete storage or database: it is handed trait objects.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,11 +20,13 @@ use berth_storage::BlobStore;
 
 pub mod auth;
 mod blobs;
+mod claims;
 pub mod endpoint;
 pub mod janitor;
 mod manifests;
 pub mod range;
 mod response;
+mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Principal};
 pub use endpoint::Endpoint;
@@ -36,11 +37,14 @@ use response::ApiError;
 pub struct RegistryConfig {
     /// An upload with no activity for this long is abandoned and its bytes removed.
     pub upload_ttl: Duration,
+    /// How long a request waits for another request on the same upload to end before it
+    /// is refused (a client retrying after a timeout while its first attempt still runs).
+    pub busy_wait: Duration,
 }
 
 impl Default for RegistryConfig {
     fn default() -> RegistryConfig {
-        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600) }
+        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600), busy_wait: Duration::from_secs(10) }
     }
 }
 
@@ -52,8 +56,8 @@ pub struct Registry {
     pub config: RegistryConfig,
     /// This process's name in leases.
     pub node_id: String,
-    /// Uploads a request on this node is writing to right now.
-    busy: Mutex<HashSet<String>>,
+    /// Uploads a request on this node works on right now.
+    claims: Arc<claims::Claims>,
 }
 
 impl Registry {
@@ -63,7 +67,7 @@ impl Registry {
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
-        Registry { blobs, meta, auth, config, node_id: uuid::Uuid::new_v4().to_string(), busy: Mutex::default() }
+        Registry { blobs, meta, auth, config, node_id: uuid::Uuid::new_v4().to_string(), claims: Arc::default() }
     }
 }
 
@@ -88,7 +92,7 @@ async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Re
 /// What every handler gets besides its endpoint.
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
-    registry: &'a Registry,
+    registry: &'a Arc<Registry>,
     method: &'a Method,
     headers: &'a axum::http::HeaderMap,
     query: Option<&'a str>,
@@ -136,7 +140,7 @@ async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response
             Method::DELETE => blobs::delete(ctx, &repo, &digest).await,
             _ => blobs::get(ctx, &repo, &digest).await,
         },
-        Endpoint::UploadStart(repo) => blobs::start_upload(ctx, &repo, body).await,
+        Endpoint::UploadStart(repo) => uploads::start(ctx, &repo, body).await,
         Endpoint::Upload(repo, id) => {
             // Only ids this registry could have issued; anything else is unknown.
             let id = uuid::Uuid::try_parse(&id)
@@ -144,10 +148,10 @@ async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response
                 .hyphenated()
                 .to_string();
             match *m {
-                Method::GET => blobs::upload_status(ctx, &repo, &id).await,
-                Method::PATCH => blobs::patch_upload(ctx, &repo, &id, body).await,
-                Method::PUT => blobs::finish_upload(ctx, &repo, &id, body).await,
-                _ => blobs::cancel_upload(ctx, &repo, &id).await,
+                Method::GET => uploads::status(ctx, &repo, &id).await,
+                Method::PATCH => uploads::patch(ctx, &repo, &id, body).await,
+                Method::PUT => uploads::finish(ctx, &repo, &id, body).await,
+                _ => uploads::cancel(ctx, &repo, &id).await,
             }
         }
     }

@@ -10,44 +10,91 @@
 //! keeps the page cache, and the boot id.
 //!
 //! Every operation runs its system calls on a blocking thread in one go (not one tokio
-//! round trip per call). An append streams the body to a writer thread that owns the
-//! file, so the request task hashes while that thread writes, without copying the bytes
-//! into intermediate buffers. Blobs of [`MAP_AT`] bytes or more are served from a memory
-//! map: the kernel copies straight from the page cache to the socket.
+//! round trip per call), and only once it has something to do: an append waits for body
+//! bytes on the request's task and hands each batch to a blocking write, so a stalled
+//! client costs a socket, never a thread. The request task hashes the next batch while
+//! the previous one is written.
+//!
+//! One writer per upload, by construction: every operation on an upload's staged file
+//! holds that upload's lock ([`UploadLocks`]), and every blocking write holds a share of
+//! it, so the lock is free only when no write to the file can still happen, even if the
+//! caller's future was dropped mid-append.
+//!
+//! Blobs are served by `pread` in [`SERVE_CHUNK`]s on blocking threads, one chunk read
+//! ahead: a disk error or a file shorter than recorded fails that one response (and is
+//! an error the server logs), never the process; cold pages fault on a blocking thread,
+//! never inside the async runtime.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use berth_core::Digest;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use tokio::sync::mpsc;
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::JoinHandle;
 
 use crate::{BlobStore, ByteStream, StorageError, UploadState};
 
 /// Bytes written to an upload between starts of writeback (see [`start_writeback`]).
 const WRITEBACK: u64 = 32 << 20;
 
-/// Body chunks queued for an upload's writer thread: few, so that an append that ends
-/// has little left to drain before it can answer (a chunked upload pays that per chunk).
-const QUEUE: usize = 4;
+/// Body bytes gathered before they are handed to a blocking write: one batch is written
+/// while the next is received and hashed, so an append holds at most two in memory.
+const BATCH: usize = 1 << 20;
 
-/// Blobs (or ranges) at least this large are served from a memory map; smaller ones are
-/// read whole with one `pread`.
-const MAP_AT: u64 = 1 << 20;
+/// Body chunks gathered at most into one batch (each is one `iovec`).
+const BATCH_CHUNKS: usize = 256;
 
-/// What one chunk of a blob served from a map holds.
-const SERVE_CHUNK: usize = 4 << 20;
+/// What one read of a served blob fetches: one chunk is read ahead while the previous
+/// one is sent.
+const SERVE_CHUNK: u64 = 1 << 20;
+
+/// One lock per staged upload that anything touches right now. A holder owns the staged
+/// file: an append, a commit, a delete. Entries go when the last holder drops.
+#[derive(Default)]
+struct UploadLocks {
+    map: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// Exclusive use of one staged upload; cloned into every blocking write of an append.
+type UploadGuard = Arc<OwnedMutexGuard<()>>;
+
+impl UploadLocks {
+    /// Waits until no other operation holds upload `id`, then holds it.
+    async fn lock(&self, id: &str) -> UploadGuard {
+        let lock = {
+            let mut map = self.map.lock().unwrap();
+            match map.get(id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    // Forget uploads nobody holds (the map stays as large as the work in
+                    // flight), then add this one.
+                    if map.len() >= 64 {
+                        map.retain(|_, w| w.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        Arc::new(lock.lock_owned().await)
+    }
+}
 
 pub struct FsBlobStore {
     blobs: PathBuf,
     uploads: PathBuf,
     /// The upload state this machine's appends record: its boot id.
     boot: UploadState,
+    locks: UploadLocks,
 }
 
 impl FsBlobStore {
@@ -55,7 +102,12 @@ impl FsBlobStore {
     pub async fn open(root: impl AsRef<Path>) -> io::Result<FsBlobStore> {
         let root = root.as_ref().to_owned();
         tokio::task::spawn_blocking(move || {
-            let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads"), boot: boot_state() };
+            let store = FsBlobStore {
+                blobs: root.join("blobs"),
+                uploads: root.join("uploads"),
+                boot: boot_state(),
+                locks: UploadLocks::default(),
+            };
             let sha = store.blobs.join("sha256");
             let new = !sha.exists() || !store.uploads.exists();
             std::fs::create_dir_all(&store.uploads)?;
@@ -134,7 +186,7 @@ fn remove_if_present(path: &Path) -> Result<(), StorageError> {
 }
 
 /// Writes every byte of `chunks` at the file's position, in as few calls as it takes.
-fn write_all(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+fn write_all(mut file: &File, chunks: &[Bytes]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
@@ -151,25 +203,27 @@ fn write_all(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
 /// Starts writing `len` bytes at `offset` to disk on another blocking thread, so that
 /// the fsync on commit finds little left to do. Only an early start: the fsync is what
 /// counts, and a failure here is ignored.
-fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<tokio::task::JoinHandle<()>> {
-    let file = file.try_clone()?;
-    Ok(tokio::runtime::Handle::current().spawn_blocking(move || {
+///
+/// It holds no share of the upload's lock: it changes no byte, and the next append need
+/// not wait for it.
+fn start_writeback(file: &Arc<File>, offset: u64, len: u64) -> JoinHandle<()> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            // SAFETY: a plain system call on a file descriptor this closure owns.
+            // SAFETY: a plain system call on a file descriptor this closure keeps open.
             unsafe {
                 libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (file, offset, len);
-    }))
+        let _ = (&file, offset, len);
+    })
 }
 
-/// The writer thread of one append: opens the staged file at `offset` and writes what
-/// arrives on `rx` until it closes. Returns the file and the bytes written.
-fn write_upload(path: &Path, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> Result<(File, u64), StorageError> {
+/// Opens an upload's staged file positioned at `offset`, discarding anything past it.
+fn open_at(path: &Path, offset: u64) -> Result<File, StorageError> {
     // An upload starting from nothing may find its staging file gone: a retried closing
     // PUT whose first attempt committed it (that PUT records no progress). It starts over.
     let mut file = OpenOptions::new().write(true).create(offset == 0).open(path)?;
@@ -178,70 +232,183 @@ fn write_upload(path: &Path, offset: u64, mut rx: mpsc::Receiver<Bytes>) -> Resu
         return Err(StorageError::OffsetMismatch { expected: offset, actual });
     }
     if actual > offset {
-        // Bytes of an append that never completed (crash, or a body error before the
-        // truncate could run): the metadata says they don't exist.
+        // Bytes of an append that never completed (a crash, or a failure whose truncate
+        // did not run): the metadata says they don't exist.
         file.set_len(offset)?;
     }
     file.seek(SeekFrom::Start(offset))?;
-    let mut written = 0u64;
-    // Writeback runs beside this thread, one range at a time: started from here, a
-    // congested disk would stall the copying and the disk would idle between ranges.
-    let mut flushed = offset;
-    let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
-    let mut batch = Vec::with_capacity(QUEUE);
-    while let Some(chunk) = rx.blocking_recv() {
-        batch.push(chunk);
-        while batch.len() < QUEUE {
-            match rx.try_recv() {
-                Ok(chunk) => batch.push(chunk),
-                Err(_) => break,
-            }
-        }
-        write_all(&mut file, &batch)?;
-        written += batch.drain(..).map(|c| c.len() as u64).sum::<u64>();
-        let end = offset + written;
-        if end - flushed >= WRITEBACK && flushing.as_ref().is_none_or(|f| f.is_finished()) {
-            flushing = Some(start_writeback(&file, flushed, end - flushed)?);
-            flushed = end;
-        }
-    }
-    // The tail too: a chunked upload's appends are often each smaller than WRITEBACK.
-    if offset + written > flushed {
-        start_writeback(&file, flushed, offset + written - flushed)?;
-    }
-    Ok((file, written))
+    Ok(file)
 }
 
-/// A blob range as a stream: read whole if small, else slices of a memory map.
+/// Writes one batch at the file's position on a blocking thread that shares the upload's
+/// lock, so the lock outlives the write.
+fn write_batch(file: &Arc<File>, batch: Vec<Bytes>, guard: &UploadGuard) -> JoinHandle<io::Result<()>> {
+    let file = Arc::clone(file);
+    let guard = Arc::clone(guard);
+    tokio::task::spawn_blocking(move || {
+        let result = write_all(&file, &batch);
+        drop(guard);
+        result
+    })
+}
+
+async fn joined<T>(task: JoinHandle<io::Result<T>>) -> Result<T, StorageError> {
+    Ok(task.await.map_err(|e| StorageError::Io(io::Error::other(e)))??)
+}
+
+/// Streams the body into the staged file (open at `offset`): returns the bytes written,
+/// or why it stopped. Every write it started has finished when it returns.
+async fn pump(file: &Arc<File>, offset: u64, data: &mut ByteStream, guard: &UploadGuard) -> Result<u64, StorageError> {
+    let mut written = 0u64;
+    let mut writing: Option<JoinHandle<io::Result<()>>> = None;
+    // Writeback runs beside the writes, one range at a time.
+    let mut flushed = offset;
+    let mut flushing: Option<JoinHandle<()>> = None;
+    let mut batch = Vec::new();
+    let mut batch_len = 0usize;
+    let mut ended = false;
+    let result = loop {
+        if !ended && batch_len < BATCH && batch.len() < BATCH_CHUNKS {
+            match data.next().await {
+                Some(Ok(chunk)) => {
+                    batch_len += chunk.len();
+                    batch.push(chunk);
+                    continue;
+                }
+                Some(Err(e)) => break Err(StorageError::Body(e)),
+                None => ended = true,
+            }
+        }
+        // A batch is ready (or the body ended): the previous write must be done first.
+        if let Some(w) = writing.take() {
+            if let Err(e) = joined(w).await {
+                break Err(e);
+            }
+        }
+        if batch.is_empty() {
+            break Ok(written);
+        }
+        written += batch_len as u64;
+        batch_len = 0;
+        writing = Some(write_batch(file, std::mem::take(&mut batch), guard));
+        let end = offset + written;
+        if end - flushed >= WRITEBACK && flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            flushing = Some(start_writeback(file, flushed, end - flushed));
+            flushed = end;
+        }
+    };
+    // No write may run on after this returns (the caller may truncate next).
+    if let Some(w) = writing.take() {
+        let last = joined(w).await;
+        if result.is_ok() {
+            last?;
+        }
+    }
+    let written = result?;
+    // The tail too: a chunked upload's appends are often each smaller than WRITEBACK.
+    if offset + written > flushed {
+        start_writeback(file, flushed, offset + written - flushed);
+    }
+    Ok(written)
+}
+
+/// Bytes of chunks read ahead, across every response of the process: a reader that
+/// stalls holds its read-ahead chunk, so read-ahead is bounded as a whole; past it,
+/// chunks are read when asked for (slower, never unbounded).
+const READ_AHEAD_BUDGET: u32 = 64;
+
+fn read_ahead_budget() -> &'static Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUDGET as usize)))
+}
+
+/// A chunk read from a blob file, holding its share of the read-ahead budget (if it was
+/// read ahead) until it is sent.
+struct Chunk {
+    buf: Vec<u8>,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Reads `len` bytes at `at` on a blocking thread.
+fn read_chunk(
+    file: &Arc<File>,
+    at: u64,
+    len: u64,
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> JoinHandle<io::Result<Bytes>> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, at)?;
+        Ok(Bytes::from_owner(Chunk { buf, _budget: budget }))
+    })
+}
+
+/// Where a served blob's stream stands: the chunk being read (if any) and the next
+/// offset.
+struct Serving {
+    file: Arc<File>,
+    end: u64,
+    next: u64,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl Serving {
+    /// Starts reading the next chunk; with `ahead`, only within the read-ahead budget.
+    fn start(&mut self, ahead: bool) {
+        if self.reading.is_some() || self.next >= self.end {
+            return;
+        }
+        let budget = if ahead {
+            match Arc::clone(read_ahead_budget()).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        let len = (self.end - self.next).min(SERVE_CHUNK);
+        self.reading = Some(read_chunk(&self.file, self.next, len, budget));
+        self.next += len;
+    }
+}
+
+/// A blob range as a stream of chunks read with `pread` on blocking threads, the next
+/// chunk read ahead while one is sent. The file must hold the whole range when opened;
+/// if it fails or shrinks later, the stream ends with the error.
 fn serve(path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let range = range.unwrap_or(0..size);
     if range.start > range.end || range.end > size {
         return Err(StorageError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("range {range:?} of a {size}-byte blob"),
+            io::ErrorKind::InvalidData,
+            format!("range {range:?} of a blob file of {size} bytes"),
         )));
     }
     let len = range.end - range.start;
-    if len < MAP_AT {
+    if len <= SERVE_CHUNK {
         let mut buf = vec![0; len as usize];
         file.read_exact_at(&mut buf, range.start)?;
         return Ok(Box::pin(stream::once(async move { Ok(Bytes::from(buf)) })));
     }
-    // One map per chunk, unmapped once the chunk is sent: what the process maps stays a
-    // few chunks, not the blob. SAFETY: blob files are immutable: written and fsynced
-    // under another name, renamed into place, never modified or truncated afterwards,
-    // only unlinked (which leaves a mapping intact). An I/O error while the kernel reads a
-    // mapped page is a SIGBUS rather than an error return; the price of one copy fewer
-    // per byte served.
-    let chunks = len.div_ceil(SERVE_CHUNK as u64);
-    Ok(Box::pin(stream::iter(0..chunks).map(move |i| {
-        let start = range.start + i * SERVE_CHUNK as u64;
-        let len = (range.end - start).min(SERVE_CHUNK as u64) as usize;
-        let map = unsafe { memmap2::MmapOptions::new().offset(start).len(len).map(&file)? };
-        let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Bytes::from_owner(map))
+    let mut serving = Serving { file: Arc::new(file), end: range.end, next: range.start, reading: None };
+    serving.start(false);
+    Ok(Box::pin(stream::unfold(Some(serving), |serving| async move {
+        let mut serving = serving?;
+        serving.start(false);
+        let task = serving.reading.take()?;
+        serving.start(true);
+        match task.await.map_err(io::Error::other).and_then(|r| r) {
+            Ok(chunk) => Some((Ok(chunk), Some(serving))),
+            Err(e) => Some((Err(e), None)),
+        }
     })))
 }
 
@@ -266,50 +433,34 @@ impl BlobStore for FsBlobStore {
     ) -> Result<(u64, UploadState), StorageError> {
         let path = self.upload_path(id)?;
         self.check_boot(state, offset)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || write_upload(&path, offset, rx))
+        // Nothing touches the file (and no thread is taken) before the body sends a byte.
+        let first = match data.next().await {
+            None => return Ok((0, self.boot.clone())),
+            Some(Err(e)) => return Err(StorageError::Body(e)),
+            Some(Ok(chunk)) => chunk,
         };
-        // Feed the writer until the body ends, the body fails, or the writer stops (then
-        // its result says why).
-        let mut body_error = None;
-        while let Some(chunk) = data.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let written = writer.await.map_err(|e| StorageError::Io(io::Error::other(e)))?;
-        let failure = match (written, body_error) {
-            (Ok((_, written)), None) => return Ok((written, self.boot.clone())),
-            (Ok((file, _)), Some(e)) => (Some(file), StorageError::Body(e)),
-            (Err(e), _) => (None, e),
+        let guard = self.locks.lock(id).await;
+        let file = {
+            let path = path.clone();
+            Arc::new(blocking(move || open_at(&path, offset)).await?)
+        };
+        let mut data: ByteStream = Box::pin(stream::once(async move { Ok(first) }).chain(data));
+        let failure = match pump(&file, offset, &mut data, &guard).await {
+            Ok(written) => return Ok((written, self.boot.clone())),
+            Err(e) => e,
         };
         // All or nothing: drop what this append wrote (never extend a file that is short:
         // that is an offset mismatch, not ours to fill). Best effort: if this fails too,
-        // the next append truncates.
-        let (file, err) = failure;
+        // the next append truncates. Every write of this append has finished (`pump`).
         let _ = blocking(move || {
-            let file = match file {
-                Some(file) => file,
-                None => OpenOptions::new().write(true).open(&path)?,
-            };
             if file.metadata()?.len() > offset {
                 file.set_len(offset)?;
             }
+            drop(guard);
             Ok(())
         })
         .await;
-        Err(err)
+        Err(failure)
     }
 
     async fn commit_upload(&self, id: &str, state: &str, len: u64, digest: &Digest) -> Result<String, StorageError> {
@@ -317,6 +468,7 @@ impl BlobStore for FsBlobStore {
         let key = Self::key(digest);
         let target = self.blob_path(&key)?;
         let trusted = self.check_boot(state, len);
+        let guard = self.locks.lock(id).await;
         blocking(move || {
             if size_of(&target)?.is_some() {
                 remove_if_present(&staged)?;
@@ -324,7 +476,15 @@ impl BlobStore for FsBlobStore {
             }
             trusted?;
             let file = OpenOptions::new().write(true).open(&staged)?;
-            if file.metadata()?.len() != len {
+            let actual = file.metadata()?.len();
+            if actual < len {
+                // Never padded: the bytes the digest was computed over are not all here.
+                return Err(StorageError::OffsetMismatch { expected: len, actual });
+            }
+            if actual > len {
+                // An append that was never acknowledged (a crash between its write and its
+                // record): nobody else writes while the lock is held, so these bytes are
+                // exactly the unrecorded tail.
                 file.set_len(len)?;
             }
             file.sync_data()?;
@@ -338,6 +498,7 @@ impl BlobStore for FsBlobStore {
             }
             std::fs::rename(&staged, &target)?;
             File::open(shard)?.sync_all()?;
+            drop(guard);
             Ok(key)
         })
         .await
@@ -345,7 +506,13 @@ impl BlobStore for FsBlobStore {
 
     async fn delete_upload(&self, id: &str, _state: &str) -> Result<(), StorageError> {
         let path = self.upload_path(id)?;
-        blocking(move || remove_if_present(&path)).await
+        let guard = self.locks.lock(id).await;
+        blocking(move || {
+            let removed = remove_if_present(&path);
+            drop(guard);
+            removed
+        })
+        .await
     }
 
     async fn list_uploads(&self) -> Result<Vec<String>, StorageError> {
@@ -438,5 +605,98 @@ mod tests {
         for key in ["../uploads/x", "sha256/../../x", "/etc/passwd", ""] {
             assert!(matches!(store.read_blob(key, None).await, Err(StorageError::NotFound)), "{key}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_commit_never_pads_a_short_staged_file() {
+        let id = "0000bbbb-0000-4000-8000-000000000003";
+        let (dir, store, state) = staged_abc(id).await;
+        let err = store.commit_upload(id, &state, 5, &Digest::of(b"abc\0\0")).await.unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { expected: 5, actual: 3 }), "{err:?}");
+        assert_eq!(std::fs::metadata(dir.path().join("uploads").join(id)).unwrap().len(), 3);
+        assert!(walk_blobs(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_commit_cuts_an_unrecorded_tail() {
+        // An append wrote "abc" but its record never moved past 0..1 (a crash in between).
+        let id = "0000bbbb-0000-4000-8000-000000000004";
+        let (_dir, store, state) = staged_abc(id).await;
+        let key = store.commit_upload(id, &state, 1, &Digest::of(b"a")).await.unwrap();
+        let mut read = store.read_blob(&key, None).await.unwrap();
+        assert_eq!(read.next().await.unwrap().unwrap().as_ref(), b"a");
+    }
+
+    fn walk_blobs(root: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut dirs = vec![root.join("blobs")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() { dirs.push(p) } else { found.push(p) }
+            }
+        }
+        found
+    }
+
+    /// A blob of `len` bytes committed whole; its key and its file.
+    async fn committed(store: &FsBlobStore, root: &Path, id: &str, len: usize) -> (String, PathBuf) {
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let state = store.create_upload(id).await.unwrap();
+        let (_, state) = store.append_upload(id, &state, 0, crate::suite::body(vec![content.clone()])).await.unwrap();
+        let key = store.commit_upload(id, &state, len as u64, &Digest::of(&content)).await.unwrap();
+        let path = root.join("blobs").join(&key);
+        (key, path)
+    }
+
+    #[tokio::test]
+    async fn a_blob_file_shorter_than_recorded_fails_the_read_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let len = 3 * SERVE_CHUNK as usize + 5;
+        let (key, path) = committed(&store, dir.path(), "0000bbbb-0000-4000-8000-000000000005", len).await;
+        // Truncated on disk before the read: refused before any byte is sent.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(SERVE_CHUNK).unwrap();
+        let err = store.read_blob(&key, Some(0..len as u64)).await.err().expect("a short file must not serve");
+        assert!(matches!(err, StorageError::Io(ref e) if e.kind() == io::ErrorKind::InvalidData), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_blob_file_truncated_while_served_ends_that_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let len = 8 * SERVE_CHUNK as usize;
+        let (key, path) = committed(&store, dir.path(), "0000bbbb-0000-4000-8000-000000000006", len).await;
+        let mut read = store.read_blob(&key, None).await.unwrap();
+        let first = read.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), SERVE_CHUNK as usize);
+        // What memory-mapped serving turned into a SIGBUS for the whole process.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        let mut failed = false;
+        while let Some(chunk) = read.next().await {
+            if chunk.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "a truncated blob file must end its stream with an error");
+    }
+
+    #[tokio::test]
+    async fn an_append_dropped_mid_body_leaves_the_upload_to_the_next_writer() {
+        let id = "0000bbbb-0000-4000-8000-000000000007";
+        let (dir, store, state) = staged_abc(id).await;
+        // A body that sends 4 MiB and then stalls forever (a client that went quiet).
+        let big = Bytes::from(vec![b'x'; 4 << 20]);
+        let stalled: ByteStream = Box::pin(stream::iter(vec![Ok(big)]).chain(stream::pending()));
+        let append = store.append_upload(id, &state, 3, stalled);
+        // The handler's future is dropped (client disconnect, HTTP/2 reset) while it runs.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), append).await;
+        // The next append from the recorded size owns the file alone: its bytes, and only
+        // its bytes, follow the acknowledged ones.
+        let (n, state) = store.append_upload(id, &state, 3, crate::suite::body(vec![b"def".to_vec()])).await.unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(std::fs::read(dir.path().join("uploads").join(id)).unwrap(), b"abcdef");
+        store.commit_upload(id, &state, 6, &Digest::of(b"abcdef")).await.unwrap();
     }
 }

@@ -72,7 +72,12 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
         None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
     };
-    let registry = Registry::new(blobs, meta, Arc::new(AllowAll), RegistryConfig { upload_ttl: config.upload_ttl });
+    let registry = Registry::new(
+        blobs,
+        meta,
+        Arc::new(AllowAll),
+        RegistryConfig { upload_ttl: config.upload_ttl, ..RegistryConfig::default() },
+    );
     Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
 
