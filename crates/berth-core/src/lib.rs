@@ -3,12 +3,15 @@
 //! This crate knows nothing of HTTP, SQL or files. Everything a client sends is parsed
 //! into these types once, at the edge; downstream code never sees an unchecked `&str`.
 
+pub mod access;
 pub mod digest;
 pub mod error;
 pub mod manifest;
 pub mod name;
+pub mod scope;
 
 pub use digest::{Digest, DigestHasher};
 pub use error::{Error, ErrorKind};
 pub use manifest::{Descriptor, MediaType, ParsedManifest};
 pub use name::{Reference, RepoName, Tag};
+pub use scope::{Resource, Scope, ScopeAction, ScopeError};
