@@ -36,11 +36,13 @@ use response::ApiError;
 pub struct RegistryConfig {
     /// An upload with no activity for this long is abandoned and its bytes removed.
     pub upload_ttl: Duration,
+    /// Uploads open at once in one repository; a `POST` beyond is refused (429).
+    pub max_open_uploads: u32,
 }
 
 impl Default for RegistryConfig {
     fn default() -> RegistryConfig {
-        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600) }
+        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600), max_open_uploads: 1000 }
     }
 }
 
@@ -132,6 +134,9 @@ async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response
             Method::DELETE => manifests::delete(ctx, &repo, &reference).await,
             _ => manifests::get(ctx, &repo, &reference).await,
         },
+        Endpoint::InvalidReference(repo, reference, why) => {
+            manifests::invalid_reference(ctx, &repo, &reference, why).await
+        }
         Endpoint::Blob(repo, digest) => match *m {
             Method::DELETE => blobs::delete(ctx, &repo, &digest).await,
             _ => blobs::get(ctx, &repo, &digest).await,
