@@ -30,6 +30,14 @@
 //!   written as a new pending segment. Memory per upload stays around one part whatever
 //!   the blob size. Every part but the last is exactly `part_size` bytes (some servers,
 //!   e.g. R2, require equal parts); the last part, sent on commit, may be small.
+//! - Memory across appends is bounded too: every byte an append holds (received, or read
+//!   back from segments) is taken from one budget per store, `append_budget` (default
+//!   256 MiB, 32 parts), so N stalled requests cannot hold N parts. When the budget is
+//!   short, an append writes what it holds as a pending segment and waits holding nothing
+//!   (`s3/budget.rs` says why this cannot deadlock); a client idle for `SPILL_IDLE` while
+//!   its append holds `SPILL_MIN` or more gets the same treatment, so a stalled request
+//!   holds less than `SPILL_MIN`. Uncontended, an append costs a non-blocking semaphore
+//!   operation per chunk and a timer.
 //! - The multipart upload is created lazily, with the first full part: a blob that never
 //!   fills a part (most config blobs and many layers) costs no multipart upload at all,
 //!   and is committed by copying its one segment (or re-putting its few segments, less
@@ -44,7 +52,8 @@
 //!   raise `part_size` for larger blobs).
 //! - Two appends from the same state at once (two nodes, a misbehaving client) both write
 //!   part n+1; S3 checks the recorded ETags on completion, so the commit then fails
-//!   (`InvalidPart`) instead of making other bytes the blob.
+//!   (`InvalidPart`) instead of making other bytes the blob. That failure is a
+//!   [`StorageError::Conflict`], a client error: the upload cannot be completed.
 //! - A part is sent while the request body waits (no pipelining): simple, and memory
 //!   stays at one part; overlapping the two could speed an upload up to 2x, at twice the memory.
 //!
@@ -106,11 +115,19 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 const MAX_PART_SIZE: usize = 5 << 30;
 /// S3's maximum number of parts in a multipart upload.
 const MAX_PARTS: usize = 10_000;
+/// The memory all appends of a store may hold when the config names no other: 32 parts.
+pub const DEFAULT_APPEND_BUDGET: usize = 256 << 20;
+/// An append whose client has sent nothing for this long while the append holds
+/// [`SPILL_MIN`] or more writes what it holds to the bucket and gives back its budget.
+const SPILL_IDLE: Duration = Duration::from_secs(1);
+const SPILL_MIN: usize = 64 << 10;
 
+mod budget;
 mod config;
 #[cfg(test)]
 mod tests;
 
+use budget::Budget;
 pub use config::{S3Config, S3ConfigError};
 use config::{config_err, is_loopback};
 
@@ -195,6 +212,28 @@ fn s3_err(e: object_store::Error) -> StorageError {
     }
 }
 
+/// A completion the server refused because the recorded parts are not the ones it holds
+/// (`InvalidPart`: another append from the same state overwrote one) is a conflict the
+/// client caused; anything else stays what it was.
+fn conflict_or(e: StorageError, id: &str) -> StorageError {
+    let invalid_part = |io: &io::Error| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(io);
+        while let Some(c) = cause {
+            if c.to_string().contains("InvalidPart") {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    };
+    match e {
+        StorageError::Io(io) if invalid_part(&io) => StorageError::Conflict(format!(
+            "upload {id} was appended to concurrently from the same offset; its parts no longer match: start it again"
+        )),
+        other => other,
+    }
+}
+
 fn corrupt(msg: String) -> StorageError {
     StorageError::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
 }
@@ -219,6 +258,7 @@ pub struct S3BlobStore {
     s3: AmazonS3,
     prefix: Path,
     part_size: usize,
+    budget: Budget,
 }
 
 impl fmt::Debug for S3BlobStore {
@@ -273,7 +313,7 @@ impl S3BlobStore {
             _ => return Err(config_err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")),
         }
         let s3 = builder.build().map_err(|e| config_err(e.to_string()))?;
-        Ok(S3BlobStore { s3, prefix, part_size: config.part_size })
+        Ok(S3BlobStore { s3, prefix, part_size: config.part_size, budget: Budget::new(config.append_budget) })
     }
 
     /// A URL that lets anyone GET the blob `key` for `ttl`, for answering blob GETs with a
@@ -379,6 +419,22 @@ impl S3BlobStore {
         };
         st.multipart = Some(m.clone());
         Ok(m)
+    }
+
+    /// Writes the buffer, the bytes just before `end`, as the upload's next pending
+    /// segment, and empties it. Nothing to do for an empty buffer.
+    async fn spill(&self, id: &str, st: &mut State, buf: &mut Chunks, end: u64) -> Result<(), StorageError> {
+        if buf.len == 0 {
+            return Ok(());
+        }
+        let start = end - buf.len as u64;
+        // Unique, so an append that is never recorded cannot touch a recorded segment.
+        let name = format!("{start}-{}", uuid::Uuid::new_v4().simple());
+        let len = buf.len as u64;
+        let bytes = std::mem::take(buf).chunks;
+        self.s3.put(&self.segment(id, &name), PutPayload::from_iter(bytes)).await.map_err(s3_err)?;
+        st.pending.push(Segment { name, len });
+        Ok(())
     }
 
     /// Sends `bytes` as the next part.
@@ -520,30 +576,58 @@ impl BlobStore for S3BlobStore {
 
         let mut st = State { consumed: Vec::new(), ..old };
         let part_size = st.part_size as usize;
-        let mut pending = st.pending_len() as usize;
+        // Bytes received but not yet in the bucket; every one of them is in `grant`.
         let mut buf = Chunks::default();
+        let mut grant = self.budget.grant();
         let mut written = 0u64;
-        while let Some(chunk) = data.next().await {
+        loop {
+            let next = if buf.len >= SPILL_MIN {
+                match tokio::time::timeout(SPILL_IDLE, data.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // The client stalls: its bytes wait in the bucket, not in memory.
+                        self.spill(id, &mut st, &mut buf, offset + written).await?;
+                        grant.shrink_to(0);
+                        continue;
+                    }
+                }
+            } else {
+                data.next().await
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(StorageError::Body)?;
+            if !grant.try_grow(chunk.len()) {
+                // Never wait holding budget (see s3/budget.rs).
+                self.spill(id, &mut st, &mut buf, offset + written).await?;
+                grant.shrink_to(0);
+                grant.grow(chunk.len()).await;
+            }
             written += chunk.len() as u64;
             buf.push(chunk);
-            while pending + buf.len >= part_size {
-                let mut part = self.read_segments(id, &st.pending).await?;
-                part.extend(buf.take(part_size - pending));
-                self.put_part(id, &mut st, part).await?;
+            while st.pending_len() as usize + buf.len >= part_size {
+                let pending = st.pending_len() as usize;
+                if pending > 0 && !grant.try_grow(pending) {
+                    self.spill(id, &mut st, &mut buf, offset + written).await?;
+                    grant.shrink_to(0);
+                    grant.grow(st.pending_len() as usize).await;
+                }
+                // The pending segments' bytes go first, then the buffer's.
+                let mut joined = Chunks::default();
+                for b in self.read_segments(id, &st.pending).await? {
+                    joined.push(b);
+                }
+                for b in std::mem::take(&mut buf).chunks {
+                    joined.push(b);
+                }
+                buf = joined;
                 let consumed: Vec<String> = st.pending.drain(..).map(|s| s.name).collect();
                 st.consumed.extend(consumed);
-                pending = 0;
+                let part = buf.take(part_size);
+                self.put_part(id, &mut st, part).await?;
+                grant.shrink_to(buf.len);
             }
         }
-        if buf.len > 0 {
-            let start = offset + written - buf.len as u64;
-            // Unique, so an append that is never recorded cannot touch a recorded segment.
-            let name = format!("{start}-{}", uuid::Uuid::new_v4().simple());
-            let len = buf.len as u64;
-            self.s3.put(&self.segment(id, &name), PutPayload::from_iter(buf.chunks)).await.map_err(s3_err)?;
-            st.pending.push(Segment { name, len });
-        }
+        self.spill(id, &mut st, &mut buf, offset + written).await?;
         Ok((written, serde_json::to_string(&st).expect("a State serializes")))
     }
 
@@ -573,7 +657,7 @@ impl BlobStore for S3BlobStore {
             // An earlier commit may have completed it (then the multipart upload and the
             // segments are gone), and crashed before writing the marker.
             if self.size_of(&object).await? != Some(len) {
-                return Err(e);
+                return Err(conflict_or(e, id));
             }
         }
         self.s3.put(&self.digest_marker(hex), own.clone().into()).await.map_err(s3_err)?;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use object_store::path::Path;
 use serde::Deserialize;
 
-use super::{DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
+use super::{DEFAULT_APPEND_BUDGET, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// Where and how to reach the bucket. Deserializable from a config file (every field
 /// optional but `bucket`), or parsed from an `s3://` URL by [`S3Config::from_url`].
@@ -33,6 +33,9 @@ pub struct S3Config {
     pub session_token: Option<String>,
     /// Size of every multipart part but the last, and the memory one upload holds at most.
     pub part_size: usize,
+    /// Memory all appends of the process may hold at once, in bytes (see `s3/budget.rs`):
+    /// at least two parts.
+    pub append_budget: usize,
 }
 
 impl Default for S3Config {
@@ -48,6 +51,7 @@ impl Default for S3Config {
             secret_access_key: None,
             session_token: None,
             part_size: DEFAULT_PART_SIZE,
+            append_budget: DEFAULT_APPEND_BUDGET,
         }
     }
 }
@@ -66,6 +70,7 @@ impl fmt::Debug for S3Config {
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
             .field("part_size", &self.part_size)
+            .field("append_budget", &self.append_budget)
             .finish()
     }
 }
@@ -80,7 +85,7 @@ pub(super) fn config_err(msg: impl Into<String>) -> S3ConfigError {
 }
 
 impl S3Config {
-    /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true&allow_http=true&part_size=BYTES]`.
+    /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true&allow_http=true&part_size=BYTES&append_budget=BYTES]`.
     ///
     /// Credentials are not taken from the URL (it ends up in logs and process lists):
     /// set them in the config file or the standard AWS environment variables.
@@ -101,10 +106,11 @@ impl S3Config {
                 "region" => config.region = value.into_owned(),
                 "path_style" => config.path_style = flag(&key, &value)?,
                 "allow_http" => config.allow_http = flag(&key, &value)?,
-                "part_size" => {
-                    config.part_size = value
+                "part_size" | "append_budget" => {
+                    let bytes = value
                         .parse()
-                        .map_err(|_| config_err(format!("part_size must be a number of bytes, not {value:?}")))?
+                        .map_err(|_| config_err(format!("{key} must be a number of bytes, not {value:?}")))?;
+                    if key == "part_size" { config.part_size = bytes } else { config.append_budget = bytes }
                 }
                 _ => return Err(config_err(format!("unknown parameter {key:?} in {url:?}"))),
             }
@@ -125,6 +131,12 @@ impl S3Config {
             return Err(config_err(format!(
                 "part_size {} is outside S3's limits ({MIN_PART_SIZE}..={MAX_PART_SIZE})",
                 self.part_size
+            )));
+        }
+        if self.append_budget < 2 * self.part_size {
+            return Err(config_err(format!(
+                "append_budget {} is less than two parts of {} bytes",
+                self.append_budget, self.part_size
             )));
         }
         if let Some(endpoint) = &self.endpoint {

@@ -330,10 +330,72 @@ async fn parts_of_unrecorded_appends_never_reach_a_blob() {
     let content = bytes(part + 10, 3);
     let (_, winner) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
     let (_, _loser) = store.append_upload(id, &st, 0, body(vec![bytes(part + 10, 4)])).await.unwrap();
-    assert!(store.commit_upload(id, &winner, content.len() as u64, &Digest::of(&content)).await.is_err());
+    let err = store.commit_upload(id, &winner, content.len() as u64, &Digest::of(&content)).await.unwrap_err();
+    assert!(matches!(err, StorageError::Conflict(_)), "{err:?}");
     assert_eq!(store.size_of(&store.object(id)).await.unwrap(), None);
     store.delete_upload(id, &winner).await.unwrap();
     assert!(store.list_uploads().await.unwrap().is_empty());
+}
+
+/// A store whose appends share a budget of two minimum-size parts.
+fn tight_store(g: &Garage, prefix: &str) -> S3BlobStore {
+    let config = S3Config { part_size: MIN_PART_SIZE, append_budget: 2 * MIN_PART_SIZE, ..config(g, prefix) };
+    S3BlobStore::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_append_gives_its_memory_back_to_the_budget() {
+    let garage = Garage::start();
+    let store = std::sync::Arc::new(tight_store(&garage, "stall"));
+    let id = "0000d0d0-0000-4000-8000-000000000001";
+    let st = store.create_upload(id).await.unwrap();
+    // 3 MiB, then the client sends nothing more and never ends.
+    let data: ByteStream = Box::pin(stream::iter(vec![Ok(Bytes::from(bytes(3 * MIB, 1)))]).chain(stream::pending()));
+    let stalled = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move { store.append_upload(id, &st, 0, data).await })
+    };
+    let total = store.budget.available();
+    let mut held = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held = held.max(total - store.budget.available());
+    }
+    assert!(held >= 3 * MIB, "the append held {held} bytes of its 3 MiB");
+    tokio::time::sleep(SPILL_IDLE + Duration::from_millis(1500)).await;
+    assert_eq!(store.budget.available(), total, "the stalled append still holds budget");
+    assert!(!stalled.is_finished());
+    assert_eq!(objects_under(&store, &format!("uploads/{id}")).await.len(), 1, "its bytes went to a segment");
+    stalled.abort();
+}
+
+#[tokio::test]
+async fn appends_beyond_the_memory_budget_wait_and_all_complete() {
+    let garage = Garage::start();
+    let store = std::sync::Arc::new(tight_store(&garage, "budget"));
+    // Six appends of 2.4 parts each at once, in 256 KiB chunks: together they would hold
+    // six parts; the budget has two. Each must finish, with its own bytes.
+    let tasks: Vec<_> = (0..6u8)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = format!("0000e0e0-0000-4000-8000-00000000000{i}");
+                let content = bytes(MIN_PART_SIZE * 12 / 5, 10 + i);
+                let st = store.create_upload(&id).await.unwrap();
+                let chunks: Vec<Vec<u8>> = content.chunks(256 << 10).map(<[u8]>::to_vec).collect();
+                let (n, st) = store.append_upload(&id, &st, 0, body(chunks)).await.unwrap();
+                assert_eq!(n as usize, content.len());
+                let key = store.commit_upload(&id, &st, n, &Digest::of(&content)).await.unwrap();
+                assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content, "upload {i}");
+            })
+        })
+        .collect();
+    let all = futures_util::future::join_all(tasks);
+    let done = tokio::time::timeout(Duration::from_secs(300), all).await.expect("appends deadlocked on the budget");
+    for d in done {
+        d.unwrap();
+    }
+    assert_eq!(store.budget.available(), 2 * MIN_PART_SIZE, "budget leaked");
 }
 
 /// Peak resident memory of this process (nextest runs each test in its own).
