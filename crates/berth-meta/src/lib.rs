@@ -10,13 +10,14 @@ use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName,
 use bytes::Bytes;
 
 mod cache;
+mod clock;
 mod postgres;
 mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;
 
-pub use cache::CachedStore;
+pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -68,6 +69,26 @@ pub struct Page {
     pub more: bool,
 }
 
+/// Which slice of a listing sorted by a unique key to return.
+#[derive(Clone, Copy, Debug)]
+pub struct PageSpec<'a> {
+    /// Items after this key (exclusive); `None` from the start.
+    pub last: Option<&'a str>,
+    /// At most this many items.
+    pub limit: u32,
+    /// Items stop before the one that would take the page past about this many bytes;
+    /// a page with room for one item holds one, however large.
+    pub max_bytes: usize,
+}
+
+/// One page of referrers, sorted by digest.
+#[derive(Clone, Debug, Default)]
+pub struct Referrers {
+    pub descriptors: Vec<Descriptor>,
+    /// More referrers follow the last one.
+    pub more: bool,
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -107,7 +128,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Stops `repo` from reading a blob. `false` if it could not.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;
 
-    async fn create_upload(&self, id: &str, repo: &RepoName, state: &str) -> Result<(), Error>;
+    /// Records a new upload, unless `repo` has `max_open` uploads already (then `false`).
+    /// The count and the insert are atomic: concurrent creations never pass the bound.
+    async fn create_upload(&self, id: &str, repo: &RepoName, state: &str, max_open: u32) -> Result<bool, Error>;
 
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error>;
 
@@ -118,10 +141,12 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn delete_upload(&self, id: &str) -> Result<bool, Error>;
 
-    /// Uploads with no activity since `before` (Unix seconds): `(id, blob-store state)`.
-    async fn stale_uploads(&self, before: i64) -> Result<Vec<(String, String)>, Error>;
+    /// Deletes up to `limit` uploads with no activity since `before` (Unix seconds), the
+    /// longest idle first, in one statement; returns `(id, blob-store state)` of each, whose
+    /// staged bytes the caller then removes.
+    async fn expire_uploads(&self, before: i64, limit: u32) -> Result<Vec<(String, String)>, Error>;
 
-    /// Whether each of `ids` is a known upload.
+    /// Whether each of `ids` is a known upload (a few statements, however many ids).
     async fn known_uploads(&self, ids: &[String]) -> Result<Vec<bool>, Error>;
 
     /// Stores a manifest with its references and tags, after checking in the same
@@ -147,11 +172,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// if another holder's lease has not expired.
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error>;
 
-    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    /// One page of the manifests in `repo` whose subject is `subject`, optionally of one
+    /// artifact type, sorted by digest (`page.last` is a digest).
     async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>, Error>;
+        page: PageSpec<'_>,
+    ) -> Result<Referrers, Error>;
 }

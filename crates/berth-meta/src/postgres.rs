@@ -6,10 +6,13 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
-use crate::{BlobInfo, ManifestRecord, NewManifest, Page, UploadRecord, now};
+use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_registry.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_registry.sql")),
+    (2, include_str!("../migrations/postgres/0002_bounds.sql")),
+];
 
 pub struct PgStore {
     /// The same pool: PostgreSQL has no single-writer rule.

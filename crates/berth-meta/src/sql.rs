@@ -107,19 +107,38 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn create_upload(&self, id: &str, repo: &RepoName, state: &str) -> Result<(), Error> {
+            async fn create_upload(
+                &self,
+                id: &str,
+                repo: &RepoName,
+                state: &str,
+                max_open: u32,
+            ) -> Result<bool, Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                // Locks the repository's row until the commit, so that PostgreSQL runs
+                // concurrent creations in one repository one after the other and each
+                // count below sees the inserts before it (SQLite has one writer anyway).
+                sqlx::query("INSERT INTO upload_locks (repo) VALUES ($1) ON CONFLICT (repo) DO UPDATE SET repo = excluded.repo")
+                    .bind(repo.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
                 let now = now();
-                sqlx::query(
-                    "INSERT INTO uploads (id, repo, size, state, started_at, updated_at) VALUES ($1, $2, 0, $3, $4, $4)",
+                let done = sqlx::query(
+                    "INSERT INTO uploads (id, repo, size, state, started_at, updated_at)
+                     SELECT $1, $2, 0, $3, $4, $4
+                     WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM uploads WHERE repo = $2 LIMIT $5) AS open) < $5",
                 )
                 .bind(id)
                 .bind(repo.as_str())
                 .bind(state)
                 .bind(now)
-                .execute(&self.writer)
+                .bind(max_open as i64)
+                .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-                Ok(())
+                tx.commit().await.map_err(db_err)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadRecord>, Error> {
@@ -176,26 +195,35 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn stale_uploads(&self, before: i64) -> Result<Vec<(String, String)>, Error> {
-                let rows = sqlx::query("SELECT id, state FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT 1000")
-                    .bind(before)
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(db_err)?;
+            async fn expire_uploads(&self, before: i64, limit: u32) -> Result<Vec<(String, String)>, Error> {
+                let rows = sqlx::query(
+                    "DELETE FROM uploads WHERE id IN
+                       (SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2)
+                     RETURNING id, state",
+                )
+                .bind(before)
+                .bind(limit as i64)
+                .fetch_all(&self.writer)
+                .await
+                .map_err(db_err)?;
                 Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
             }
 
             async fn known_uploads(&self, ids: &[String]) -> Result<Vec<bool>, Error> {
-                let mut known = Vec::with_capacity(ids.len());
-                for id in ids {
-                    let row = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(db_err)?;
-                    known.push(row.is_some());
+                let mut known = std::collections::HashSet::new();
+                for chunk in ids.chunks($crate::sql::ID_BATCH) {
+                    let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    // Only placeholders are formatted into the statement.
+                    let sql = format!("SELECT id FROM uploads WHERE id IN ({})", placeholders.join(", "));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        query = query.bind(id);
+                    }
+                    for row in query.fetch_all(&self.writer).await.map_err(db_err)? {
+                        known.insert(row.get::<String, _>(0));
+                    }
                 }
-                Ok(known)
+                Ok(ids.iter().map(|id| known.contains(id)).collect())
             }
 
             async fn put_manifest(&self, m: NewManifest<'_>) -> Result<(), Error> {
@@ -400,48 +428,65 @@ macro_rules! sql_store {
                 repo: &RepoName,
                 subject: &Digest,
                 artifact_type: Option<&str>,
-            ) -> Result<Vec<Descriptor>, Error> {
+                page: PageSpec<'_>,
+            ) -> Result<Referrers, Error> {
                 macro_rules! select {
-                    ($rest:literal) => {
+                    ($filter:literal) => {
                         concat!(
                             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-                             WHERE repo = $1 AND subject = $2 ",
-                            $rest
+                             WHERE repo = $1 AND subject = $2 AND digest > $3 ",
+                            $filter,
+                            " ORDER BY digest LIMIT $4"
                         )
                     };
                 }
-                let rows = match artifact_type {
-                    None => sqlx::query(select!("ORDER BY created_at, digest"))
-                        .bind(repo.as_str())
-                        .bind(subject.as_str())
-                        .fetch_all(&self.reader)
-                        .await,
-                    Some(t) => sqlx::query(select!("AND artifact_type = $3 ORDER BY created_at, digest"))
-                        .bind(repo.as_str())
-                        .bind(subject.as_str())
-                        .bind(t)
-                        .fetch_all(&self.reader)
-                        .await,
+                let sql = match artifact_type {
+                    None => select!(""),
+                    Some(_) => select!("AND artifact_type = $5"),
+                };
+                let mut query = sqlx::query(sql)
+                    .bind(repo.as_str())
+                    .bind(subject.as_str())
+                    .bind(page.last.unwrap_or(""))
+                    .bind(page.limit as i64 + 1);
+                if let Some(t) = artifact_type {
+                    query = query.bind(t);
                 }
-                .map_err(db_err)?;
-                rows.into_iter()
-                    .map(|r| {
-                        let annotations: Option<String> = r.get(4);
-                        let annotations = annotations
-                            .map(|a| serde_json::from_str(&a))
-                            .transpose()
-                            .map_err(|e| Error::internal(format!("corrupt annotations: {e}")))?;
-                        Ok(Descriptor {
-                            digest: r.get(0),
-                            media_type: r.get(1),
-                            size: r.get::<i64, _>(2) as u64,
-                            artifact_type: r.get(3),
-                            annotations,
-                            urls: None,
-                            platform: None,
-                        })
-                    })
-                    .collect()
+                // Streamed: a page stops at its byte bound without reading further rows.
+                let mut rows = query.fetch(&self.reader);
+                let mut found = Referrers::default();
+                let mut bytes = 0;
+                while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await.map_err(db_err)? {
+                    let annotations: Option<String> = r.get(4);
+                    let descriptor = Descriptor {
+                        digest: r.get(0),
+                        media_type: r.get(1),
+                        size: r.get::<i64, _>(2) as u64,
+                        artifact_type: r.get(3),
+                        annotations: None,
+                        urls: None,
+                        platform: None,
+                    };
+                    // About what the descriptor takes in the response.
+                    let size = 64
+                        + descriptor.digest.len()
+                        + descriptor.media_type.len()
+                        + descriptor.artifact_type.as_ref().map_or(0, String::len)
+                        + annotations.as_ref().map_or(0, String::len);
+                    let full = found.descriptors.len() >= page.limit as usize
+                        || (!found.descriptors.is_empty() && bytes + size > page.max_bytes);
+                    if full {
+                        found.more = true;
+                        break;
+                    }
+                    let annotations = annotations
+                        .map(|a| serde_json::from_str(&a))
+                        .transpose()
+                        .map_err(|e| Error::internal(format!("corrupt annotations: {e}")))?;
+                    found.descriptors.push(Descriptor { annotations, ..descriptor });
+                    bytes += size;
+                }
+                Ok(found)
             }
         }
     };
@@ -452,6 +497,9 @@ pub(crate) use sql_store;
 use berth_core::{Digest, Error, RepoName};
 
 use crate::Page;
+
+/// Ids per statement when looking many up: well under SQLite's limit of bound parameters.
+pub(crate) const ID_BATCH: usize = 500;
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
     Error::internal(format!("database: {e}"))

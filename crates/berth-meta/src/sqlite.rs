@@ -17,10 +17,13 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
-use crate::{BlobInfo, ManifestRecord, NewManifest, Page, UploadRecord, now};
+use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_registry.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_registry.sql")),
+    (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
+];
 
 pub struct SqliteStore {
     /// Exactly one connection: SQLite has one writer, and queueing here avoids

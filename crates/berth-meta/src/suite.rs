@@ -2,7 +2,7 @@
 
 use berth_core::{Digest, ErrorKind, MediaType, Reference, RepoName, Tag, manifest};
 
-use crate::{BlobInfo, MetadataStore, NewManifest};
+use crate::{BlobInfo, MetadataStore, NewManifest, PageSpec};
 
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).unwrap()
@@ -21,6 +21,12 @@ fn image_manifest(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> 
 }
 
 pub async fn run(store: &dyn MetadataStore) {
+    core(store).await;
+    referrers_are_paged(store).await;
+    uploads_are_bounded_and_expire_in_batches(store).await;
+}
+
+async fn core(store: &dyn MetadataStore) {
     let (a, b) = (repo("team/a"), repo("team/b"));
     let config = Digest::of(b"config");
     let layer = Digest::of(b"layer");
@@ -36,7 +42,7 @@ pub async fn run(store: &dyn MetadataStore) {
     assert_eq!(store.repos_with_blob(&layer, 10).await.unwrap(), vec![a.clone()]);
 
     // Uploads: created, advanced only from the expected offset, completed by link_blob.
-    store.create_upload("u1", &b, "s0").await.unwrap();
+    assert!(store.create_upload("u1", &b, "s0", 10).await.unwrap());
     assert_eq!(store.upload(&a, "u1").await.unwrap(), None, "uploads belong to one repository");
     let up = store.upload(&b, "u1").await.unwrap().unwrap();
     assert_eq!((up.size, up.hash_state, up.state.as_str()), (0, None, "s0"));
@@ -45,8 +51,7 @@ pub async fn run(store: &dyn MetadataStore) {
     let up = store.upload(&b, "u1").await.unwrap().unwrap();
     assert_eq!((up.size, up.hash_state.as_deref(), up.state.as_str()), (10, Some(&b"hash10"[..]), "s10"));
     assert_eq!(store.known_uploads(&["u1".into(), "nope".into()]).await.unwrap(), vec![true, false]);
-    assert!(store.stale_uploads(crate::now() + 10).await.unwrap().contains(&("u1".to_owned(), "s10".to_owned())));
-    assert!(store.stale_uploads(crate::now() - 3600).await.unwrap().is_empty());
+    assert!(store.expire_uploads(crate::now() - 3600, 100).await.unwrap().is_empty());
     // The same content committed again under another key: the recorded key wins.
     assert_eq!(store.link_blob(&b, &layer, &info(5, "k/other"), Some("u1")).await.unwrap(), "k/layer");
     assert_eq!(store.upload(&b, "u1").await.unwrap(), None);
@@ -123,14 +128,17 @@ pub async fn run(store: &dyn MetadataStore) {
     assert!(store.delete_tag(&a, &moving).await.unwrap());
     assert!(store.manifest(&a, &Reference::Tag(moving)).await.unwrap().is_none());
 
-    let refs = store.referrers(&a, &digest, None).await.unwrap();
+    let all = PageSpec { last: None, limit: 100, max_bytes: 1 << 20 };
+    let refs = store.referrers(&a, &digest, None, all).await.unwrap();
+    assert!(!refs.more);
+    let refs = refs.descriptors;
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].digest, referrer_digest.to_string());
     assert_eq!(refs[0].artifact_type.as_deref(), Some("application/x.cfg"));
     assert_eq!(refs[0].annotations.as_ref().unwrap()["a"], "b");
-    assert!(store.referrers(&a, &digest, Some("application/other")).await.unwrap().is_empty());
-    assert_eq!(store.referrers(&a, &digest, Some("application/x.cfg")).await.unwrap().len(), 1);
-    assert!(store.referrers(&b, &digest, None).await.unwrap().is_empty());
+    assert!(store.referrers(&a, &digest, Some("application/other"), all).await.unwrap().descriptors.is_empty());
+    assert_eq!(store.referrers(&a, &digest, Some("application/x.cfg"), all).await.unwrap().descriptors.len(), 1);
+    assert!(store.referrers(&b, &digest, None, all).await.unwrap().descriptors.is_empty());
 
     // Deletes: a tag alone, then a manifest with its remaining tags.
     assert!(store.delete_tag(&a, &latest).await.unwrap());
@@ -144,4 +152,107 @@ pub async fn run(store: &dyn MetadataStore) {
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);
     assert_eq!(store.repo_blob(&b, &layer).await.unwrap().map(|i| i.size), Some(5));
+}
+
+/// Referrers come a page at a time, by digest, bounded by count and by bytes.
+pub async fn referrers_are_paged(store: &dyn MetadataStore) {
+    let r = repo("paged/refs");
+    let config = Digest::of(b"paged config");
+    store.link_blob(&r, &config, &BlobInfo { size: 12, key: "k/pc".into() }, None).await.unwrap();
+    let subject = Digest::of(b"the subject");
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        // Every third one of another artifact type; every fifth with a large annotation.
+        let artifact = if i % 3 == 0 { "application/x.sig" } else { "application/x.sbom" };
+        let note = format!("{i}-{}", if i % 5 == 0 { "x".repeat(10_000) } else { String::new() });
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"{artifact}",
+            "config":{{"mediaType":"application/x.cfg","digest":"{config}","size":12}},"layers":[],
+            "annotations":{{"n":"{note}"}},"subject":{{"mediaType":"{}","digest":"{subject}","size":1}}}}"#,
+            MediaType::OCI_MANIFEST,
+            MediaType::OCI_MANIFEST,
+        );
+        let parsed = manifest::parse(None, body.as_bytes()).unwrap();
+        let digest = Digest::of(body.as_bytes());
+        let m = NewManifest { repo: &r, digest: &digest, parsed: &parsed, body: body.as_bytes(), tags: &[] };
+        store.put_manifest(m).await.unwrap();
+        expected.push((digest.to_string(), artifact));
+    }
+    expected.sort();
+
+    // Every page holds at most `limit` and about `max_bytes`, at least one; together they
+    // hold each referrer once, in digest order.
+    for (filter, limit, max_bytes) in [(None, 10, 1 << 20), (None, 7, 15_000), (Some("application/x.sig"), 3, 1 << 20)]
+    {
+        let want: Vec<&String> =
+            expected.iter().filter(|(_, t)| filter.is_none_or(|f| f == *t)).map(|(d, _)| d).collect();
+        let mut got = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let spec = PageSpec { last: last.as_deref(), limit, max_bytes };
+            let page = store.referrers(&r, &subject, filter, spec).await.unwrap();
+            let n = page.descriptors.len();
+            assert!((1..=limit as usize).contains(&n), "page of {n}");
+            let bytes: usize = page.descriptors.iter().map(|d| serde_json::to_vec(d).unwrap().len()).sum();
+            assert!(n == 1 || bytes <= max_bytes, "{n} referrers in {bytes} bytes > {max_bytes}");
+            got.extend(page.descriptors.iter().map(|d| d.digest.clone()));
+            last = got.last().cloned();
+            if !page.more {
+                break;
+            }
+            assert!(got.len() <= want.len(), "more pages than referrers");
+        }
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "filter {filter:?}, limit {limit}, {max_bytes} bytes");
+    }
+    let tiny = PageSpec { last: None, limit: 100, max_bytes: 1 };
+    assert_eq!(store.referrers(&r, &subject, None, tiny).await.unwrap().descriptors.len(), 1, "always one");
+}
+
+/// Open uploads are bounded per repository, atomically; expiry deletes in batches.
+pub async fn uploads_are_bounded_and_expire_in_batches(store: &dyn MetadataStore) {
+    let (r, other) = (repo("bounded/uploads"), repo("bounded/other"));
+    // Concurrent creations never pass the bound (several rounds: the first ones also
+    // open the pool's connections, which staggers them).
+    for round in 0..4 {
+        let r = repo(&format!("bounded/round{round}"));
+        let creations = (0..20).map(|i| {
+            let r = r.clone();
+            async move { store.create_upload(&format!("r{round}-{i:02}"), &r, "", 5).await.unwrap() }
+        });
+        let created = futures_util::future::join_all(creations).await;
+        assert_eq!(created.iter().filter(|c| **c).count(), 5, "round {round}: {created:?}");
+        assert_eq!(store.expire_uploads(crate::now() + 10, 100).await.unwrap().len(), 5);
+    }
+    let creations = (0..20).map(|i| {
+        let r = r.clone();
+        async move { store.create_upload(&format!("b{i:02}"), &r, "", 5).await.unwrap() }
+    });
+    let created = futures_util::future::join_all(creations).await;
+    assert_eq!(created.iter().filter(|c| **c).count(), 5, "{created:?}");
+    assert!(store.create_upload("o1", &other, "", 5).await.unwrap(), "the bound is per repository");
+    let first = created.iter().position(|c| *c).unwrap();
+    assert!(store.delete_upload(&format!("b{first:02}")).await.unwrap());
+    assert!(store.create_upload("b99", &r, "", 5).await.unwrap(), "a freed slot is reused");
+    assert!(!store.create_upload("b98", &r, "", 5).await.unwrap());
+
+    // Seven uploads in all; expired three at a time, each once.
+    let before = crate::now() + 10;
+    let mut expired = Vec::new();
+    loop {
+        let batch = store.expire_uploads(before, 3).await.unwrap();
+        assert!(batch.len() <= 3);
+        let done = batch.len() < 3;
+        expired.extend(batch.into_iter().map(|(id, _)| id));
+        if done {
+            break;
+        }
+    }
+    expired.sort();
+    let mut want: Vec<String> =
+        created.iter().enumerate().filter(|(i, c)| **c && *i != first).map(|(i, _)| format!("b{i:02}")).collect();
+    want.extend(["b99".to_owned(), "o1".to_owned()]);
+    want.sort();
+    assert_eq!(expired, want);
+    let ids: Vec<String> = (0..1200).map(|i| format!("none-{i}")).chain(["b99".to_owned()]).collect();
+    assert!(store.known_uploads(&ids).await.unwrap().iter().all(|k| !k));
 }

@@ -17,6 +17,7 @@ use crate::{Access, Action, Ctx};
 pub(crate) fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Full => Error::new(ErrorKind::StorageFull),
+        StorageError::Conflict(why) => Error::new(ErrorKind::BlobUploadInvalid).with_message(why),
         StorageError::Body(e) => Error::new(ErrorKind::BlobUploadInvalid).with_message(format!("request body: {e}")),
         other => Error::internal(other),
     }

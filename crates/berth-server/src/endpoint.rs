@@ -17,6 +17,9 @@ pub enum Endpoint {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<reference>` where the reference is neither a tag nor a
+    /// digest (why: the kind of error parsing it gave). Nothing can be stored there.
+    InvalidReference(RepoName, String, ErrorKind),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -48,7 +51,13 @@ impl Endpoint {
         let (head, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
         let (repo, kind) = head.rsplit_once('/').ok_or_else(not_found)?;
         match kind {
-            "manifests" => Ok(Endpoint::Manifest(name(repo)?, Reference::parse(last)?)),
+            "manifests" => {
+                let repo = name(repo)?;
+                Ok(match Reference::parse(last) {
+                    Ok(reference) => Endpoint::Manifest(repo, reference),
+                    Err(e) => Endpoint::InvalidReference(repo, last.to_owned(), e.kind),
+                })
+            }
             "blobs" => Ok(Endpoint::Blob(name(repo)?, Digest::parse(last)?)),
             "referrers" => Ok(Endpoint::Referrers(name(repo)?, Digest::parse(last)?)),
             "uploads" => {
@@ -64,7 +73,9 @@ impl Endpoint {
         let read = *method == Method::GET || *method == Method::HEAD;
         match self {
             Endpoint::Base | Endpoint::Catalog | Endpoint::Tags(_) | Endpoint::Referrers(..) => read,
-            Endpoint::Manifest(..) => read || *method == Method::PUT || *method == Method::DELETE,
+            Endpoint::Manifest(..) | Endpoint::InvalidReference(..) => {
+                read || *method == Method::PUT || *method == Method::DELETE
+            }
             Endpoint::Blob(..) => read || *method == Method::DELETE,
             Endpoint::UploadStart(_) => *method == Method::POST,
             Endpoint::Upload(..) => {
@@ -109,13 +120,27 @@ mod tests {
     }
 
     #[test]
+    fn references_that_are_neither_tag_nor_digest_are_told_apart() {
+        let repo = RepoName::parse("a").unwrap();
+        for (reference, why) in [
+            ("Bad:ref", ErrorKind::DigestInvalid),
+            ("sha512:abc", ErrorKind::DigestUnsupported),
+            (".INVALID_MANIFEST_NAME", ErrorKind::TagInvalid),
+        ] {
+            assert_eq!(
+                Endpoint::parse(&format!("/v2/a/manifests/{reference}")).unwrap(),
+                Endpoint::InvalidReference(repo.clone(), reference.to_owned(), why)
+            );
+        }
+    }
+
+    #[test]
     fn bad_names_and_unknown_paths_are_refused() {
         let kind = |p: &str| Endpoint::parse(p).unwrap_err().kind;
         assert_eq!(kind("/v2/Upper/tags/list"), ErrorKind::NameInvalid);
         assert_eq!(kind("/v2/a/../b/tags/list"), ErrorKind::NameInvalid);
         assert_eq!(kind("/v2//a/tags/list"), ErrorKind::NameInvalid);
-        assert_eq!(kind("/v2/a/manifests/Bad:ref"), ErrorKind::DigestInvalid);
-        assert_eq!(kind("/v2/a/manifests/sha512:abc"), ErrorKind::DigestUnsupported);
+        assert_eq!(kind("/v2/A/manifests/.bad"), ErrorKind::NameInvalid, "the name is checked first");
         assert_eq!(kind("/v2/a/unknown/x"), ErrorKind::NotFound);
         assert_eq!(kind("/v3/"), ErrorKind::NotFound);
         assert_eq!(kind("/v2x"), ErrorKind::NotFound);

@@ -40,11 +40,17 @@ pub struct RegistryConfig {
     /// How long a request waits for another request on the same upload to end before it
     /// is refused (a client retrying after a timeout while its first attempt still runs).
     pub busy_wait: Duration,
+    /// Uploads open at once in one repository; a `POST` beyond is refused (429).
+    pub max_open_uploads: u32,
 }
 
 impl Default for RegistryConfig {
     fn default() -> RegistryConfig {
-        RegistryConfig { upload_ttl: Duration::from_secs(24 * 3600), busy_wait: Duration::from_secs(10) }
+        RegistryConfig {
+            upload_ttl: Duration::from_secs(24 * 3600),
+            busy_wait: Duration::from_secs(10),
+            max_open_uploads: 1000,
+        }
     }
 }
 
@@ -136,6 +142,9 @@ async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response
             Method::DELETE => manifests::delete(ctx, &repo, &reference).await,
             _ => manifests::get(ctx, &repo, &reference).await,
         },
+        Endpoint::InvalidReference(repo, reference, why) => {
+            manifests::invalid_reference(ctx, &repo, &reference, why).await
+        }
         Endpoint::Blob(repo, digest) => match *m {
             Method::DELETE => blobs::delete(ctx, &repo, &digest).await,
             _ => blobs::get(ctx, &repo, &digest).await,

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::manifest::{self, MAX_MANIFEST_SIZE};
 use berth_core::{Digest, Error, ErrorKind, MediaType, Reference, RepoName, Tag};
-use berth_meta::{NewManifest, Page};
+use berth_meta::{NewManifest, Page, PageSpec};
 use futures_util::StreamExt;
 
 use crate::response::{empty, header_value};
@@ -13,6 +13,11 @@ use crate::{Access, Action, Ctx};
 
 /// Largest page of tags or repositories returned at once.
 const MAX_PAGE: u32 = 10_000;
+/// Largest page of referrers returned at once.
+const MAX_REFERRERS_PAGE: u32 = 1000;
+/// About the most bytes of descriptors in one page of referrers: an index that a client
+/// reads whole, so bounded like a manifest (with room for the index around them).
+const MAX_REFERRERS_BYTES: usize = MAX_MANIFEST_SIZE - 4096;
 
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
@@ -105,6 +110,25 @@ pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, bo
     Ok(response)
 }
 
+/// A manifest URL whose reference is neither a tag nor a digest (`why` says which error
+/// parsing it gave). Nothing can be stored under it, so a read or a delete finds nothing:
+/// 404 `MANIFEST_UNKNOWN`, as the conformance suite expects of `GET`/`HEAD` (`DELETE`
+/// answers the same: the manifest is as unknown). A `PUT` is refused for its reference.
+pub(crate) async fn invalid_reference(
+    ctx: Ctx<'_>,
+    repo: &RepoName,
+    reference: &str,
+    why: ErrorKind,
+) -> Result<Response, Error> {
+    let (action, error) = match *ctx.method {
+        Method::PUT => (Action::Push, why),
+        Method::DELETE => (Action::Delete, ErrorKind::ManifestUnknown),
+        _ => (Action::Pull, ErrorKind::ManifestUnknown),
+    };
+    ctx.authorize(Access::Repository(repo, action)).await?;
+    Err(Error::new(error).with_detail(reference))
+}
+
 /// How much of an oversize body is read and discarded so that the client, still
 /// sending, gets the 413 instead of a broken connection.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -140,31 +164,39 @@ pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference)
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-/// `n` and `last` of a paginated listing: `(limit, last)`.
-fn pagination(ctx: Ctx<'_>) -> Result<(u32, Option<String>), Error> {
+/// `n` (at most `max`, `max` if absent) and `last` of a paginated listing: `(limit, last)`.
+fn pagination(ctx: Ctx<'_>, max: u32) -> Result<(u32, Option<String>), Error> {
     let n = match ctx.param("n") {
         Some(n) => {
             n.parse::<u32>().map_err(|_| Error::new(ErrorKind::PaginationInvalid).with_detail(format!("n={n}")))?
         }
-        None => MAX_PAGE,
+        None => max,
     };
-    Ok((n.min(MAX_PAGE), ctx.param("last")))
+    Ok((n.min(max), ctx.param("last")))
 }
 
-/// `Link: <path?n=N&last=LAST>; rel="next"` when more items follow.
-fn link_next(response: &mut Response, path: &str, limit: u32, page: &Page) {
-    if let (true, Some(last)) = (page.more, page.items.last()) {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("n", &limit.to_string())
-            .append_pair("last", last)
-            .finish();
-        response.headers_mut().insert(header::LINK, header_value(&format!("<{path}?{query}>; rel=\"next\"")));
+/// The `last` of the next page, if more items follow this one.
+fn next_after(page: &Page) -> Option<&str> {
+    page.items.last().filter(|_| page.more).map(String::as_str)
+}
+
+/// `Link: <path?n=N&last=LAST&…>; rel="next"` when `last` (more items follow it), with
+/// the listing's other parameters `extra`.
+fn link_next(response: &mut Response, path: &str, limit: u32, last: Option<&str>, extra: &[(&str, &str)]) {
+    if let Some(last) = last {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("n", &limit.to_string()).append_pair("last", last);
+        for (k, v) in extra {
+            query.append_pair(k, v);
+        }
+        let link = format!("<{path}?{}>; rel=\"next\"", query.finish());
+        response.headers_mut().insert(header::LINK, header_value(&link));
     }
 }
 
 pub(crate) async fn tags(ctx: Ctx<'_>, repo: &RepoName) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
-    let (limit, last) = pagination(ctx)?;
+    let (limit, last) = pagination(ctx, MAX_PAGE)?;
     let page = ctx
         .registry
         .meta
@@ -173,29 +205,38 @@ pub(crate) async fn tags(ctx: Ctx<'_>, repo: &RepoName) -> Result<Response, Erro
         .ok_or_else(|| Error::new(ErrorKind::NameUnknown).with_detail(repo.to_string()))?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
     let mut response = json(body);
-    link_next(&mut response, &format!("/v2/{repo}/tags/list"), limit, &page);
+    link_next(&mut response, &format!("/v2/{repo}/tags/list"), limit, next_after(&page), &[]);
     Ok(response)
 }
 
 pub(crate) async fn catalog(ctx: Ctx<'_>) -> Result<Response, Error> {
     ctx.authorize(Access::Catalog).await?;
-    let (limit, last) = pagination(ctx)?;
+    let (limit, last) = pagination(ctx, MAX_PAGE)?;
     let page = ctx.registry.meta.catalog(last.as_deref(), limit).await?;
     let mut response = json(serde_json::json!({ "repositories": page.items }));
-    link_next(&mut response, "/v2/_catalog", limit, &page);
+    link_next(&mut response, "/v2/_catalog", limit, next_after(&page), &[]);
     Ok(response)
 }
 
+/// Referrers a page at a time, by digest: at most `n` (default and cap
+/// [`MAX_REFERRERS_PAGE`]) and about [`MAX_REFERRERS_BYTES`] of descriptors, with a `Link`
+/// to the next page (carrying the filter) when more follow.
 pub(crate) async fn referrers(ctx: Ctx<'_>, repo: &RepoName, subject: &Digest) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
     let filter = ctx.param("artifactType").filter(|t| !t.is_empty());
-    let descriptors = ctx.registry.meta.referrers(repo, subject, filter.as_deref()).await?;
+    let (limit, last) = pagination(ctx, MAX_REFERRERS_PAGE)?;
+    let limit = limit.max(1);
+    let spec = PageSpec { last: last.as_deref(), limit, max_bytes: MAX_REFERRERS_BYTES };
+    let page = ctx.registry.meta.referrers(repo, subject, filter.as_deref(), spec).await?;
+    let next = page.descriptors.last().filter(|_| page.more).map(|d| d.digest.clone());
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OCI_INDEX,
-        "manifests": descriptors,
+        "manifests": page.descriptors,
     });
     let mut response = json(index);
+    let extra: Vec<(&str, &str)> = filter.iter().map(|f| ("artifactType", f.as_str())).collect();
+    link_next(&mut response, &format!("/v2/{repo}/referrers/{subject}"), limit, next.as_deref(), &extra);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MediaType::OCI_INDEX));
     if filter.is_some() {

@@ -130,7 +130,14 @@ pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<R
 
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
     let state = reg.blobs.create_upload(&id).await.map_err(storage_err)?;
-    reg.meta.create_upload(&id, repo, &state).await?;
+    let max = reg.config.max_open_uploads;
+    if !reg.meta.create_upload(&id, repo, &state, max).await? {
+        // Best effort: the janitor removes staged bytes that no record owns.
+        let _ = reg.blobs.delete_upload(&id, &state).await;
+        return Err(Error::new(ErrorKind::TooManyRequests).with_message(format!(
+            "{repo} has {max} uploads open, the most allowed: finish or cancel one, or retry once abandoned ones expire"
+        )));
+    }
 
     match monolithic {
         Some(digest) => close(ctx, repo, &id, body, declared, digest).await,

@@ -22,7 +22,7 @@ mod suite;
 
 pub use fs::FsBlobStore;
 #[cfg(feature = "s3")]
-pub use s3::{DEFAULT_PART_SIZE, MIN_PART_SIZE, S3BlobStore, S3Config, S3ConfigError};
+pub use s3::{DEFAULT_APPEND_BUDGET, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3BlobStore, S3Config, S3ConfigError};
 
 /// A stream of body bytes, in or out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -39,6 +39,10 @@ pub enum StorageError {
     Body(io::Error),
     #[error("storage is full")]
     Full,
+    /// Concurrent requests changed the upload in ways that cannot both hold (e.g. two
+    /// appends from one state to S3); the upload cannot be completed as recorded.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("storage: {0}")]
     Io(io::Error),
 }

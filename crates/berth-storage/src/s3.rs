@@ -30,6 +30,14 @@
 //!   written as a new pending segment. Memory per upload stays around one part whatever
 //!   the blob size. Every part but the last is exactly `part_size` bytes (some servers,
 //!   e.g. R2, require equal parts); the last part, sent on commit, may be small.
+//! - Memory across appends is bounded too: every byte an append holds (received, or read
+//!   back from segments) is taken from one budget per store, `append_budget` (default
+//!   256 MiB, 32 parts), so N stalled requests cannot hold N parts. When the budget is
+//!   short, an append writes what it holds as a pending segment and waits holding nothing
+//!   (`s3/budget.rs` says why this cannot deadlock); a client idle for `SPILL_IDLE` while
+//!   its append holds `SPILL_MIN` or more gets the same treatment, so a stalled request
+//!   holds less than `SPILL_MIN`. Uncontended, an append costs a non-blocking semaphore
+//!   operation per chunk and a timer.
 //! - The multipart upload is created lazily, with the first full part: a blob that never
 //!   fills a part (most config blobs and many layers) costs no multipart upload at all,
 //!   and is committed by copying its one segment (or re-putting its few segments, less
@@ -44,7 +52,8 @@
 //!   raise `part_size` for larger blobs).
 //! - Two appends from the same state at once (two nodes, a misbehaving client) both write
 //!   part n+1; S3 checks the recorded ETags on completion, so the commit then fails
-//!   (`InvalidPart`) instead of making other bytes the blob.
+//!   (`InvalidPart`) instead of making other bytes the blob. That failure is a
+//!   [`StorageError::Conflict`], a client error: the upload cannot be completed.
 //! - A part is sent while the request body waits (no pipelining): simple, and memory
 //!   stays at one part; overlapping the two could speed an upload up to 2x, at twice the memory.
 //!
@@ -82,7 +91,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -107,151 +115,21 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 const MAX_PART_SIZE: usize = 5 << 30;
 /// S3's maximum number of parts in a multipart upload.
 const MAX_PARTS: usize = 10_000;
+/// The memory all appends of a store may hold when the config names no other: 32 parts.
+pub const DEFAULT_APPEND_BUDGET: usize = 256 << 20;
+/// An append whose client has sent nothing for this long while the append holds
+/// [`SPILL_MIN`] or more writes what it holds to the bucket and gives back its budget.
+const SPILL_IDLE: Duration = Duration::from_secs(1);
+const SPILL_MIN: usize = 64 << 10;
 
-/// Where and how to reach the bucket. Deserializable from a config file (every field
-/// optional but `bucket`), or parsed from an `s3://` URL by [`S3Config::from_url`].
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    pub bucket: String,
-    /// Every object lives under this prefix (`""`: the whole bucket).
-    pub prefix: String,
-    /// Default `us-east-1`.
-    pub region: String,
-    /// For S3-compatible servers, e.g. `http://127.0.0.1:3900`; `None` for AWS.
-    pub endpoint: Option<String>,
-    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`. Most
-    /// self-hosted servers (MinIO, Garage, Ceph RGW without wildcard DNS) need it.
-    pub path_style: bool,
-    /// Allow a plain-HTTP endpoint that is not on loopback (loopback always may).
-    pub allow_http: bool,
-    /// Static credentials; when absent, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-    /// `AWS_SESSION_TOKEN`, then the instance metadata service.
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub session_token: Option<String>,
-    /// Size of every multipart part but the last, and the memory one upload holds at most.
-    pub part_size: usize,
-}
+mod budget;
+mod config;
+#[cfg(test)]
+mod tests;
 
-impl Default for S3Config {
-    fn default() -> S3Config {
-        S3Config {
-            bucket: String::new(),
-            prefix: String::new(),
-            region: "us-east-1".to_owned(),
-            endpoint: None,
-            path_style: false,
-            allow_http: false,
-            access_key_id: None,
-            secret_access_key: None,
-            session_token: None,
-            part_size: DEFAULT_PART_SIZE,
-        }
-    }
-}
-
-impl fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
-        f.debug_struct("S3Config")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("path_style", &self.path_style)
-            .field("allow_http", &self.allow_http)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &redacted(&self.secret_access_key))
-            .field("session_token", &redacted(&self.session_token))
-            .field("part_size", &self.part_size)
-            .finish()
-    }
-}
-
-/// A bad S3 configuration or storage URL.
-#[derive(Debug, thiserror::Error)]
-#[error("S3 storage: {0}")]
-pub struct S3ConfigError(String);
-
-fn config_err(msg: impl Into<String>) -> S3ConfigError {
-    S3ConfigError(msg.into())
-}
-
-impl S3Config {
-    /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true&allow_http=true&part_size=BYTES]`.
-    ///
-    /// Credentials are not taken from the URL (it ends up in logs and process lists):
-    /// set them in the config file or the standard AWS environment variables.
-    pub fn from_url(url: &str) -> Result<S3Config, S3ConfigError> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| config_err(format!("{url:?} is not an s3:// URL")))?;
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-        let mut config =
-            S3Config { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned(), ..S3Config::default() };
-        let flag = |key: &str, value: &str| match value {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(config_err(format!("{key} must be true or false, not {value:?}"))),
-        };
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "endpoint" => config.endpoint = Some(value.trim_end_matches('/').to_owned()),
-                "region" => config.region = value.into_owned(),
-                "path_style" => config.path_style = flag(&key, &value)?,
-                "allow_http" => config.allow_http = flag(&key, &value)?,
-                "part_size" => {
-                    config.part_size = value
-                        .parse()
-                        .map_err(|_| config_err(format!("part_size must be a number of bytes, not {value:?}")))?
-                }
-                _ => return Err(config_err(format!("unknown parameter {key:?} in {url:?}"))),
-            }
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), S3ConfigError> {
-        let b = &self.bucket;
-        if b.is_empty() || !b.bytes().all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c)) {
-            return Err(config_err(format!("invalid bucket name {b:?}")));
-        }
-        if self.region.is_empty() {
-            return Err(config_err("the region is empty"));
-        }
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
-            return Err(config_err(format!(
-                "part_size {} is outside S3's limits ({MIN_PART_SIZE}..={MAX_PART_SIZE})",
-                self.part_size
-            )));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            let plain = endpoint.starts_with("http://");
-            if !plain && !endpoint.starts_with("https://") {
-                return Err(config_err(format!("endpoint {endpoint:?} must start with http:// or https://")));
-            }
-            if plain && !self.allow_http && !is_loopback(endpoint) {
-                return Err(config_err(format!(
-                    "endpoint {endpoint:?} is plain HTTP and not on loopback: set allow_http to allow it"
-                )));
-            }
-        }
-        Path::parse(&self.prefix).map_err(|e| config_err(format!("invalid prefix {:?}: {e}", self.prefix)))?;
-        Ok(())
-    }
-}
-
-/// Whether an `http(s)://host[:port][/…]` URL names a loopback host.
-fn is_loopback(url: &str) -> bool {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = authority.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+use budget::Budget;
+pub use config::{S3Config, S3ConfigError};
+use config::{config_err, is_loopback};
 
 /// An upload's progress, serialized into its [`UploadState`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -334,6 +212,28 @@ fn s3_err(e: object_store::Error) -> StorageError {
     }
 }
 
+/// A completion the server refused because the recorded parts are not the ones it holds
+/// (`InvalidPart`: another append from the same state overwrote one) is a conflict the
+/// client caused; anything else stays what it was.
+fn conflict_or(e: StorageError, id: &str) -> StorageError {
+    let invalid_part = |io: &io::Error| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(io);
+        while let Some(c) = cause {
+            if c.to_string().contains("InvalidPart") {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    };
+    match e {
+        StorageError::Io(io) if invalid_part(&io) => StorageError::Conflict(format!(
+            "upload {id} was appended to concurrently from the same offset; its parts no longer match: start it again"
+        )),
+        other => other,
+    }
+}
+
 fn corrupt(msg: String) -> StorageError {
     StorageError::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
 }
@@ -358,6 +258,7 @@ pub struct S3BlobStore {
     s3: AmazonS3,
     prefix: Path,
     part_size: usize,
+    budget: Budget,
 }
 
 impl fmt::Debug for S3BlobStore {
@@ -412,7 +313,7 @@ impl S3BlobStore {
             _ => return Err(config_err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")),
         }
         let s3 = builder.build().map_err(|e| config_err(e.to_string()))?;
-        Ok(S3BlobStore { s3, prefix, part_size: config.part_size })
+        Ok(S3BlobStore { s3, prefix, part_size: config.part_size, budget: Budget::new(config.append_budget) })
     }
 
     /// A URL that lets anyone GET the blob `key` for `ttl`, for answering blob GETs with a
@@ -518,6 +419,22 @@ impl S3BlobStore {
         };
         st.multipart = Some(m.clone());
         Ok(m)
+    }
+
+    /// Writes the buffer, the bytes just before `end`, as the upload's next pending
+    /// segment, and empties it. Nothing to do for an empty buffer.
+    async fn spill(&self, id: &str, st: &mut State, buf: &mut Chunks, end: u64) -> Result<(), StorageError> {
+        if buf.len == 0 {
+            return Ok(());
+        }
+        let start = end - buf.len as u64;
+        // Unique, so an append that is never recorded cannot touch a recorded segment.
+        let name = format!("{start}-{}", uuid::Uuid::new_v4().simple());
+        let len = buf.len as u64;
+        let bytes = std::mem::take(buf).chunks;
+        self.s3.put(&self.segment(id, &name), PutPayload::from_iter(bytes)).await.map_err(s3_err)?;
+        st.pending.push(Segment { name, len });
+        Ok(())
     }
 
     /// Sends `bytes` as the next part.
@@ -659,30 +576,58 @@ impl BlobStore for S3BlobStore {
 
         let mut st = State { consumed: Vec::new(), ..old };
         let part_size = st.part_size as usize;
-        let mut pending = st.pending_len() as usize;
+        // Bytes received but not yet in the bucket; every one of them is in `grant`.
         let mut buf = Chunks::default();
+        let mut grant = self.budget.grant();
         let mut written = 0u64;
-        while let Some(chunk) = data.next().await {
+        loop {
+            let next = if buf.len >= SPILL_MIN {
+                match tokio::time::timeout(SPILL_IDLE, data.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // The client stalls: its bytes wait in the bucket, not in memory.
+                        self.spill(id, &mut st, &mut buf, offset + written).await?;
+                        grant.shrink_to(0);
+                        continue;
+                    }
+                }
+            } else {
+                data.next().await
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(StorageError::Body)?;
+            if !grant.try_grow(chunk.len()) {
+                // Never wait holding budget (see s3/budget.rs).
+                self.spill(id, &mut st, &mut buf, offset + written).await?;
+                grant.shrink_to(0);
+                grant.grow(chunk.len()).await;
+            }
             written += chunk.len() as u64;
             buf.push(chunk);
-            while pending + buf.len >= part_size {
-                let mut part = self.read_segments(id, &st.pending).await?;
-                part.extend(buf.take(part_size - pending));
-                self.put_part(id, &mut st, part).await?;
+            while st.pending_len() as usize + buf.len >= part_size {
+                let pending = st.pending_len() as usize;
+                if pending > 0 && !grant.try_grow(pending) {
+                    self.spill(id, &mut st, &mut buf, offset + written).await?;
+                    grant.shrink_to(0);
+                    grant.grow(st.pending_len() as usize).await;
+                }
+                // The pending segments' bytes go first, then the buffer's.
+                let mut joined = Chunks::default();
+                for b in self.read_segments(id, &st.pending).await? {
+                    joined.push(b);
+                }
+                for b in std::mem::take(&mut buf).chunks {
+                    joined.push(b);
+                }
+                buf = joined;
                 let consumed: Vec<String> = st.pending.drain(..).map(|s| s.name).collect();
                 st.consumed.extend(consumed);
-                pending = 0;
+                let part = buf.take(part_size);
+                self.put_part(id, &mut st, part).await?;
+                grant.shrink_to(buf.len);
             }
         }
-        if buf.len > 0 {
-            let start = offset + written - buf.len as u64;
-            // Unique, so an append that is never recorded cannot touch a recorded segment.
-            let name = format!("{start}-{}", uuid::Uuid::new_v4().simple());
-            let len = buf.len as u64;
-            self.s3.put(&self.segment(id, &name), PutPayload::from_iter(buf.chunks)).await.map_err(s3_err)?;
-            st.pending.push(Segment { name, len });
-        }
+        self.spill(id, &mut st, &mut buf, offset + written).await?;
         Ok((written, serde_json::to_string(&st).expect("a State serializes")))
     }
 
@@ -712,7 +657,7 @@ impl BlobStore for S3BlobStore {
             // An earlier commit may have completed it (then the multipart upload and the
             // segments are gone), and crashed before writing the marker.
             if self.size_of(&object).await? != Some(len) {
-                return Err(e);
+                return Err(conflict_or(e, id));
             }
         }
         self.s3.put(&self.digest_marker(hex), own.clone().into()).await.map_err(s3_err)?;
@@ -778,463 +723,5 @@ impl BlobStore for S3BlobStore {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use berth_testkit::Garage;
-
-    use super::*;
-
-    fn config(g: &Garage, prefix: &str) -> S3Config {
-        S3Config {
-            bucket: g.bucket.clone(),
-            prefix: prefix.to_owned(),
-            region: g.region.clone(),
-            endpoint: Some(g.endpoint.clone()),
-            path_style: true,
-            access_key_id: Some(g.access_key_id.clone()),
-            secret_access_key: Some(g.secret_access_key.clone()),
-            ..S3Config::default()
-        }
-    }
-
-    fn store(g: &Garage, prefix: &str) -> S3BlobStore {
-        S3BlobStore::new(config(g, prefix)).unwrap()
-    }
-
-    fn body(parts: Vec<Vec<u8>>) -> ByteStream {
-        Box::pin(stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p))).collect::<Vec<_>>()))
-    }
-
-    /// `first`, then the client goes away.
-    fn failing_body(first: Vec<u8>) -> ByteStream {
-        Box::pin(stream::iter(vec![Ok(Bytes::from(first)), Err(io::Error::new(io::ErrorKind::UnexpectedEof, "gone"))]))
-    }
-
-    async fn collect(s: ByteStream) -> Vec<u8> {
-        s.try_fold(Vec::new(), |mut v, b| async move {
-            v.extend_from_slice(&b);
-            Ok(v)
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Deterministic incompressible bytes.
-    fn bytes(len: usize, seed: u8) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    fn parsed(state: &str) -> State {
-        serde_json::from_str(state).unwrap()
-    }
-
-    async fn objects_under(store: &S3BlobStore, rel: &str) -> Vec<String> {
-        let prefix = store.at(&[rel]);
-        store.s3.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
-    }
-
-    const MIB: usize = 1 << 20;
-
-    #[tokio::test]
-    async fn s3_store_passes_the_shared_suite() {
-        let garage = Garage::start();
-        let store = store(&garage, "suite");
-        crate::suite::run(&store).await;
-        assert!(objects_under(&store, "uploads").await.is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_upload_continues_on_another_node_whatever_happened_before() {
-        let garage = Garage::start();
-        let (a, b) = (store(&garage, "p/q"), store(&garage, "p/q"));
-        let content = bytes(30 * MIB + 12_345, 7);
-        let id = "0000bbbb-0000-4000-8000-000000000001";
-        let st = a.create_upload(id).await.unwrap();
-
-        // Node A: 3 MiB, a pending segment only.
-        let (n, st) = a.append_upload(id, &st, 0, body(vec![content[..3 * MIB].to_vec()])).await.unwrap();
-        assert_eq!(n as usize, 3 * MIB);
-        assert!(parsed(&st).multipart.is_none());
-
-        // Node B: a body that fails after filling a part (with A's segment) leaves the
-        // state as it was, though a multipart upload and a part were made.
-        let err = b
-            .append_upload(id, &st, 3 * MIB as u64, failing_body(content[3 * MIB..12 * MIB].to_vec()))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StorageError::Body(_)), "{err:?}");
-
-        // Node B: an append that succeeds but is never recorded (the server saw a short
-        // body), with different bytes than the real ones.
-        let (_, unrecorded) = b.append_upload(id, &st, 3 * MIB as u64, body(vec![bytes(7 * MIB, 99)])).await.unwrap();
-        assert_eq!(parsed(&unrecorded).parts.len(), 1);
-
-        // Node A continues from the recorded state: 6 MiB fills part 1 with the 3 MiB
-        // segment and leaves 1 MiB pending.
-        let (_, st) =
-            a.append_upload(id, &st, 3 * MIB as u64, body(vec![content[3 * MIB..9 * MIB].to_vec()])).await.unwrap();
-        let s = parsed(&st);
-        assert_eq!((s.parts.len(), s.pending_len() as usize, s.consumed.len()), (1, MIB, 1));
-        assert!(s.multipart.is_some());
-
-        // A restart of node B: a new instance takes over, in small and large chunks.
-        drop(b);
-        let b = store(&garage, "p/q");
-        let mut offset = 9 * MIB;
-        let mut st = st;
-        for end in [9 * MIB + 10, 9 * MIB + 100_000, 20 * MIB, content.len()] {
-            let chunk = content[offset..end].to_vec();
-            let node = if end % 2 == 0 { &a } else { &b };
-            let (n, next) = node.append_upload(id, &st, offset as u64, body(vec![chunk])).await.unwrap();
-            assert_eq!(n as usize, end - offset);
-            (st, offset) = (next, end);
-        }
-        assert_eq!(parsed(&st).parts.len(), 3);
-        // The wrong offset is refused.
-        assert!(matches!(
-            a.append_upload(id, &st, 5, body(vec![b"x".to_vec()])).await,
-            Err(StorageError::OffsetMismatch { expected: 5, .. })
-        ));
-
-        let key = a.commit_upload(id, &st, content.len() as u64, &Digest::of(&content)).await.unwrap();
-        assert!(collect(b.read_blob(&key, None).await.unwrap()).await == content, "content differs");
-        assert!(a.list_uploads().await.unwrap().is_empty());
-        assert_eq!(objects_under(&a, "uploads").await, Vec::<String>::new());
-    }
-
-    #[tokio::test]
-    async fn small_blobs_are_one_put_and_large_ones_multipart() {
-        let garage = Garage::start();
-        let store = store(&garage, "");
-        // Several small appends up to just under a part: no multipart upload.
-        let content = bytes(DEFAULT_PART_SIZE - 1, 3);
-        let id = "0000cccc-0000-4000-8000-000000000001";
-        let mut st = store.create_upload(id).await.unwrap();
-        let mut offset = 0;
-        for end in [10, 5 * MIB, content.len()] {
-            (_, st) =
-                store.append_upload(id, &st, offset as u64, body(vec![content[offset..end].to_vec()])).await.unwrap();
-            offset = end;
-        }
-        let s = parsed(&st);
-        assert!(s.multipart.is_none() && s.parts.is_empty(), "{s:?}");
-        assert_eq!(s.pending.len(), 3);
-        assert!(objects_under(&store, &format!("uploads/{id}")).await.iter().all(|o| !o.ends_with("/multipart")));
-        let key = store.commit_upload(id, &st, content.len() as u64, &Digest::of(&content)).await.unwrap();
-        assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content);
-
-        // One append of a small blob: committed by copying its one segment.
-        let id = "0000cccc-0000-4000-8000-000000000002";
-        let st = store.create_upload(id).await.unwrap();
-        let (_, st) = store.append_upload(id, &st, 0, body(vec![b"{}".to_vec()])).await.unwrap();
-        assert_eq!(parsed(&st).pending.len(), 1);
-        let key = store.commit_upload(id, &st, 2, &Digest::of(b"{}")).await.unwrap();
-        assert_eq!(collect(store.read_blob(&key, None).await.unwrap()).await, b"{}");
-
-        // The empty blob.
-        let id = "0000cccc-0000-4000-8000-000000000003";
-        let st = store.create_upload(id).await.unwrap();
-        let key = store.commit_upload(id, &st, 0, &Digest::of(b"")).await.unwrap();
-        assert_eq!(store.blob_size(&key).await.unwrap(), Some(0));
-        assert!(collect(store.read_blob(&key, None).await.unwrap()).await.is_empty());
-
-        // Exactly one part: multipart, with nothing pending.
-        let content = bytes(DEFAULT_PART_SIZE, 4);
-        let id = "0000cccc-0000-4000-8000-000000000004";
-        let st = store.create_upload(id).await.unwrap();
-        let (_, st) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
-        let s = parsed(&st);
-        assert!(s.multipart.is_some() && s.parts.len() == 1 && s.pending.is_empty(), "{s:?}");
-        let key = store.commit_upload(id, &st, content.len() as u64, &Digest::of(&content)).await.unwrap();
-        assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content);
-        assert!(store.list_uploads().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn ranges_across_parts() {
-        let garage = Garage::start();
-        let store = store(&garage, "r");
-        let content = bytes(2 * DEFAULT_PART_SIZE + 1000, 5);
-        let id = "0000dddd-0000-4000-8000-000000000001";
-        let st = store.create_upload(id).await.unwrap();
-        let (_, st) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
-        let key = store.commit_upload(id, &st, content.len() as u64, &Digest::of(&content)).await.unwrap();
-        let p = DEFAULT_PART_SIZE as u64;
-        let len = content.len() as u64;
-        for r in [0..1, p - 5..p + 5, 2 * p - 1..2 * p + 1, len - 1..len, 0..len, 12..3 * MIB as u64] {
-            let got = collect(store.read_blob(&key, Some(r.clone())).await.unwrap()).await;
-            assert!(got == content[r.start as usize..r.end as usize], "range {r:?}");
-        }
-        assert!(collect(store.read_blob(&key, Some(7..7)).await.unwrap()).await.is_empty());
-        let missing = format!("sha256/{}/0000dddd-0000-4000-8000-000000000002", "0".repeat(64));
-        assert!(matches!(store.read_blob(&missing, Some(0..5)).await, Err(StorageError::NotFound)));
-        assert!(matches!(store.read_blob(&missing, Some(5..5)).await, Err(StorageError::NotFound)));
-        for bad in ["", "../x", "sha256/abc/0000", &format!("sha256/{}/../x", "0".repeat(64))] {
-            assert!(matches!(store.read_blob(bad, None).await, Err(StorageError::NotFound)), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn dedupe_and_repeated_commits() {
-        let garage = Garage::start();
-        let store = store(&garage, "d");
-        let content = bytes(9 * MIB, 6);
-        let digest = Digest::of(&content);
-        let len = content.len() as u64;
-        let upload = |id: &'static str| {
-            let store = &store;
-            let content = content.clone();
-            async move {
-                let st = store.create_upload(id).await.unwrap();
-                store.append_upload(id, &st, 0, body(vec![content])).await.unwrap().1
-            }
-        };
-        let (u1, u2, u3) = (
-            "0000eeee-0000-4000-8000-000000000001",
-            "0000eeee-0000-4000-8000-000000000002",
-            "0000eeee-0000-4000-8000-000000000003",
-        );
-        let (s1, s2) = (upload(u1).await, upload(u2).await);
-        let k1 = store.commit_upload(u1, &s1, len, &digest).await.unwrap();
-        assert_eq!(k1, format!("sha256/{}/{u1}", digest.hex()));
-        // Same digest: the second upload is dropped (multipart aborted, segments gone).
-        let k2 = store.commit_upload(u2, &s2, len, &digest).await.unwrap();
-        assert_eq!(k2, k1);
-        assert!(store.list_uploads().await.unwrap().is_empty());
-        assert_eq!(store.size_of(&store.object(u2)).await.unwrap(), None);
-        let m2 = parsed(&s2).multipart.unwrap();
-        let err = store.s3.put_part(&store.object(u2), &m2, 5, PutPayload::from_static(b"x")).await;
-        assert!(err.is_err(), "the dropped upload's multipart upload is aborted");
-        // A repeated commit returns the same key, also after the marker was lost (a crash
-        // between completing the upload and writing it).
-        assert_eq!(store.commit_upload(u1, &s1, len, &digest).await.unwrap(), k1);
-        store.s3.delete(&store.digest_marker(digest.hex())).await.unwrap();
-        assert_eq!(store.commit_upload(u1, &s1, len, &digest).await.unwrap(), k1);
-        assert!(store.get_small(&store.digest_marker(digest.hex())).await.unwrap().is_some());
-
-        // A crash after completing u3 but before its marker, while the marker names u1:
-        // the retry still answers u3's own key.
-        let s3 = upload(u3).await;
-        store.complete(u3, &parsed(&s3)).await.unwrap();
-        let k3 = store.commit_upload(u3, &s3, len, &digest).await.unwrap();
-        assert_eq!(k3, format!("sha256/{}/{u3}", digest.hex()));
-        assert!(collect(store.read_blob(&k3, None).await.unwrap()).await == content);
-
-        // Deleting a copy the marker does not name keeps the marker; deleting the one it
-        // names drops it, and the next commit of that digest stores it anew.
-        store.delete_blob(&k3).await.unwrap();
-        assert_eq!(store.existing(digest.hex(), len).await.unwrap(), Some(k1.clone()));
-        store.delete_blob(&k1).await.unwrap();
-        store.delete_blob(&k1).await.unwrap();
-        assert_eq!(store.get_small(&store.digest_marker(digest.hex())).await.unwrap(), None);
-        assert_eq!(store.blob_size(&k1).await.unwrap(), None);
-        let u4 = "0000eeee-0000-4000-8000-000000000004";
-        let s4 = upload(u4).await;
-        assert_eq!(store.commit_upload(u4, &s4, len, &digest).await.unwrap(), format!("sha256/{}/{u4}", digest.hex()));
-        // A stale marker (its blob deleted behind its back) is not trusted.
-        store.s3.delete(&store.object(u4)).await.unwrap();
-        let u5 = "0000eeee-0000-4000-8000-000000000005";
-        let s5 = upload(u5).await;
-        assert_eq!(store.commit_upload(u5, &s5, len, &digest).await.unwrap(), format!("sha256/{}/{u5}", digest.hex()));
-    }
-
-    #[tokio::test]
-    async fn orphans_are_listed_and_removed_without_their_state() {
-        let garage = Garage::start();
-        let store = store(&garage, "o");
-        let id = "0000ffff-0000-4000-8000-000000000001";
-        let st = store.create_upload(id).await.unwrap();
-        assert!(store.list_uploads().await.unwrap().is_empty(), "nothing staged yet");
-        let (_, st) = store.append_upload(id, &st, 0, body(vec![bytes(9 * MIB, 8)])).await.unwrap();
-        let m = parsed(&st).multipart.unwrap();
-        assert_eq!(store.list_uploads().await.unwrap(), vec![id.to_owned()]);
-        // The record is lost: the janitor passes an empty state.
-        store.delete_upload(id, "").await.unwrap();
-        assert!(store.list_uploads().await.unwrap().is_empty());
-        assert!(objects_under(&store, "uploads").await.is_empty());
-        let err = store.s3.put_part(&store.object(id), &m, 3, PutPayload::from_static(b"x")).await;
-        assert!(err.is_err(), "the multipart upload is aborted");
-        store.delete_upload(id, "").await.unwrap();
-
-        // A multipart upload made by an append that was never recorded is aborted too.
-        let id = "0000ffff-0000-4000-8000-000000000002";
-        let st = store.create_upload(id).await.unwrap();
-        let (_, unrecorded) = store.append_upload(id, &st, 0, body(vec![bytes(9 * MIB, 9)])).await.unwrap();
-        store.delete_upload(id, &st).await.unwrap();
-        assert!(store.list_uploads().await.unwrap().is_empty());
-        let m = parsed(&unrecorded).multipart.unwrap();
-        assert!(store.s3.put_part(&store.object(id), &m, 3, PutPayload::from_static(b"x")).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn presigned_get_serves_the_blob() {
-        let garage = Garage::start();
-        let store = store(&garage, "s");
-        let id = "0000abab-0000-4000-8000-000000000001";
-        let st = store.create_upload(id).await.unwrap();
-        let (_, st) = store.append_upload(id, &st, 0, body(vec![b"hello world".to_vec()])).await.unwrap();
-        let key = store.commit_upload(id, &st, 11, &Digest::of(b"hello world")).await.unwrap();
-        let url = store.presigned_get(&key, Duration::from_secs(60)).await.unwrap();
-        let resp = reqwest::get(&url).await.unwrap();
-        assert_eq!(resp.status(), 200, "{url}");
-        assert_eq!(&resp.bytes().await.unwrap()[..], b"hello world");
-        assert_eq!(store.presigned_get("not-a-key", Duration::from_secs(60)).await, None);
-    }
-
-    #[tokio::test]
-    async fn parts_of_unrecorded_appends_never_reach_a_blob() {
-        let garage = Garage::start();
-        let store = store(&garage, "x");
-        let part = DEFAULT_PART_SIZE;
-        // A part uploaded past the recorded ones by an append that was never recorded is
-        // left out of the completed object.
-        let id = "0000a0a0-0000-4000-8000-000000000001";
-        let st = store.create_upload(id).await.unwrap();
-        let content = bytes(part, 1);
-        let (_, recorded) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
-        let (_, unrecorded) =
-            store.append_upload(id, &recorded, part as u64, body(vec![bytes(part, 2)])).await.unwrap();
-        assert_eq!(parsed(&unrecorded).parts.len(), 2);
-        let key = store.commit_upload(id, &recorded, part as u64, &Digest::of(&content)).await.unwrap();
-        assert!(collect(store.read_blob(&key, None).await.unwrap()).await == content);
-
-        // Two nodes appending from the same state at once (a misbehaving client): the
-        // loser's part overwrites the winner's, and the server refuses to complete with
-        // the winner's ETag. The commit fails; it never makes other bytes the blob.
-        let id = "0000a0a0-0000-4000-8000-000000000002";
-        let st = store.create_upload(id).await.unwrap();
-        let content = bytes(part + 10, 3);
-        let (_, winner) = store.append_upload(id, &st, 0, body(vec![content.clone()])).await.unwrap();
-        let (_, _loser) = store.append_upload(id, &st, 0, body(vec![bytes(part + 10, 4)])).await.unwrap();
-        assert!(store.commit_upload(id, &winner, content.len() as u64, &Digest::of(&content)).await.is_err());
-        assert_eq!(store.size_of(&store.object(id)).await.unwrap(), None);
-        store.delete_upload(id, &winner).await.unwrap();
-        assert!(store.list_uploads().await.unwrap().is_empty());
-    }
-
-    /// Peak resident memory of this process (nextest runs each test in its own).
-    fn peak_rss() -> usize {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB");
-        kib.trim().parse::<usize>().unwrap() * 1024
-    }
-
-    #[tokio::test]
-    async fn memory_stays_bounded_whatever_the_blob_size() {
-        let garage = Garage::start();
-        let store = store(&garage, "m");
-        let size = 400 * MIB;
-        // A fresh allocation per chunk, as a request body gives: buffering shows in RSS.
-        let chunk = |i: usize| vec![i as u8; MIB];
-        let before = peak_rss();
-        let id = "0000c0c0-0000-4000-8000-000000000001";
-        let st = store.create_upload(id).await.unwrap();
-        let data: ByteStream = Box::pin(stream::iter((0..size / MIB).map(move |i| Ok(Bytes::from(chunk(i))))));
-        let (n, st) = store.append_upload(id, &st, 0, data).await.unwrap();
-        assert_eq!(n as usize, size);
-        let mut hasher = berth_core::DigestHasher::new();
-        for i in 0..size / MIB {
-            hasher.update(&chunk(i));
-        }
-        let key = store.commit_upload(id, &st, size as u64, &hasher.finish()).await.unwrap();
-        let mut read = 0;
-        let mut body = store.read_blob(&key, None).await.unwrap();
-        while let Some(b) = body.next().await {
-            read += b.unwrap().len();
-        }
-        assert_eq!(read, size);
-        let grown = peak_rss().saturating_sub(before);
-        assert!(grown < 64 * MIB, "peak memory grew by {} MiB for a {} MiB blob", grown / MIB, size / MIB);
-    }
-
-    #[test]
-    fn config_from_url() {
-        let c = S3Config::from_url(
-            "s3://my-bucket/some/prefix/?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage&path_style=true",
-        )
-        .unwrap();
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str(), c.region.as_str()), ("my-bucket", "some/prefix", "garage"));
-        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-        assert!(c.path_style && !c.allow_http);
-        assert_eq!(c.part_size, DEFAULT_PART_SIZE);
-
-        let c = S3Config::from_url("s3://b").unwrap();
-        assert_eq!(
-            (c.bucket.as_str(), c.prefix.as_str(), c.region.as_str(), c.endpoint.as_deref()),
-            ("b", "", "us-east-1", None)
-        );
-        assert!(!c.path_style);
-
-        let c = S3Config::from_url("s3://b/p?endpoint=http://minio.internal:9000&allow_http=true&part_size=16777216")
-            .unwrap();
-        assert!(c.allow_http);
-        assert_eq!(c.part_size, 16 << 20);
-
-        for bad in [
-            "http://b/p",
-            "s3://",
-            "s3:///p",
-            "s3://b/p?bogus=1",
-            "s3://b?path_style=yes",
-            "s3://b?part_size=1024",
-            "s3://b?part_size=lots",
-            "s3://b?endpoint=minio:9000",
-            "s3://b?endpoint=http://minio.internal:9000",
-            "s3://b/a//c",
-            "s3://b?region=",
-        ] {
-            assert!(S3Config::from_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn loopback_endpoints_may_be_plain_http() {
-        for url in ["http://127.0.0.1:3900", "http://localhost", "http://[::1]:9000/", "http://127.8.9.10"] {
-            assert!(is_loopback(url), "{url}");
-        }
-        for url in ["http://10.0.0.1", "http://127.0.0.1.example.com", "http://example.com/127.0.0.1", "http://[::2]"] {
-            assert!(!is_loopback(url), "{url}");
-        }
-        let c = S3Config { bucket: "b".into(), endpoint: Some("http://127.0.0.1:1".into()), ..S3Config::default() };
-        assert!(S3BlobStore::new(c).is_ok());
-        let c = S3Config { bucket: "b".into(), endpoint: Some("http://10.1.1.1:1".into()), ..S3Config::default() };
-        assert!(S3BlobStore::new(c).is_err());
-        let c = S3Config { bucket: "b".into(), access_key_id: Some("k".into()), ..S3Config::default() };
-        assert!(S3BlobStore::new(c).is_err(), "a key id without a secret");
-    }
-
-    #[test]
-    fn secrets_stay_out_of_debug_output() {
-        let c = S3Config {
-            secret_access_key: Some("hunter2".into()),
-            session_token: Some("tok".into()),
-            ..S3Config::default()
-        };
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("tok\""), "{shown}");
-    }
-
-    #[test]
-    fn chunks_split_without_losing_bytes() {
-        let mut c = Chunks::default();
-        for part in [&b"abc"[..], b"defgh", b"i"] {
-            c.push(Bytes::copy_from_slice(part));
-        }
-        let first: Vec<u8> = c.take(4).concat();
-        assert_eq!(first, b"abcd");
-        assert_eq!(c.len, 5);
-        assert_eq!(c.take(5).concat(), b"efghi");
-        assert_eq!(c.len, 0);
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{CachedStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{CachedStore, DEFAULT_CACHE_BYTES, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
 use berth_server::{AllowAll, Registry, RegistryConfig};
 pub use berth_storage::S3Config;
@@ -27,6 +27,11 @@ pub struct Config {
     pub storage: Option<S3Config>,
     pub upload_ttl: Duration,
     pub janitor_interval: Duration,
+    /// Uploads open at once in one repository; a `POST` beyond is refused (429).
+    pub max_open_uploads: u32,
+    /// Bytes of manifests and blob records the embedded mode keeps in memory, keys
+    /// included (unused in scale-out mode, which caches nothing).
+    pub manifest_cache_bytes: usize,
 }
 
 impl Config {
@@ -38,6 +43,8 @@ impl Config {
             storage: None,
             upload_ttl: RegistryConfig::default().upload_ttl,
             janitor_interval: Duration::from_secs(600),
+            max_open_uploads: RegistryConfig::default().max_open_uploads,
+            manifest_cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -65,19 +72,19 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
             let lock = std::fs::File::create(config.data_dir.join("berth.lock"))?;
             lock.try_lock().map_err(|_| format!("{} is in use by another berth process", config.data_dir.display()))?;
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
-            (Arc::new(CachedStore::new(store)), Some(lock))
+            (Arc::new(CachedStore::new(store, config.manifest_cache_bytes)), Some(lock))
         }
     };
     let blobs: Arc<dyn BlobStore> = match &config.storage {
         Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
         None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
     };
-    let registry = Registry::new(
-        blobs,
-        meta,
-        Arc::new(AllowAll),
-        RegistryConfig { upload_ttl: config.upload_ttl, ..RegistryConfig::default() },
-    );
+    let registry_config = RegistryConfig {
+        upload_ttl: config.upload_ttl,
+        max_open_uploads: config.max_open_uploads,
+        ..RegistryConfig::default()
+    };
+    let registry = Registry::new(blobs, meta, Arc::new(AllowAll), registry_config);
     Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
 

@@ -45,6 +45,13 @@ struct ServeArgs {
     /// How often the upload janitor runs.
     #[arg(long, env = "BERTH_JANITOR_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     janitor_interval: Duration,
+    /// Uploads open at once in one repository; a POST beyond is refused (429) until one
+    /// finishes, is cancelled or expires.
+    #[arg(long, env = "BERTH_MAX_OPEN_UPLOADS", default_value_t = 1000)]
+    max_open_uploads: u32,
+    /// Bytes of manifests and blob records kept in memory in embedded mode, keys included.
+    #[arg(long, env = "BERTH_MANIFEST_CACHE_BYTES", default_value_t = berth_meta::DEFAULT_CACHE_BYTES)]
+    manifest_cache_bytes: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +84,8 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         storage: args.storage,
         upload_ttl: args.upload_ttl,
         janitor_interval: args.janitor_interval,
+        max_open_uploads: args.max_open_uploads,
+        manifest_cache_bytes: args.manifest_cache_bytes,
     };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shutdown = CancellationToken::new();
