@@ -246,6 +246,10 @@ impl BerthProcess {
         format!("http://{}", self.addr)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
