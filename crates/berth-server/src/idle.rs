@@ -87,3 +87,67 @@ impl HttpBody for IdleBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+
+    const IDLE: Duration = Duration::from_millis(200);
+
+    /// A streaming body fed by the returned sender, as a client's bytes would arrive.
+    fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+        });
+        (tx, with_idle_timeout(Body::from_stream(stream), IDLE))
+    }
+
+    /// Reads `body` to its end, sleeping `pause` after each chunk; the bytes, or the error.
+    async fn read_all(body: Body, pause: Duration) -> Result<usize, String> {
+        let mut stream = body.into_data_stream();
+        let mut n = 0;
+        while let Some(chunk) = stream.next().await {
+            n += chunk.map_err(|e| e.to_string())?.len();
+            tokio::time::sleep(pause).await;
+        }
+        Ok(n)
+    }
+
+    #[tokio::test]
+    async fn a_body_silent_past_the_idle_timeout_fails() {
+        let (tx, body) = channel_body();
+        tx.send(Bytes::from_static(b"some")).await.unwrap();
+        let start = Instant::now();
+        let result = read_all(body, Duration::ZERO).await;
+        assert!(result.as_ref().is_err_and(|e| e.contains("no body bytes")), "{result:?}");
+        assert!(start.elapsed() >= IDLE, "failed after {:?}", start.elapsed());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_body_outlasts_the_idle_timeout() {
+        let (tx, body) = channel_body();
+        let client = tokio::spawn(async move {
+            for _ in 0..8 {
+                tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+                tokio::time::sleep(IDLE / 2).await;
+            }
+        });
+        assert_eq!(read_all(body, Duration::ZERO).await, Ok(80));
+        client.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_handler_slow_to_read_does_not_time_its_client_out() {
+        let (tx, body) = channel_body();
+        for _ in 0..3 {
+            tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+        }
+        drop(tx);
+        // Each pause is longer than the idle timeout, but a chunk is always waiting.
+        assert_eq!(read_all(body, IDLE * 2).await, Ok(30));
+    }
+}
