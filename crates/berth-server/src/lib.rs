@@ -17,12 +17,15 @@ use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
 use berth_meta::MetadataStore;
 use berth_storage::BlobStore;
+use tokio::sync::Semaphore;
 
 pub mod auth;
 mod blobs;
 mod claims;
 pub mod endpoint;
+mod idle;
 pub mod janitor;
+pub mod listen;
 mod manifests;
 pub mod range;
 mod response;
@@ -32,7 +35,7 @@ pub use auth::{Access, Action, AllowAll, Authorizer, Principal};
 pub use endpoint::Endpoint;
 use response::ApiError;
 
-/// Tunables of the registry core.
+/// Tunables of the registry core. The defaults are `berth serve`'s.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     /// An upload with no activity for this long is abandoned and its bytes removed.
@@ -42,6 +45,12 @@ pub struct RegistryConfig {
     pub busy_wait: Duration,
     /// Uploads open at once in one repository; a `POST` beyond is refused (429).
     pub max_open_uploads: u32,
+    /// A request body that delivers no bytes for this long fails (nginx's
+    /// `client_body_timeout` is 60 s too).
+    pub body_idle_timeout: Duration,
+    /// Requests carrying upload bytes (a monolithic `POST`, `PATCH`, the closing `PUT`)
+    /// in flight on this node at once; more are answered 429 with `Retry-After`.
+    pub max_uploads: usize,
 }
 
 impl Default for RegistryConfig {
@@ -50,6 +59,8 @@ impl Default for RegistryConfig {
             upload_ttl: Duration::from_secs(24 * 3600),
             busy_wait: Duration::from_secs(10),
             max_open_uploads: 1000,
+            body_idle_timeout: Duration::from_secs(60),
+            max_uploads: 1024,
         }
     }
 }
@@ -64,6 +75,8 @@ pub struct Registry {
     pub node_id: String,
     /// Uploads a request on this node works on right now.
     claims: Arc<claims::Claims>,
+    /// One permit per request carrying upload bytes (`config.max_uploads`).
+    uploads: Semaphore,
 }
 
 impl Registry {
@@ -73,7 +86,16 @@ impl Registry {
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
-        Registry { blobs, meta, auth, config, node_id: uuid::Uuid::new_v4().to_string(), claims: Arc::default() }
+        let uploads = Semaphore::new(config.max_uploads);
+        Registry {
+            blobs,
+            meta,
+            auth,
+            config,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            claims: Arc::default(),
+            uploads,
+        }
     }
 }
 
@@ -84,6 +106,7 @@ pub fn app(registry: Arc<Registry>) -> Router {
 
 async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let body = idle::with_idle_timeout(body, registry.config.body_idle_timeout);
     let ctx = Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query() };
     let result = match Endpoint::parse(parts.uri.path()) {
         Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
@@ -127,8 +150,26 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether a request carries upload bytes, and so needs an upload permit.
+fn carries_upload(ctx: &Ctx<'_>, endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::UploadStart(_) => *ctx.method == Method::POST && ctx.param("digest").is_some(),
+        Endpoint::Upload(..) => matches!(*ctx.method, Method::PATCH | Method::PUT),
+        _ => false,
+    }
+}
+
 async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response, Error> {
     let m = ctx.method;
+    // Held until the handler is done (or dropped with the request).
+    let _upload = if carries_upload(&ctx, &endpoint) {
+        let permit = ctx.registry.uploads.try_acquire().map_err(|_| {
+            Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later")
+        })?;
+        Some(permit)
+    } else {
+        None
+    };
     match endpoint {
         Endpoint::Base => {
             ctx.authorize(Access::Base).await?;

@@ -32,9 +32,16 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "errors": [entry] }).to_string();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if e.kind == ErrorKind::TooManyRequests {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
         response
     }
 }
+
+/// `Retry-After` on a 429: a slot frees when a request in flight ends, which takes
+/// seconds for a busy upload.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// `Location`-style header values are built from validated names and digests only.
 pub fn header_value(s: &str) -> HeaderValue {

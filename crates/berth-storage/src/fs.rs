@@ -270,6 +270,7 @@ async fn pump(file: &Arc<File>, offset: u64, data: &mut ByteStream, guard: &Uplo
     let result = loop {
         if !ended && batch_len < BATCH && batch.len() < BATCH_CHUNKS {
             match data.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
                 Some(Ok(chunk)) => {
                     batch_len += chunk.len();
                     batch.push(chunk);
@@ -434,10 +435,14 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id)?;
         self.check_boot(state, offset)?;
         // Nothing touches the file (and no thread is taken) before the body sends a byte.
-        let first = match data.next().await {
-            None => return Ok((0, self.boot.clone())),
-            Some(Err(e)) => return Err(StorageError::Body(e)),
-            Some(Ok(chunk)) => chunk,
+        let first = loop {
+            match data.next().await {
+                None => return Ok((0, self.boot.clone())),
+                Some(Err(e)) => return Err(StorageError::Body(e)),
+                // An empty frame (HTTP/2 clients often end a body with one) is no byte.
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) => break chunk,
+            }
         };
         let guard = self.locks.lock(id).await;
         let file = {
@@ -698,5 +703,19 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(std::fs::read(dir.path().join("uploads").join(id)).unwrap(), b"abcdef");
         store.commit_upload(id, &state, 6, &Digest::of(b"abcdef")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn empty_body_frames_are_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let id = "0000bbbb-0000-4000-8000-000000000008";
+        let state = store.create_upload(id).await.unwrap();
+        let framed = crate::suite::body(vec![vec![], b"ab".to_vec(), vec![], b"c".to_vec(), vec![]]);
+        let (n, state) = store.append_upload(id, &state, 0, framed).await.unwrap();
+        assert_eq!(n, 3);
+        let (n, state) = store.append_upload(id, &state, 3, crate::suite::body(vec![vec![]])).await.unwrap();
+        assert_eq!(n, 0);
+        store.commit_upload(id, &state, 3, &Digest::of(b"abc")).await.unwrap();
     }
 }

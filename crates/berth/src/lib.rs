@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_meta::{CachedStore, DEFAULT_CACHE_BYTES, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
+use berth_server::listen::{self, ServeLimits};
 use berth_server::{AllowAll, Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
@@ -32,19 +33,32 @@ pub struct Config {
     /// Bytes of manifests and blob records the embedded mode keeps in memory, keys
     /// included (unused in scale-out mode, which caches nothing).
     pub manifest_cache_bytes: usize,
+    /// Time allowed for a request head (and an idle HTTP/1 keep-alive connection).
+    pub header_timeout: Duration,
+    /// A request body silent this long fails.
+    pub body_idle_timeout: Duration,
+    /// Connections open at once; at most three quarters of the open-file limit.
+    pub max_connections: usize,
+    /// Requests carrying upload bytes in flight at once; more get 429.
+    pub max_uploads: usize,
 }
 
 impl Config {
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let (registry, limits) = (RegistryConfig::default(), ServeLimits::default());
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             database: None,
             storage: None,
-            upload_ttl: RegistryConfig::default().upload_ttl,
+            upload_ttl: registry.upload_ttl,
             janitor_interval: Duration::from_secs(600),
             max_open_uploads: RegistryConfig::default().max_open_uploads,
             manifest_cache_bytes: DEFAULT_CACHE_BYTES,
+            header_timeout: limits.header_timeout,
+            body_idle_timeout: registry.body_idle_timeout,
+            max_connections: limits.max_connections,
+            max_uploads: registry.max_uploads,
         }
     }
 }
@@ -82,6 +96,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let registry_config = RegistryConfig {
         upload_ttl: config.upload_ttl,
         max_open_uploads: config.max_open_uploads,
+        body_idle_timeout: config.body_idle_timeout,
+        max_uploads: config.max_uploads,
         ..RegistryConfig::default()
     };
     let registry = Registry::new(blobs, meta, Arc::new(AllowAll), registry_config);
@@ -103,10 +119,55 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         data_dir = %config.data_dir.display(),
         "serving"
     );
-    let stop = shutdown.clone();
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    let limits = ServeLimits {
+        header_timeout: config.header_timeout,
+        max_connections: connection_bound(config.max_connections),
+    };
+    listen::serve(listener, app, limits, shutdown.clone()).await?;
     shutdown.cancel();
     janitor.await?;
     drop(node);
     Ok(())
+}
+
+/// Raises this process's soft limit on open files to its hard limit (each connection
+/// is a file descriptor); returns the limit now in force.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// `configured`, or fewer if the open-file limit could not hold them: connections may
+/// take three quarters of it, the rest is kept for files (blobs being served, staged
+/// uploads, the database), so a crowd of connections cannot make those fail.
+fn connection_bound(configured: usize) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return configured;
+    }
+    let room = usize::try_from(limit.rlim_cur / 4 * 3).unwrap_or(usize::MAX);
+    if configured > room {
+        tracing::warn!(
+            configured,
+            open_files = limit.rlim_cur,
+            used = room,
+            "max-connections lowered to fit the open-file limit"
+        );
+        return room;
+    }
+    configured
 }

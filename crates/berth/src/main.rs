@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +53,21 @@ struct ServeArgs {
     /// Bytes of manifests and blob records kept in memory in embedded mode, keys included.
     #[arg(long, env = "BERTH_MANIFEST_CACHE_BYTES", default_value_t = berth_meta::DEFAULT_CACHE_BYTES)]
     manifest_cache_bytes: usize,
+    /// Close a connection that has not sent a complete request head within this long of
+    /// connecting or (HTTP/1) of its previous request.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Fail a request whose body sends no bytes for this long (an upload is then not
+    /// advanced).
+    #[arg(long, env = "BERTH_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    body_idle_timeout: Duration,
+    /// Connections open at once; at the limit, new ones wait until one closes. Lowered to
+    /// three quarters of the open-file limit if that is smaller.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value = "10000")]
+    max_connections: NonZeroUsize,
+    /// Requests carrying upload bytes in flight at once; more are answered 429.
+    #[arg(long, env = "BERTH_MAX_UPLOADS", default_value = "1024")]
+    max_uploads: NonZeroUsize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,7 +102,15 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         janitor_interval: args.janitor_interval,
         max_open_uploads: args.max_open_uploads,
         manifest_cache_bytes: args.manifest_cache_bytes,
+        header_timeout: args.header_timeout,
+        body_idle_timeout: args.body_idle_timeout,
+        max_connections: args.max_connections.get(),
+        max_uploads: args.max_uploads.get(),
     };
+    match berth::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -12,5 +12,6 @@ mod crash;
 mod fixtures;
 mod memory_bounds;
 mod multinode;
+mod slow_clients;
 mod upload_claims;
 mod upload_limits;
