@@ -10,3 +10,4 @@ mod clients_skopeo_podman;
 mod crash;
 mod fixtures;
 mod multinode;
+mod upload_races;
