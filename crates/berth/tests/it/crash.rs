@@ -23,16 +23,16 @@ struct Ledger {
     interrupted: Vec<(String, u64, usize, usize)>,
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -132,7 +132,7 @@ async fn pusher(base: String, worker: u64, round: u64, ledger: Arc<Mutex<Ledger>
 }
 
 /// Every file under `blobs/` must hold exactly the content its name says.
-fn assert_blob_files_verify(data: &std::path::Path) {
+pub(crate) fn assert_blob_files_verify(data: &std::path::Path) {
     for shard in std::fs::read_dir(data.join("blobs/sha256")).unwrap() {
         for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let path = file.unwrap().path();

@@ -15,3 +15,4 @@ mod multinode;
 mod slow_clients;
 mod upload_claims;
 mod upload_limits;
+mod upload_races;

@@ -24,18 +24,8 @@ fn node(scale: &ScaleOut, dir: &std::path::Path) -> BerthProcess {
 }
 
 /// Object keys under `registry/<sub>/` in the bucket, listed with a plain S3 client.
-async fn bucket_objects(scale: &ScaleOut, sub: &str) -> Vec<String> {
-    let g = &scale.garage;
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&g.bucket)
-        .with_region(&g.region)
-        .with_endpoint(&g.endpoint)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_access_key_id(&g.access_key_id)
-        .with_secret_access_key(&g.secret_access_key)
-        .build()
-        .unwrap();
+pub(crate) async fn bucket_objects(scale: &ScaleOut, sub: &str) -> Vec<String> {
+    let s3 = scale.bucket();
     let prefix = object_store::path::Path::from(format!("registry/{sub}"));
     let mut list = object_store::ObjectStore::list(&s3, Some(&prefix));
     let mut keys = Vec::new();

@@ -49,6 +49,21 @@ impl ScaleOut {
         }
     }
 
+    /// A plain S3 client of the bucket, to look at what the registry stored.
+    pub fn bucket(&self) -> object_store::aws::AmazonS3 {
+        let g = &self.garage;
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&g.bucket)
+            .with_region(&g.region)
+            .with_endpoint(&g.endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_access_key_id(&g.access_key_id)
+            .with_secret_access_key(&g.secret_access_key)
+            .build()
+            .unwrap()
+    }
+
     /// `--storage` for a `berth` process; credentials go in its environment.
     pub fn storage_url(&self) -> String {
         let g = &self.garage;
