@@ -27,9 +27,11 @@ fuzz_target!(|data: &[u8]| {
 
     // The plain form, when canonical, has one right answer.
     let plain = value.strip_prefix("bytes=").and_then(|r| r.split_once('-'));
-    if let Some((Ok(a), Ok(b))) = plain.map(|(a, b)| (a.parse::<u64>(), b.parse::<u64>())) {
-        if value == format!("bytes={a}-{b}") && a <= b && b < size {
-            assert_eq!(parse_range(value, size).ok(), Some(Some(a..b + 1)), "{value:?} of {size}");
-        }
+    if let Some((Ok(a), Ok(b))) = plain.map(|(a, b)| (a.parse::<u64>(), b.parse::<u64>()))
+        && value == format!("bytes={a}-{b}")
+        && a <= b
+        && b < size
+    {
+        assert_eq!(parse_range(value, size).ok(), Some(Some(a..b + 1)), "{value:?} of {size}");
     }
 });
