@@ -8,7 +8,8 @@
 #                                            executions, one after the other, one job
 #
 # Both fail on the first crash (a panic, a failed property, a timeout or an out-of-memory)
-# and print a table: target, executions, seconds, crashes, corpus entries. A crash leaves
+# and print a table: target, executions, seconds, crashes, corpus entries learned, edges
+# covered (libFuzzer's `cov`). A crash leaves
 # its input in fuzz/artifacts/<target>/; replay it with
 #   cd fuzz && cargo fuzz run --sanitizer none <target> artifacts/<target>/<file>
 # Seeds are read from fuzz/corpus/<target>/ (committed, never written); what the fuzzer
@@ -37,7 +38,7 @@ fi
 
 mkdir -p target/fuzz-logs
 failed=()
-table=$(printf '%-14s %12s %9s %8s %7s' target executions seconds crashes corpus)
+table=$(printf '%-14s %12s %9s %8s %7s %9s' target executions seconds crashes corpus coverage)
 for t in "${targets[@]}"; do
     work=target/corpus/$t
     mkdir -p "$work" "artifacts/$t"
@@ -53,7 +54,8 @@ for t in "${targets[@]}"; do
     crashes=$(($(find "artifacts/$t" -type f | wc -l) - before))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     corpus=$(find "$work" -type f | wc -l)
-    table+=$'\n'$(printf '%-14s %12s %9s %8s %7s' "$t" "${runs:-?}" "$seconds" "$crashes" "$corpus")
+    coverage=$(sed -n 's/^#[0-9]*[[:space:]]*DONE[[:space:]]*cov: \([0-9]*\).*/\1/p' "$log" | tail -1)
+    table+=$'\n'$(printf '%-14s %12s %9s %8s %7s %9s' "$t" "${runs:-?}" "$seconds" "$crashes" "$corpus" "${coverage:-?}")
     if ((status != 0 || crashes != 0)); then
         failed+=("$t")
         echo "fuzz target $t failed (exit $status); the end of $log:" >&2
