@@ -3,7 +3,7 @@
 # built on the stable toolchain (`--sanitizer none`: no -Z flags needed; debug assertions
 # and overflow checks stay on). Installs cargo-fuzz if missing.
 #
-#   bash scripts/fuzz.sh --ci   [TARGET...]  each target for BERTH_FUZZ_SECONDS (default 10) s
+#   bash scripts/fuzz.sh --ci   [TARGET...]  each target for BERTH_FUZZ_SECONDS (default 8) s
 #   bash scripts/fuzz.sh --long [TARGET...]  each target to BERTH_FUZZ_RUNS (default 10000000)
 #                                            executions, one after the other, one job
 #
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../fuzz"
 
 mode=${1:-}
 case "$mode" in
-    --ci) limit=(-max_total_time="${BERTH_FUZZ_SECONDS:-10}") ;;
+    --ci) limit=(-max_total_time="${BERTH_FUZZ_SECONDS:-8}") ;;
     --long) limit=(-runs="${BERTH_FUZZ_RUNS:-10000000}") ;;
     *) echo "usage: $0 --ci|--long [TARGET...]" >&2; exit 2 ;;
 esac
