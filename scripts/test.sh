@@ -28,3 +28,6 @@ command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] 
 # scale-out stores (PostgreSQL started by the tests themselves).
 cargo nextest run --workspace "$@"
 BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E 'test(/^api::/) | test(/^clients_/)' "$@"
+
+# Each fuzz target of fuzz/ briefly (cargo-fuzz, installed if missing); fails on any crash.
+bash scripts/fuzz.sh --ci
