@@ -57,7 +57,9 @@ fn parsed(state: &str) -> State {
 }
 
 async fn objects_under(store: &S3BlobStore, rel: &str) -> Vec<String> {
-    let prefix = store.at(&[rel]);
+    // One path part per component: a part holding a `/` would be escaped, and list nothing.
+    let parts: Vec<&str> = rel.split('/').collect();
+    let prefix = store.at(&parts);
     store.s3.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
 }
 
