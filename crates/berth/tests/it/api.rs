@@ -581,6 +581,8 @@ async fn malformed_oversize_and_mismatched_manifests_are_rejected() {
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
     // The valid one is accepted (OCI 1.1 allows an image manifest without layers).
     assert_eq!(api.put_manifest("bad", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+    let r = api.send(Method::GET, "/v2/bad/manifests/v1").await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &body[..]);
 }
 
 #[tokio::test]
@@ -685,7 +687,7 @@ async fn referrers_list_manifests_with_a_subject() {
 #[tokio::test]
 async fn deleting_tags_and_manifests() {
     let (_s, api) = setup();
-    let (digest, _) = api.push_image("del", "a", OCI_MANIFEST, 40).await;
+    let (digest, a_body) = api.push_image("del", "a", OCI_MANIFEST, 40).await;
     let config = api.push_blob("del", b"{}").await;
     let body = image_manifest(OCI_MANIFEST, (&config, 2), &[], None);
     api.put_manifest("del", "b", OCI_MANIFEST, &body).await;
@@ -702,14 +704,21 @@ async fn deleting_tags_and_manifests() {
     // Deleting a tag leaves the manifest and its other tags.
     assert_eq!(api.send(Method::DELETE, "/v2/del/manifests/a").await.status(), StatusCode::ACCEPTED);
     assert_error(api.send(Method::GET, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::OK);
+    for reference in [digest.as_str(), "c"] {
+        let r = api.send(Method::GET, &format!("/v2/del/manifests/{reference}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{reference}");
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), digest, "{reference}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &a_body[..], "{reference}");
+    }
     assert_error(api.send(Method::DELETE, "/v2/del/manifests/a").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
         .await;
 
     // Deleting the manifest takes every tag on it.
     assert_eq!(api.send(Method::DELETE, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::ACCEPTED);
-    assert_eq!(api.send(Method::GET, "/v2/del/manifests/c").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(api.send(Method::GET, &format!("/v2/del/manifests/{digest}")).await.status(), StatusCode::NOT_FOUND);
+    for reference in ["c", digest.as_str()] {
+        let r = api.send(Method::GET, &format!("/v2/del/manifests/{reference}")).await;
+        assert_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    }
     let r = api.send(Method::GET, "/v2/del/tags/list").await;
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["b"]));
     assert_error(
