@@ -97,7 +97,8 @@ pub enum Storage {
 
 impl Storage {
     /// Staged upload bytes: files under `uploads/`; segment and multipart-marker objects
-    /// under `registry/uploads/`.
+    /// under `registry/uploads/` (the parts of a multipart upload are not objects until
+    /// it completes; its marker stands for them).
     pub async fn staged(&self) -> Vec<(String, u64)> {
         match self {
             Storage::Files(data) => files(&data.join("uploads")),
