@@ -220,13 +220,19 @@ async fn close_upload(
     put.send().await
 }
 
-/// Every blob the store files under a digest holds exactly that digest's content.
-/// Blobs are immutable once stored, so each is read once (`checked` remembers).
-async fn assert_stored_blobs_verify(storage: &Storage, checked: &mut HashSet<String>) {
+/// Every blob the store files under a digest holds exactly that digest's content, and
+/// every acknowledged blob is among them. Blobs are immutable once stored, so each is
+/// read once (`checked` remembers).
+async fn assert_stored_blobs_verify(storage: &Storage, ledger: &Ledger, checked: &mut HashSet<String>) {
+    let mut stored = HashSet::new();
     for (digest, entry) in storage.blobs_by_digest().await {
         if checked.insert(entry.clone()) {
             assert_eq!(sha256(&storage.read(&entry).await), digest, "stored blob {entry} is corrupt");
         }
+        stored.insert(digest);
+    }
+    for blob in &ledger.blobs {
+        assert!(stored.contains(&blob.digest), "acknowledged blob {} is not in the store", blob.digest);
     }
 }
 
@@ -339,11 +345,14 @@ async fn acknowledged_pushes_survive_sigkill_at_random_moments() {
             }
         }
         ledger.absorb(Arc::into_inner(round_ledger).expect("the pushers are done").into_inner().unwrap());
-        assert_stored_blobs_verify(&storage, &mut checked).await;
+        assert_stored_blobs_verify(&storage, &ledger, &mut checked).await;
     }
     let server = backend.spawn(&data);
     verify(&client(&server.url()), &ledger, 0).await;
     let (blobs, manifests) = (ledger.blobs.len(), ledger.manifests.len());
-    eprintln!("verified {blobs} blobs, {manifests} manifests, {resumed} resumed uploads (seed {seed})");
+    let stored = checked.len();
+    eprintln!(
+        "verified {blobs} blobs, {manifests} manifests, {resumed} resumed uploads, {stored} stored blobs (seed {seed})"
+    );
     assert!(manifests as u64 >= rounds, "too little was pushed to prove anything (seed {seed})");
 }

@@ -144,7 +144,8 @@ impl Storage {
             Storage::Files(_) => std::fs::read(entry).unwrap_or_else(|e| panic!("reading {entry}: {e}")),
             Storage::Bucket(s3) => {
                 let got = s3.get(&object_store::path::Path::from(entry)).await;
-                got.unwrap_or_else(|e| panic!("GET {entry}: {e}")).bytes().await.unwrap().to_vec()
+                let body = got.unwrap_or_else(|e| panic!("GET {entry}: {e}")).bytes().await;
+                body.unwrap_or_else(|e| panic!("reading the body of {entry}: {e:?}")).to_vec()
             }
         }
     }
