@@ -24,10 +24,8 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 # on a fresh machine, then kept in ~/.cargo/bin).
 command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --locked
 
-# Everything, on the embedded stores; then the HTTP and real-client tests again on the
-# scale-out stores (PostgreSQL started by the tests themselves).
+# Everything, on the embedded stores; then the HTTP, crash and real-client tests again
+# on the scale-out stores (PostgreSQL and Garage started by the tests themselves).
 cargo nextest run --workspace "$@"
-BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E 'test(/^api::/) | test(/^clients_/)' "$@"
-
-# Each fuzz target of fuzz/ briefly (cargo-fuzz, installed if missing); fails on any crash.
-bash scripts/fuzz.sh --ci
+BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E \
+    'test(/^(api|crash|clients_|conformance|memory_bounds|slow_clients|upload_)/)' "$@"

@@ -20,6 +20,14 @@ mod s3;
 #[cfg(test)]
 mod suite;
 
+/// The S3 backend's tests live in `s3.rs`, behind the `s3` feature (on by default). A test
+/// run without the feature fails here rather than pass with that suite compiled out.
+#[cfg(all(test, not(feature = "s3")))]
+#[test]
+fn the_s3_suite_is_not_compiled_out() {
+    panic!("berth-storage was built without its `s3` feature, so its S3 tests did not run: test with default features");
+}
+
 pub use fs::FsBlobStore;
 #[cfg(feature = "s3")]
 pub use s3::{DEFAULT_APPEND_BUDGET, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3BlobStore, S3Config, S3ConfigError};

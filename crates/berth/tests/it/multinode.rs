@@ -14,27 +14,6 @@ use crate::support::{BerthProcess, ScaleOut};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MIB: usize = 1024 * 1024;
 
-fn node(scale: &ScaleOut, dir: &std::path::Path) -> BerthProcess {
-    let g = &scale.garage;
-    BerthProcess::spawn_with(
-        dir,
-        &["--storage", &scale.storage_url(), "--database", &scale.database],
-        &[("AWS_ACCESS_KEY_ID", &g.access_key_id), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)],
-    )
-}
-
-/// Object keys under `registry/<sub>/` in the bucket, listed with a plain S3 client.
-pub(crate) async fn bucket_objects(scale: &ScaleOut, sub: &str) -> Vec<String> {
-    let s3 = scale.bucket();
-    let prefix = object_store::path::Path::from(format!("registry/{sub}"));
-    let mut list = object_store::ObjectStore::list(&s3, Some(&prefix));
-    let mut keys = Vec::new();
-    while let Some(meta) = list.next().await {
-        keys.push(meta.unwrap().location.to_string());
-    }
-    keys
-}
-
 async fn get_bytes(api: &Api, path: &str) -> Vec<u8> {
     let r = api.send(Method::GET, path).await;
     assert_eq!(r.status(), StatusCode::OK, "GET {path} on {}", api.base);
@@ -45,7 +24,7 @@ async fn get_bytes(api: &Api, path: &str) -> Vec<u8> {
 async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     let scale = ScaleOut::start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Option<BerthProcess>> = dirs.iter().map(|d| Some(node(&scale, d.path()))).collect();
+    let mut nodes: Vec<Option<BerthProcess>> = dirs.iter().map(|d| Some(scale.spawn(d.path()))).collect();
     let api: Vec<Api> = nodes.iter().map(|n| Api::new(n.as_ref().unwrap().url())).collect();
 
     // 1. An upload started on node 1, continued on node 2, finished on node 3.
@@ -91,7 +70,8 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     }
 
     // 4. The same layer pushed concurrently through all three nodes is stored once.
-    let objects_before = bucket_objects(&scale, "objects").await.len();
+    let bucket = scale.storage();
+    let objects_before = bucket.blobs().await.len();
     let layer = random_bytes(3 * MIB, 4);
     let pushes = (0..3).map(|n| {
         let api = Api::new(api[n].base.clone());
@@ -100,12 +80,12 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     });
     let digests: Vec<String> = futures_util::future::join_all(pushes).await.into_iter().map(Result::unwrap).collect();
     assert!(digests.iter().all(|d| *d == sha256(&layer)));
-    for n in 0..3 {
+    for node in &api {
         for repo in 0..3 {
-            assert!(get_bytes(&api[n], &format!("/v2/multi/same{repo}/blobs/{}", digests[0])).await == layer);
+            assert!(get_bytes(node, &format!("/v2/multi/same{repo}/blobs/{}", digests[0])).await == layer);
         }
     }
-    let objects = bucket_objects(&scale, "objects").await;
+    let objects = bucket.blobs().await;
     assert_eq!(objects.len(), objects_before + 1, "one new object for one new layer: {objects:?}");
 
     // 5. Node 1 dies (SIGKILL) in the middle of a chunked push; nodes 2 and 3 keep

@@ -2,7 +2,8 @@
 //!
 //! [`TestServer`] runs the server in-process on its own thread and runtime, so tests may
 //! be plain synchronous functions that run client programs. [`BerthProcess`] runs the
-//! built `berth` binary as a child process, for tests that kill it.
+//! built `berth` binary as a child process, for tests that kill it. [`Storage`] looks at
+//! what a server's blob store holds from outside the server, on either backend.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
 /// The stores a [`TestServer`] runs on. `BERTH_TEST_BACKEND=scaleout` runs the same tests
@@ -69,6 +73,133 @@ impl ScaleOut {
         let g = &self.garage;
         format!("s3://{}/registry?endpoint={}&region={}&path_style=true", g.bucket, g.endpoint, g.region)
     }
+
+    /// Starts `berth serve` as a child process on these stores (`data_dir` holds nothing).
+    pub fn spawn(&self, data_dir: &Path) -> BerthProcess {
+        let g = &self.garage;
+        BerthProcess::spawn_with(
+            data_dir,
+            &["--storage", &self.storage_url(), "--database", &self.database],
+            &[("AWS_ACCESS_KEY_ID", &g.access_key_id), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)],
+        )
+    }
+
+    /// The bucket as a plain S3 client sees it, not through Berth's S3 store.
+    pub fn storage(&self) -> Storage {
+        let g = &self.garage;
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&g.bucket)
+            .with_region(&g.region)
+            .with_endpoint(&g.endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_access_key_id(&g.access_key_id)
+            .with_secret_access_key(&g.secret_access_key)
+            .build()
+            .expect("an S3 client for the test bucket");
+        Storage::Bucket(s3)
+    }
+}
+
+/// A server's blob store looked at from outside the server, so that a test checks what
+/// was kept instead of trusting the server's answers: the files under an embedded data
+/// directory, or the objects in the bucket (under the prefix `registry/`, the layout in
+/// the module doc of berth-storage's `s3.rs`). Entries are named by path or object key.
+pub enum Storage {
+    Files(PathBuf),
+    Bucket(AmazonS3),
+}
+
+impl Storage {
+    /// Staged upload bytes: files under `uploads/`; segment and multipart-marker objects
+    /// under `registry/uploads/` (the parts of a multipart upload are not objects until
+    /// it completes; its marker stands for them).
+    pub async fn staged(&self) -> Vec<(String, u64)> {
+        match self {
+            Storage::Files(data) => files(&data.join("uploads")),
+            Storage::Bucket(s3) => objects(s3, "registry/uploads").await,
+        }
+    }
+
+    /// Stored blob bytes: files under `blobs/`; objects under `registry/objects/`.
+    pub async fn blobs(&self) -> Vec<(String, u64)> {
+        match self {
+            Storage::Files(data) => files(&data.join("blobs")),
+            Storage::Bucket(s3) => objects(s3, "registry/objects").await,
+        }
+    }
+
+    /// `(digest, entry)` for every blob the store files under a digest: a file's name is
+    /// its digest; in the bucket, a dedupe marker `digests/sha256/<hex>` names the storage
+    /// key `sha256/<hex>/<id>` of the object `objects/<id>`.
+    pub async fn blobs_by_digest(&self) -> Vec<(String, String)> {
+        match self {
+            Storage::Files(data) => files(&data.join("blobs/sha256"))
+                .into_iter()
+                .map(|(path, _)| (format!("sha256:{}", path.rsplit('/').next().unwrap()), path))
+                .collect(),
+            Storage::Bucket(s3) => {
+                let mut out = Vec::new();
+                for (marker, _) in objects(s3, "registry/digests/sha256").await {
+                    let hex = marker.rsplit('/').next().unwrap().to_owned();
+                    let key = String::from_utf8(self.read(&marker).await).expect("a marker holds a storage key");
+                    let id = key
+                        .strip_prefix(&format!("sha256/{hex}/"))
+                        .unwrap_or_else(|| panic!("marker {marker} names {key:?}, not a key of its digest"));
+                    out.push((format!("sha256:{hex}"), format!("registry/objects/{id}")));
+                }
+                out
+            }
+        }
+    }
+
+    /// An entry's bytes.
+    pub async fn read(&self, entry: &str) -> Vec<u8> {
+        match self {
+            Storage::Files(_) => std::fs::read(entry).unwrap_or_else(|e| panic!("reading {entry}: {e}")),
+            Storage::Bucket(s3) => {
+                let got = s3.get(&object_store::path::Path::from(entry)).await;
+                let body = got.unwrap_or_else(|e| panic!("GET {entry}: {e}")).bytes().await;
+                body.unwrap_or_else(|e| panic!("reading the body of {entry}: {e:?}")).to_vec()
+            }
+        }
+    }
+
+    /// Removes an entry behind the server's back.
+    pub async fn remove(&self, entry: &str) {
+        match self {
+            Storage::Files(_) => std::fs::remove_file(entry).unwrap_or_else(|e| panic!("removing {entry}: {e}")),
+            Storage::Bucket(s3) => s3.delete(&object_store::path::Path::from(entry)).await.unwrap(),
+        }
+    }
+}
+
+/// Every file below `dir` (none if it does not exist), with its size.
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            let len = std::fs::metadata(&path).unwrap().len();
+            out.push((path.to_str().expect("UTF-8 test paths").to_owned(), len));
+        }
+    }
+    out
+}
+
+/// Every object under `prefix/`, with its size.
+async fn objects(s3: &AmazonS3, prefix: &str) -> Vec<(String, u64)> {
+    let prefix = object_store::path::Path::from(prefix);
+    let mut list = s3.list(Some(&prefix));
+    let mut out = Vec::new();
+    while let Some(meta) = list.next().await {
+        let meta = meta.expect("listing the bucket");
+        out.push((meta.location.to_string(), meta.size));
+    }
+    out
 }
 
 impl Backend {
@@ -89,6 +220,22 @@ impl Backend {
 
     pub fn is_embedded(&self) -> bool {
         self.scaleout.is_none()
+    }
+
+    /// Starts `berth serve` as a child process on these stores over `data_dir`.
+    pub fn spawn(&self, data_dir: &Path) -> BerthProcess {
+        match &self.scaleout {
+            Some(s) => s.spawn(data_dir),
+            None => BerthProcess::spawn(data_dir),
+        }
+    }
+
+    /// What the blob store holds, seen from outside; `data_dir` for the embedded store.
+    pub fn storage(&self, data_dir: &Path) -> Storage {
+        match &self.scaleout {
+            Some(s) => s.storage(),
+            None => Storage::Files(data_dir.to_owned()),
+        }
     }
 }
 
@@ -176,6 +323,11 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// What the server's blob store holds, seen from outside the server.
+    pub fn storage(&self) -> Storage {
+        self.backend.storage(&self.data_dir())
+    }
+
     /// A scratch directory that lives as long as the server.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join("scratch").join(name);
@@ -241,10 +393,10 @@ impl BerthProcess {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                    }
+                if let Some(rest) = line.split("addr=").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                 }
             }
         });

@@ -17,7 +17,7 @@ use object_store::ObjectStoreExt;
 use tokio::sync::oneshot;
 
 use crate::api::{random_bytes, sha256};
-use crate::crash::{Rng, assert_blob_files_verify};
+use crate::crash::Rng;
 use crate::support::{ScaleOut, TestServer};
 use wire::{Client, Gate, Outcome, Reply, Req, Wire};
 
@@ -90,7 +90,7 @@ impl Arena {
             server,
             client,
             scenario,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             candidates: Vec::new(),
             outcomes: BTreeMap::new(),
             rounds: 0,
@@ -266,7 +266,7 @@ impl Arena {
         let digests: HashSet<String> = self.candidates.iter().map(|c| c.digest.clone()).collect();
         let any_committed = self.candidates.iter().any(|c| c.committed);
         match &self.server.backend().scaleout {
-            None => assert_blob_files_verify(&self.server.data_dir()),
+            None => assert_files_verify(&self.server).await,
             Some(scale) => assert_bucket_verifies(scale, &digests, any_committed).await,
         }
         let repo = format!("races/{}-clean", self.scenario);
@@ -280,7 +280,7 @@ impl Arena {
             assert!(r.body[..] == bytes[..], "{}: a correct push of {digest} pulls back other bytes", self.scenario);
         }
         match &self.server.backend().scaleout {
-            None => assert_blob_files_verify(&self.server.data_dir()),
+            None => assert_files_verify(&self.server).await,
             // Every content is committed now: the bucket must hold objects, all verifying.
             Some(scale) => assert_bucket_verifies(scale, &digests, true).await,
         }
@@ -314,6 +314,27 @@ fn offset_of(r: &Reply) -> usize {
 /// `digests/sha256/<hex>` names a key `sha256/<hex>/<id>` whose object `objects/<id>`
 /// must hash to `<hex>`; an object no marker names (a duplicate left behind) must still
 /// be one of the contents the test sent whole.
+/// Every blob file under the data directory hashes to its name.
+async fn assert_files_verify(server: &TestServer) {
+    let storage = server.storage();
+    for (digest, entry) in storage.blobs_by_digest().await {
+        assert_eq!(sha256(&storage.read(&entry).await), digest, "blob file {entry} is corrupt");
+    }
+}
+
+/// Keys of the objects under `registry/<sub>` in the test bucket.
+async fn bucket_objects(scale: &ScaleOut, sub: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    let s3 = scale.bucket();
+    let prefix = object_store::path::Path::from(format!("registry/{sub}"));
+    let mut list = object_store::ObjectStore::list(&s3, Some(&prefix));
+    let mut keys = Vec::new();
+    while let Some(meta) = list.next().await {
+        keys.push(meta.unwrap().location.to_string());
+    }
+    keys
+}
+
 async fn assert_bucket_verifies(scale: &ScaleOut, sent: &HashSet<String>, expect_objects: bool) {
     let s3 = scale.bucket();
     let get = |key: String| {
@@ -321,7 +342,7 @@ async fn assert_bucket_verifies(scale: &ScaleOut, sent: &HashSet<String>, expect
         async move { s3.get(&object_store::path::Path::from(key)).await }
     };
     let mut named = HashSet::new();
-    for marker in crate::multinode::bucket_objects(scale, "digests/sha256").await {
+    for marker in bucket_objects(scale, "digests/sha256").await {
         let hex = marker.rsplit('/').next().unwrap().to_owned();
         let key = get(marker.clone()).await.unwrap().bytes().await.unwrap();
         let key = String::from_utf8(key.to_vec()).unwrap();
@@ -338,7 +359,7 @@ async fn assert_bucket_verifies(scale: &ScaleOut, sent: &HashSet<String>, expect
             Err(e) => panic!("reading the object of {key}: {e}"),
         }
     }
-    let objects = crate::multinode::bucket_objects(scale, "objects").await;
+    let objects = bucket_objects(scale, "objects").await;
     // Rounds where every cancel won commit nothing; otherwise an empty listing means the
     // check looked in the wrong place.
     assert!(!expect_objects || !objects.is_empty(), "no blob objects in the bucket");
