@@ -24,8 +24,10 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 # on a fresh machine, then kept in ~/.cargo/bin).
 command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --locked
 
-# Everything, on the embedded stores; then the HTTP, crash and real-client tests again
-# on the scale-out stores (PostgreSQL and Garage started by the tests themselves).
+# Everything, on the embedded stores; each fuzz target of fuzz/ briefly (cargo-fuzz,
+# installed if missing; fails on any crash); then every test that can run there again on
+# the scale-out stores (PostgreSQL and Garage started by the tests themselves).
 cargo nextest run --workspace "$@"
+bash scripts/fuzz.sh --ci
 BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E \
     'test(/^(api|crash|clients_|conformance|memory_bounds|slow_clients|upload_)/)' "$@"
