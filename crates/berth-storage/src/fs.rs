@@ -323,17 +323,55 @@ fn read_ahead_budget() -> &'static Arc<tokio::sync::Semaphore> {
     BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUDGET as usize)))
 }
 
-/// A chunk read from a blob file, holding its share of the read-ahead budget (if it was
-/// read ahead) until it is sent.
+/// Serving buffers kept for reuse: a fresh buffer costs page faults and zeroing for
+/// every byte (on a VM whose freed memory goes back to the host, much more than the copy
+/// it holds); a reused one costs neither. At most [`POOL_MAX`] are kept.
+const POOL_MAX: usize = 32;
+
+/// Reads below this size get a buffer of their own (the allocator reuses small ones).
+const POOLED_AT: u64 = 64 << 10;
+
+fn pool() -> &'static Mutex<Vec<Vec<u8>>> {
+    static POOL: std::sync::OnceLock<Mutex<Vec<Vec<u8>>>> = std::sync::OnceLock::new();
+    POOL.get_or_init(Mutex::default)
+}
+
+/// A chunk read from a blob file: `len` bytes of `buf`, which goes back to the pool once
+/// the chunk is sent, with its share of the read-ahead budget (if it was read ahead).
 struct Chunk {
     buf: Vec<u8>,
+    len: usize,
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Chunk {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.len]
     }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.buf.len() == SERVE_CHUNK as usize {
+            let mut pool = pool().lock().unwrap();
+            if pool.len() < POOL_MAX {
+                pool.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+}
+
+/// Reads `len` bytes at `at` (at most [`SERVE_CHUNK`]) into a pooled buffer.
+fn read_at(file: &File, at: u64, len: u64, budget: Option<tokio::sync::OwnedSemaphorePermit>) -> io::Result<Bytes> {
+    if len < POOLED_AT {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, at)?;
+        return Ok(Bytes::from(buf));
+    }
+    let buf = pool().lock().unwrap().pop().unwrap_or_else(|| vec![0; SERVE_CHUNK as usize]);
+    let mut chunk = Chunk { buf, len: len as usize, _budget: budget };
+    file.read_exact_at(&mut chunk.buf[..len as usize], at)?;
+    Ok(Bytes::from_owner(chunk))
 }
 
 /// Reads `len` bytes at `at` on a blocking thread.
@@ -344,11 +382,7 @@ fn read_chunk(
     budget: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> JoinHandle<io::Result<Bytes>> {
     let file = Arc::clone(file);
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, at)?;
-        Ok(Bytes::from_owner(Chunk { buf, _budget: budget }))
-    })
+    tokio::task::spawn_blocking(move || read_at(&file, at, len, budget))
 }
 
 /// Where a served blob's stream stands: the chunk being read (if any) and the next
@@ -357,26 +391,29 @@ struct Serving {
     file: Arc<File>,
     end: u64,
     next: u64,
-    reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// Reads in flight, in order: the next chunk, then up to [`READ_AHEAD`] more.
+    reading: std::collections::VecDeque<JoinHandle<io::Result<Bytes>>>,
 }
 
+/// Chunks read ahead of the one about to be sent (within the read-ahead budget).
+const READ_AHEAD: usize = 1;
+
 impl Serving {
-    /// Starts reading the next chunk; with `ahead`, only within the read-ahead budget.
-    fn start(&mut self, ahead: bool) {
-        if self.reading.is_some() || self.next >= self.end {
-            return;
+    /// Starts reading the next chunk if none is, and chunks after it within the budget.
+    fn fill(&mut self) {
+        while self.next < self.end && self.reading.len() <= READ_AHEAD {
+            let budget = if self.reading.is_empty() {
+                None
+            } else {
+                match Arc::clone(read_ahead_budget()).try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                }
+            };
+            let len = (self.end - self.next).min(SERVE_CHUNK);
+            self.reading.push_back(read_chunk(&self.file, self.next, len, budget));
+            self.next += len;
         }
-        let budget = if ahead {
-            match Arc::clone(read_ahead_budget()).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => return,
-            }
-        } else {
-            None
-        };
-        let len = (self.end - self.next).min(SERVE_CHUNK);
-        self.reading = Some(read_chunk(&self.file, self.next, len, budget));
-        self.next += len;
     }
 }
 
@@ -395,17 +432,16 @@ fn serve(path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageEr
     }
     let len = range.end - range.start;
     if len <= SERVE_CHUNK {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, range.start)?;
-        return Ok(Box::pin(stream::once(async move { Ok(Bytes::from(buf)) })));
+        let chunk = read_at(&file, range.start, len, None)?;
+        return Ok(Box::pin(stream::once(async move { Ok(chunk) })));
     }
-    let mut serving = Serving { file: Arc::new(file), end: range.end, next: range.start, reading: None };
-    serving.start(false);
+    let mut serving = Serving { file: Arc::new(file), end: range.end, next: range.start, reading: Default::default() };
+    serving.fill();
     Ok(Box::pin(stream::unfold(Some(serving), |serving| async move {
         let mut serving = serving?;
-        serving.start(false);
-        let task = serving.reading.take()?;
-        serving.start(true);
+        serving.fill();
+        let task = serving.reading.pop_front()?;
+        serving.fill();
         match task.await.map_err(io::Error::other).and_then(|r| r) {
             Ok(chunk) => Some((Ok(chunk), Some(serving))),
             Err(e) => Some((Err(e), None)),
