@@ -5,8 +5,9 @@
 //! Checks: whatever parses is under `/v2`, re-parses from its canonical path to the same
 //! endpoint, and answers GET and HEAD alike (but for an upload's status, GET
 //! only, as the spec lists it), never OPTIONS, and POST only to start an upload;
-//! refusals carry a routing, name, tag or digest error code; and a path built from a
-//! valid name and reference parses back to exactly that name and reference.
+//! refusals carry a routing, name, tag or digest error code; a manifest reference kept as
+//! invalid (answered 404 to reads) really is neither tag nor digest; and a path built from
+//! a valid name and reference parses back to exactly that name and reference.
 #![no_main]
 
 use axum::http::Method;
@@ -21,6 +22,7 @@ fn path(endpoint: &Endpoint) -> String {
         Endpoint::Catalog => "/v2/_catalog".to_owned(),
         Endpoint::Tags(name) => format!("/v2/{name}/tags/list"),
         Endpoint::Manifest(name, reference) => format!("/v2/{name}/manifests/{reference}"),
+        Endpoint::InvalidReference(name, reference, _) => format!("/v2/{name}/manifests/{reference}"),
         Endpoint::Blob(name, digest) => format!("/v2/{name}/blobs/{digest}"),
         Endpoint::UploadStart(name) => format!("/v2/{name}/blobs/uploads/"),
         Endpoint::Upload(name, id) => format!("/v2/{name}/blobs/uploads/{id}"),
@@ -49,6 +51,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(s.starts_with("/v2"), "{s:?} parsed as {endpoint:?}");
             if let Endpoint::Upload(_, id) = &endpoint {
                 assert!(!id.is_empty() && !id.contains('/'), "upload id {id:?} from {s:?}");
+            }
+            // A reference kept as invalid is one that really is neither tag nor digest,
+            // refused for the reason recorded, and one path segment.
+            if let Endpoint::InvalidReference(_, reference, why) = &endpoint {
+                let parsed = Reference::parse(reference);
+                assert!(parsed.as_ref().is_err_and(|e| e.kind == *why), "{s:?}: {reference:?}");
+                assert!(!reference.contains('/'), "{s:?}");
             }
             check(&endpoint);
         }

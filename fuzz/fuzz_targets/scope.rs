@@ -23,7 +23,6 @@ fuzz_target!(|data: &[u8]| {
         let canonical = scope.to_string();
         assert_eq!(Scope::parse(&canonical).as_ref(), Ok(&scope), "{value:?} -> {canonical:?}");
     }
-    let each: Result<Vec<Scope>, _> =
-        value.split(' ').filter(|s| !s.is_empty()).map(Scope::parse).collect();
+    let each: Result<Vec<Scope>, _> = value.split(' ').filter(|s| !s.is_empty()).map(Scope::parse).collect();
     assert_eq!(Scope::parse_all([value]).is_ok(), each.is_ok(), "{value:?}");
 });
