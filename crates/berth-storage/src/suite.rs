@@ -27,7 +27,7 @@ async fn collect(s: ByteStream) -> Vec<u8> {
 }
 
 /// Deterministic incompressible bytes.
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn bytes(len: usize, seed: u8) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
     (0..len)
         .map(|_| {

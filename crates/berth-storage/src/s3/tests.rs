@@ -2,6 +2,8 @@
 
 use berth_testkit::Garage;
 
+use crate::suite::bytes;
+
 use super::*;
 
 fn config(g: &Garage, prefix: &str) -> S3Config {
@@ -37,19 +39,6 @@ async fn collect(s: ByteStream) -> Vec<u8> {
     })
     .await
     .unwrap()
-}
-
-/// Deterministic incompressible bytes.
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn parsed(state: &str) -> State {

@@ -86,18 +86,7 @@ impl ScaleOut {
 
     /// The bucket as a plain S3 client sees it, not through Berth's S3 store.
     pub fn storage(&self) -> Storage {
-        let g = &self.garage;
-        let s3 = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&g.bucket)
-            .with_region(&g.region)
-            .with_endpoint(&g.endpoint)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .with_access_key_id(&g.access_key_id)
-            .with_secret_access_key(&g.secret_access_key)
-            .build()
-            .expect("an S3 client for the test bucket");
-        Storage::Bucket(s3)
+        Storage::Bucket(self.bucket())
     }
 }
 
