@@ -139,6 +139,21 @@ impl Arena {
         self.candidates.len() - 1
     }
 
+    /// [`Arena::note`] for one of two racing requests, which may also get no reply: a
+    /// server that refuses a request before reading its body (416, 404) answers and closes,
+    /// and a client still sending may see the reset before the answer (HTTP/1.1 allows
+    /// that). Such a request counts as refused (status 0): never acknowledged, and the
+    /// round's checks of what the upload and the store hold still apply.
+    fn note_race(&mut self, who: &str, outcome: &Outcome, allowed: &[(u16, &str)]) -> u16 {
+        match outcome {
+            Err(e) => {
+                *self.outcomes.entry(format!("{who} no reply ({e:.60})")).or_default() += 1;
+                0
+            }
+            Ok(_) => self.note(who, outcome, allowed),
+        }
+    }
+
     /// Checks an outcome against the allowed ones and tallies it; returns its status.
     fn note(&mut self, who: &str, outcome: &Outcome, allowed: &[(u16, &str)]) -> u16 {
         let reply = match outcome {
@@ -383,7 +398,7 @@ async fn patch_against_patch(wire: Wire) {
         let p = up.prefix.len();
         let (a, b) = arena.race(patch(&up.loc, p, x), patch(&up.loc, p, y)).await;
         let won: Vec<usize> =
-            [(arena.note("PATCH", &a, PATCH_VS_PATCH), cx), (arena.note("PATCH", &b, PATCH_VS_PATCH), cy)]
+            [(arena.note_race("PATCH", &a, PATCH_VS_PATCH), cx), (arena.note_race("PATCH", &b, PATCH_VS_PATCH), cy)]
                 .into_iter()
                 .filter(|(status, _)| *status == 202)
                 .map(|(_, idx)| idx)
@@ -417,8 +432,8 @@ async fn patch_against_put(wire: Wire) {
         } else {
             arena.race(patch, put).await
         };
-        let patched = arena.note("PATCH", &patched, PATCH_VS_END) == 202;
-        let put = arena.note("PUT", &put, PUT_VS_PATCH) == 201;
+        let patched = arena.note_race("PATCH", &patched, PATCH_VS_END) == 202;
+        let put = arena.note_race("PUT", &put, PUT_VS_PATCH) == 201;
         assert!(!(patched && put), "both the chunk and the closing PUT from offset {p} were acknowledged");
         if put {
             arena.candidates[cy].committed = true;
@@ -442,8 +457,8 @@ async fn patch_against_delete(wire: Wire) {
         let cx = arena.candidate(&up, &x, &tail);
         let p = up.prefix.len();
         let (patched, deleted) = arena.race(patch(&up.loc, p, x), Req::new(Method::DELETE, &up.loc)).await;
-        let patched = arena.note("PATCH", &patched, PATCH_VS_END) == 202;
-        let deleted = arena.note("DELETE", &deleted, DELETE_VS_PATCH) == 204;
+        let patched = arena.note_race("PATCH", &patched, PATCH_VS_END) == 202;
+        let deleted = arena.note_race("DELETE", &deleted, DELETE_VS_PATCH) == 204;
         if deleted {
             arena.close(&up, cx, None).await;
         } else {
