@@ -927,8 +927,8 @@ fn report(
         and the kernel's TCP stack share the 2 cores.\n",
     );
     md.push_str(
-        "- `peak resident memory` is the high-water mark over every workload. Berth's includes the pages of the blobs\n\
-        it is serving from memory maps (page cache, shared and reclaimable, at most a few 4 MiB chunks per request).\n",
+        "- `peak resident memory` is the high-water mark over every workload. Berth's includes its blob-serving buffers\n\
+        (1 MiB each: one per response being sent, read-ahead within a 64 MiB budget, at most 32 kept for reuse).\n",
     );
     md.push_str(
         "\n## Every run\n\nValues in run order (the harness alternates which server goes first).\n\n| figure | ",
