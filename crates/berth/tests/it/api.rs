@@ -101,7 +101,7 @@ pub fn location(r: &Response) -> String {
     r.headers().get("location").expect("Location header").to_str().unwrap().to_owned()
 }
 
-fn header(r: &Response, name: &str) -> Option<String> {
+pub fn header(r: &Response, name: &str) -> Option<String> {
     r.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
 }
 

@@ -7,12 +7,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::api::{Api, assert_error, random_bytes};
+use crate::api::{Api, assert_error, header, random_bytes};
 use crate::support::TestServer;
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
-}
 
 #[tokio::test]
 async fn a_chunk_retried_after_it_landed_gets_416_saying_where_the_upload_is() {
