@@ -35,6 +35,13 @@ pub enum ErrorKind {
     PaginationInvalid,
     /// Storage is full; the client may retry later.
     StorageFull,
+    /// The thing to create exists already, or is in a state that forbids the change (a
+    /// project that still has repositories).
+    Conflict,
+    /// A management API request that is malformed (bad JSON, an invalid field).
+    BadRequest,
+    /// A management API object (user, project, member, robot) that does not exist.
+    ResourceUnknown,
     /// Anything else. The message never reaches the client.
     Internal,
 }
@@ -68,6 +75,9 @@ impl ErrorKind {
             TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
             PaginationInvalid => ("UNSUPPORTED", 400, "invalid pagination parameter"),
             StorageFull => ("UNKNOWN", 507, "insufficient storage"),
+            Conflict => ("CONFLICT", 409, "conflict"),
+            BadRequest => ("BAD_REQUEST", 400, "bad request"),
+            ResourceUnknown => ("NOT_FOUND", 404, "no such resource"),
             Internal => ("UNKNOWN", 500, "internal error"),
         }
     }

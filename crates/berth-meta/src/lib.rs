@@ -9,15 +9,19 @@ use async_trait::async_trait;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
 use bytes::Bytes;
 
+pub mod audit;
 mod cache;
 mod clock;
+pub mod identity;
 mod postgres;
 mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
+pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

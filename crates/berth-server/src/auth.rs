@@ -1,9 +1,17 @@
 //! The authorization seam. Every handler states the access it needs, as a typed
 //! [`Access`], and calls [`Authorizer::authorize`] before touching anything; access
 //! control plugs in here without changing a handler.
+//!
+//! What an authorizer returns, a [`Principal`], also answers later questions about the
+//! same caller without I/O ([`Principal::may`]): the catalog keeps only the repositories
+//! the caller may pull.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::http::HeaderMap;
+use berth_core::access::Permission;
 use berth_core::{Error, RepoName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,30 +25,86 @@ pub enum Action {
 pub enum Access<'a> {
     /// `GET /v2/`: is the caller known at all.
     Base,
-    /// Listing every repository.
+    /// Listing repositories (each one listed is then checked with [`Principal::may`]).
     Catalog,
     Repository(&'a RepoName, Action),
+    /// A permission within a project (management API: members, robots, audit log …).
+    Project(&'a str, Permission),
+    /// Anything any authenticated caller may do for itself (`/api/v1/me`).
+    Authenticated,
+    /// The system's management: users, projects. System administrators only.
+    System,
 }
 
-/// Who is calling, once authorized.
+/// Who a caller is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Subject {
+    #[default]
+    Anonymous,
+    User(String),
+    Robot(String),
+}
+
+/// Answers, without I/O, whether the caller it was made for may have an access.
+pub trait Grants: Send + Sync + std::fmt::Debug {
+    fn may(&self, access: Access<'_>) -> bool;
+}
+
+/// Who is calling, once authorized, and what else it may do.
+#[derive(Clone, Debug)]
 pub struct Principal {
-    /// `None` for anonymous access.
-    pub name: Option<String>,
+    pub subject: Subject,
+    /// A system administrator.
+    pub admin: bool,
+    /// What the caller may do, as known when it was authorized.
+    pub grants: Arc<dyn Grants>,
+}
+
+impl Principal {
+    /// The user's or robot's name; `None` for an anonymous caller.
+    pub fn name(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Anonymous => None,
+            Subject::User(name) | Subject::Robot(name) => Some(name),
+        }
+    }
+
+    pub fn may(&self, access: Access<'_>) -> bool {
+        self.grants.may(access)
+    }
+}
+
+/// What a request presents to be authorized.
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a> {
+    pub headers: &'a HeaderMap,
+    /// The client's address (for rate limits and the audit log).
+    pub peer: Option<IpAddr>,
 }
 
 #[async_trait]
 pub trait Authorizer: Send + Sync + 'static {
-    /// Decides whether the request (its credentials are in `headers`) may have `access`.
-    async fn authorize(&self, headers: &HeaderMap, access: Access<'_>) -> Result<Principal, Error>;
+    /// Decides whether the request may have `access`: the caller, or `Unauthorized`
+    /// (with the challenge the client needs) or `Denied`.
+    async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error>;
 }
 
-/// Everything is allowed to everyone: the only policy until access control exists.
+/// Everything is allowed to everyone (tests of the registry core that are not about
+/// access control, and nothing else).
 pub struct AllowAll;
+
+#[derive(Debug)]
+struct Everything;
+
+impl Grants for Everything {
+    fn may(&self, _access: Access<'_>) -> bool {
+        true
+    }
+}
 
 #[async_trait]
 impl Authorizer for AllowAll {
-    async fn authorize(&self, _headers: &HeaderMap, _access: Access<'_>) -> Result<Principal, Error> {
-        Ok(Principal::default())
+    async fn authorize(&self, _credentials: Credentials<'_>, _access: Access<'_>) -> Result<Principal, Error> {
+        Ok(Principal { subject: Subject::Anonymous, admin: true, grants: Arc::new(Everything) })
     }
 }

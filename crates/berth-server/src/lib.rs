@@ -31,7 +31,7 @@ pub mod range;
 mod response;
 mod uploads;
 
-pub use auth::{Access, Action, AllowAll, Authorizer, Principal};
+pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
 pub use endpoint::Endpoint;
 use response::ApiError;
 
@@ -107,7 +107,9 @@ pub fn app(registry: Arc<Registry>) -> Router {
 async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = idle::with_idle_timeout(body, registry.config.body_idle_timeout);
-    let ctx = Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query() };
+    let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
+    let ctx =
+        Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query(), peer };
     let result = match Endpoint::parse(parts.uri.path()) {
         Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
         Ok(endpoint) => handle(ctx, endpoint, body).await,
@@ -125,11 +127,13 @@ struct Ctx<'a> {
     method: &'a Method,
     headers: &'a axum::http::HeaderMap,
     query: Option<&'a str>,
+    /// The client's address (`None` when served without [`listen::serve`]).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Ctx<'_> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
-        self.registry.auth.authorize(self.headers, access).await
+        self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await
     }
 
     /// The first value of query parameter `key`.

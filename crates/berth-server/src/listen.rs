@@ -89,9 +89,9 @@ pub async fn serve(
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "accept failed");
@@ -109,7 +109,7 @@ pub async fn serve(
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let started = Arc::new(AtomicBool::new(false));
-            let service = Service { router, started: Arc::clone(&started) };
+            let service = Service { router, started: Arc::clone(&started), peer: PeerAddr(peer) };
             let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             let mut conn = std::pin::pin!(conn);
             // hyper times the head of each HTTP/1 request, but not the bytes it reads to
@@ -160,14 +160,20 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 struct Service {
     router: Router,
     started: Arc<AtomicBool>,
+    peer: PeerAddr,
 }
+
+/// The client's address, in every request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 impl hyper::service::Service<Request<Incoming>> for Service {
     type Response = Response;
     type Error = Infallible;
     type Future = RouteFuture<Infallible>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
         if !self.started.load(Ordering::Relaxed) {
             self.started.store(true, Ordering::Relaxed);
         }

@@ -41,6 +41,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests carrying upload bytes in flight at once; more get 429.
     pub max_uploads: usize,
+    /// The password of the `admin` user created on first start (when no system
+    /// administrator exists); `None` generates one and prints it once on stderr.
+    pub admin_password: Option<String>,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             body_idle_timeout: registry.body_idle_timeout,
             max_connections: limits.max_connections,
             max_uploads: registry.max_uploads,
+            admin_password: None,
         }
     }
 }

@@ -106,6 +106,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         body_idle_timeout: args.body_idle_timeout,
         max_connections: args.max_connections.get(),
         max_uploads: args.max_uploads.get(),
+        admin_password: None,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),
