@@ -19,6 +19,7 @@ use berth_meta::MetadataStore;
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
+pub mod access;
 pub mod auth;
 mod blobs;
 mod claims;

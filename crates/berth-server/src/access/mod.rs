@@ -1,0 +1,5 @@
+//! Identity and access: who a caller is (passwords, tokens, robots), what it may do
+//! (`berth_core::access`'s matrix applied to the identity store's records), and the
+//! token service that docker, podman and the other clients log in through.
+
+pub mod password;
