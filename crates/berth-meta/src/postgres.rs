@@ -5,6 +5,8 @@ use berth_core::{Descriptor, Digest, Error, ErrorKind, Reference, RepoName, Tag}
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::audit::sql::audit_store;
+use crate::identity::sql::identity_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -12,8 +14,11 @@ use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, Up
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
+    (3, include_str!("../migrations/postgres/0003_identity.sql")),
 ];
 
+/// Clones share the pool.
+#[derive(Clone)]
 pub struct PgStore {
     /// The same pool: PostgreSQL has no single-writer rule.
     writer: PgPool,
@@ -63,6 +68,8 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
 }
 
 sql_store!(PgStore);
+identity_store!(PgStore, sqlx::Postgres);
+audit_store!(PgStore);
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +78,14 @@ mod tests {
         let pg = berth_testkit::Postgres::start();
         let store = super::PgStore::open(&pg.database("suite")).await.unwrap();
         crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_identity_and_audit_suites() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("identity")).await.unwrap();
+        crate::identity::suite::run(&store, &store).await;
+        crate::audit::suite::run(&store).await;
     }
 
     #[tokio::test]

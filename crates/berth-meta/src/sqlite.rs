@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use berth_core::{Descriptor, Digest, Error, ErrorKind, Reference, RepoName, Tag}
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::audit::sql::audit_store;
+use crate::identity::sql::identity_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -23,14 +26,18 @@ use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, Up
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
+    (3, include_str!("../migrations/sqlite/0003_identity.sql")),
 ];
 
+/// Clones share the pools: the registry's store (behind its cache) and the identity and
+/// audit stores are one database.
+#[derive(Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: SQLite has one writer, and queueing here avoids
     /// `SQLITE_BUSY` on lock upgrades.
     writer: SqlitePool,
     reader: SqlitePool,
-    wal: WalSync,
+    wal: Arc<WalSync>,
 }
 
 /// Group fsync of the WAL: every caller returns after an fsync that started after it
@@ -129,7 +136,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(db_err)?;
-        Ok(SqliteStore { writer, reader, wal: WalSync::new(path) })
+        Ok(SqliteStore { writer, reader, wal: Arc::new(WalSync::new(path)) })
     }
 
     async fn durable(&self) -> Result<(), Error> {
@@ -164,6 +171,8 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
 }
 
 sql_store!(SqliteStore);
+identity_store!(SqliteStore, sqlx::Sqlite);
+audit_store!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +181,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_identity_and_audit_suites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::identity::suite::run(&store, &store).await;
+        crate::audit::suite::run(&store).await;
     }
 
     #[tokio::test]

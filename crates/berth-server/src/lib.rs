@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::MetadataStore;
+use berth_meta::{IdentityStore, MetadataStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
@@ -70,6 +70,8 @@ impl Default for RegistryConfig {
 pub struct Registry {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetadataStore>,
+    /// Users, projects, members, robots and signing keys.
+    pub identity: Arc<dyn IdentityStore>,
     pub auth: Arc<dyn Authorizer>,
     pub config: RegistryConfig,
     /// This process's name in leases.
@@ -84,6 +86,7 @@ impl Registry {
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
+        identity: Arc<dyn IdentityStore>,
         auth: Arc<dyn Authorizer>,
         config: RegistryConfig,
     ) -> Registry {
@@ -91,6 +94,7 @@ impl Registry {
         Registry {
             blobs,
             meta,
+            identity,
             auth,
             config,
             node_id: uuid::Uuid::new_v4().to_string(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{CachedStore, DEFAULT_CACHE_BYTES, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
 use berth_server::{AllowAll, Registry, RegistryConfig};
@@ -72,16 +72,26 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A running registry's state, and what it holds while it runs.
 pub struct Node {
     pub registry: Arc<Registry>,
+    /// The audit log's store (the same database as the registry's).
+    pub audit: Arc<dyn AuditStore>,
     /// The exclusive lock on an embedded data directory.
     _lock: Option<std::fs::File>,
+}
+
+/// The database's three stores.
+struct Stores {
+    meta: Arc<dyn MetadataStore>,
+    identity: Arc<dyn IdentityStore>,
+    audit: Arc<dyn AuditStore>,
 }
 
 /// Opens the stores the config names.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
-    let (meta, lock): (Arc<dyn MetadataStore>, _) = match &config.database {
+    let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            (Arc::new(PgStore::open(url).await?), None)
+            let store = PgStore::open(url).await?;
+            (Stores { meta: Arc::new(store.clone()), identity: Arc::new(store.clone()), audit: Arc::new(store) }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -89,8 +99,15 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
             // read cache coherent: a second `berth serve` on the same directory stops here.
             let lock = std::fs::File::create(config.data_dir.join("berth.lock"))?;
             lock.try_lock().map_err(|_| format!("{} is in use by another berth process", config.data_dir.display()))?;
+            // One database, its pools shared by the clones: the registry's tables behind
+            // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
-            (Arc::new(CachedStore::new(store, config.manifest_cache_bytes)), Some(lock))
+            let stores = Stores {
+                meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
+                identity: Arc::new(store.clone()),
+                audit: Arc::new(store),
+            };
+            (stores, Some(lock))
         }
     };
     let blobs: Arc<dyn BlobStore> = match &config.storage {
@@ -104,8 +121,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         max_uploads: config.max_uploads,
         ..RegistryConfig::default()
     };
-    let registry = Registry::new(blobs, meta, Arc::new(AllowAll), registry_config);
-    Ok(Node { registry: Arc::new(registry), _lock: lock })
+    let registry = Registry::new(blobs, stores.meta, stores.identity, Arc::new(AllowAll), registry_config);
+    Ok(Node { registry: Arc::new(registry), audit: stores.audit, _lock: lock })
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the

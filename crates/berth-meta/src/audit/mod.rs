@@ -10,6 +10,10 @@
 use async_trait::async_trait;
 use berth_core::Error;
 
+pub(crate) mod sql;
+#[cfg(test)]
+pub(crate) mod suite;
+
 /// One event to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {

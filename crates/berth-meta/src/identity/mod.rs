@@ -13,6 +13,10 @@ use berth_core::access::{Permission, Role};
 
 use crate::PageSpec;
 
+pub(crate) mod sql;
+#[cfg(test)]
+pub(crate) mod suite;
+
 /// A person (or a script) with a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
