@@ -44,6 +44,9 @@ pub struct Config {
     /// The password of the `admin` user created on first start (when no system
     /// administrator exists); `None` generates one and prints it once on stderr.
     pub admin_password: Option<String>,
+    /// A system administrator's push into a project that does not exist creates it
+    /// (private); otherwise such a push is refused.
+    pub auto_create_projects: bool,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             max_connections: limits.max_connections,
             max_uploads: registry.max_uploads,
             admin_password: None,
+            auto_create_projects: false,
         }
     }
 }

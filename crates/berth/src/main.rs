@@ -107,6 +107,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         max_connections: args.max_connections.get(),
         max_uploads: args.max_uploads.get(),
         admin_password: None,
+        auto_create_projects: false,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

@@ -5,7 +5,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::support::TestServer;
+use crate::support::{Creds, TestServer, client_as};
 
 mod manifests;
 mod stores;
@@ -36,6 +36,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A client of the distribution API at `base`. It sends the admin's credentials on every
+/// request unless made with [`Api::anonymous`] or [`Api::as_user`].
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
@@ -43,7 +45,22 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Api {
-        Api { client: reqwest::Client::builder().no_proxy().build().unwrap(), base }
+        Api::as_user(base, Some(&crate::support::admin()))
+    }
+
+    /// A client that sends no credentials.
+    pub fn anonymous(base: String) -> Api {
+        Api::as_user(base, None)
+    }
+
+    /// A client that sends `creds` (Basic) on every request, or none.
+    pub fn as_user(base: String, creds: Option<&Creds>) -> Api {
+        Api { client: client_as(creds).build().unwrap(), base }
+    }
+
+    /// A client that sends `Authorization: Bearer TOKEN` on every request.
+    pub fn with_token(base: String, token: &str) -> Api {
+        Api { client: crate::support::client_authorized(Some(format!("Bearer {token}"))).build().unwrap(), base }
     }
 
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -458,8 +475,13 @@ async fn wrong_methods_and_unknown_paths_get_error_json() {
 pub fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len())
-        .unwrap();
+    let auth = crate::support::admin().header_line();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     s.write_all(body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -477,7 +499,8 @@ async fn truncated_chunk_is_not_acknowledged_and_the_upload_resumes() {
     // Promise 2000 bytes, send 700, hang up.
     {
         let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
-        write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nContent-Range: 0-1999\r\n\r\n")
+        let auth = crate::support::admin().header_line();
+        write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2000\r\nContent-Range: 0-1999\r\n\r\n")
             .unwrap();
         sock.write_all(&bytes[..700]).unwrap();
         sock.shutdown(std::net::Shutdown::Both).unwrap();

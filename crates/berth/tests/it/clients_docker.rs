@@ -1,6 +1,7 @@
 //! End-to-end tests of Berth driven by the Docker engine and CLI (Debian's docker.io): import,
 //! tag, push, rmi, pull back, second tags, cross-repository mounts and `pull --platform` out
-//! of a multi-platform index.
+//! of a multi-platform index. The pushing test logs in first (`docker login` as the admin);
+//! the `--platform` test pulls anonymously from the public project `library`.
 //!
 //! Each test starts a private `dockerd` (vfs storage, no networking features, its own data
 //! and exec roots, socket, pid file and an empty daemon config in a temp directory under
@@ -21,7 +22,7 @@ use crate::fixtures::{
     DOCKER_MANIFEST, ImageIndex, OCI_INDEX, OCI_MANIFEST, Platform, blob_path, oci_index_layout, rootfs_tar,
     sha256_digest,
 };
-use crate::support::{TestServer, require};
+use crate::support::{Creds, TestServer, require, run_with_input};
 
 /// Variables that must not reach dockerd or the CLI from the machine: another daemon or
 /// context, TLS settings, proxies (a proxy would see the loopback registry's traffic), CA
@@ -139,6 +140,14 @@ impl Dockerd {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// `docker login HOST` with the password on stdin; the CLI keeps the credentials in
+    /// this daemon's private `DOCKER_CONFIG`. Returns the CLI's stdout.
+    fn login(&self, host: &str, creds: &Creds) -> String {
+        let mut login = self.cmd();
+        login.args(["login", "--username", &creds.user, "--password-stdin", host]);
+        run_with_input(&mut login, &creds.password)
     }
 
     fn inspect(&self, image: &str) -> Value {
@@ -264,7 +273,7 @@ impl Reply {
     }
 }
 
-/// Plain HTTP to the registry, to check what clients stored and to push fixtures.
+/// Plain HTTP to the registry as the admin, to check what clients stored and to push fixtures.
 struct Http {
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
@@ -274,7 +283,7 @@ struct Http {
 impl Http {
     fn new(server: &TestServer) -> Http {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = crate::support::http_client().build().unwrap();
         Http { rt, client, base: server.url() }
     }
 
@@ -359,6 +368,8 @@ fn docker_push_then_pull_round_trips_the_image_and_reuses_layers_already_in_the_
     assert!(insecure.iter().any(|c| c == "127.0.0.0/8"), "{registry_config}");
     assert!(insecure.iter().all(|c| c == "127.0.0.0/8" || c == "::1/128"), "{registry_config}");
     assert_eq!(registry_config["Mirrors"], serde_json::json!([]));
+    let login = docker.login(&host, &server.admin());
+    assert!(login.contains("Login Succeeded"), "{login}");
 
     // docker import: a one-layer image from a root filesystem tarball of random bytes.
     let scratch = server.scratch("docker");
@@ -448,15 +459,17 @@ fn docker_pull_with_platform_picks_the_matching_image_out_of_a_multi_arch_index(
     let http = Http::new(&server);
     let host = server.host();
 
-    // An OCI index of linux/amd64 and linux/arm64 images, pushed as written.
+    // An OCI index of linux/amd64 and linux/arm64 images, pushed as written into a
+    // one-component repository: the public project `library`, which docker pulls from
+    // without logging in.
     let layout: PathBuf = server.scratch("multi");
     let index = oci_index_layout(&layout, "v1", &[Platform::LINUX_AMD64, Platform::LINUX_ARM64], &[400_000, 20_000]);
-    http.push_index(&layout, "dock/multi", "1", &index);
-    let r = http.get("/v2/dock/multi/manifests/1", OCI_INDEX);
+    http.push_index(&layout, "multi", "1", &index);
+    let r = http.get("/v2/multi/manifests/1", OCI_INDEX);
     assert_eq!((r.status, r.body.as_slice()), (200, index.index.as_slice()));
 
     let docker = Dockerd::start();
-    let multi = format!("{host}/dock/multi:1");
+    let multi = format!("{host}/multi:1");
     for (platform, image) in [("linux/arm64", &index.images[1]), ("linux/amd64", &index.images[0])] {
         let pull = docker.run(&["pull", "--platform", platform, &multi]);
         assert_eq!(reported_digest(&pull), index.digest, "docker reports the index's digest");
@@ -468,7 +481,7 @@ fn docker_pull_with_platform_picks_the_matching_image_out_of_a_multi_arch_index(
         );
         assert_eq!(inspected["Id"], image.config_digest.as_str(), "pull --platform {platform}");
         assert_eq!(inspected["RootFS"]["Layers"], serde_json::json!(image.diff_ids), "pull --platform {platform}");
-        assert_eq!(inspected["RepoDigests"], serde_json::json!([format!("{host}/dock/multi@{}", index.digest)]));
+        assert_eq!(inspected["RepoDigests"], serde_json::json!([format!("{host}/multi@{}", index.digest)]));
         // Remove it (tag and digest reference) before the next platform: the engine keeps
         // one image per digest reference, and both platforms share the index's digest.
         docker.run(&["rmi", &image.config_digest]);
@@ -492,7 +505,7 @@ fn docker_pull_with_platform_picks_the_matching_image_out_of_a_multi_arch_index(
     assert!(stderr.contains("no matching manifest for linux/s390x"), "{stderr}");
 
     // A child manifest pulled by digest: the arm64 image itself.
-    let arm = format!("{host}/dock/multi@{}", index.images[1].manifest_digest);
+    let arm = format!("{host}/multi@{}", index.images[1].manifest_digest);
     docker.run(&["pull", "--platform", "linux/arm64", &arm]);
     assert_eq!(docker.inspect(&arm)["Architecture"], "arm64");
 

@@ -5,7 +5,10 @@
 //! The client side lives in `oras_client.py` beside this file, run with `python3`; it exits
 //! non-zero with `FAILED: …` on the first mismatch and otherwise reports the digests it
 //! pushed, which this test then checks against the registry over plain HTTP itself.
-//! No auth: oras-py's `login()` breaks (it goes through docker-py), and Berth has none yet.
+//! The script authenticates as the admin: oras-py's `login()` breaks (it goes through
+//! docker-py), so it sets the credentials on its client (`set_basic_auth`), whose token
+//! backend answers Berth's `WWW-Authenticate: Bearer` challenge at `/token`; its own
+//! checks over plain HTTP send Basic credentials straight to `/v2`.
 
 use std::process::Command;
 
@@ -20,7 +23,7 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 fn get(server: &TestServer, path: &str, accept: &str, header: &str) -> (u16, Option<String>, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = crate::support::http_client().build().unwrap();
         let r = client.get(format!("{}{path}", server.url())).header("accept", accept).send().await.unwrap();
         let value = r.headers().get(header).map(|v| v.to_str().unwrap().to_owned());
         (r.status().as_u16(), value, r.bytes().await.unwrap().to_vec())
@@ -49,6 +52,9 @@ fn oras_pushes_and_pulls_artifacts_and_discovers_referrers_by_artifact_type() {
     ] {
         cmd.env_remove(var);
     }
+    let admin = server.admin();
+    // The credentials go in the environment, not on the command line.
+    cmd.env("BERTH_TEST_USER", &admin.user).env("BERTH_TEST_PASSWORD", &admin.password);
     let out = cmd.arg(script).arg(server.host()).arg(&work).env("PYTHONUNBUFFERED", "1").output().expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,9 +3,10 @@
 //! manifest lists) and buildah (images built from scratch, pushed as OCI and Docker v2s2).
 //!
 //! Each test starts its own server and gives the clients a private configuration (a
-//! permissive signature policy, a registries.conf without search registries, an empty auth
-//! file, vfs storage in temp directories), so nothing depends on the machine's state. No
-//! client is optional: a missing one fails its test.
+//! permissive signature policy, a registries.conf without search registries, an auth file
+//! holding the server's admin credentials, as `podman login --authfile` writes it, vfs
+//! storage in temp directories), so nothing depends on the machine's state. No client is
+//! optional: a missing one fails its test. Logging in itself is `clients_login.rs`'s.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,15 +28,24 @@ const ACCEPT_ANY_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// skopeo, podman and buildah with settings of their own in the server's scratch space:
-/// signature policy, registries.conf, auth file, containers.conf, `$HOME`, and storage (vfs)
-/// never come from the machine. (skopeo, run as root, still keeps its blob-info cache in
+/// signature policy, registries.conf, auth file (the admin's credentials for the server),
+/// containers.conf, `$HOME`, and storage (vfs) never come from the machine. (skopeo, run as root, still keeps its blob-info cache in
 /// `/var/lib/containers/cache`; no flag moves it, and it only records where blobs were seen.)
-struct Clients {
+pub(crate) struct Clients {
     dir: PathBuf,
 }
 
 impl Clients {
-    fn new(server: &TestServer) -> Clients {
+    pub(crate) fn new(server: &TestServer) -> Clients {
+        Clients::with_auth_file(server, &server.admin().auth_file(&server.host()))
+    }
+
+    /// Clients with an empty auth file: they send credentials only when told to.
+    pub(crate) fn logged_out(server: &TestServer) -> Clients {
+        Clients::with_auth_file(server, r#"{"auths":{}}"#)
+    }
+
+    fn with_auth_file(server: &TestServer, auth_file: &str) -> Clients {
         let dir = server.scratch("containers");
         let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
         let policy = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
@@ -44,7 +54,7 @@ impl Clients {
         std::fs::create_dir_all(dir.join("home/.config/containers")).unwrap();
         write("home/.config/containers/policy.json", policy);
         write("registries.conf", "unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n");
-        write("auth.json", r#"{"auths":{}}"#);
+        write("auth.json", auth_file);
         write("containers.conf", "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n");
         write(
             "storage.conf",
@@ -60,11 +70,11 @@ impl Clients {
         Clients { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
-    fn policy(&self) -> String {
+    pub(crate) fn policy(&self) -> String {
         self.path("policy.json")
     }
 
@@ -87,12 +97,12 @@ impl Clients {
         cmd
     }
 
-    fn skopeo(&self, args: &[&str]) -> String {
+    pub(crate) fn skopeo(&self, args: &[&str]) -> String {
         run(&mut self.skopeo_command(args))
     }
 
     /// Runs skopeo expecting it to fail; returns its stderr.
-    fn skopeo_fails(&self, args: &[&str]) -> String {
+    pub(crate) fn skopeo_fails(&self, args: &[&str]) -> String {
         let out = self.skopeo_command(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "skopeo {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
@@ -106,7 +116,7 @@ impl Clients {
     }
 
     /// `skopeo inspect --raw`: the manifest bytes exactly as the registry served them.
-    fn inspect_raw(&self, reference: &str) -> Vec<u8> {
+    pub(crate) fn inspect_raw(&self, reference: &str) -> Vec<u8> {
         self.skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]).into_bytes()
     }
 
@@ -115,12 +125,17 @@ impl Clients {
         serde_json::from_str::<Value>(&out).unwrap()["Tags"].clone()
     }
 
-    fn podman(&self, args: &[&str]) -> String {
+    pub(crate) fn podman(&self, args: &[&str]) -> String {
+        run(&mut self.podman_command(args))
+    }
+
+    /// `podman ARGS` with the private configuration and storage, not yet run.
+    pub(crate) fn podman_command(&self, args: &[&str]) -> Command {
         let mut cmd = self.command("podman");
         cmd.args(["--root", &self.path("root"), "--runroot", &self.path("run"), "--storage-driver", "vfs"])
             .args(["--tmpdir", &self.path("libpod-tmp"), "--events-backend", "file", "--cgroup-manager", "cgroupfs"])
             .args(args);
-        run(&mut cmd)
+        cmd
     }
 
     fn buildah(&self, args: &[&str]) -> String {
@@ -155,7 +170,8 @@ impl HttpResponse {
 fn http_get(server: &TestServer, path: &str, accept: &str) -> HttpResponse {
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n", server.host())
+    let (host, auth) = (server.host(), server.admin().header_line());
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: {accept}\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
@@ -189,7 +205,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// Asserts that the registry serves `bytes` as the manifest `reference` of `name`, with
 /// its media type and digest in the headers.
-fn assert_serves_manifest(server: &TestServer, name: &str, reference: &str, bytes: &[u8], media_type: &str) {
+pub(crate) fn assert_serves_manifest(server: &TestServer, name: &str, reference: &str, bytes: &[u8], media_type: &str) {
     let r = http_get(server, &format!("/v2/{name}/manifests/{reference}"), ACCEPT_ANY_MANIFEST);
     assert_eq!(r.status, 200, "GET {name}:{reference}: {}", String::from_utf8_lossy(&r.body));
     assert!(r.body == bytes, "GET {name}:{reference} served other bytes:\n{}", String::from_utf8_lossy(&r.body));
@@ -208,7 +224,7 @@ fn assert_manifest_unknown(server: &TestServer, name: &str, reference: &str) {
 }
 
 /// `oci:DIR:TAG`.
-fn oci_ref(dir: &Path, tag: &str) -> String {
+pub(crate) fn oci_ref(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())
 }
 
@@ -232,7 +248,7 @@ fn assert_layout_holds(copy: &Path, tag: &str, image: &Image) {
 
 /// A directory whose path is all lowercase: podman names an image pulled from an `oci:`
 /// layout after the layout's path, and image names must be lowercase.
-fn lowercase_dir() -> tempfile::TempDir {
+pub(crate) fn lowercase_dir() -> tempfile::TempDir {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -246,7 +262,7 @@ fn lowercase_dir() -> tempfile::TempDir {
 }
 
 /// The bare hex of a `sha256:…` digest, as podman prints image ids.
-fn hex(digest: &str) -> &str {
+pub(crate) fn hex(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap()
 }
 

@@ -94,7 +94,7 @@ fn env_number(name: &str) -> Option<u64> {
 
 fn client(base: &str) -> Api {
     let mut api = Api::new(base.to_owned());
-    api.client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    api.client = crate::support::http_client().timeout(Duration::from_secs(10)).build().unwrap();
     api
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod clients_docker;
+mod clients_login;
 mod clients_oras;
 mod clients_skopeo_podman;
 mod conformance;

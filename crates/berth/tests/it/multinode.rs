@@ -1,6 +1,8 @@
 //! Scale-out: three `berth` processes sharing one PostgreSQL database and one S3 bucket
 //! (a real Garage server) serve one registry. Any node continues any upload, serves
 //! what another pushed at once, and a node killed mid-push costs nothing acknowledged.
+//! The nodes share one identity store: one admin, and a token one node issues is good on
+//! every other.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 
 use crate::api::{Api, random_bytes, sha256};
-use crate::support::{BerthProcess, ScaleOut};
+use crate::support::{BerthProcess, ScaleOut, admin, bearer_token};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MIB: usize = 1024 * 1024;
@@ -141,5 +143,35 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
     assert_eq!(r.status(), StatusCode::CREATED);
     for n in [1, 2] {
         assert!(get_bytes(&api[n], &format!("/v2/multi/killed/blobs/{big_digest}")).await == big);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the token service (issue 9, slice B)"]
+async fn a_token_issued_by_one_node_is_accepted_by_another() {
+    let scale = ScaleOut::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<BerthProcess> = dirs.iter().map(|d| scale.spawn(d.path())).collect();
+    let token = bearer_token(&nodes[0].url(), Some(&admin()), "repository:multi/token:pull,push").await;
+
+    // Pushed through node 2 and read back through both with node 1's token alone.
+    let on: Vec<Api> = nodes.iter().map(|n| Api::with_token(n.url(), &token)).collect();
+    let (digest, body) = on[1].push_image("multi/token", "v1", OCI_MANIFEST, 7).await;
+    for api in &on {
+        let r = api.req(Method::GET, "/v2/multi/token/manifests/v1").header("accept", OCI_MANIFEST).send().await;
+        let r = r.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET through {}", api.base);
+        assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(r.bytes().await.unwrap(), body);
+    }
+    // The token grants that repository only, on every node.
+    for api in &on {
+        let r = api.send(Method::POST, "/v2/multi/other/blobs/uploads/").await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&r.status()),
+            "POST to another repository through {} with a token for multi/token: {}",
+            api.base,
+            r.status()
+        );
     }
 }

@@ -1,6 +1,10 @@
 """Drives Berth with PyPI's `oras` client (oras-py), for `clients_oras.rs`.
 
-Usage: python3 oras_client.py HOST:PORT WORKDIR
+Usage: BERTH_TEST_USER=... BERTH_TEST_PASSWORD=... python3 oras_client.py HOST:PORT WORKDIR
+
+The client authenticates with the user and password from the environment: oras-py's
+token backend (its default) trades them for a bearer token at the realm of the registry's
+challenge; the script's own checks send them as Basic credentials straight to /v2.
 
 Pushes an artifact (two files with their own media types, a config of its own media type,
 manifest annotations), pushes a second one chunked, pulls both back and compares bytes,
@@ -65,11 +69,15 @@ host, workdir = sys.argv[1], sys.argv[2]
 # oras-py only pushes files under the working directory.
 os.chdir(workdir)
 
+user, password = os.environ["BERTH_TEST_USER"], os.environ["BERTH_TEST_PASSWORD"]
 client = oras.client.OrasClient(hostname=host, insecure=True)
+# `login()` goes through docker-py and breaks; set the credentials on the auth backend.
+client.auth.set_basic_auth(user, password)
 # Plain HTTP on loopback: no proxy, no CA bundle from the environment.
 client.session.trust_env = False
 http = requests.Session()
 http.trust_env = False
+http.auth = (user, password)
 
 repo = f"{host}/oras/artifact"
 base = f"http://{host}/v2/oras/artifact"

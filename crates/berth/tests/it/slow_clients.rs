@@ -89,8 +89,9 @@ async fn upload_with_acked_bytes(api: &Api, repo: &str, seed: u64) -> String {
 async fn stalled_patch(addr: SocketAddr, loc: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/octet-stream\r\n\
          Content-Range: {ACKED}-{}\r\nContent-Length: {MIB}\r\n\r\n",
+        crate::support::admin().header_line(),
         ACKED + MIB - 1
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -151,7 +152,7 @@ async fn pulls_stay_fast_while_a_thousand_idle_connections_and_600_stalled_uploa
     let blob_url = format!("{}/v2/slow/app/blobs/{digest}", server.url());
     let mut peak = 0;
     for i in 0..20 {
-        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
+        let client = crate::support::http_client().pool_max_idle_per_host(0).build().unwrap();
         let start = Instant::now();
         let threads = || thread_count(server.pid());
         let r = client.get(&blob_url).timeout(Duration::from_secs(5)).send().await;
@@ -287,6 +288,8 @@ async fn http2_prior_knowledge_is_served_and_a_silent_http2_connection_is_closed
         "/dev/null",
         "-w",
         "%{http_version} %{http_code}",
+        "--user",
+        &server.admin().pair(),
         &format!("{}/v2/", server.url()),
     ]));
     assert_eq!(out, "2 200");

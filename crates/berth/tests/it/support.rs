@@ -4,6 +4,10 @@
 //! be plain synchronous functions that run client programs. [`BerthProcess`] runs the
 //! built `berth` binary as a child process, for tests that kill it. [`Storage`] looks at
 //! what a server's blob store holds from outside the server, on either backend.
+//!
+//! Every server has a system administrator `admin` whose password is random per test run
+//! ([`admin`]); every client the harness builds sends its credentials unless a test asks
+//! for none ([`http_client`], [`Creds::header_line`]).
 
 #![allow(dead_code)]
 
@@ -11,12 +15,109 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
+
+/// A user name and password, as a client sends them.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub user: String,
+    pub password: String,
+}
+
+impl Creds {
+    pub fn new(user: &str, password: &str) -> Creds {
+        Creds { user: user.to_owned(), password: password.to_owned() }
+    }
+
+    /// `USER:PASSWORD`, as skopeo's `--creds` and podman's `--creds` take them.
+    pub fn pair(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+
+    /// `Basic …`, the value of an `Authorization` header.
+    pub fn basic(&self) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(self.pair()))
+    }
+
+    /// `Authorization: Basic …\r\n`, for tests that write requests on raw sockets.
+    pub fn header_line(&self) -> String {
+        format!("Authorization: {}\r\n", self.basic())
+    }
+
+    /// A containers-auth.json / docker `config.json` holding these credentials for `host`.
+    pub fn auth_file(&self, host: &str) -> String {
+        let auth = base64::engine::general_purpose::STANDARD.encode(self.pair());
+        serde_json::json!({ "auths": { host: { "auth": auth } } }).to_string()
+    }
+}
+
+/// The system administrator of every server the tests start: `admin`, with a password
+/// drawn at random once per test run (a server reads it from `Config.admin_password`, a
+/// `berth` process from `BERTH_ADMIN_PASSWORD`).
+pub fn admin() -> Creds {
+    static PASSWORD: OnceLock<String> = OnceLock::new();
+    Creds::new("admin", PASSWORD.get_or_init(berth_server::access::password::random_secret))
+}
+
+/// What every test server is configured with for access: the admin's password, and
+/// pushes by a system administrator create the project they name (tests push to many
+/// projects and have no management API to create them with).
+pub fn configure_access(config: &mut berth::Config) {
+    config.admin_password = Some(admin().password);
+    config.auto_create_projects = true;
+}
+
+/// The environment of a `berth` process for the same (see [`configure_access`]).
+fn access_env() -> [(&'static str, String); 2] {
+    [("BERTH_ADMIN_PASSWORD", admin().password), ("BERTH_AUTO_CREATE_PROJECTS", "true".to_owned())]
+}
+
+/// An HTTP client builder that sends the admin's credentials on every request (and never
+/// goes through a proxy); [`anonymous_client`] sends none.
+pub fn http_client() -> reqwest::ClientBuilder {
+    client_as(Some(&admin()))
+}
+
+/// An HTTP client builder that sends `creds` (Basic) on every request, or nothing.
+pub fn client_as(creds: Option<&Creds>) -> reqwest::ClientBuilder {
+    client_authorized(creds.map(Creds::basic))
+}
+
+/// An HTTP client builder that sends `authorization` (`Basic …`, `Bearer …`) as the
+/// `Authorization` header of every request, or none.
+pub fn client_authorized(authorization: Option<String>) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = authorization {
+        let mut value = reqwest::header::HeaderValue::from_str(&value).unwrap();
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().no_proxy().default_headers(headers)
+}
+
+/// A registry token from `GET /token` at `base` (Docker's token protocol) for `scope`,
+/// asked for as `creds` or anonymously. Panics with the answer when none is issued; a
+/// server without a token endpoint answers 404.
+pub async fn bearer_token(base: &str, creds: Option<&Creds>, scope: &str) -> String {
+    let client = client_as(creds).build().unwrap();
+    // `:`, `/` and `,` are valid in a query as they are; Docker's clients send them so.
+    let r = client.get(format!("{base}/token?service=berth&scope={scope}")).send().await;
+    let r = r.unwrap_or_else(|e| panic!("GET {base}/token: {e}"));
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "GET {base}/token?scope={scope} issued no token: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let token = answer["token"].as_str().or(answer["access_token"].as_str());
+    token.unwrap_or_else(|| panic!("no token in {body}")).to_owned()
+}
 
 /// The stores a [`TestServer`] runs on. `BERTH_TEST_BACKEND=scaleout` runs the same tests
 /// on the scale-out stores, a real PostgreSQL cluster and a real Garage S3 server
@@ -276,6 +377,7 @@ impl TestServer {
     ) -> TestServer {
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
         backend.configure(&mut config);
+        configure_access(&mut config);
         configure(&mut config);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).unwrap();
@@ -317,6 +419,11 @@ impl TestServer {
         self.backend.storage(&self.data_dir())
     }
 
+    /// The system administrator's credentials (see [`admin`]).
+    pub fn admin(&self) -> Creds {
+        admin()
+    }
+
     /// A scratch directory that lives as long as the server.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join("scratch").join(name);
@@ -331,14 +438,15 @@ impl Drop for TestServer {
     }
 }
 
-/// Polls `GET /v2/` until it answers 200 (at most 10 s).
+/// Polls `GET /v2/` (as the admin) until it answers 200 (at most 10 s).
 pub fn wait_ready(addr: SocketAddr) {
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n", admin().header_line());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             use std::io::{Read, Write};
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_ok() {
+            if s.write_all(request.as_bytes()).is_ok() {
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
                 if buf.starts_with("HTTP/1.1 200") {
@@ -363,12 +471,14 @@ impl BerthProcess {
         BerthProcess::spawn_with(data_dir, &[], &[])
     }
 
-    /// Starts `berth serve` with extra arguments and environment variables.
+    /// Starts `berth serve` with extra arguments and environment variables, and the
+    /// admin's password in its environment.
     pub fn spawn_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> BerthProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .envs(access_env())
             .envs(envs.iter().copied())
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
@@ -427,6 +537,24 @@ pub fn require(program: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false);
     assert!(found, "{program} is not installed; .ci/run installs it (see README)");
+}
+
+/// Runs a command with `input` on its stdin (a password, never an argument), panicking
+/// with its output if it fails; returns stdout.
+pub fn run_with_input(cmd: &mut Command, input: &str) -> String {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    stdout
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.

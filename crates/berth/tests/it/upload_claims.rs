@@ -38,7 +38,8 @@ async fn a_request_on_a_busy_upload_waits_for_the_first_to_end() {
     let slow = std::thread::spawn(move || {
         use std::io::Read;
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "PATCH {first_loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000\r\n\r\n")
+        let auth = crate::support::admin().header_line();
+        write!(s, "PATCH {first_loc} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\nContent-Length: 2000\r\n\r\n")
             .unwrap();
         s.write_all(&first[..700]).unwrap();
         std::thread::sleep(Duration::from_millis(800));

@@ -65,6 +65,7 @@ async fn one_janitor_pass_expires_3000_abandoned_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = berth::Config::with_data_dir(dir.path().join("data"));
     backend.configure(&mut config);
+    crate::support::configure_access(&mut config);
     config.upload_ttl = Duration::from_secs(1);
     let node = berth::open(&config).await.unwrap();
     let registry = Arc::clone(&node.registry);

@@ -99,7 +99,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(wire: Wire, addr: SocketAddr) -> Client {
-        let h1 = reqwest::Client::builder().no_proxy().http1_only().timeout(Duration::from_secs(30)).build().unwrap();
+        let h1 = crate::support::http_client().http1_only().timeout(Duration::from_secs(30)).build().unwrap();
         let h2 = match wire {
             Wire::Http1 => None,
             Wire::Http2 => {
@@ -142,7 +142,8 @@ impl Client {
         match self.wire {
             Wire::Http1 => {
                 let mut sock = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-                let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", req.method, req.path, self.addr);
+                let auth = crate::support::admin().header_line();
+                let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n{auth}", req.method, req.path, self.addr);
                 for (name, value) in &req.headers {
                     head.push_str(&format!("{name}: {value}\r\n"));
                 }
@@ -186,6 +187,7 @@ impl Client {
     async fn open_h2(&self, req: &Req) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), h2::Error> {
         let mut builder =
             axum::http::Request::builder().method(req.method.clone()).uri(format!("http://{}{}", self.addr, req.path));
+        builder = builder.header("authorization", crate::support::admin().basic());
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
         }
