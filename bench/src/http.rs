@@ -1,9 +1,12 @@
 //! The load generator's HTTP side: keep-alive HTTP/1.1 connections on hyper's low-level
 //! client, the registry protocol calls the workloads need, and fixed-time load at N
-//! connections with latency percentiles.
+//! connections with latency percentiles. Requests to Berth carry credentials (a
+//! [`Target`]'s `Authorization`); distribution runs without auth and gets none.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,20 +30,36 @@ pub fn empty() -> Body {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A server under load: its address, and the `Authorization` header every request sends
+/// unless the request names its own.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub authorization: Option<Arc<str>>,
+}
+
+impl Target {
+    /// The same server, asked without credentials.
+    pub fn anonymous(&self) -> Target {
+        Target { addr: self.addr, authorization: None }
+    }
+}
+
 /// One keep-alive connection.
 pub struct Conn {
     sender: SendRequest<Body>,
+    authorization: Option<Arc<str>>,
 }
 
 impl Conn {
-    pub async fn open(addr: SocketAddr) -> Result<Conn, BoxError> {
-        let stream = TcpStream::connect(addr).await?;
+    pub async fn open(target: &Target) -> Result<Conn, BoxError> {
+        let stream = TcpStream::connect(target.addr).await?;
         stream.set_nodelay(true)?;
         // Reads of up to 4 MiB: with hyper's default (about 400 KiB) the client, not the
         // server, bounds a 1 GiB pull.
         let (sender, conn) = http1::Builder::new().max_buf_size(4 << 20).handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(Conn { sender })
+        Ok(Conn { sender, authorization: target.authorization.clone() })
     }
 
     /// Sends a request; returns the status, headers and the number of body bytes (the
@@ -77,6 +96,11 @@ impl Conn {
         let mut req = Request::builder().method(method).uri(path).header("host", "bench");
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(auth) = &self.authorization
+            && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header("authorization", &**auth);
         }
         self.sender.ready().await?;
         let resp: Response<hyper::body::Incoming> = self.sender.send_request(req.body(body)?).await?;
@@ -223,27 +247,55 @@ impl Load {
     }
 }
 
+pub type Headers = Vec<(&'static str, String)>;
+
+/// What a connection does once before a load starts (untimed): the headers it returns are
+/// added to each of its requests.
+pub type Setup = Arc<
+    dyn for<'c> Fn(&'c mut Conn) -> Pin<Box<dyn Future<Output = Result<Headers, BoxError>> + Send + 'c>> + Send + Sync,
+>;
+
 /// Sends requests made by `make(i)` on `conns` connections for `duration`.
 pub async fn load(
-    addr: SocketAddr,
+    target: &Target,
     conns: usize,
     duration: Duration,
-    make: Arc<dyn Fn(u64) -> (Method, String, Vec<(&'static str, String)>) + Send + Sync>,
+    make: Arc<dyn Fn(u64) -> (Method, String, Headers) + Send + Sync>,
     want: StatusCode,
 ) -> Result<Load, BoxError> {
+    load_with(target, conns, duration, make, want, None).await
+}
+
+/// [`load`], each connection first running `setup` (before the clock starts).
+pub async fn load_with(
+    target: &Target,
+    conns: usize,
+    duration: Duration,
+    make: Arc<dyn Fn(u64) -> (Method, String, Headers) + Send + Sync>,
+    want: StatusCode,
+    setup: Option<Setup>,
+) -> Result<Load, BoxError> {
+    let mut ready = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let mut conn = Conn::open(target).await?;
+        let extra = match &setup {
+            Some(setup) => setup(&mut conn).await?,
+            None => Vec::new(),
+        };
+        ready.push((conn, extra));
+    }
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for n in 0..conns {
+    for (n, (mut conn, extra)) in ready.into_iter().enumerate() {
         let make = Arc::clone(&make);
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await?;
             let mut lat = Vec::with_capacity(100_000);
             let mut bytes = 0u64;
             let mut i = n as u64;
             while Instant::now() < deadline {
                 let (method, path, headers) = make(i);
-                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = headers.iter().chain(&extra).map(|(k, v)| (*k, v.as_str())).collect();
                 let t = Instant::now();
                 let (status, len) = conn.send_lean(method, &path, &headers).await?;
                 if status != want {

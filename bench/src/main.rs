@@ -1,10 +1,13 @@
 //! berth-bench: runs the same workloads against Berth and the reference registry
 //! (distribution, Debian's `docker-registry`) in one run, alternating, and writes the
-//! medians and ratios to a markdown table with this machine's physical limits.
+//! medians and ratios to a markdown table with this machine's physical limits. Berth is
+//! asked with credentials (the admin's Basic on every request; a bearer token per
+//! connection for the authenticated row), distribution without (it runs with no auth).
 //!
 //! Not a test: nothing here passes or fails on a number. `bench/run.sh` is the one
 //! documented way to run it.
 
+mod auth;
 mod http;
 mod servers;
 
@@ -18,7 +21,7 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::{Method, StatusCode};
 
-use crate::http::{BoxError, Conn, empty, full, push_chunked, push_monolithic, sha256};
+use crate::http::{BoxError, Conn, Target, empty, full, push_chunked, push_monolithic, sha256};
 use crate::servers::Server;
 
 #[derive(Parser, Clone)]
@@ -35,8 +38,9 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run only these workloads (comma-separated): big (1 GiB push/pull), small (200 small
-    /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog). Start-up
-    /// time and memory are always reported.
+    /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog), auth
+    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous).
+    /// Start-up time and memory are always reported.
     #[arg(long, value_delimiter = ',', value_parser = WORKLOADS)]
     only: Vec<String>,
     /// Scratch space for the servers' data (on the disk being measured).
@@ -73,7 +77,7 @@ struct Sizes {
     seconds: f64,
 }
 
-const WORKLOADS: [&str; 6] = ["big", "small", "manifest", "head", "get", "list"];
+const WORKLOADS: [&str; 7] = ["big", "small", "manifest", "head", "get", "list", "auth"];
 const CONNS: usize = 64;
 const MIB: usize = 1 << 20;
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -144,6 +148,24 @@ const METRICS: &[Metric] = &[
         key: "catalog_rps",
         label: "catalog, n=100 ({repos} repos), 64 conns",
         unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "manifest_anon_rps",
+        label: "manifest GET, public project, anonymous, 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "manifest_token_rps",
+        label: "manifest GET, public project, bearer token (one `/token` per connection), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "token_ratio",
+        label: "authenticated ÷ anonymous manifest GETs (the two rows above; ≥ 80 % required)",
+        unit: "%",
         higher_is_better: true,
     },
     Metric {
@@ -222,14 +244,14 @@ async fn run_server(
     on: &dyn Fn(&str) -> bool,
 ) -> Result<BTreeMap<&'static str, f64>, BoxError> {
     let mut out = BTreeMap::new();
-    let addr = server.addr;
+    let target = server.target();
     // Progress on stderr (a full run takes minutes), with the memory high-water mark so far.
     let phase = |what: &str| eprintln!("  … {what} (peak RSS so far {:.0} MB)", server.memory().1);
     out.insert("startup", server.startup.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     out.insert("idle_rss", server.memory().0);
 
-    let mut c = Conn::open(addr).await?;
+    let mut c = Conn::open(&target).await?;
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = sha256(config);
 
@@ -301,7 +323,7 @@ async fn run_server(
     }
 
     // 2. Many small layers, 8 uploads at a time, then the manifest naming them all.
-    let need_small = ["small", "manifest", "head", "list"].iter().any(|w| on(w));
+    let need_small = ["small", "manifest", "head", "list", "auth"].iter().any(|w| on(w));
     let mut descriptors = Vec::new();
     if need_small {
         let layers: Vec<Bytes> = (0..sizes.small_layers)
@@ -319,8 +341,9 @@ async fn run_server(
                 .step_by(8)
                 .map(|(l, (d, _))| (l.clone(), d.clone()))
                 .collect();
+            let target = target.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c = Conn::open(addr).await?;
+                let mut c = Conn::open(&target).await?;
                 for (l, d) in mine {
                     push_monolithic(&mut c, "bench/small", l, &d).await?;
                 }
@@ -346,7 +369,7 @@ async fn run_server(
         let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
         phase("manifest GET load");
         let l = http::load(
-            addr,
+            &target,
             CONNS,
             duration,
             Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])),
@@ -360,9 +383,14 @@ async fn run_server(
     if on("head") {
         let head = format!("/v2/bench/small/blobs/{}", descriptors[0].0);
         phase("blob HEAD load");
-        let l =
-            http::load(addr, CONNS, duration, Arc::new(move |_| (Method::HEAD, head.clone(), vec![])), StatusCode::OK)
-                .await?;
+        let l = http::load(
+            &target,
+            CONNS,
+            duration,
+            Arc::new(move |_| (Method::HEAD, head.clone(), vec![])),
+            StatusCode::OK,
+        )
+        .await?;
         out.insert("head_rps", l.rps());
     }
     if on("get") {
@@ -371,9 +399,14 @@ async fn run_server(
         push_monolithic(&mut c, "bench/one", Bytes::from(one), &one_digest).await?;
         let path = format!("/v2/bench/one/blobs/{one_digest}");
         phase("1 MiB GET load");
-        let l =
-            http::load(addr, CONNS, duration, Arc::new(move |_| (Method::GET, path.clone(), vec![])), StatusCode::OK)
-                .await?;
+        let l = http::load(
+            &target,
+            CONNS,
+            duration,
+            Arc::new(move |_| (Method::GET, path.clone(), vec![])),
+            StatusCode::OK,
+        )
+        .await?;
         if l.bytes != l.requests * MIB as u64 {
             return Err(format!("1 MiB GET: {} bytes in {} responses", l.bytes, l.requests).into());
         }
@@ -390,8 +423,9 @@ async fn run_server(
         let mut tasks = Vec::new();
         for worker in 0..16 {
             let (body, first, config_digest) = (body.clone(), first.clone(), config_digest.clone());
+            let target = target.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c = Conn::open(addr).await?;
+                let mut c = Conn::open(&target).await?;
                 for r in (worker..sizes.repos).step_by(16) {
                     let repo = format!("many/r{r:04}");
                     for d in [&config_digest, &first] {
@@ -418,7 +452,7 @@ async fn run_server(
         let repos = sizes.repos as u64;
         phase("tag list load");
         let l = http::load(
-            addr,
+            &target,
             CONNS,
             duration,
             Arc::new(move |i| (Method::GET, format!("/v2/many/r{:04}/tags/list", i % repos), vec![])),
@@ -428,7 +462,7 @@ async fn run_server(
         out.insert("tags_rps", l.rps());
         phase("catalog load");
         let l = http::load(
-            addr,
+            &target,
             CONNS,
             duration,
             Arc::new(|_| (Method::GET, "/v2/_catalog?n=100".into(), vec![])),
@@ -436,6 +470,34 @@ async fn run_server(
         )
         .await?;
         out.insert("catalog_rps", l.rps());
+    }
+
+    // 7. Berth only: the same ~1 KB manifest in a public project (`benchpub`, a one-component
+    //    name, is in `library`), asked for anonymously and with a bearer token that each
+    //    connection fetched once from `/token` before the clock started.
+    if on("auth") && server.authorization.is_some() {
+        let body = manifest((&config_digest, config.len()), &descriptors[..5]);
+        for d in std::iter::once(&config_digest).chain(descriptors[..5].iter().map(|(d, _)| d)) {
+            let mount = format!("/v2/benchpub/blobs/uploads/?mount={d}&from=bench/small");
+            c.expect(Method::POST, &mount, &[], empty(), StatusCode::CREATED).await?;
+        }
+        put_manifest(&mut c, "benchpub", "app", &body).await?;
+        let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
+        let get =
+            Arc::new(move |_| (Method::GET, "/v2/benchpub/manifests/app".to_owned(), vec![("accept", accept.clone())]));
+        phase("manifest GET load, anonymous, public project");
+        let anonymous = http::load(&target.anonymous(), CONNS, duration, get.clone(), StatusCode::OK).await?;
+        phase("manifest GET load, bearer token, public project");
+        let setup: http::Setup = Arc::new(|conn: &mut Conn| {
+            Box::pin(async move {
+                let token = auth::token(conn, "repository:benchpub:pull").await?;
+                Ok(vec![("authorization", format!("Bearer {token}"))])
+            })
+        });
+        let token = http::load_with(&target, CONNS, duration, get, StatusCode::OK, Some(setup)).await?;
+        out.insert("manifest_anon_rps", anonymous.rps());
+        out.insert("manifest_token_rps", token.rps());
+        out.insert("token_ratio", 100.0 * token.rps() / anonymous.rps());
     }
 
     out.insert("peak_rss", server.memory().1);
@@ -561,7 +623,7 @@ async fn limits(scratch: &std::path::Path, big: &[u8]) -> Result<Limits, BoxErro
         }
     });
     let l = http::load(
-        addr,
+        &Target { addr, authorization: None },
         CONNS,
         Duration::from_secs(3),
         Arc::new(|_| (Method::GET, "/v2/".into(), vec![])),
@@ -648,6 +710,7 @@ async fn main() -> Result<(), BoxError> {
     let load_at_start = sh("cut -d' ' -f1-3 /proc/loadavg");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut big = random(sizes.big, 42);
+    let admin_password = auth::random_password();
 
     let scaleout = args.scaleout.then(|| {
         let pg = berth_testkit::Postgres::start();
@@ -689,7 +752,7 @@ async fn main() -> Result<(), BoxError> {
                 (b, o, Instant::now())
             };
             let server = match name {
-                "Berth" => servers::berth(&args.berth, &dir, None),
+                "Berth" => servers::berth(&args.berth, &dir, None, &admin_password),
                 "distribution" => servers::distribution(&args.registry, &dir),
                 _ => {
                     let (pg, g) = scaleout.as_ref().unwrap();
@@ -705,7 +768,7 @@ async fn main() -> Result<(), BoxError> {
                             ("AWS_SECRET_ACCESS_KEY".into(), g.secret_access_key.clone()),
                         ],
                     };
-                    servers::berth(&args.berth, &dir, Some(&s))
+                    servers::berth(&args.berth, &dir, Some(&s), &admin_password)
                 }
             };
             eprintln!("run {}/{runs}: {name}", run + 1);
@@ -849,6 +912,10 @@ fn report(
         }
         for n in names.iter().filter(|n| **n != "distribution") {
             let (b, d) = (med(n, m.key), med("distribution", m.key));
+            if b.is_nan() || d.is_nan() {
+                row.push_str(" – |");
+                continue;
+            }
             let ratio = b / d;
             let better = if m.higher_is_better { ratio >= 1.0 } else { ratio <= 1.0 };
             let dir = if m.higher_is_better { "higher" } else { "lower" };
@@ -925,6 +992,12 @@ fn report(
     md.push_str(
         "- Request rates near the client's ceiling measure the machine as much as the server: the client, the server\n\
         and the kernel's TCP stack share the 2 cores.\n",
+    );
+    md.push_str(
+        "- Berth runs secure by default: every request to it carries the admin's Basic credentials (distribution runs\n\
+        without auth and gets none). The two `public project` rows ask Berth alone for the same manifest in the public\n\
+        project `library`, once anonymously and once with a bearer token each connection fetched from `/token` before\n\
+        the clock started; their ratio is what verifying a token on every request costs.\n",
     );
     md.push_str(
         "- `peak resident memory` is the high-water mark over every workload. Berth's includes its blob-serving buffers\n\

@@ -1,14 +1,21 @@
 //! The servers under test, started as child processes on loopback: Berth on embedded
 //! defaults (or S3 + PostgreSQL when given), and distribution (`docker-registry`) on
-//! its filesystem driver. Start-up time and resident memory come from here.
+//! its filesystem driver. Start-up time and resident memory come from here. Berth runs
+//! with an admin password of the run's choosing (`BERTH_ADMIN_PASSWORD`), and every request
+//! to it carries the admin's Basic credentials; distribution runs with no auth, as ever.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::http::Target;
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The `Authorization` header of every request (Berth's admin, Basic); none for distribution.
+    pub authorization: Option<Arc<str>>,
     child: Child,
     /// From spawn to the first 200 on `/v2/`.
     pub startup: Duration,
@@ -18,21 +25,28 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn ready(addr: SocketAddr) -> bool {
+fn ready(addr: SocketAddr, authorization: Option<&str>) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    if s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
 }
 
-fn wait(name: &'static str, mut child: Child, addr: SocketAddr, started: Instant) -> Server {
+fn wait(
+    name: &'static str,
+    mut child: Child,
+    addr: SocketAddr,
+    authorization: Option<Arc<str>>,
+    started: Instant,
+) -> Server {
     loop {
-        if ready(addr) {
-            return Server { addr, child, startup: started.elapsed() };
+        if ready(addr, authorization.as_deref()) {
+            return Server { addr, authorization, child, startup: started.elapsed() };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{name} exited during start-up: {status}");
@@ -50,7 +64,9 @@ pub struct ScaleOut {
     pub env: Vec<(String, String)>,
 }
 
-pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>) -> Server {
+/// Starts Berth with `admin_password` for its `admin` (whose pushes create the projects
+/// they name, as the workloads push to several).
+pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>, admin_password: &str) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.join("berth"));
@@ -58,10 +74,12 @@ pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>) -> Server {
         cmd.args(["--storage", &s.storage, "--database", &s.database]);
         cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
     }
+    cmd.env("BERTH_ADMIN_PASSWORD", admin_password).env("BERTH_AUTO_CREATE_PROJECTS", "true");
     cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    let authorization = Some(Arc::from(crate::auth::basic(crate::auth::ADMIN, admin_password)));
     let started = Instant::now();
     let child = cmd.spawn().expect("spawn berth");
-    wait(if scaleout.is_some() { "Berth (S3+PG)" } else { "Berth" }, child, addr, started)
+    wait(if scaleout.is_some() { "Berth (S3+PG)" } else { "Berth" }, child, addr, authorization, started)
 }
 
 pub fn distribution(bin: &Path, dir: &Path) -> Server {
@@ -88,16 +106,21 @@ pub fn distribution(bin: &Path, dir: &Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn docker-registry");
-    wait("distribution", child, addr, started)
+    wait("distribution", child, addr, None, started)
 }
 
 impl Server {
-    /// `(VmRSS, VmHWM)` in MB.
+    /// Where the load generator sends requests, with this server's credentials.
+    pub fn target(&self) -> Target {
+        Target { addr: self.addr, authorization: self.authorization.clone() }
+    }
+
     /// CPU seconds the server has used (user + system).
     pub fn cpu_seconds(&self) -> f64 {
         proc_cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
+    /// `(VmRSS, VmHWM)` in MB.
     pub fn memory(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
