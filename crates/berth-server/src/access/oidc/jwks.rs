@@ -3,9 +3,10 @@
 //!
 //! A cached JWKS serves for `jwks_ttl`; a `kid` it lacks triggers a refetch, but at most
 //! one fetch per issuer per `refetch_interval` (a flood of made-up `kid`s costs the issuer
-//! nothing), and concurrent callers for one issuer wait for a single fetch. Only issuers
-//! named by a trust document are ever fetched: the verifier compares the token's `iss`
-//! with the trust before it asks for keys.
+//! nothing), and concurrent callers for one issuer wait for a single fetch. While the
+//! issuer cannot be reached, the keys last fetched serve up to `max_stale` past their
+//! TTL. Only issuers named by a trust document are ever fetched: the verifier compares
+//! the token's `iss` with the trust before it asks for keys.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -84,9 +85,14 @@ impl KeyCache {
                     state.fetched_at = Some(Instant::now());
                 }
                 Err(why) => {
-                    // Keys fetched before stay usable while the issuer is unreachable.
+                    // Keys fetched before stay usable while the issuer is unreachable, for
+                    // a while: a key it stopped publishing must not live on for ever.
                     tracing::warn!(issuer, "fetching the OIDC issuer's signing keys failed: {why}");
                     fetch_failed = true;
+                    let usable_until = self.config.jwks_ttl + self.config.max_stale;
+                    if state.fetched_at.is_none_or(|at| now.duration_since(at) >= usable_until) {
+                        state.keys.clear();
+                    }
                 }
             }
         }

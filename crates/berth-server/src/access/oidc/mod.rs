@@ -51,6 +51,8 @@ pub struct OidcConfig {
     pub jwks_ttl: Duration,
     /// At most one fetch per issuer in this window, whatever `kid`s arrive.
     pub refetch_interval: Duration,
+    /// While the issuer cannot be reached, the last JWKS serves this long past `jwks_ttl`.
+    pub max_stale: Duration,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
     /// Connect and whole-request timeout of each fetch.
@@ -64,6 +66,7 @@ impl Default for OidcConfig {
         OidcConfig {
             jwks_ttl: Duration::from_secs(15 * 60),
             refetch_interval: Duration::from_secs(30),
+            max_stale: Duration::from_secs(3600),
             leeway: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(10),
             max_document_bytes: 64 * 1024,

@@ -363,3 +363,24 @@ async fn an_oversized_jwks_is_not_read() {
     *issuer.published.jwks.lock().unwrap() = jwks;
     assert_refused(&verifier(), &key.sign(&issuer.claims()), &issuer.trust(), "could not be fetched").await;
 }
+
+#[tokio::test]
+async fn keys_fetched_before_serve_while_the_issuer_fails_but_not_past_max_stale() {
+    let (key, issuer) = one_key_issuer().await;
+    let config = OidcConfig {
+        jwks_ttl: Duration::from_millis(200),
+        refetch_interval: Duration::from_millis(200),
+        max_stale: Duration::from_millis(1000),
+        ..OidcConfig::default()
+    };
+    let verifier = OidcVerifier::new(config).unwrap();
+    verifier.verify(&key.sign(&issuer.claims()), &issuer.trust()).await.unwrap();
+    *issuer.published.jwks.lock().unwrap() = json!("temporarily unavailable");
+    // Past the TTL: the refetch fails, the keys of the last fetch still serve.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    verifier.verify(&key.sign(&issuer.claims()), &issuer.trust()).await.unwrap();
+    // Past TTL + max_stale since that fetch: they are dropped.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_refused(&verifier, &key.sign(&issuer.claims()), &issuer.trust(), "could not be fetched").await;
+    assert_eq!(issuer.jwks_hits(), 3);
+}
