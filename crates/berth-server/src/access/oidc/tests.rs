@@ -289,7 +289,7 @@ async fn a_key_rotated_into_the_jwks_is_picked_up_by_the_refetch_its_kid_trigger
 
 #[tokio::test]
 async fn a_token_with_alg_none_is_refused() {
-    let (key, issuer) = one_key_issuer().await;
+    let (_key, issuer) = one_key_issuer().await;
     let header = base64url(json!({"alg": "none", "kid": "k1", "typ": "JWT"}).to_string().as_bytes());
     let payload = base64url(issuer.claims().to_string().as_bytes());
     for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
@@ -346,7 +346,7 @@ async fn a_flood_of_unknown_kids_refetches_at_most_once_per_window() {
 
 #[tokio::test]
 async fn an_unknown_kid_on_a_cold_cache_fetches_once_per_window() {
-    let (key, issuer) = one_key_issuer().await;
+    let (_key, issuer) = one_key_issuer().await;
     let verifier = verifier();
     for i in 0..20 {
         let bogus = IssuerKey::generate(&format!("bogus-{i}"));
