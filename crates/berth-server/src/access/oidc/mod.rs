@@ -12,6 +12,7 @@
 //! Not here: which robot a token logs in as and what it may then do (the token
 //! endpoint's business).
 
+mod exchange;
 mod jwks;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use jsonwebtoken::{Algorithm, Validation, decode, decode_header, errors::ErrorKi
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub use exchange::{TOKEN_EXCHANGE_GRANT, TokenExchange};
 use trust::refused;
 pub use trust::{Trust, glob_matches};
 
