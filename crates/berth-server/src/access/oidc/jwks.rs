@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_core::Error;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
@@ -33,14 +33,36 @@ pub(super) struct IssuerKey {
 pub(super) struct KeyCache {
     http: reqwest::Client,
     config: OidcConfig,
-    issuers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<IssuerKeys>>>>,
+    issuers: Mutex<HashMap<String, Arc<IssuerKeys>>>,
 }
 
+type KeyMap = HashMap<String, Arc<IssuerKey>>;
+
+/// One issuer's keys. A known key is read from `cached` without waiting for a fetch in
+/// flight; fetches take `fetching`, which holds when the issuer was last asked.
 #[derive(Default)]
 struct IssuerKeys {
-    keys: HashMap<String, Arc<IssuerKey>>,
+    cached: Mutex<Cached>,
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl IssuerKeys {
+    fn cached(&self) -> Cached {
+        self.cached.lock().expect("an issuer's keys").clone()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Cached {
+    keys: Arc<KeyMap>,
     fetched_at: Option<Instant>,
-    attempted_at: Option<Instant>,
+}
+
+impl Cached {
+    fn fresh_key(&self, kid: &str, ttl: Duration) -> Option<Arc<IssuerKey>> {
+        let fresh = self.fetched_at.is_some_and(|at| at.elapsed() < ttl);
+        if fresh { self.keys.get(kid).cloned() } else { None }
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,34 +91,35 @@ impl KeyCache {
     /// and the issuer was not asked within the refetch window, from the issuer.
     pub async fn key(&self, issuer: &str, kid: &str) -> Result<Arc<IssuerKey>, Error> {
         let entry = self.issuers.lock().expect("the issuer map").entry(issuer.to_owned()).or_default().clone();
-        let mut state = entry.lock().await;
-        let now = Instant::now();
-        let fresh = state.fetched_at.is_some_and(|at| now.duration_since(at) < self.config.jwks_ttl);
-        if fresh && let Some(key) = state.keys.get(kid) {
-            return Ok(key.clone());
+        let ttl = self.config.jwks_ttl;
+        if let Some(key) = entry.cached().fresh_key(kid, ttl) {
+            return Ok(key);
         }
-        let may_fetch = state.attempted_at.is_none_or(|at| now.duration_since(at) >= self.config.refetch_interval);
+        let mut attempted_at = entry.fetching.lock().await;
+        // Another caller may have fetched while this one waited.
+        let mut cached = entry.cached();
+        if let Some(key) = cached.fresh_key(kid, ttl) {
+            return Ok(key);
+        }
+        let now = Instant::now();
         let mut fetch_failed = false;
-        if may_fetch {
-            state.attempted_at = Some(now);
+        if attempted_at.is_none_or(|at| now.duration_since(at) >= self.config.refetch_interval) {
+            *attempted_at = Some(now);
             match self.fetch(issuer).await {
-                Ok(keys) => {
-                    state.keys = keys;
-                    state.fetched_at = Some(Instant::now());
-                }
+                Ok(keys) => cached = Cached { keys: Arc::new(keys), fetched_at: Some(Instant::now()) },
                 Err(why) => {
                     // Keys fetched before stay usable while the issuer is unreachable, for
                     // a while: a key it stopped publishing must not live on for ever.
                     tracing::warn!(issuer, "fetching the OIDC issuer's signing keys failed: {why}");
                     fetch_failed = true;
-                    let usable_until = self.config.jwks_ttl + self.config.max_stale;
-                    if state.fetched_at.is_none_or(|at| now.duration_since(at) >= usable_until) {
-                        state.keys.clear();
+                    if cached.fetched_at.is_none_or(|at| now.duration_since(at) >= ttl + self.config.max_stale) {
+                        cached.keys = Arc::default();
                     }
                 }
             }
+            *entry.cached.lock().expect("an issuer's keys") = cached.clone();
         }
-        match state.keys.get(kid) {
+        match cached.keys.get(kid) {
             Some(key) => Ok(key.clone()),
             None if fetch_failed => Err(refused("the trusted issuer's signing keys could not be fetched")),
             None => Err(refused("the ID token is signed by a key its issuer does not publish (unknown `kid`)")),
@@ -104,7 +127,7 @@ impl KeyCache {
     }
 
     /// The issuer's discovery document, then its JWKS. Errors are for the log only.
-    async fn fetch(&self, issuer: &str) -> Result<HashMap<String, Arc<IssuerKey>>, String> {
+    async fn fetch(&self, issuer: &str) -> Result<KeyMap, String> {
         check_issuer_url(issuer)?;
         let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let discovery: Discovery = self.get_json(&discovery_url).await?;

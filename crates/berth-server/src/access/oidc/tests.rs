@@ -55,6 +55,8 @@ struct Published {
     /// The `issuer` its discovery document claims (normally `issuer`).
     discovery_issuer: Mutex<String>,
     jwks: Mutex<Value>,
+    /// How long the JWKS takes to arrive (a slow issuer).
+    jwks_delay: Mutex<Duration>,
     discovery_hits: AtomicUsize,
     jwks_hits: AtomicUsize,
 }
@@ -71,6 +73,7 @@ impl TestIssuer {
             discovery_issuer: Mutex::new(issuer.clone()),
             issuer,
             jwks: Mutex::new(Value::Null),
+            jwks_delay: Mutex::new(Duration::ZERO),
             discovery_hits: AtomicUsize::new(0),
             jwks_hits: AtomicUsize::new(0),
         });
@@ -140,6 +143,8 @@ async fn discovery(State(published): State<Arc<Published>>) -> JsonBody {
 
 async fn jwks(State(published): State<Arc<Published>>) -> JsonBody {
     published.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    let delay = *published.jwks_delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     json_body(&published.jwks.lock().unwrap())
 }
 
@@ -383,4 +388,25 @@ async fn keys_fetched_before_serve_while_the_issuer_fails_but_not_past_max_stale
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_refused(&verifier, &key.sign(&issuer.claims()), &issuer.trust(), "could not be fetched").await;
     assert_eq!(issuer.jwks_hits(), 3);
+}
+
+#[tokio::test]
+async fn a_known_key_verifies_while_a_slow_refetch_is_in_flight() {
+    let (key, issuer) = one_key_issuer().await;
+    let config = OidcConfig { refetch_interval: Duration::from_millis(100), ..OidcConfig::default() };
+    let verifier = Arc::new(OidcVerifier::new(config).unwrap());
+    verifier.verify(&key.sign(&issuer.claims()), &issuer.trust()).await.unwrap();
+    *issuer.published.jwks_delay.lock().unwrap() = Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let bogus = IssuerKey::generate("bogus").sign(&issuer.claims());
+    let (slow, trust) = (verifier.clone(), issuer.trust());
+    let refetch = tokio::spawn(async move { slow.verify(&bogus, &trust).await });
+    while issuer.jwks_hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    verifier.verify(&key.sign(&issuer.claims()), &issuer.trust()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?} for the refetch", started.elapsed());
+    assert!(!refetch.is_finished(), "the refetch should still be in flight");
+    assert_eq!(refetch.await.unwrap().unwrap_err().kind, ErrorKind::Unauthorized);
 }
