@@ -2,4 +2,5 @@
 //! (`berth_core::access`'s matrix applied to the identity store's records), and the
 //! token service that docker, podman and the other clients log in through.
 
+pub mod oidc;
 pub mod password;
