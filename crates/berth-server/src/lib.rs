@@ -20,6 +20,7 @@ use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 mod blobs;
 mod claims;
@@ -73,6 +74,8 @@ pub struct Registry {
     /// Users, projects, members, robots and signing keys.
     pub identity: Arc<dyn IdentityStore>,
     pub auth: Arc<dyn Authorizer>,
+    /// Where events are recorded (`audit.rs`).
+    pub audit: audit::AuditLog,
     pub config: RegistryConfig,
     /// This process's name in leases.
     pub node_id: String,
@@ -88,6 +91,7 @@ impl Registry {
         meta: Arc<dyn MetadataStore>,
         identity: Arc<dyn IdentityStore>,
         auth: Arc<dyn Authorizer>,
+        audit: audit::AuditLog,
         config: RegistryConfig,
     ) -> Registry {
         let uploads = Semaphore::new(config.max_uploads);
@@ -96,6 +100,7 @@ impl Registry {
             meta,
             identity,
             auth,
+            audit,
             config,
             node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),

@@ -20,7 +20,23 @@ const MAX_REFERRERS_PAGE: u32 = 1000;
 const MAX_REFERRERS_BYTES: usize = MAX_MANIFEST_SIZE - 4096;
 
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
+    let principal = ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
+    let result = serve(ctx, repo, reference).await;
+    // A pull is a GET; a HEAD only looks.
+    if *ctx.method == Method::GET {
+        let digest = result.as_ref().ok().and_then(|r| served_digest(r, reference));
+        ctx.audit(&principal, "manifest.pull", repo, reference, &result, digest).await;
+    }
+    result
+}
+
+/// The digest a response to a manifest request names, when the request named a tag.
+fn served_digest(response: &Response, reference: &Reference) -> Option<String> {
+    let digest = response.headers().get("docker-content-digest")?.to_str().ok()?;
+    matches!(reference, Reference::Tag(_)).then(|| digest.to_owned())
+}
+
+async fn serve(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
     let meta = &ctx.registry.meta;
     let unknown = || Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string());
     let mut record = meta.manifest(repo, reference).await?.ok_or_else(unknown)?;
@@ -72,7 +88,14 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
 }
 
 pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let result = store(ctx, repo, reference, body).await;
+    let digest = result.as_ref().ok().and_then(|r| served_digest(r, reference));
+    ctx.audit(&principal, "manifest.push", repo, reference, &result, digest).await;
+    result
+}
+
+async fn store(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
     let too_large =
         || Error::new(ErrorKind::ManifestTooLarge).with_detail(format!("limit is {MAX_MANIFEST_SIZE} bytes"));
     let body = read_limited(body, MAX_MANIFEST_SIZE).await?.ok_or_else(too_large)?;
@@ -152,16 +175,19 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, Error
 }
 
 pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Delete)).await?;
+    let principal = ctx.authorize(Access::Repository(repo, Action::Delete)).await?;
     let meta = &ctx.registry.meta;
-    let deleted = match reference {
-        Reference::Digest(d) => meta.delete_manifest(repo, d).await?,
-        Reference::Tag(t) => meta.delete_tag(repo, t).await?,
+    let (operation, deleted) = match reference {
+        Reference::Digest(d) => ("manifest.delete", meta.delete_manifest(repo, d).await),
+        Reference::Tag(t) => ("tag.delete", meta.delete_tag(repo, t).await),
     };
-    if !deleted {
-        return Err(Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string()));
-    }
-    Ok(empty(StatusCode::ACCEPTED))
+    let result = match deleted {
+        Ok(true) => Ok(empty(StatusCode::ACCEPTED)),
+        Ok(false) => Err(Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string())),
+        Err(e) => Err(e),
+    };
+    ctx.audit(&principal, operation, repo, reference, &result, None).await;
+    result
 }
 
 /// `n` (at most `max`, `max` if absent) and `last` of a paginated listing: `(limit, last)`.

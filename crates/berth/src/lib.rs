@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
 use berth_server::{AllowAll, Registry, RegistryConfig};
@@ -14,6 +15,11 @@ pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long the audit log keeps an entry unless told otherwise: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the audit log is pruned.
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Everything `berth serve` can be told.
 #[derive(Clone, Debug)]
@@ -47,6 +53,8 @@ pub struct Config {
     /// A system administrator's push into a project that does not exist creates it
     /// (private); otherwise such a push is refused.
     pub auto_create_projects: bool,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Duration,
 }
 
 impl Config {
@@ -67,6 +75,7 @@ impl Config {
             max_uploads: registry.max_uploads,
             admin_password: None,
             auto_create_projects: false,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }
@@ -76,8 +85,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A running registry's state, and what it holds while it runs.
 pub struct Node {
     pub registry: Arc<Registry>,
-    /// The audit log's store (the same database as the registry's).
-    pub audit: Arc<dyn AuditStore>,
     /// The exclusive lock on an embedded data directory.
     _lock: Option<std::fs::File>,
 }
@@ -125,8 +132,15 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         max_uploads: config.max_uploads,
         ..RegistryConfig::default()
     };
-    let registry = Registry::new(blobs, stores.meta, stores.identity, Arc::new(AllowAll), registry_config);
-    Ok(Node { registry: Arc::new(registry), audit: stores.audit, _lock: lock })
+    let registry = Registry::new(
+        blobs,
+        stores.meta,
+        stores.identity,
+        Arc::new(AllowAll),
+        AuditLog::new(stores.audit),
+        registry_config,
+    );
+    Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
@@ -134,8 +148,11 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
     let node = open(&config).await?;
     let registry = Arc::clone(&node.registry);
+    registry.audit.start();
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
-    let app = berth_server::app(registry);
+    let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
+    let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
+    let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -148,11 +165,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         header_timeout: config.header_timeout,
         max_connections: connection_bound(config.max_connections),
     };
-    listen::serve(listener, app, limits, shutdown.clone()).await?;
+    let served = listen::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
     janitor.await?;
+    pruner.await?;
+    // No request runs any more: what they recorded is stored before the process ends.
+    registry.audit.stop().await;
     drop(node);
-    Ok(())
+    Ok(served?)
 }
 
 /// Raises this process's soft limit on open files to its hard limit (each connection

@@ -68,6 +68,9 @@ struct ServeArgs {
     /// Requests carrying upload bytes in flight at once; more are answered 429.
     #[arg(long, env = "BERTH_MAX_UPLOADS", default_value = "1024")]
     max_uploads: NonZeroUsize,
+    /// Keep audit log entries this long; older ones are pruned (hourly, by one node).
+    #[arg(long, env = "BERTH_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
+    audit_retention: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,6 +111,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         max_uploads: args.max_uploads.get(),
         admin_password: None,
         auto_create_projects: false,
+        audit_retention: args.audit_retention,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

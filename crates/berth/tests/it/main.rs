@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod audit;
 mod clients_docker;
 mod clients_login;
 mod clients_oras;

@@ -1,0 +1,358 @@
+//! The audit log as the server writes it: [`AuditLog::record`] enqueues an event, one
+//! writer task appends what is queued in batches (group commit), and [`AuditPruner`]
+//! removes entries past the retention. Not the store (`berth_meta::AuditStore`), and not
+//! the query API.
+//!
+//! Nothing is dropped: the channel is bounded, and a full channel makes `record` wait
+//! (back-pressure: a database that cannot keep up slows the requests that record, it
+//! does not lose their events); a failed append is retried with backoff, the batch kept.
+//! The hot path only enqueues: no request waits for a database write unless the
+//! channel is full.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_core::access::project_of;
+use berth_core::{Error, Reference, RepoName};
+use berth_meta::{AuditEvent, AuditStore};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Ctx, Principal, Registry};
+
+/// Events queued at most; `record` waits beyond.
+pub const QUEUE: usize = 8192;
+/// Events appended at most in one transaction.
+pub const BATCH: usize = 512;
+/// Longest wait between two attempts at a failing append.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stopping writer keeps retrying a failing append before it gives up (and
+/// logs how many events it could not store).
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+enum Message {
+    Event(AuditEvent),
+    /// Answered once every event queued before it is stored.
+    Flush(oneshot::Sender<()>),
+    /// Stores what is queued, answers, and ends the writer.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The server's handle on the audit log.
+pub struct AuditLog {
+    store: Arc<dyn AuditStore>,
+    queue: mpsc::Sender<Message>,
+    /// The writer, until [`AuditLog::start`] runs it.
+    writer: Mutex<Option<Writer>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AuditLog {
+    /// A log over `store`; its writer runs once [`start`](AuditLog::start) is called.
+    pub fn new(store: Arc<dyn AuditStore>) -> AuditLog {
+        AuditLog::with_queue(store, QUEUE)
+    }
+
+    /// A log whose queue holds `capacity` events.
+    pub fn with_queue(store: Arc<dyn AuditStore>, capacity: usize) -> AuditLog {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let writer = Writer { store: Arc::clone(&store), receiver };
+        AuditLog { store, queue, writer: Mutex::new(Some(writer)), task: Mutex::default() }
+    }
+
+    /// The store, for reading the log.
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.store
+    }
+
+    /// Starts the writer task (once; later calls do nothing).
+    pub fn start(&self) {
+        if let Some(writer) = self.writer.lock().expect("audit writer lock").take() {
+            *self.task.lock().expect("audit task lock") = Some(tokio::spawn(writer.run()));
+        }
+    }
+
+    /// Queues `event`; waits while the queue is full. After [`stop`](AuditLog::stop)
+    /// the event cannot be stored: it is logged as lost.
+    pub async fn record(&self, event: AuditEvent) {
+        if let Err(mpsc::error::SendError(Message::Event(e))) = self.queue.send(Message::Event(event)).await {
+            tracing::error!(operation = %e.operation, "audit event recorded after the log stopped: not stored");
+        }
+    }
+
+    /// Returns once every event recorded before the call is stored (or the writer has
+    /// stopped). Starts the writer if it was not.
+    pub async fn flush(&self) {
+        self.start();
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Stores what is queued and ends the writer (started first if it was not, so that
+    /// nothing queued is left behind); events recorded later are not stored.
+    pub async fn stop(&self) {
+        self.start();
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Stop(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let task = self.task.lock().expect("audit task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The one task that appends.
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    receiver: mpsc::Receiver<Message>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut flushes = Vec::new();
+        while let Some(first) = self.receiver.recv().await {
+            // Everything queued now, up to a batch, goes in one append.
+            let mut stop = None;
+            let mut next = Some(first);
+            while let Some(message) = next {
+                match message {
+                    Message::Event(e) => batch.push(e),
+                    Message::Flush(done) => flushes.push(done),
+                    Message::Stop(done) => {
+                        stop = Some(done);
+                        // Nothing new gets in; what is already queued is still read.
+                        self.receiver.close();
+                    }
+                }
+                if batch.len() >= BATCH {
+                    break;
+                }
+                next = self.receiver.try_recv().ok();
+            }
+            let patience = stop.as_ref().map(|_| Instant::now() + STOP_PATIENCE);
+            self.append(&batch, patience).await;
+            batch.clear();
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            if let Some(done) = stop {
+                // Closed: the rest of the queue, then the end.
+                while let Ok(message) = self.receiver.try_recv() {
+                    match message {
+                        Message::Event(e) => batch.push(e),
+                        Message::Flush(done) | Message::Stop(done) => flushes.push(done),
+                    }
+                }
+                for chunk in batch.chunks(BATCH) {
+                    self.append(chunk, patience).await;
+                }
+                for done in flushes.drain(..) {
+                    let _ = done.send(());
+                }
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Appends `batch`, retrying with backoff until it is stored, or until `patience`
+    /// (when stopping) has passed.
+    async fn append(&self, batch: &[AuditEvent], patience: Option<Instant>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Err(e) = self.store.append(batch).await else { return };
+            if patience.is_some_and(|p| Instant::now() >= p) {
+                tracing::error!(error = %e, events = batch.len(), "audit events could not be stored before the stop");
+                return;
+            }
+            tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "appending audit events failed");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl<'a> Ctx<'a> {
+    /// Records what `principal` did to `repo` (`reference` names the object), from this
+    /// request's address, with the outcome `result` says (an error's code is the detail
+    /// of a failure; `detail` that of a success). The event is made before the returned
+    /// future runs, which only enqueues it.
+    pub(crate) fn audit<T>(
+        self,
+        principal: &Principal,
+        operation: &str,
+        repo: &RepoName,
+        reference: &Reference,
+        result: &Result<T, Error>,
+        detail: Option<String>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let resource = match reference {
+            Reference::Tag(t) => format!("{repo}:{t}"),
+            Reference::Digest(d) => format!("{repo}@{d}"),
+        };
+        let (outcome, detail) = match result {
+            Ok(_) => ("success", detail),
+            Err(e) => ("failure", Some(e.code().to_owned())),
+        };
+        let event = AuditEvent {
+            at_ms: now_ms(),
+            actor: principal.name().map(str::to_owned),
+            address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            operation: operation.to_owned(),
+            project: Some(project_of(repo).to_owned()),
+            resource: Some(resource),
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        let registry: &'a Registry = self.registry;
+        registry.audit.record(event)
+    }
+}
+
+/// Entries deleted per statement.
+const PRUNE_BATCH: u32 = 5000;
+/// How long one pass may go on deleting batches.
+const PRUNE_PASS_TIME: Duration = Duration::from_secs(60);
+
+/// Deletes audit entries older than the retention, in batches, on the node holding the
+/// `audit-prune` lease. Shaped like the janitor: `run_once` is one pass, `run` repeats.
+pub struct AuditPruner {
+    registry: Arc<Registry>,
+    retention: Duration,
+}
+
+impl AuditPruner {
+    pub fn new(registry: Arc<Registry>, retention: Duration) -> AuditPruner {
+        AuditPruner { registry, retention }
+    }
+
+    /// Deletes entries recorded before now minus the retention, the oldest first, until
+    /// none is left or the pass has run for a minute; returns how many it deleted.
+    pub async fn run_once(&self) -> Result<u64, Error> {
+        let before = now_ms().saturating_sub(self.retention.as_millis().try_into().unwrap_or(i64::MAX));
+        let deadline = Instant::now() + PRUNE_PASS_TIME;
+        let mut deleted = 0;
+        loop {
+            let n = self.registry.audit.store().prune(before, PRUNE_BATCH).await?;
+            deleted += n;
+            if n < u64::from(PRUNE_BATCH) || Instant::now() >= deadline {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Prunes every `interval` until `shutdown` is cancelled.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        let ttl = (interval.as_secs() as i64 * 3).max(30);
+        loop {
+            let holder = &self.registry.node_id;
+            let pass = match self.registry.meta.try_lease("audit-prune", holder, ttl).await {
+                Ok(true) => self.run_once().await,
+                Ok(false) => Ok(0),
+                Err(e) => Err(e),
+            };
+            match pass {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "audit log pruned"),
+                Err(e) => tracing::warn!(error = %e, "audit log pruning failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use berth_meta::{AuditEvent, AuditQuery, AuditStore, SqliteStore};
+
+    use super::AuditLog;
+
+    fn event(n: usize) -> AuditEvent {
+        AuditEvent {
+            at_ms: n as i64,
+            actor: Some(format!("user{n}")),
+            address: "192.0.2.1".to_owned(),
+            operation: "login".to_owned(),
+            project: None,
+            resource: None,
+            outcome: "success".to_owned(),
+            detail: None,
+        }
+    }
+
+    async fn stored(store: &SqliteStore) -> Vec<AuditEvent> {
+        let records = store.query(&AuditQuery { limit: 1000, ..Default::default() }).await.unwrap();
+        records.into_iter().rev().map(|r| r.event).collect()
+    }
+
+    #[tokio::test]
+    async fn record_waits_while_the_queue_is_full_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        let log = Arc::new(AuditLog::with_queue(Arc::new(store.clone()), 4));
+        let recording = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                for n in 0..10 {
+                    log.record(event(n)).await;
+                }
+            })
+        };
+        // No writer yet: four events fit, the fifth waits.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!recording.is_finished(), "record returned with the queue full");
+        assert!(stored(&store).await.is_empty());
+        log.start();
+        recording.await.unwrap();
+        log.flush().await;
+        assert_eq!(stored(&store).await, (0..10).map(event).collect::<Vec<_>>());
+    }
+
+    /// The table is renamed away behind the store's back (a real failure of the real
+    /// database), then brought back: the batch that failed is stored, in order, once.
+    #[tokio::test]
+    async fn a_failed_append_is_retried_without_losing_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let side = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let log = AuditLog::new(Arc::new(store.clone()));
+        log.start();
+        sqlx::raw_sql("ALTER TABLE audit_log RENAME TO audit_log_away").execute(&side).await.unwrap();
+        for n in 0..5 {
+            log.record(event(n)).await;
+        }
+        let flushed = log.flush();
+        tokio::pin!(flushed);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut flushed).await.is_err(),
+            "flush returned while the table was missing"
+        );
+        sqlx::raw_sql("ALTER TABLE audit_log_away RENAME TO audit_log").execute(&side).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), flushed).await.expect("flush after the table came back");
+        assert_eq!(stored(&store).await, (0..5).map(event).collect::<Vec<_>>());
+        log.record(event(5)).await;
+        log.stop().await;
+        assert_eq!(stored(&store).await.len(), 6, "stop stores what is queued");
+    }
+}

@@ -1,0 +1,192 @@
+//! The audit log seen from outside: manifest pushes, pulls and deletes made over HTTP
+//! appear in the store with who, from where, what and how it ended; many concurrent
+//! pulls lose no event; the pruning job removes only entries past the retention.
+//!
+//! The registry runs in-process (on the stores `BERTH_TEST_BACKEND` names), served by
+//! Berth's own accept loop so that requests carry the client's address, and the test
+//! reads the log through the server's store handle (the query API is not here yet).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_meta::{AuditEvent, AuditQuery, AuditRecord};
+use berth_server::Registry;
+use berth_server::audit::{AuditPruner, now_ms};
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, image_manifest, sha256};
+use crate::support::Backend;
+
+/// A registry serving on loopback, its audit writer running.
+struct Server {
+    registry: Arc<Registry>,
+    api: Api,
+    shutdown: CancellationToken,
+    _node: berth::Node,
+    _backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let backend = Backend::from_env();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = berth::Config::with_data_dir(dir.path().join("data"));
+        backend.configure(&mut config);
+        let node = berth::open(&config).await.unwrap();
+        let registry = Arc::clone(&node.registry);
+        registry.audit.start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = Api::new(format!("http://{}", listener.local_addr().unwrap()));
+        let shutdown = CancellationToken::new();
+        let app = berth_server::app(Arc::clone(&registry));
+        let limits = berth_server::listen::ServeLimits::default();
+        tokio::spawn(berth_server::listen::serve(listener, app, limits, shutdown.clone()));
+        Server { registry, api, shutdown, _node: node, _backend: backend, _dir: dir }
+    }
+
+    /// Every entry, oldest first.
+    async fn log(&self) -> Vec<AuditRecord> {
+        let query = AuditQuery { limit: 100_000, ..Default::default() };
+        let mut records = self.registry.audit.store().query(&query).await.unwrap();
+        records.reverse();
+        records
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn expected(
+    operation: &str,
+    resource: &str,
+    outcome: &str,
+    detail: Option<&str>,
+) -> (String, String, String, Option<String>) {
+    (operation.to_owned(), resource.to_owned(), outcome.to_owned(), detail.map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_push_pull_and_delete_are_audited_with_actor_address_resource_and_outcome() {
+    let server = Server::start().await;
+    let api = &server.api;
+    let started = now_ms();
+    let (digest, _) = api.push_image("audited/app", "v1", "application/vnd.oci.image.manifest.v1+json", 7).await;
+    assert_eq!(api.send(Method::GET, "/v2/audited/app/manifests/v1").await.status(), StatusCode::OK);
+    assert_eq!(api.send(Method::HEAD, "/v2/audited/app/manifests/v1").await.status(), StatusCode::OK);
+    let by_digest = format!("/v2/audited/app/manifests/{digest}");
+    assert_eq!(api.send(Method::GET, &by_digest).await.status(), StatusCode::OK);
+    assert_eq!(api.send(Method::GET, "/v2/audited/app/manifests/nope").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.send(Method::DELETE, "/v2/audited/app/manifests/v1").await.status(), StatusCode::ACCEPTED);
+    assert_eq!(api.send(Method::DELETE, &by_digest).await.status(), StatusCode::ACCEPTED);
+    // A one-component name belongs to `library`.
+    let never_pushed = sha256(b"never pushed");
+    let body = image_manifest("application/vnd.oci.image.manifest.v1+json", (&never_pushed, 12), &[], None);
+    let r = api.put_manifest("solo", "latest", "application/vnd.oci.image.manifest.v1+json", &body).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the config blob is unknown");
+    server.registry.audit.flush().await;
+    let ended = now_ms();
+
+    let log = server.log().await;
+    let seen: Vec<_> = log
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            (e.operation.clone(), e.resource.clone().unwrap(), e.outcome.clone(), e.detail.clone())
+        })
+        .collect();
+    let tagged = "audited/app:v1";
+    let pinned = format!("audited/app@{digest}");
+    assert_eq!(
+        seen,
+        [
+            expected("manifest.push", tagged, "success", Some(&digest)),
+            expected("manifest.pull", tagged, "success", Some(&digest)),
+            expected("manifest.pull", &pinned, "success", None),
+            expected("manifest.pull", "audited/app:nope", "failure", Some("MANIFEST_UNKNOWN")),
+            expected("tag.delete", tagged, "success", None),
+            expected("manifest.delete", &pinned, "success", None),
+            expected("manifest.push", "solo:latest", "failure", Some("MANIFEST_BLOB_UNKNOWN")),
+        ],
+        "HEAD is not a pull"
+    );
+    for record in &log {
+        let AuditEvent { at_ms, actor, address, project, .. } = &record.event;
+        assert!((started..=ended).contains(at_ms), "{record:?}");
+        // Every caller is anonymous until access control replaces `AllowAll`.
+        assert_eq!(actor.as_deref(), None);
+        assert_eq!(address, "127.0.0.1");
+        let project = project.as_deref().unwrap();
+        assert_eq!(
+            project,
+            if record.event.resource.as_deref().unwrap().starts_with("solo") { "library" } else { "audited" }
+        );
+    }
+    assert!(log.windows(2).all(|w| w[0].id < w[1].id), "ids increase in the order of recording");
+}
+
+/// Many more pulls at once than fit in one batch, through the stop that ends a server:
+/// each one is stored, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_lose_no_audit_event() {
+    let server = Server::start().await;
+    let api = &server.api;
+    let (_, _) = api.push_image("busy/app", "v1", "application/vnd.oci.image.manifest.v1+json", 3).await;
+    const PULLS: usize = 3000;
+    let statuses: Vec<StatusCode> = futures_util::stream::iter(0..PULLS)
+        .map(|_| async { api.send(Method::GET, "/v2/busy/app/manifests/v1").await.status() })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    // The stop that ends `berth serve`: what is queued is stored first.
+    server.registry.audit.stop().await;
+    let log = server.log().await;
+    let pulls = log.iter().filter(|r| r.event.operation == "manifest.pull").count();
+    assert_eq!(pulls, PULLS);
+    assert_eq!(log.len(), PULLS + 1, "the push and the pulls, nothing else");
+    let mut ids: Vec<i64> = log.iter().map(|r| r.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), PULLS + 1);
+}
+
+fn event(at_ms: i64, n: usize) -> AuditEvent {
+    AuditEvent {
+        at_ms,
+        actor: Some(format!("user{n}")),
+        address: "192.0.2.1".to_owned(),
+        operation: "login".to_owned(),
+        project: None,
+        resource: None,
+        outcome: "success".to_owned(),
+        detail: None,
+    }
+}
+
+/// More old entries than one statement deletes, and recent ones on both sides of the
+/// boundary: one pass of the job removes exactly the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruning_job_removes_only_entries_past_the_retention() {
+    let server = Server::start().await;
+    let store = server.registry.audit.store();
+    let day = 24 * 3600 * 1000;
+    let now = now_ms();
+    let old: Vec<_> = (0..12_000).map(|i| event(now - 120 * day + i as i64, i)).collect();
+    for chunk in old.chunks(2000) {
+        store.append(chunk).await.unwrap();
+    }
+    let kept = vec![event(now - 89 * day, 1), event(now - day, 2), event(now, 3)];
+    store.append(&[event(now - 91 * day, 0), kept[0].clone()]).await.unwrap();
+    store.append(&kept[1..]).await.unwrap();
+
+    let pruner = AuditPruner::new(Arc::clone(&server.registry), Duration::from_secs(90 * 24 * 3600));
+    assert_eq!(pruner.run_once().await.unwrap(), 12_001);
+    let left: Vec<AuditEvent> = server.log().await.into_iter().map(|r| r.event).collect();
+    assert_eq!(left, kept);
+    assert_eq!(pruner.run_once().await.unwrap(), 0, "a second pass finds nothing");
+}
