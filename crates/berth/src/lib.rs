@@ -96,7 +96,7 @@ struct Stores {
     audit: Arc<dyn AuditStore>,
 }
 
-/// Opens the stores the config names.
+/// Opens the stores the config names and starts the audit log's writer.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let (stores, lock) = match &config.database {
@@ -140,6 +140,9 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         AuditLog::new(stores.audit),
         registry_config,
     );
+    // The audit writer runs from here on (so that recording never waits on a writer
+    // nobody started); `serve` stops it after the last request.
+    registry.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: lock })
 }
 
@@ -148,7 +151,6 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
     let node = open(&config).await?;
     let registry = Arc::clone(&node.registry);
-    registry.audit.start();
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));

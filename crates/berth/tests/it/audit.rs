@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, image_manifest, sha256};
 use crate::support::Backend;
 
-/// A registry serving on loopback, its audit writer running.
+/// A registry serving on loopback (its audit writer runs from `berth::open`).
 struct Server {
     registry: Arc<Registry>,
     api: Api,
@@ -37,7 +37,6 @@ impl Server {
         backend.configure(&mut config);
         let node = berth::open(&config).await.unwrap();
         let registry = Arc::clone(&node.registry);
-        registry.audit.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = Api::new(format!("http://{}", listener.local_addr().unwrap()));
         let shutdown = CancellationToken::new();
