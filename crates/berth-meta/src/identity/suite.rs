@@ -247,6 +247,14 @@ async fn signing_keys(store: &dyn IdentityStore) {
     let err = store.rotate_signing_key(&key("k2", 400)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert_eq!(store.signing_keys(301).await.unwrap(), [key("k3", 300)], "a refused rotation retires nothing");
+    // Nodes rotating at once (two starting together): one after the other, one signs.
+    let (k4, k5) = (key("k4", 400), key("k5", 400));
+    let (a, b) = tokio::join!(store.rotate_signing_key(&k4), store.rotate_signing_key(&k5));
+    a.unwrap();
+    b.unwrap();
+    let keys = store.signing_keys(0).await.unwrap();
+    assert_eq!(keys.len(), 5);
+    assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1, "{keys:?}");
 }
 
 async fn delete_project(store: &dyn IdentityStore, meta: &dyn MetadataStore) {
