@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, image_manifest, sha256};
-use crate::support::Backend;
+use crate::support::{Backend, admin};
 
 /// A registry serving on loopback (its audit writer runs from `berth::open`).
 struct Server {
@@ -35,6 +35,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
         backend.configure(&mut config);
+        crate::support::configure_access(&mut config);
         let node = berth::open(&config).await.unwrap();
         let registry = Arc::clone(&node.registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -114,11 +115,16 @@ async fn manifest_push_pull_and_delete_are_audited_with_actor_address_resource_a
         ],
         "HEAD is not a pull"
     );
+    // The client sent the admin's credentials: the actor is whom the server's own
+    // authorizer takes them for (no one while it is `AllowAll`, `admin` after).
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("authorization", admin().basic().parse().unwrap());
+    let credentials = berth_server::Credentials { headers: &headers, peer: Some([127, 0, 0, 1].into()) };
+    let principal = server.registry.auth.authorize(credentials, berth_server::Access::Base).await.unwrap();
     for record in &log {
         let AuditEvent { at_ms, actor, address, project, .. } = &record.event;
         assert!((started..=ended).contains(at_ms), "{record:?}");
-        // Every caller is anonymous until access control replaces `AllowAll`.
-        assert_eq!(actor.as_deref(), None);
+        assert_eq!(actor.as_deref(), principal.name());
         assert_eq!(address, "127.0.0.1");
         let project = project.as_deref().unwrap();
         assert_eq!(
