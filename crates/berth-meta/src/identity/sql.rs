@@ -34,8 +34,9 @@ macro_rules! identity_store {
                     .bind(project),
                     RobotFilter::All => sqlx::query($crate::identity::sql::robots_sql!("")),
                 };
-                // The writer: a robot just written is read back by its writer.
-                let rows = query.fetch_all(&self.writer).await.map_err(db_err)?;
+                // A reader sees every commit that finished before the read began (SQLite
+                // in WAL mode, PostgreSQL read committed): a robot just written too.
+                let rows = query.fetch_all(&self.reader).await.map_err(db_err)?;
                 let mut robots: Vec<$crate::identity::Robot> = Vec::new();
                 for r in rows {
                     let name: String = r.get(0);
