@@ -6,9 +6,9 @@
 //! non-zero with `FAILED: …` on the first mismatch and otherwise reports the digests it
 //! pushed, which this test then checks against the registry over plain HTTP itself.
 //! The script authenticates as the admin: oras-py's `login()` breaks (it goes through
-//! docker-py), so it sets the credentials on its client (`set_basic_auth`), whose token
-//! backend answers Berth's `WWW-Authenticate: Bearer` challenge at `/token`; its own
-//! checks over plain HTTP send Basic credentials straight to `/v2`.
+//! docker-py), so it sets the credentials on its client's `basic` auth backend, which
+//! answers each 401 with Basic credentials straight to `/v2` (its `token` backend can't
+//! push to a registry that issues tokens per scope: see the script's docstring).
 
 use std::process::Command;
 

@@ -2,9 +2,13 @@
 
 Usage: BERTH_TEST_USER=... BERTH_TEST_PASSWORD=... python3 oras_client.py HOST:PORT WORKDIR
 
-The client authenticates with the user and password from the environment: oras-py's
-token backend (its default) trades them for a bearer token at the realm of the registry's
-challenge; the script's own checks send them as Basic credentials straight to /v2.
+The client authenticates with the user and password from the environment, sent as Basic
+credentials straight to /v2 (oras-py's `basic` auth backend answers each 401 with them); the
+script's own checks send them the same way. Not oras-py's default `token` backend: in 0.2.43
+it keeps the first token it gets (a pull token, for the HEAD that checks whether a blob
+exists) and, on the 401 `insufficient_scope` of the push that follows, sends that token
+again instead of asking for one with push (it asks anew only after a 403), so it can't push
+to a registry that issues tokens per scope, as distribution and Berth do.
 
 Pushes an artifact (two files with their own media types, a config of its own media type,
 manifest annotations), pushes a second one chunked, pulls both back and compares bytes,
@@ -70,7 +74,7 @@ host, workdir = sys.argv[1], sys.argv[2]
 os.chdir(workdir)
 
 user, password = os.environ["BERTH_TEST_USER"], os.environ["BERTH_TEST_PASSWORD"]
-client = oras.client.OrasClient(hostname=host, insecure=True)
+client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
 # `login()` goes through docker-py and breaks; set the credentials on the auth backend.
 client.auth.set_basic_auth(user, password)
 # Plain HTTP on loopback: no proxy, no CA bundle from the environment.
