@@ -1,9 +1,12 @@
-//! Real services for tests, started on loopback in a temp directory and stopped on drop.
+//! Real services for tests, started on loopback in a temp directory and stopped on drop
+//! (and, in [`oidc`], an OpenID Connect issuer played by the test).
 //!
 //! No mocks: [`Postgres`] is a throwaway cluster from Debian's postgresql package, and
 //! [`Garage`] a one-node Garage (a production S3-compatible object store, crates.io
 //! `garage`). A service that is not installed fails the test with a message saying what
 //! `.ci/run` installs; it never skips. Not for production code: nothing here is hardened.
+
+pub mod oidc;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
