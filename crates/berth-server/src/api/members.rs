@@ -11,7 +11,7 @@ use berth_meta::Member;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Paging, Reply, bad_request, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, bad_request, identity, json, parse_body, unknown};
 use crate::{Access, Registry};
 
 #[derive(Serialize, ToSchema)]
@@ -58,7 +58,7 @@ pub async fn set(
     Path((project, user)): Path<(String, String)>,
     body: Bytes,
 ) -> Reply {
-    caller.authorize(&registry, Access::Project(&project, Permission::ManageMembers)).await?;
+    let principal = caller.authorize(&registry, Access::Project(&project, Permission::ManageMembers)).await?;
     let body: MemberRole = parse_body(&body)?;
     let role = Role::parse(&body.role).ok_or_else(|| {
         let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
@@ -68,6 +68,14 @@ pub async fn set(
     store.project(&project).await?.ok_or_else(|| unknown("project", &project))?;
     store.user(&user).await?.ok_or_else(|| unknown("user", &user))?;
     let member = store.set_member(&project, &user, role).await?;
+    let detail = Some(format!("role={}", role.as_str()));
+    caller
+        .audit(
+            &registry,
+            &principal,
+            Change { operation: "member.set", project: Some(&project), resource: &user, detail },
+        )
+        .await;
     Ok(json(StatusCode::OK, &MemberView::from(&member)))
 }
 
@@ -79,9 +87,11 @@ pub async fn remove(
     caller: Caller,
     Path((project, user)): Path<(String, String)>,
 ) -> Reply {
-    caller.authorize(&registry, Access::Project(&project, Permission::ManageMembers)).await?;
+    let principal = caller.authorize(&registry, Access::Project(&project, Permission::ManageMembers)).await?;
     if !identity(&registry)?.remove_member(&project, &user).await? {
         return Err(unknown("member", &user).into());
     }
+    let change = Change { operation: "member.remove", project: Some(&project), resource: &user, detail: None };
+    caller.audit(&registry, &principal, change).await;
     Ok(crate::response::empty(StatusCode::NO_CONTENT))
 }

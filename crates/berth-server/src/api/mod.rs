@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{AuditStore, IdentityStore};
+use berth_meta::{AuditEvent, AuditStore, IdentityStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -176,6 +176,22 @@ impl Caller {
         registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await
     }
 
+    /// Records a change the caller made, once it succeeded: who, from where, what (a
+    /// name, a role, a permission: never a secret).
+    async fn audit(&self, registry: &Registry, principal: &Principal, change: Change<'_>) {
+        let event = AuditEvent {
+            at_ms: crate::audit::now_ms(),
+            actor: principal.name().map(str::to_owned),
+            address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            operation: change.operation.to_owned(),
+            project: change.project.map(str::to_owned),
+            resource: Some(change.resource.to_owned()),
+            outcome: "success".to_owned(),
+            detail: change.detail,
+        };
+        registry.audit.record(event).await;
+    }
+
     /// The first value of query parameter `key`.
     fn param(&self, key: &str) -> Option<String> {
         form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
@@ -197,6 +213,16 @@ impl Caller {
         }
         Ok(Paging { n, last: self.param("last") })
     }
+}
+
+/// A change to users, projects, members or robots, for the audit log.
+struct Change<'a> {
+    /// `user.create`, `project.delete`, `member.set`, `robot.rotate`, …
+    operation: &'static str,
+    project: Option<&'a str>,
+    /// The user's, project's or robot's name.
+    resource: &'a str,
+    detail: Option<String>,
 }
 
 /// Items in a page unless the client says otherwise, and at most.

@@ -13,7 +13,7 @@ use berth_meta::{PageSpec, Project};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Paging, Reply, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, check_name, identity, json, parse_body, unknown};
 use crate::{Access, Registry};
 
 #[derive(Serialize, ToSchema)]
@@ -78,10 +78,17 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
     responses((status = 201, body = ProjectView), (status = 400, body = super::ErrorBody),
         (status = 409, body = super::ErrorBody)))]
 pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body: Bytes) -> Reply {
-    caller.authorize(&registry, Access::System).await?;
+    let principal = caller.authorize(&registry, Access::System).await?;
     let new: NewProject = parse_body(&body)?;
     check_name("project", &new.name)?;
     let project = identity(&registry)?.create_project(&new.name, new.public).await?;
+    let change = Change {
+        operation: "project.create",
+        project: Some(&project.name),
+        resource: &project.name,
+        detail: Some(format!("public={}", project.public)),
+    };
+    caller.audit(&registry, &principal, change).await;
     Ok(json(StatusCode::CREATED, &ProjectView::from(&project)))
 }
 
@@ -102,9 +109,17 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Reply {
-    caller.authorize(&registry, Access::System).await?;
+    let principal = caller.authorize(&registry, Access::System).await?;
     let patch: ProjectPatch = parse_body(&body)?;
     let project = identity(&registry)?.set_project_public(&name, patch.public).await?;
+    let detail = Some(format!("public={}", project.public));
+    caller
+        .audit(
+            &registry,
+            &principal,
+            Change { operation: "project.update", project: Some(&name), resource: &name, detail },
+        )
+        .await;
     Ok(json(StatusCode::OK, &ProjectView::from(&project)))
 }
 
@@ -113,7 +128,7 @@ pub async fn update(
         (status = 404, body = super::ErrorBody),
         (status = 409, description = "The project still holds repositories", body = super::ErrorBody)))]
 pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
-    caller.authorize(&registry, Access::System).await?;
+    let principal = caller.authorize(&registry, Access::System).await?;
     if name == DEFAULT_PROJECT {
         let message = format!("{DEFAULT_PROJECT} holds every one-component repository name and cannot be deleted");
         return Err(Error::new(ErrorKind::Conflict).with_message(message).into());
@@ -124,5 +139,7 @@ pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(
         }
         _ => e,
     })?;
+    let change = Change { operation: "project.delete", project: Some(&name), resource: &name, detail: None };
+    caller.audit(&registry, &principal, change).await;
     Ok(crate::response::empty(StatusCode::NO_CONTENT))
 }

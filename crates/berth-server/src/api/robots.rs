@@ -18,7 +18,7 @@ use berth_meta::{IdentityStore, Robot, RobotGrant, RobotUpdate, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Reply, bad_request, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Reply, bad_request, check_name, identity, json, parse_body, unknown};
 use crate::access::password;
 use crate::{Access, Principal, Registry};
 
@@ -168,7 +168,7 @@ pub async fn create_in_project(
     let new: NewRobot = parse_body(&body)?;
     check_name("robot", &new.name)?;
     let name = format!("robot${project}+{}", new.name);
-    create_robot(&registry, &principal, name, new, Some(&project)).await
+    create_robot(&registry, &caller, &principal, name, new, Some(&project)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/robots", tag = "robots", request_body = NewRobot,
@@ -179,11 +179,12 @@ pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body:
     let new: NewRobot = parse_body(&body)?;
     check_name("robot", &new.name)?;
     let name = format!("robot${}", new.name);
-    create_robot(&registry, &principal, name, new, None).await
+    create_robot(&registry, &caller, &principal, name, new, None).await
 }
 
 async fn create_robot(
     registry: &Registry,
+    caller: &Caller,
     principal: &Principal,
     name: String,
     new: NewRobot,
@@ -216,6 +217,7 @@ async fn create_robot(
         updated_at: now,
     };
     let robot = store.create_robot(&robot).await?;
+    caller.audit(registry, principal, robot_change("robot.create", &robot)).await;
     Ok(json(StatusCode::CREATED, &RobotSecret { robot: RobotView::from(&robot), secret }))
 }
 
@@ -237,7 +239,7 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Reply {
-    authorize_for(&registry, &caller, &name).await?;
+    let principal = authorize_for(&registry, &caller, &name).await?;
     let patch: RobotPatch = parse_body(&body)?;
     let store = identity(&registry)?;
     let robot = store.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
@@ -269,16 +271,19 @@ pub async fn update(
         trust,
     };
     let robot = store.update_robot(&name, &update).await?;
+    caller.audit(&registry, &principal, robot_change("robot.update", &robot)).await;
     Ok(json(StatusCode::OK, &RobotView::from(&robot)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/robots/{name}", tag = "robots", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = super::ErrorBody)))]
 pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
-    authorize_for(&registry, &caller, &name).await?;
+    let principal = authorize_for(&registry, &caller, &name).await?;
     if !identity(&registry)?.delete_robot(&name).await? {
         return Err(unknown("robot", &name).into());
     }
+    let change = Change { operation: "robot.delete", project: project_of_robot(&name), resource: &name, detail: None };
+    caller.audit(&registry, &principal, change).await;
     Ok(crate::response::empty(StatusCode::NO_CONTENT))
 }
 
@@ -286,7 +291,7 @@ pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(
     responses((status = 200, description = "A new secret; the old one stops working", body = RobotSecret),
         (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
-    authorize_for(&registry, &caller, &name).await?;
+    let principal = authorize_for(&registry, &caller, &name).await?;
     let store = identity(&registry)?;
     let robot = store.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
     if robot.trust.is_some() {
@@ -296,7 +301,19 @@ pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller, Path(
     let hash = password::hash_blocking(secret.clone()).await?;
     let update = RobotUpdate { secret_hash: Some(Some(hash)), ..RobotUpdate::default() };
     let robot = store.update_robot(&name, &update).await?;
+    caller.audit(&registry, &principal, robot_change("robot.rotate", &robot)).await;
     Ok(json(StatusCode::OK, &RobotSecret { robot: RobotView::from(&robot), secret: Some(secret) }))
+}
+
+/// A change to `robot`: its grants and state as the detail (never its secret).
+fn robot_change<'a>(operation: &'static str, robot: &'a Robot) -> Change<'a> {
+    let grants: Vec<String> = robot
+        .grants
+        .iter()
+        .map(|g| format!("{}={}", g.project, g.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")))
+        .collect();
+    let detail = format!("grants={} disabled={} expires_at={:?}", grants.join(" "), robot.disabled, robot.expires_at);
+    Change { operation, project: project_of_robot(&robot.name), resource: &robot.name, detail: Some(detail) }
 }
 
 /// The project of a project's robot (`robot$PROJECT+NAME`); `None` for a system robot.

@@ -12,7 +12,7 @@ use berth_meta::{PageSpec, User, UserUpdate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Paging, Reply, bad_request, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, bad_request, check_name, identity, json, parse_body, unknown};
 use crate::access::password;
 use crate::{Access, Principal, Registry, Subject};
 
@@ -138,12 +138,16 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
     responses((status = 201, body = UserView), (status = 400, body = super::ErrorBody),
         (status = 409, body = super::ErrorBody)))]
 pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body: Bytes) -> Reply {
-    caller.authorize(&registry, Access::System).await?;
+    let principal = caller.authorize(&registry, Access::System).await?;
     let new: NewUser = parse_body(&body)?;
     check_name("user", &new.name)?;
     check_password(&new.password)?;
     let hash = password::hash_blocking(new.password).await?;
     let user = identity(&registry)?.create_user(&new.name, &hash, new.admin).await?;
+    let detail = Some(format!("admin={}", user.admin));
+    caller
+        .audit(&registry, &principal, Change { operation: "user.create", project: None, resource: &user.name, detail })
+        .await;
     Ok(json(StatusCode::CREATED, &UserView::from(&user)))
 }
 
@@ -176,6 +180,10 @@ pub async fn update(
     }
     let update = UserUpdate { password_hash: None, admin: patch.admin, disabled: patch.disabled };
     let user = identity(&registry)?.update_user(&name, &update).await?;
+    let detail = Some(format!("admin={} disabled={}", user.admin, user.disabled));
+    caller
+        .audit(&registry, &principal, Change { operation: "user.update", project: None, resource: &name, detail })
+        .await;
     Ok(json(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -201,6 +209,8 @@ pub async fn password(
     }
     let hash = password::hash_blocking(change.password).await?;
     store.update_user(&name, &UserUpdate { password_hash: Some(hash), ..UserUpdate::default() }).await?;
+    let change = Change { operation: "user.password", project: None, resource: &name, detail: None };
+    caller.audit(&registry, &principal, change).await;
     Ok(crate::response::empty(StatusCode::NO_CONTENT))
 }
 

@@ -112,6 +112,34 @@ async fn admin_manages_users_projects_members_and_robots_and_no_later_response_h
     api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/robots/robot$team+ci", None).await;
     api.refused(StatusCode::NOT_FOUND, "NOT_FOUND", Method::GET, "/robots/robot$team+ci", None).await;
 
+    // Every change is in the audit log (written in the background: wait for the last).
+    let ops = |v: &Value| v.as_array().unwrap().iter().map(|e| e["operation"].as_str().unwrap().to_owned()).collect();
+    let mut robot_ops: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        robot_ops = ops(&api.expect(StatusCode::OK, Method::GET, "/audit?operation=robot.", None).await);
+        if robot_ops.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(robot_ops, ["robot.delete", "robot.update", "robot.rotate", "robot.create"]);
+    let members = api.expect(StatusCode::OK, Method::GET, "/audit?project=team&operation=member.", None).await;
+    assert_eq!(ops(&members), ["member.remove", "member.set"]);
+    assert_eq!((&members[1]["resource"], &members[1]["detail"]), (&json!("alice"), &json!("role=developer")));
+    assert_eq!(members[1]["address"], "127.0.0.1");
+    let users = api.expect(StatusCode::OK, Method::GET, "/audit?operation=user.", None).await;
+    assert_eq!(ops(&users), ["user.password", "user.update", "user.create"]);
+    let (_, link, page) = api.call(Method::GET, "/audit?operation=user.&limit=2", None).await;
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    let before = page[1]["id"].as_i64().unwrap();
+    assert_eq!(
+        link.as_deref(),
+        Some(&*format!("</api/v1/audit?operation=user.&limit=2&before={before}>; rel=\"next\""))
+    );
+    let rest =
+        api.expect(StatusCode::OK, Method::GET, &format!("/audit?operation=user.&limit=2&before={before}"), None).await;
+    assert_eq!(ops(&rest), ["user.create"]);
+
     let seen = api.seen.borrow();
     for (i, body) in seen.iter().enumerate() {
         for secret in [alice_password, "second-pw-1", "$argon2", "password_hash", "secret_hash"] {
