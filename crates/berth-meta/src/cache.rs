@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use berth_core::{Digest, Error, Reference, RepoName, Tag};
 
 use crate::clock::{ClockMap, HeapSize};
-use crate::{BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, UploadRecord};
+use crate::{Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, UploadRecord};
 
 /// The cache's budget when none is configured.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -267,6 +267,9 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
     }
     async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page, Error> {
         self.inner.catalog(last, limit).await
+    }
+    async fn artifacts(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Artifacts>, Error> {
+        self.inner.artifacts(repo, last, limit).await
     }
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error> {
         self.inner.try_lease(name, holder, ttl_secs).await

@@ -85,6 +85,28 @@ pub struct PageSpec<'a> {
     pub max_bytes: usize,
 }
 
+/// A manifest of a repository as a listing shows it (the management API's artifacts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    /// Bytes of the manifest itself.
+    pub size: u64,
+    /// Unix seconds when the manifest was first pushed.
+    pub pushed_at: i64,
+    /// The tags on it, sorted.
+    pub tags: Vec<String>,
+}
+
+/// One page of artifacts, sorted by digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Artifacts {
+    pub items: Vec<Artifact>,
+    /// More artifacts follow the last one.
+    pub more: bool,
+}
+
 /// One page of referrers, sorted by digest.
 #[derive(Clone, Debug, Default)]
 pub struct Referrers {
@@ -171,6 +193,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Repository names after `last`, sorted bytewise.
     async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page, Error>;
+
+    /// The manifests of `repo` after digest `last`, sorted by digest, with their tags;
+    /// `None` if the repository does not exist. A listing for people, not the hot path.
+    async fn artifacts(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Artifacts>, Error>;
 
     /// Takes or renews the lease `name` for `holder` until `ttl_secs` from now; `false`
     /// if another holder's lease has not expired.

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
-use crate::{BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
+use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
 /// Schema migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[

@@ -406,6 +406,59 @@ macro_rules! sql_store {
                 Ok(page(rows.into_iter().map(|r| r.get(0)).collect(), limit))
             }
 
+            async fn artifacts(
+                &self,
+                repo: &RepoName,
+                last: Option<&str>,
+                limit: u32,
+            ) -> Result<Option<Artifacts>, Error> {
+                if !self.repo_exists(repo).await? {
+                    return Ok(None);
+                }
+                let rows = sqlx::query(
+                    "SELECT digest, media_type, artifact_type, size, created_at FROM manifests
+                     WHERE repo = $1 AND digest > $2 ORDER BY digest LIMIT $3",
+                )
+                .bind(repo.as_str())
+                .bind(last.unwrap_or(""))
+                .bind(limit as i64 + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+                let more = rows.len() > limit as usize;
+                let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+                for r in rows.into_iter().take(limit as usize) {
+                    items.push(Artifact {
+                        digest: digest(r.get(0))?,
+                        media_type: r.get(1),
+                        artifact_type: r.get(2),
+                        size: r.get::<i64, _>(3) as u64,
+                        pushed_at: r.get(4),
+                        tags: Vec::new(),
+                    });
+                }
+                if let (Some(first), Some(end)) = (items.first(), items.last()) {
+                    // The tags of the page's manifests: one range over the page's digests.
+                    let tags = sqlx::query(
+                        "SELECT manifest_digest, name FROM tags
+                         WHERE repo = $1 AND manifest_digest >= $2 AND manifest_digest <= $3 ORDER BY name",
+                    )
+                    .bind(repo.as_str())
+                    .bind(first.digest.as_str())
+                    .bind(end.digest.as_str())
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(db_err)?;
+                    for t in tags {
+                        let of: String = t.get(0);
+                        if let Ok(i) = items.binary_search_by(|a| a.digest.as_str().cmp(&of)) {
+                            items[i].tags.push(t.get(1));
+                        }
+                    }
+                }
+                Ok(Some(Artifacts { items, more }))
+            }
+
             async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, Error> {
                 let now = now();
                 let done = sqlx::query(

@@ -101,6 +101,17 @@ async fn core(store: &dyn MetadataStore) {
     let cat = store.catalog(None, 100).await.unwrap();
     assert_eq!(cat.items, vec!["team/a".to_owned(), "team/b".to_owned()]);
 
+    // Artifacts: each manifest with its size, media type and tags, paged by digest.
+    let arts = store.artifacts(&a, None, 10).await.unwrap().unwrap();
+    assert!(!arts.more);
+    assert_eq!(arts.items.len(), 1);
+    let art = &arts.items[0];
+    assert_eq!((&art.digest, art.media_type.as_str(), art.size), (&digest, MediaType::OCI_MANIFEST, body.len() as u64));
+    assert_eq!(art.tags, vec!["latest".to_owned(), "v1".to_owned()]);
+    assert!(art.pushed_at > 0);
+    assert!(store.artifacts(&a, Some(digest.as_str()), 10).await.unwrap().unwrap().items.is_empty());
+    assert!(store.artifacts(&repo("nope"), None, 10).await.unwrap().is_none());
+
     // Referrers: by subject, filtered by artifact type.
     let referrer = image_manifest(&config, &layer, Some(&digest));
     let parsed_ref = manifest::parse(None, &referrer).unwrap();

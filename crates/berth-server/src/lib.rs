@@ -20,6 +20,7 @@ use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
 pub mod access;
+pub mod api;
 pub mod audit;
 pub mod auth;
 mod blobs;
@@ -111,7 +112,7 @@ impl Registry {
 
 /// The whole HTTP application.
 pub fn app(registry: Arc<Registry>) -> Router {
-    Router::new().fallback(dispatch).with_state(registry)
+    Router::new().nest("/api/v1", api::router()).fallback(dispatch).with_state(registry)
 }
 
 async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {

@@ -80,6 +80,8 @@ impl Config {
     }
 }
 
+pub mod cli;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A running registry's state, and what it holds while it runs.
@@ -89,20 +91,23 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
-/// The database's three stores.
-struct Stores {
-    meta: Arc<dyn MetadataStore>,
-    identity: Arc<dyn IdentityStore>,
-    audit: Arc<dyn AuditStore>,
+/// The database's three stores, and the data directory's lock in embedded mode.
+pub struct Stores {
+    pub meta: Arc<dyn MetadataStore>,
+    pub identity: Arc<dyn IdentityStore>,
+    pub audit: Arc<dyn AuditStore>,
+    lock: Option<std::fs::File>,
 }
 
-/// Opens the stores the config names and starts the audit log's writer.
-pub async fn open(config: &Config) -> Result<Node, BoxError> {
+/// Opens the database the config names (taking the data directory's lock in embedded
+/// mode): `berth serve`'s, and the offline commands' on a stopped server's data.
+pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
-            (Stores { meta: Arc::new(store.clone()), identity: Arc::new(store.clone()), audit: Arc::new(store) }, None)
+            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
+            (Stores { meta, identity, audit, lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -117,10 +122,17 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
                 meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store),
+                lock: None,
             };
             (stores, Some(lock))
         }
     };
+    Ok(Stores { lock, ..stores })
+}
+
+/// Opens the stores the config names and starts the audit log's writer.
+pub async fn open(config: &Config) -> Result<Node, BoxError> {
+    let stores = open_database(config).await?;
     let blobs: Arc<dyn BlobStore> = match &config.storage {
         Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
         None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
@@ -143,7 +155,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
-    Ok(Node { registry: Arc::new(registry), _lock: lock })
+    Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Serve the registry.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Manage(berth::cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -80,14 +82,20 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let is_serve = matches!(cli.command, Command::Serve(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Manage(command) => berth::cli::run(command).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if !is_serve => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             tracing::error!(error = %e, "berth failed");
             std::process::ExitCode::FAILURE
@@ -131,4 +139,14 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         signal.cancel();
     });
     berth::serve(config, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

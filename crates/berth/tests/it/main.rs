@@ -12,6 +12,7 @@ mod clients_skopeo_podman;
 mod conformance;
 mod crash;
 mod fixtures;
+mod management;
 mod memory_bounds;
 mod multinode;
 mod slow_clients;

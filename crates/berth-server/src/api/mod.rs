@@ -1,0 +1,372 @@
+//! The management API under `/api/v1`: users, projects, members, robots, the audit log
+//! and per-project listings (what a UI needs), as JSON, and its OpenAPI document.
+//!
+//! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
+//! authorizes through the same seam as `/v2` ([`crate::Authorizer`]) before touching a
+//! store, and every error is the registry's error JSON (`response.rs`). Secrets
+//! (passwords, robot secrets, hashes) never appear in a response, except a robot's
+//! secret in the one response that creates or rotates it.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::{Error, ErrorKind};
+use berth_meta::{AuditEvent, AuditStore, IdentityStore};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::response::ApiError;
+use crate::{Access, Credentials, Principal, Registry, listen};
+
+mod audit;
+mod listings;
+mod members;
+mod projects;
+mod robots;
+mod users;
+
+/// Every route: (method, path under `/api/v1`), and the router serving them. The
+/// OpenAPI document must list exactly these (a test checks it).
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn routes() -> Router<Arc<Registry>> {
+            let mut router = Router::new();
+            $( router = router.route($path, axum::routing::$method($handler)); )*
+            router
+        }
+    };
+}
+
+routes! {
+    get "/me" => users::me,
+    get "/users" => users::list,
+    post "/users" => users::create,
+    get "/users/{name}" => users::get,
+    patch "/users/{name}" => users::update,
+    put "/users/{name}/password" => users::password,
+    get "/projects" => projects::list,
+    post "/projects" => projects::create,
+    get "/projects/{project}" => projects::get,
+    patch "/projects/{project}" => projects::update,
+    delete "/projects/{project}" => projects::delete,
+    get "/projects/{project}/members" => members::list,
+    put "/projects/{project}/members/{user}" => members::set,
+    delete "/projects/{project}/members/{user}" => members::remove,
+    get "/projects/{project}/robots" => robots::list_in_project,
+    post "/projects/{project}/robots" => robots::create_in_project,
+    get "/projects/{project}/repositories" => listings::repositories,
+    get "/repositories/{name}/tags" => listings::tags,
+    get "/repositories/{name}/artifacts" => listings::artifacts,
+    get "/robots" => robots::list,
+    post "/robots" => robots::create,
+    get "/robots/{name}" => robots::get,
+    patch "/robots/{name}" => robots::update,
+    delete "/robots/{name}" => robots::delete,
+    post "/robots/{name}/secret" => robots::rotate,
+    get "/audit" => audit::query,
+    get "/openapi.json" => openapi,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Berth management API",
+        version = "1",
+        description = "Users, projects, members, robot accounts, the audit log and listings. \
+            Authenticate with HTTP Basic (a user's or robot's name and password) or a bearer token \
+            from /token. Errors are `{\"errors\":[{\"code\",\"message\"}]}` with the status of the \
+            registry's error table. Pages: `n` and `last` (or `limit` and `before` for the audit \
+            log); a `Link: <…>; rel=\"next\"` header points to the next page."
+    ),
+    paths(
+        users::me,
+        users::list,
+        users::create,
+        users::get,
+        users::update,
+        users::password,
+        projects::list,
+        projects::create,
+        projects::get,
+        projects::update,
+        projects::delete,
+        members::list,
+        members::set,
+        members::remove,
+        robots::list_in_project,
+        robots::create_in_project,
+        robots::list,
+        robots::create,
+        robots::get,
+        robots::update,
+        robots::delete,
+        robots::rotate,
+        listings::repositories,
+        listings::tags,
+        listings::artifacts,
+        audit::query,
+        openapi,
+    ),
+    components(schemas(ErrorBody, ErrorEntry))
+)]
+pub struct ApiDoc;
+
+/// The API's router, mounted at `/api/v1` by [`crate::app`].
+pub fn router() -> Router<Arc<Registry>> {
+    routes()
+        .method_not_allowed_fallback(|| async { ApiError(Error::new(ErrorKind::MethodNotAllowed)) })
+        .fallback(|| async { ApiError(Error::new(ErrorKind::NotFound)) })
+}
+
+/// The OpenAPI 3 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    let doc = ApiDoc::openapi().to_json().expect("the OpenAPI document serializes");
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
+}
+
+/// The error body every failed request gets (documentation only: `response.rs` renders it).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorEntry {
+    /// `BAD_REQUEST`, `UNAUTHORIZED`, `DENIED`, `NOT_FOUND`, `CONFLICT`, …
+    code: String,
+    message: String,
+}
+
+type Reply = Result<Response, ApiError>;
+
+/// The request as authorization and paging see it.
+pub(crate) struct Caller {
+    headers: HeaderMap,
+    peer: Option<IpAddr>,
+    query: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Infallible> {
+        Ok(Caller {
+            headers: parts.headers.clone(),
+            peer: parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip()),
+            query: parts.uri.query().map(str::to_owned),
+        })
+    }
+}
+
+impl Caller {
+    async fn authorize(&self, registry: &Registry, access: Access<'_>) -> Result<Principal, Error> {
+        registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await
+    }
+
+    /// Records a change the caller made, once it succeeded: who, from where, what (a
+    /// name, a role, a permission: never a secret).
+    async fn audit(&self, registry: &Registry, principal: &Principal, change: Change<'_>) {
+        let event = AuditEvent {
+            at_ms: crate::audit::now_ms(),
+            actor: principal.name().map(str::to_owned),
+            address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            operation: change.operation.to_owned(),
+            project: change.project.map(str::to_owned),
+            resource: Some(change.resource.to_owned()),
+            outcome: "success".to_owned(),
+            detail: change.detail,
+        };
+        registry.audit.record(event).await;
+    }
+
+    /// The first value of query parameter `key`.
+    fn param(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// Query parameter `key` as a number; a malformed one is a 400 naming it.
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.param(key)
+            .map(|v| v.parse().map_err(|_| bad_request(format!("query parameter {key} must be a number"))))
+            .transpose()
+    }
+
+    fn page(&self) -> Result<Paging, Error> {
+        let n = self.number::<u32>("n")?.unwrap_or(DEFAULT_PAGE);
+        if n == 0 || n > MAX_PAGE {
+            return Err(bad_request(format!("n must be between 1 and {MAX_PAGE}")));
+        }
+        Ok(Paging { n, last: self.param("last") })
+    }
+}
+
+/// A change to users, projects, members or robots, for the audit log.
+struct Change<'a> {
+    /// `user.create`, `project.delete`, `member.set`, `robot.rotate`, …
+    operation: &'static str,
+    project: Option<&'a str>,
+    /// The user's, project's or robot's name.
+    resource: &'a str,
+    detail: Option<String>,
+}
+
+/// Items in a page unless the client says otherwise, and at most.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// `n` and `last`: at most `n` items sorted by key, after the key `last`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Paging {
+    /// At most this many items (1–1000, default 100).
+    n: u32,
+    /// Items after this key (the last key of the previous page).
+    last: Option<String>,
+}
+
+impl Paging {
+    /// Renders `items` (fetched with a limit of `n + 1`, so that one more says another
+    /// page follows) as a JSON array, with a `Link` to the next page.
+    fn respond<T, V>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str, path: &str) -> Response
+    where
+        V: Serialize + for<'a> From<&'a T>,
+    {
+        let more = items.len() > self.n as usize;
+        items.truncate(self.n as usize);
+        let views: Vec<V> = items.iter().map(V::from).collect();
+        let mut response = json(StatusCode::OK, &views);
+        if let (true, Some(last)) = (more, items.last()) {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("n", &self.n.to_string())
+                .append_pair("last", key(last))
+                .finish();
+            next_link(&mut response, &format!("{path}?{query}"));
+        }
+        response
+    }
+}
+
+/// Adds `Link: <target>; rel="next"`.
+fn next_link(response: &mut Response, target: &str) {
+    if let Ok(value) = HeaderValue::from_str(&format!("<{target}>; rel=\"next\"")) {
+        response.headers_mut().insert(header::LINK, value);
+    }
+}
+
+fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("API views serialize");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A request body as `T`; what is wrong with it is a 400. String values are cut out of
+/// the message: a misplaced password must not come back in an error (or reach a log).
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        let mut message = String::new();
+        let mut quoted = false;
+        for c in e.to_string().chars() {
+            match (c, quoted) {
+                ('"', false) => (quoted, message) = (true, message + "\"…"),
+                ('"', true) => (quoted, message) = (false, message + "\""),
+                (c, false) => message.push(c),
+                (_, true) => {}
+            }
+        }
+        bad_request(format!("invalid request body: {message}"))
+    })
+}
+
+fn bad_request(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::BadRequest).with_message(message)
+}
+
+fn unknown(what: &str, name: &str) -> Error {
+    Error::new(ErrorKind::ResourceUnknown).with_message(format!("no {what} named {name:?}"))
+}
+
+fn identity(registry: &Registry) -> Result<&dyn IdentityStore, Error> {
+    Ok(registry.identity.as_ref())
+}
+
+/// The audit log's store, for queries.
+fn audit_store(registry: &Registry) -> Result<&dyn AuditStore, Error> {
+    Ok(registry.audit.store().as_ref())
+}
+
+/// A name of a user, a project or a robot's own part: lowercase letters and digits,
+/// separated by single `.`, `_` or `-`, at most 64 characters (a project name is then
+/// also a valid first component of a repository name).
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    if valid {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "invalid {what} name {name:?}: lowercase letters and digits separated by single '.', '_' or '-', \
+             at most 64 characters"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            ROUTES.iter().map(|(m, p)| (m.to_string(), format!("/api/v1{p}"))).collect();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn names_are_lowercase_components() {
+        for good in ["team", "a", "ci-bot", "a.b_c-d", "x1"] {
+            assert!(check_name("test", good).is_ok(), "{good}");
+        }
+        for bad in ["", "Team", "a..b", "-a", "a-", "robot$x", "a/b", "a+b", &"x".repeat(65)] {
+            assert_eq!(check_name("test", bad).unwrap_err().kind, ErrorKind::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_body_is_a_bad_request_that_does_not_echo_string_values() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            admin: bool,
+        }
+        let e = parse_body::<T>(br#"{"admin":"hunter2-secret"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(!e.message().contains("hunter2"), "{}", e.message());
+        assert!(e.message().contains("expected a boolean"), "{}", e.message());
+    }
+}
