@@ -1001,7 +1001,7 @@ fn report(
     );
     md.push_str(
         "- `peak resident memory` is the high-water mark over every workload. Berth's includes its blob-serving buffers\n\
-        (1 MiB each: one per response being sent, read-ahead within a 64 MiB budget, at most 32 kept for reuse).\n",
+        (256 KiB each: about two per response being sent, at most 64 kept for reuse).\n",
     );
     md.push_str(
         "\n## Every run\n\nValues in run order (the harness alternates which server goes first).\n\n| figure | ",

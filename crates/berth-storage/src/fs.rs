@@ -20,16 +20,15 @@
 //! it, so the lock is free only when no write to the file can still happen, even if the
 //! caller's future was dropped mid-append.
 //!
-//! Blobs are served by `pread` in [`SERVE_CHUNK`]s on blocking threads, one chunk read
-//! ahead: a disk error or a file shorter than recorded fails that one response (and is
-//! an error the server logs), never the process; cold pages fault on a blocking thread,
-//! never inside the async runtime.
+//! Blobs are served by `pread`, never memory-mapped (`serve.rs`): a disk error or a file
+//! shorter than recorded fails that one response (and is an error the server logs), never
+//! the process; cached bytes are read on the sending task without waiting, cold pages on
+//! a blocking thread, never inside the async runtime.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -42,6 +41,9 @@ use tokio::task::JoinHandle;
 
 use crate::{BlobStore, ByteStream, StorageError, UploadState};
 
+mod serve;
+use serve::serve;
+
 /// Bytes written to an upload between starts of writeback (see [`start_writeback`]).
 const WRITEBACK: u64 = 32 << 20;
 
@@ -51,10 +53,6 @@ const BATCH: usize = 1 << 20;
 
 /// Body chunks gathered at most into one batch (each is one `iovec`).
 const BATCH_CHUNKS: usize = 256;
-
-/// What one read of a served blob fetches: one chunk is read ahead while the previous
-/// one is sent.
-const SERVE_CHUNK: u64 = 1 << 20;
 
 /// One lock per staged upload that anything touches right now. A holder owns the staged
 /// file: an append, a commit, a delete. Entries go when the last holder drops.
@@ -313,142 +311,6 @@ async fn pump(file: &Arc<File>, offset: u64, data: &mut ByteStream, guard: &Uplo
     Ok(written)
 }
 
-/// Bytes of chunks read ahead, across every response of the process: a reader that
-/// stalls holds its read-ahead chunk, so read-ahead is bounded as a whole; past it,
-/// chunks are read when asked for (slower, never unbounded).
-const READ_AHEAD_BUDGET: u32 = 64;
-
-fn read_ahead_budget() -> &'static Arc<tokio::sync::Semaphore> {
-    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUDGET as usize)))
-}
-
-/// Serving buffers kept for reuse: a fresh buffer costs page faults and zeroing for
-/// every byte (on a VM whose freed memory goes back to the host, much more than the copy
-/// it holds); a reused one costs neither. At most [`POOL_MAX`] are kept.
-const POOL_MAX: usize = 32;
-
-/// Reads below this size get a buffer of their own (the allocator reuses small ones).
-const POOLED_AT: u64 = 64 << 10;
-
-fn pool() -> &'static Mutex<Vec<Vec<u8>>> {
-    static POOL: std::sync::OnceLock<Mutex<Vec<Vec<u8>>>> = std::sync::OnceLock::new();
-    POOL.get_or_init(Mutex::default)
-}
-
-/// A chunk read from a blob file: `len` bytes of `buf`, which goes back to the pool once
-/// the chunk is sent, with its share of the read-ahead budget (if it was read ahead).
-struct Chunk {
-    buf: Vec<u8>,
-    len: usize,
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl AsRef<[u8]> for Chunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        if self.buf.len() == SERVE_CHUNK as usize {
-            let mut pool = pool().lock().unwrap();
-            if pool.len() < POOL_MAX {
-                pool.push(std::mem::take(&mut self.buf));
-            }
-        }
-    }
-}
-
-/// Reads `len` bytes at `at` (at most [`SERVE_CHUNK`]) into a pooled buffer.
-fn read_at(file: &File, at: u64, len: u64, budget: Option<tokio::sync::OwnedSemaphorePermit>) -> io::Result<Bytes> {
-    if len < POOLED_AT {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, at)?;
-        return Ok(Bytes::from(buf));
-    }
-    let buf = pool().lock().unwrap().pop().unwrap_or_else(|| vec![0; SERVE_CHUNK as usize]);
-    let mut chunk = Chunk { buf, len: len as usize, _budget: budget };
-    file.read_exact_at(&mut chunk.buf[..len as usize], at)?;
-    Ok(Bytes::from_owner(chunk))
-}
-
-/// Reads `len` bytes at `at` on a blocking thread.
-fn read_chunk(
-    file: &Arc<File>,
-    at: u64,
-    len: u64,
-    budget: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> JoinHandle<io::Result<Bytes>> {
-    let file = Arc::clone(file);
-    tokio::task::spawn_blocking(move || read_at(&file, at, len, budget))
-}
-
-/// Where a served blob's stream stands: the chunk being read (if any) and the next
-/// offset.
-struct Serving {
-    file: Arc<File>,
-    end: u64,
-    next: u64,
-    /// Reads in flight, in order: the next chunk, then up to [`READ_AHEAD`] more.
-    reading: std::collections::VecDeque<JoinHandle<io::Result<Bytes>>>,
-}
-
-/// Chunks read ahead of the one about to be sent (within the read-ahead budget).
-const READ_AHEAD: usize = 1;
-
-impl Serving {
-    /// Starts reading the next chunk if none is, and chunks after it within the budget.
-    fn fill(&mut self) {
-        while self.next < self.end && self.reading.len() <= READ_AHEAD {
-            let budget = if self.reading.is_empty() {
-                None
-            } else {
-                match Arc::clone(read_ahead_budget()).try_acquire_owned() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => return,
-                }
-            };
-            let len = (self.end - self.next).min(SERVE_CHUNK);
-            self.reading.push_back(read_chunk(&self.file, self.next, len, budget));
-            self.next += len;
-        }
-    }
-}
-
-/// A blob range as a stream of chunks read with `pread` on blocking threads, the next
-/// chunk read ahead while one is sent. The file must hold the whole range when opened;
-/// if it fails or shrinks later, the stream ends with the error.
-fn serve(path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
-    let file = File::open(path)?;
-    let size = file.metadata()?.len();
-    let range = range.unwrap_or(0..size);
-    if range.start > range.end || range.end > size {
-        return Err(StorageError::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("range {range:?} of a blob file of {size} bytes"),
-        )));
-    }
-    let len = range.end - range.start;
-    if len <= SERVE_CHUNK {
-        let chunk = read_at(&file, range.start, len, None)?;
-        return Ok(Box::pin(stream::once(async move { Ok(chunk) })));
-    }
-    let mut serving = Serving { file: Arc::new(file), end: range.end, next: range.start, reading: Default::default() };
-    serving.fill();
-    Ok(Box::pin(stream::unfold(Some(serving), |serving| async move {
-        let mut serving = serving?;
-        serving.fill();
-        let task = serving.reading.pop_front()?;
-        serving.fill();
-        match task.await.map_err(io::Error::other).and_then(|r| r) {
-            Ok(chunk) => Some((Ok(chunk), Some(serving))),
-            Err(e) => Some((Err(e), None)),
-        }
-    })))
-}
-
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn create_upload(&self, id: &str) -> Result<UploadState, StorageError> {
@@ -588,6 +450,7 @@ impl BlobStore for FsBlobStore {
 
 #[cfg(test)]
 mod tests {
+    use super::serve::SERVE_CHUNK;
     use super::*;
 
     #[tokio::test]
@@ -690,27 +553,31 @@ mod tests {
         (key, path)
     }
 
-    #[tokio::test]
-    async fn a_blob_file_shorter_than_recorded_fails_the_read_cleanly() {
+    /// A fresh store holding one committed blob of `len` bytes: the store, its key and file.
+    async fn store_with_blob(id: &str, len: usize) -> (tempfile::TempDir, FsBlobStore, String, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
-        let len = 3 * SERVE_CHUNK as usize + 5;
-        let (key, path) = committed(&store, dir.path(), "0000bbbb-0000-4000-8000-000000000005", len).await;
+        let (key, path) = committed(&store, dir.path(), id, len).await;
+        (dir, store, key, path)
+    }
+
+    #[tokio::test]
+    async fn a_blob_file_shorter_than_recorded_fails_the_read_cleanly() {
+        let len = 3 * SERVE_CHUNK + 5;
+        let (_dir, store, key, path) = store_with_blob("0000bbbb-0000-4000-8000-000000000005", len).await;
         // Truncated on disk before the read: refused before any byte is sent.
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(SERVE_CHUNK).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(SERVE_CHUNK as u64).unwrap();
         let err = store.read_blob(&key, Some(0..len as u64)).await.err().expect("a short file must not serve");
         assert!(matches!(err, StorageError::Io(ref e) if e.kind() == io::ErrorKind::InvalidData), "{err:?}");
     }
 
     #[tokio::test]
     async fn a_blob_file_truncated_while_served_ends_that_stream_with_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).await.unwrap();
-        let len = 8 * SERVE_CHUNK as usize;
-        let (key, path) = committed(&store, dir.path(), "0000bbbb-0000-4000-8000-000000000006", len).await;
+        let len = 8 * SERVE_CHUNK;
+        let (_dir, store, key, path) = store_with_blob("0000bbbb-0000-4000-8000-000000000006", len).await;
         let mut read = store.read_blob(&key, None).await.unwrap();
         let first = read.next().await.unwrap().unwrap();
-        assert_eq!(first.len(), SERVE_CHUNK as usize);
+        assert_eq!(first.len(), SERVE_CHUNK);
         // What memory-mapped serving turned into a SIGBUS for the whole process.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
         let mut failed = false;
@@ -721,6 +588,57 @@ mod tests {
             }
         }
         assert!(failed, "a truncated blob file must end its stream with an error");
+    }
+
+    /// Every chunk of `read`, checked to be at most one serving buffer, concatenated.
+    async fn chunks(mut read: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = read.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= SERVE_CHUNK, "a chunk of {} bytes: more than one serving buffer", chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn ranges_across_serving_chunks_are_byte_exact() {
+        let len = 3 * SERVE_CHUNK + 17;
+        let (_dir, store, key, path) = store_with_blob("0000bbbb-0000-4000-8000-000000000009", len).await;
+        let content = std::fs::read(&path).unwrap();
+        let c = SERVE_CHUNK as u64;
+        let l = len as u64;
+        for range in [0..l, 1..l, c - 5..2 * c + 9, c..2 * c, l - 3..l, 7..7, 0..c + 1] {
+            let got = chunks(store.read_blob(&key, Some(range.clone())).await.unwrap()).await;
+            assert!(got[..] == content[range.start as usize..range.end as usize], "range {range:?} differs");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_out_of_the_page_cache_is_read_without_stalling_the_runtime() {
+        use std::os::fd::AsRawFd;
+        // Needs a file system backed by a disk (not tmpfs): its pages must be droppable.
+        let len = 6 * SERVE_CHUNK + 3;
+        let (_dir, store, key, path) = store_with_blob("0000bbbb-0000-4000-8000-00000000000a", len).await;
+        let content = std::fs::read(&path).unwrap();
+        let evict = || {
+            let file = File::open(&path).unwrap();
+            // SAFETY: a plain system call on an open file; the committed file is clean.
+            assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+            file
+        };
+        // What the sending task does: bytes the page cache holds are read at once (what
+        // `std::fs::read` just read is cached) ...
+        let file = File::open(&path).unwrap();
+        let cached = serve::read(&file, 1, SERVE_CHUNK, serve::Wait::No).unwrap();
+        assert!(cached[..] == content[1..1 + SERVE_CHUNK]);
+        // ... and a read that would wait for the disk refuses instead.
+        let file = evict();
+        let err = serve::read(&file, SERVE_CHUNK as u64, SERVE_CHUNK, serve::Wait::No).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        // And the stream reads what is not cached on a blocking thread, in order.
+        evict();
+        assert!(chunks(store.read_blob(&key, None).await.unwrap()).await == content);
     }
 
     #[tokio::test]

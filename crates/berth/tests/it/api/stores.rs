@@ -183,6 +183,51 @@ async fn a_blob_lost_from_storage_is_a_500_that_reveals_nothing() {
 }
 
 #[tokio::test]
+async fn a_blob_file_truncated_while_it_is_served_cuts_that_response_only() {
+    // Embedded whatever BERTH_TEST_BACKEND says: a file that shrinks under its reader is the
+    // filesystem store's failure (an S3 object never changes once written). Memory-mapped
+    // serving made it a SIGBUS that killed the process.
+    let s = TestServer::start_embedded();
+    let api = Api::new(s.url());
+    // Far more than the socket buffers hold, so most of it is still unread on disk when
+    // the file is cut.
+    let bytes = random_bytes(64 << 20, 21);
+    let digest = api.push_blob("cut", &bytes).await;
+    let (_, path) = s.storage().blobs_by_digest().await.into_iter().find(|(d, _)| *d == digest).expect("the blob file");
+
+    let path_of = format!("/v2/cut/blobs/{digest}");
+    let mut r = api.send(Method::GET, &path_of).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.content_length(), Some(bytes.len() as u64));
+    let first = r.chunk().await.unwrap().expect("a first chunk");
+    // An operator's mistake (or a failing disk) while the blob is being sent.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    let mut got = first.to_vec();
+    let cut = loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "a body shorter than its Content-Length must end in an error, not a clean end");
+    assert!(got.len() < bytes.len(), "the response was cut ({} of {} bytes)", got.len(), bytes.len());
+    assert!(got[..] == bytes[..got.len()], "what was sent before the cut is the blob's bytes");
+
+    // One response failed, not the server: the short file is now refused before the
+    // headers, and every other blob is served.
+    let r = api.send(Method::GET, &path_of).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).expect("the spec's error JSON");
+    assert_eq!(v["errors"][0]["code"], "UNKNOWN");
+    let other = random_bytes(3 << 20, 22);
+    let other_digest = api.push_blob("cut", &other).await;
+    let r = api.send(Method::GET, &format!("/v2/cut/blobs/{other_digest}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.unwrap()[..] == other[..]);
+}
+
+#[tokio::test]
 async fn a_second_process_on_the_same_embedded_data_directory_is_refused() {
     // Embedded stores whatever BERTH_TEST_BACKEND says: the lock guards the SQLite
     // database, which only embedded mode has (scale-out nodes share PostgreSQL on purpose).
