@@ -83,6 +83,8 @@ pub struct Registry {
     claims: Arc<claims::Claims>,
     /// One permit per request carrying upload bytes (`config.max_uploads`).
     uploads: Semaphore,
+    /// The token service behind `/token`, when the authorizer is the token authorizer.
+    pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
 }
 
 impl Registry {
@@ -105,13 +107,24 @@ impl Registry {
             node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),
             uploads,
+            tokens: None,
         }
+    }
+
+    /// Authorizes with `tokens` and serves its `/token`.
+    pub fn with_token_auth(mut self, tokens: Arc<access::authorizer::TokenAuthorizer>) -> Registry {
+        self.auth = Arc::clone(&tokens) as Arc<dyn Authorizer>;
+        self.tokens = Some(tokens);
+        self
     }
 }
 
 /// The whole HTTP application.
 pub fn app(registry: Arc<Registry>) -> Router {
-    Router::new().fallback(dispatch).with_state(registry)
+    Router::new()
+        .route("/token", axum::routing::any(access::token_endpoint::token))
+        .fallback(dispatch)
+        .with_state(registry)
 }
 
 async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
