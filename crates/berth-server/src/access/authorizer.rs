@@ -73,14 +73,14 @@ impl Default for AccessConfig {
 }
 
 /// What a request presents in `Authorization`.
-enum Presented {
+pub(crate) enum Presented {
     Nothing,
     Basic(String, String),
     Bearer(String),
     Unreadable,
 }
 
-fn presented(headers: &HeaderMap) -> Presented {
+pub(crate) fn presented(headers: &HeaderMap) -> Presented {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Presented::Nothing };
     let Ok(value) = value.to_str() else { return Presented::Unreadable };
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));

@@ -57,6 +57,12 @@ pub fn generate(now: i64) -> Result<SigningKey, Error> {
     })
 }
 
+/// The key that signs with `key`.
+pub fn signer_of(key: &SigningKey) -> Result<EncodingKey, Error> {
+    EncodingKey::from_ec_pem(key.private_pem.as_bytes())
+        .map_err(|e| Error::internal(format!("signing key {}: {e}", key.kid)))
+}
+
 /// A key id derived from the public key: 128 bits of its SHA-256, base64url.
 fn kid_of(public_der: &[u8]) -> String {
     use sha2::Digest as _;
@@ -82,9 +88,7 @@ impl Loaded {
             verifiers.insert(key.kid.clone(), decoding);
             // Newest first: the first key not retired signs.
             if signer.is_none() && key.retired_at.is_none() {
-                let encoding = EncodingKey::from_ec_pem(key.private_pem.as_bytes())
-                    .map_err(|e| Error::internal(format!("signing key {}: {e}", key.kid)))?;
-                signer = Some((key.kid.clone(), encoding));
+                signer = Some((key.kid.clone(), signer_of(key)?));
             }
         }
         Ok(Loaded { signer, verifiers, at: Instant::now() })

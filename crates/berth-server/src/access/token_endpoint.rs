@@ -17,7 +17,7 @@ use berth_core::scope::{Resource, Scope, ScopeAction};
 use berth_core::{Error, ErrorKind};
 use futures_util::StreamExt;
 
-use super::authorizer::TokenAuthorizer;
+use super::authorizer::{Presented, TokenAuthorizer, presented};
 use super::grants::{Holdings, SubjectGrants};
 use super::tokens::{AccessEntry, Issued};
 use crate::auth::{Access, Action, Grants, Subject};
@@ -100,13 +100,11 @@ async fn docker(
 ) -> Result<Response, Error> {
     check_service(auth, first(query, "service"))?;
     let scopes = parse_scopes(all(query, "scope"))?;
-    let holdings = match headers.get(header::AUTHORIZATION) {
-        None => Arc::new(Holdings::anonymous()),
-        Some(value) => {
-            let (name, password) = basic(value.to_str().ok()).ok_or_else(|| {
-                Error::new(ErrorKind::Unauthorized).with_message("the token endpoint takes Basic credentials")
-            })?;
-            auth.login(&name, &password, peer).await?
+    let holdings = match presented(headers) {
+        Presented::Nothing => Arc::new(Holdings::anonymous()),
+        Presented::Basic(name, password) => auth.login(&name, &password, peer).await?,
+        Presented::Bearer(_) | Presented::Unreadable => {
+            return Err(Error::new(ErrorKind::Unauthorized).with_message("the token endpoint takes Basic credentials"));
         }
     };
     let offline = first(query, "offline_token") == Some("true");
@@ -139,17 +137,6 @@ async fn oauth(auth: &TokenAuthorizer, form: &Pairs, peer: Option<std::net::IpAd
         Some(other) => Err(bad_request(format!("unsupported grant_type {other:?}"))),
         None => Err(bad_request("grant_type is missing")),
     }
-}
-
-fn basic(value: Option<&str>) -> Option<(String, String)> {
-    use base64::Engine as _;
-    let (scheme, rest) = value?.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?).ok()?;
-    let (name, password) = decoded.split_once(':')?;
-    Some((name.to_owned(), password.to_owned()))
 }
 
 /// For each scope, the asked actions the caller holds.
@@ -239,12 +226,5 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn basic_credentials_split_at_the_first_colon() {
-        assert_eq!(basic(Some("Basic YWxpY2U6czNjcjp0")), Some(("alice".into(), "s3cr:t".into())));
-        assert_eq!(basic(Some("Bearer x")), None);
-        assert_eq!(basic(None), None);
     }
 }
