@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use berth_core::access::Role;
 use berth_server::access::{keys, tokens};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{Auth, PASSWORD, Setup, assert_error};
