@@ -35,6 +35,7 @@ use super::cache::{TtlCache, digest};
 use super::grants::{Holdings, ProjectCache, Projects, SubjectGrants};
 use super::keys::KeyRing;
 use super::limiter::{Limiter, Limits};
+use super::oidc::{OidcConfig, OidcVerifier, Trust};
 use super::password;
 use super::tokens::{DEFAULT_REFRESH_TTL, DEFAULT_TOKEN_TTL, TokenGrants, TokenService};
 use crate::auth::{Access, Action, Authorizer, Credentials, Grants, Principal, Subject};
@@ -130,6 +131,8 @@ pub struct TokenAuthorizer {
     salt: [u8; 32],
     projects: ProjectCache,
     anonymous: Arc<Holdings>,
+    /// Keyless robots' ID tokens.
+    oidc: OidcVerifier,
     /// A hash to verify a password against when the account does not exist, so that an
     /// unknown name takes as long to refuse as a wrong password.
     decoy: OnceLock<String>,
@@ -153,6 +156,7 @@ impl TokenAuthorizer {
             projects: ProjectCache::new(Arc::clone(&store)),
             anonymous: Arc::new(Holdings::anonymous()),
             decoy: OnceLock::new(),
+            oidc: OidcVerifier::new(OidcConfig::default())?,
             store,
             config,
         })
@@ -204,10 +208,14 @@ impl TokenAuthorizer {
                 .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX)));
         }
         match self.check_password(name, password).await? {
-            Some(holdings) => {
+            Some((holdings, expires_at)) => {
                 self.limiter.succeeded(name, peer);
                 let holdings = Arc::new(holdings);
-                self.logins.insert(key, Arc::clone(&holdings), Instant::now() + LOGIN_CACHE_TTL);
+                // An ID token's login is not reused past the ID token's own expiry.
+                let left = expires_at.map_or(LOGIN_CACHE_TTL, |at| {
+                    LOGIN_CACHE_TTL.min(Duration::from_secs(u64::try_from(at - berth_meta::now()).unwrap_or(0)))
+                });
+                self.logins.insert(key, Arc::clone(&holdings), Instant::now() + left);
                 Ok(holdings)
             }
             None => {
@@ -218,13 +226,26 @@ impl TokenAuthorizer {
         }
     }
 
-    async fn check_password(&self, name: &str, password: &str) -> Result<Option<Holdings>, Error> {
+    /// The holdings `name` logs in to with `password`, and when that login ends if it
+    /// ends before the cache would drop it (a keyless robot's ID token expiring).
+    async fn check_password(&self, name: &str, password: &str) -> Result<Option<(Holdings, Option<i64>)>, Error> {
         let now = berth_meta::now();
         let hash = if name.starts_with("robot$") {
             match self.store.robot(name).await? {
                 Some(robot) if usable_robot(&robot, now) => {
+                    // A keyless robot's password is an ID token of the issuer it trusts.
                     if let Some(trust) = &robot.trust {
-                        return Ok(verify_identity_token(password, trust).await.ok().map(|()| Holdings::robot(&robot)));
+                        let verified = match Trust::parse(trust) {
+                            Ok(trust) => self.oidc.verify(password, &trust).await,
+                            Err(e) => Err(e),
+                        };
+                        return Ok(match verified {
+                            Ok(identity) => Some((Holdings::robot(&robot), Some(identity.expires_at))),
+                            Err(e) => {
+                                tracing::info!(robot = name, why = e.message(), "keyless robot login refused");
+                                None
+                            }
+                        });
                     }
                     robot.secret_hash.clone().map(|hash| (hash, Holdings::robot(&robot)))
                 }
@@ -241,7 +262,7 @@ impl TokenAuthorizer {
         };
         match hash {
             Some((hash, holdings)) => {
-                Ok(password::verify_blocking(password.to_owned(), hash).await.then_some(holdings))
+                Ok(password::verify_blocking(password.to_owned(), hash).await.then_some((holdings, None)))
             }
             None => {
                 let decoy = match self.decoy.get() {
@@ -358,12 +379,6 @@ impl TokenAuthorizer {
 
 fn usable_robot(robot: &berth_meta::Robot, now: i64) -> bool {
     !robot.disabled && robot.expires_at.is_none_or(|at| at > now)
-}
-
-/// Keyless robots: whether `id_token` (an OIDC ID token) satisfies the robot's `trust`.
-/// Slice C's `oidc.rs` verifies it; until then every such login is refused.
-async fn verify_identity_token(_id_token: &str, _trust: &str) -> Result<(), Error> {
-    Err(Error::new(ErrorKind::Unauthorized).with_message("keyless robots are not supported yet"))
 }
 
 #[async_trait]
