@@ -3,8 +3,10 @@
 //!
 //! - **Bearer**: the token is verified once and cached until it expires
 //!   ([`TokenService::verify`]); a registry request it covers costs no store read. A
-//!   request it does not cover is answered 401 with a challenge for the missing scope if
-//!   the token's subject holds it (the client asks for a new token), else 403 `DENIED`.
+//!   request it does not cover is answered 403 `DENIED` (401 for an anonymous token),
+//!   with a challenge naming the missing scope and `error="insufficient_scope"` (RFC
+//!   6750) if the token's subject holds it, so a client asks for a token that carries it
+//!   (oras-py does on a 403); without one if no token could.
 //!   Management accesses (`Project`, `System`, `Authenticated`) and the catalog read the
 //!   subject's records instead, so a disabled account loses them at once.
 //! - **Basic**: the user or robot is read and its password or secret verified (on a
@@ -332,15 +334,22 @@ impl TokenAuthorizer {
             }
             return Ok(Principal { subject, admin: false, grants });
         }
-        let insufficient = || self.unauthorized(headers, access, Some("insufficient_scope"));
-        if subject == Subject::Anonymous || (access == Access::Catalog && !grants.catalog()) {
+        // Not in the token. Anonymous: 401, log in. Otherwise, as RFC 6750 says of
+        // `insufficient_scope`: 403, with a challenge naming the scope if a new token
+        // could carry it (the caller holds it), without one if nothing would help.
+        if subject == Subject::Anonymous {
+            return Err(self.unauthorized(headers, access, Some("insufficient_scope")));
+        }
+        let insufficient = || {
+            Error::new(ErrorKind::Denied).with_challenge(self.challenge(headers, access, Some("insufficient_scope")))
+        };
+        if access == Access::Catalog && !grants.catalog() {
             return Err(insufficient());
         }
         let Some(holdings) = self.holdings_of(&subject, None).await? else {
             return Err(self.unauthorized(headers, access, Some("invalid_token")));
         };
         if registry_access {
-            // Not in the token: a new token could carry it only if the subject holds it.
             let projects = self.projects.get().await?;
             let holds = SubjectGrants { holdings: Arc::new(holdings), projects }.may(access);
             return Err(if holds { insufficient() } else { Error::new(ErrorKind::Denied) });

@@ -16,6 +16,7 @@ use crate::support::{TestServer, admin};
 
 mod attacks;
 mod flow;
+mod matrix;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
