@@ -3,7 +3,8 @@
 //!
 //! - **Bearer**: the token is verified once and cached until it expires
 //!   ([`TokenService::verify`]); a registry request it covers costs no store read. A
-//!   request it does not cover is answered 403 `DENIED` (401 for an anonymous token),
+//!   request it does not cover is answered 403 `DENIED` (an anonymous token: 401 with
+//!   the challenge a request without credentials gets),
 //!   with a challenge naming the missing scope and `error="insufficient_scope"` (RFC
 //!   6750) if the token's subject holds it, so a client asks for a token that carries it
 //!   (oras-py does on a 403); without one if no token could.
@@ -334,11 +335,12 @@ impl TokenAuthorizer {
             }
             return Ok(Principal { subject, admin: false, grants });
         }
-        // Not in the token. Anonymous: 401, log in. Otherwise, as RFC 6750 says of
-        // `insufficient_scope`: 403, with a challenge naming the scope if a new token
+        // Not in the token. Anonymous: 401 with the same challenge as without a token (log
+        // in; clients read `insufficient_scope` as "denied"). Otherwise, as RFC 6750 says
+        // of `insufficient_scope`: 403, with a challenge naming the scope if a new token
         // could carry it (the caller holds it), without one if nothing would help.
         if subject == Subject::Anonymous {
-            return Err(self.unauthorized(headers, access, Some("insufficient_scope")));
+            return Err(self.unauthorized(headers, access, None));
         }
         let insufficient = || {
             Error::new(ErrorKind::Denied).with_challenge(self.challenge(headers, access, Some("insufficient_scope")))

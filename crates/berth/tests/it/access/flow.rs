@@ -92,10 +92,7 @@ async fn anonymous_callers_pull_public_projects_with_or_without_a_token_and_push
     assert_eq!(s.pull(&bearer, "library/alpine", "1").await.status(), StatusCode::OK);
     let r = s.push(&bearer, "library/alpine", "2").await;
     let challenge = assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required").await;
-    assert_eq!(
-        challenge.unwrap(),
-        s.challenge(",scope=\"repository:library/alpine:pull,push\",error=\"insufficient_scope\"")
-    );
+    assert_eq!(challenge.unwrap(), s.challenge(",scope=\"repository:library/alpine:pull,push\""));
 }
 
 #[tokio::test]
