@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::scope::{Resource, Scope, ScopeAction};
 use berth_core::{Error, ErrorKind};
+use berth_meta::AuditEvent;
 use futures_util::StreamExt;
 
 use super::authorizer::{Presented, TokenAuthorizer, presented};
@@ -33,20 +34,58 @@ pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Reques
     };
     let (parts, body) = request.into_parts();
     let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
+    let mut outcome = Outcome::default();
     let result = if !matches!(parts.method, Method::GET | Method::POST) {
         Err(Error::new(ErrorKind::MethodNotAllowed))
     } else if parts.method == Method::POST {
         match read_form(body).await {
-            Ok(form) => oauth(auth, &form, peer).await,
+            Ok(form) => oauth(auth, &form, peer, &mut outcome).await,
             Err(e) => Err(e),
         }
     } else {
         let query = parse_pairs(parts.uri.query().unwrap_or(""));
-        docker(auth, &parts.headers, &query, peer).await
+        docker(auth, &parts.headers, &query, peer, &mut outcome).await
     };
+    if let Some(event) = outcome.event(&result, peer) {
+        registry.audit.record(event).await;
+    }
     let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
+}
+
+/// What a `/token` request did, for the audit log: who asked (never a password or a
+/// token), and what was granted.
+#[derive(Default)]
+struct Outcome {
+    /// The account named (Basic user, OAuth2 `username`, a refresh token's subject).
+    account: Option<String>,
+    /// `login` while credentials are checked, `token.refresh` for a refresh grant.
+    operation: Option<&'static str>,
+    /// The scopes granted, once a token is issued.
+    granted: Option<String>,
+}
+
+impl Outcome {
+    fn event(&self, result: &Result<Response, Error>, peer: Option<std::net::IpAddr>) -> Option<AuditEvent> {
+        let (operation, outcome, detail) = match (result, self.operation) {
+            (Ok(_), _) => ("token.issue", "success", self.granted.clone()),
+            (Err(e), Some(operation)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests) => {
+                (operation, "failure", Some(e.message().to_owned()))
+            }
+            _ => return None,
+        };
+        Some(AuditEvent {
+            at_ms: crate::audit::now_ms(),
+            actor: self.account.clone(),
+            address: peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            operation: operation.to_owned(),
+            project: None,
+            resource: None,
+            outcome: outcome.to_owned(),
+            detail,
+        })
+    }
 }
 
 type Pairs = Vec<(String, String)>;
@@ -97,22 +136,31 @@ async fn docker(
     headers: &HeaderMap,
     query: &Pairs,
     peer: Option<std::net::IpAddr>,
+    outcome: &mut Outcome,
 ) -> Result<Response, Error> {
     check_service(auth, first(query, "service"))?;
     let scopes = parse_scopes(all(query, "scope"))?;
     let holdings = match presented(headers) {
         Presented::Nothing => Arc::new(Holdings::anonymous()),
-        Presented::Basic(name, password) => auth.login(&name, &password, peer).await?,
+        Presented::Basic(name, password) => {
+            (outcome.account, outcome.operation) = (Some(name.clone()), Some("login"));
+            auth.login(&name, &password, peer).await?
+        }
         Presented::Bearer(_) | Presented::Unreadable => {
             return Err(Error::new(ErrorKind::Unauthorized).with_message("the token endpoint takes Basic credentials"));
         }
     };
     let offline = first(query, "offline_token") == Some("true");
-    respond(auth, holdings, &scopes, offline, None).await
+    respond(auth, holdings, &scopes, offline, None, outcome).await
 }
 
 /// `POST /token` with `grant_type=password` or `grant_type=refresh_token`.
-async fn oauth(auth: &TokenAuthorizer, form: &Pairs, peer: Option<std::net::IpAddr>) -> Result<Response, Error> {
+async fn oauth(
+    auth: &TokenAuthorizer,
+    form: &Pairs,
+    peer: Option<std::net::IpAddr>,
+    outcome: &mut Outcome,
+) -> Result<Response, Error> {
     check_service(auth, first(form, "service"))?;
     let scopes = parse_scopes(all(form, "scope"))?;
     match first(form, "grant_type") {
@@ -120,19 +168,21 @@ async fn oauth(auth: &TokenAuthorizer, form: &Pairs, peer: Option<std::net::IpAd
             let (Some(name), Some(password)) = (first(form, "username"), first(form, "password")) else {
                 return Err(bad_request("grant_type=password needs username and password"));
             };
+            (outcome.account, outcome.operation) = (Some(name.to_owned()), Some("login"));
             let holdings = auth.login(name, password, peer).await?;
             let offline = first(form, "access_type") == Some("offline");
-            respond(auth, holdings, &scopes, offline, Some(&scopes)).await
+            respond(auth, holdings, &scopes, offline, Some(&scopes), outcome).await
         }
         Some("refresh_token") => {
             let token = first(form, "refresh_token").ok_or_else(|| bad_request("refresh_token is missing"))?;
             let claims = auth.tokens.verify_refresh(token).await?;
             let subject = super::tokens::subject_of(claims.sub.as_deref());
+            (outcome.account, outcome.operation) = (claims.sub.clone(), Some("token.refresh"));
             let holdings = auth.holdings_of(&subject, Some(claims.iat)).await?.ok_or_else(|| {
                 tracing::info!(subject = ?subject, "refresh token of a disabled, changed or deleted account refused");
                 Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid")
             })?;
-            respond(auth, Arc::new(holdings), &scopes, false, Some(&scopes)).await
+            respond(auth, Arc::new(holdings), &scopes, false, Some(&scopes), outcome).await
         }
         Some(other) => Err(bad_request(format!("unsupported grant_type {other:?}"))),
         None => Err(bad_request("grant_type is missing")),
@@ -174,6 +224,7 @@ async fn respond(
     scopes: &[Scope],
     offline: bool,
     oauth_scopes: Option<&[Scope]>,
+    outcome: &mut Outcome,
 ) -> Result<Response, Error> {
     let sub = match &holdings.subject {
         Subject::Anonymous => None,
@@ -185,6 +236,8 @@ async fn respond(
         .filter(|e| !e.actions.is_empty())
         .map(|e| format!("{}:{}:{}", e.kind, e.name, e.actions.join(",")))
         .collect();
+    outcome.account = sub.clone();
+    outcome.granted = Some(granted.join(" "));
     let Issued { token, expires_in, issued_at } = auth.tokens.issue(sub.as_deref(), access).await?;
     let mut body = serde_json::json!({
         "token": token,

@@ -162,3 +162,44 @@ async fn password_guessing_meets_the_limit_and_the_user_still_logs_in_from_where
     let refills = started.elapsed().as_secs() as u32 / 3;
     assert!((20..=20 + refills + 1).contains(&refused), "{refused} guesses before the limit");
 }
+
+#[tokio::test]
+async fn logins_and_tokens_are_audited_without_any_secret() {
+    let s = Setup::start().await;
+    s.push_as_admin("team/app", "1").await;
+    s.user("alice", &[("team", Role::Guest)]).await;
+    let r = s.req(reqwest::Method::GET, "/token?service=berth").basic_auth("alice", Some("wrong-guess")).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let token = s.token(Some("alice"), "repository:team/app:pull,push").await;
+    let r = s.pull(&Auth::Basic("alice".into(), "other-guess".into()), "team/app", "1").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // The writer appends in batches: wait for the three events.
+    let query = berth_meta::AuditQuery { actor: Some("alice".into()), limit: 100, ..Default::default() };
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = s.audit.query(&query).await.unwrap();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen: Vec<(&str, &str, Option<&str>)> = events
+        .iter()
+        .rev()
+        .map(|r| (r.event.operation.as_str(), r.event.outcome.as_str(), r.event.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("login", "failure", Some("invalid username or password")),
+            ("token.issue", "success", Some("repository:team/app:pull")),
+            ("login", "failure", Some("invalid username or password")),
+        ]
+    );
+    assert!(events.iter().all(|r| r.event.address == "127.0.0.1"));
+    let text = format!("{events:?}");
+    for secret in ["wrong-guess", "other-guess", PASSWORD, token.as_str()] {
+        assert!(!text.contains(secret), "the audit log holds a secret: {text}");
+    }
+}

@@ -310,7 +310,7 @@ async fn tokens_issued_before_a_restart_verify_after_it() {
     let s = Setup::start().await;
     s.push_as_admin("library/alpine", "1").await;
     let token = Auth::Bearer(s.token(Some("admin"), "repository:library/alpine:pull").await);
-    let Setup { server, store, http } = s;
-    let s = Setup { server: server.restart(), store, http };
+    let Setup { server, store, audit, http } = s;
+    let s = Setup { server: server.restart(), store, audit, http };
     assert_eq!(s.pull(&token, "library/alpine", "1").await.status(), StatusCode::OK);
 }

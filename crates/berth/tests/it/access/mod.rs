@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use berth_core::access::{Permission, Role};
-use berth_meta::{IdentityStore, PgStore, Robot, RobotGrant, SqliteStore, UserUpdate};
+use berth_meta::{AuditStore, IdentityStore, PgStore, Robot, RobotGrant, SqliteStore, UserUpdate};
 use berth_server::access::password;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -24,6 +24,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub struct Setup {
     pub server: TestServer,
     pub store: Arc<dyn IdentityStore>,
+    pub audit: Arc<dyn AuditStore>,
     pub http: reqwest::Client,
 }
 
@@ -38,11 +39,17 @@ impl Setup {
             c.auto_create_projects = true;
             configure(c);
         });
-        let store: Arc<dyn IdentityStore> = match &server.backend().scaleout {
-            Some(s) => Arc::new(PgStore::open(&s.database).await.unwrap()),
-            None => Arc::new(SqliteStore::open(&server.data_dir().join("berth.db")).await.unwrap()),
+        let (store, audit): (Arc<dyn IdentityStore>, Arc<dyn AuditStore>) = match &server.backend().scaleout {
+            Some(s) => {
+                let db = PgStore::open(&s.database).await.unwrap();
+                (Arc::new(db.clone()), Arc::new(db))
+            }
+            None => {
+                let db = SqliteStore::open(&server.data_dir().join("berth.db")).await.unwrap();
+                (Arc::new(db.clone()), Arc::new(db))
+            }
         };
-        Setup { server, store, http: reqwest::Client::builder().no_proxy().build().unwrap() }
+        Setup { server, store, audit, http: reqwest::Client::builder().no_proxy().build().unwrap() }
     }
 
     pub fn url(&self, path: &str) -> String {
