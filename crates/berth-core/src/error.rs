@@ -93,11 +93,17 @@ pub struct Error {
     pub detail: Option<serde_json::Value>,
     /// For logs only: the cause of an internal error.
     pub source: Option<String>,
+    /// What a 401 tells the client to authenticate with (rendered as `WWW-Authenticate`):
+    /// `Bearer realm="…",service="…",scope="…"`.
+    pub challenge: Option<Box<str>>,
+    /// Seconds a client should wait before retrying a 429 (rendered as `Retry-After`);
+    /// `None` for the default.
+    pub retry_after: Option<u32>,
 }
 
 impl Error {
     pub fn new(kind: ErrorKind) -> Error {
-        Error { kind, message: None, detail: None, source: None }
+        Error { kind, message: None, detail: None, source: None, challenge: None, retry_after: None }
     }
 
     /// An internal error; `cause` is logged and never sent to the client.
@@ -112,6 +118,16 @@ impl Error {
 
     pub fn with_detail(mut self, detail: impl Into<serde_json::Value>) -> Error {
         self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Error {
+        self.challenge = Some(challenge.into().into_boxed_str());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Error {
+        self.retry_after = Some(seconds);
         self
     }
 

@@ -54,7 +54,9 @@ pub trait Grants: Send + Sync + std::fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct Principal {
     pub subject: Subject,
-    /// A system administrator.
+    /// A system administrator. A bearer token on a registry access carries grants, not
+    /// roles: its principal says `false` here whoever it names (management accesses read
+    /// the account and say the truth).
     pub admin: bool,
     /// What the caller may do, as known when it was authorized.
     pub grants: Arc<dyn Grants>,

@@ -84,6 +84,8 @@ pub struct Registry {
     claims: Arc<claims::Claims>,
     /// One permit per request carrying upload bytes (`config.max_uploads`).
     uploads: Semaphore,
+    /// The token service behind `/token`, when the authorizer is the token authorizer.
+    pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
 }
 
 impl Registry {
@@ -106,13 +108,25 @@ impl Registry {
             node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),
             uploads,
+            tokens: None,
         }
+    }
+
+    /// Authorizes with `tokens` and serves its `/token`.
+    pub fn with_token_auth(mut self, tokens: Arc<access::authorizer::TokenAuthorizer>) -> Registry {
+        self.auth = Arc::clone(&tokens) as Arc<dyn Authorizer>;
+        self.tokens = Some(tokens);
+        self
     }
 }
 
 /// The whole HTTP application.
 pub fn app(registry: Arc<Registry>) -> Router {
-    Router::new().nest("/api/v1", api::router()).fallback(dispatch).with_state(registry)
+    Router::new()
+        .route("/token", axum::routing::any(access::token_endpoint::token))
+        .nest("/api/v1", api::router())
+        .fallback(dispatch)
+        .with_state(registry)
 }
 
 async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
@@ -144,7 +158,32 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
-        self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await
+        let result = self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await;
+        if let Err(e) = &result {
+            self.audit_failed_login(e).await;
+        }
+        result
+    }
+
+    /// Records a refused Basic login on `/v2` (a refusal path only: a request that
+    /// passes records nothing here).
+    async fn audit_failed_login(&self, e: &Error) {
+        let refused = matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests);
+        if let (true, access::authorizer::Presented::Basic(name, _)) =
+            (refused, access::authorizer::presented(self.headers))
+        {
+            let event = berth_meta::AuditEvent {
+                at_ms: audit::now_ms(),
+                actor: Some(name),
+                address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                operation: "login".to_owned(),
+                project: None,
+                resource: None,
+                outcome: "failure".to_owned(),
+                detail: Some(e.message().to_owned()),
+            };
+            self.registry.audit.record(event).await;
+        }
     }
 
     /// The first value of query parameter `key`.

@@ -235,12 +235,39 @@ pub(crate) async fn tags(ctx: Ctx<'_>, repo: &RepoName) -> Result<Response, Erro
     Ok(response)
 }
 
+/// The repositories the caller may pull, a page at a time: pages of the store's listing
+/// are read and filtered until this page is full or the listing ends, so a page is short
+/// only at the end (or when every name after it is hidden; its `Link` then leads to an
+/// empty page).
 pub(crate) async fn catalog(ctx: Ctx<'_>) -> Result<Response, Error> {
-    ctx.authorize(Access::Catalog).await?;
+    let principal = ctx.authorize(Access::Catalog).await?;
     let (limit, last) = pagination(ctx, MAX_PAGE)?;
-    let page = ctx.registry.meta.catalog(last.as_deref(), limit).await?;
-    let mut response = json(serde_json::json!({ "repositories": page.items }));
-    link_next(&mut response, "/v2/_catalog", limit, next_after(&page), &[]);
+    let mut items = Vec::new();
+    let mut cursor = last;
+    let mut more = false;
+    // `n=0` asks for nothing.
+    while limit > 0 && items.len() < limit as usize {
+        let page = ctx.registry.meta.catalog(cursor.as_deref(), limit).await?;
+        let mut names = page.items.into_iter();
+        for name in names.by_ref() {
+            let visible =
+                RepoName::parse(&name).is_ok_and(|repo| principal.may(Access::Repository(&repo, Action::Pull)));
+            if visible {
+                items.push(name.clone());
+            }
+            cursor = Some(name);
+            if items.len() == limit as usize {
+                break;
+            }
+        }
+        more = names.len() > 0 || page.more;
+        if !page.more {
+            break;
+        }
+    }
+    let next = items.last().filter(|_| more).map(String::as_str);
+    let mut response = json(serde_json::json!({ "repositories": items }));
+    link_next(&mut response, "/v2/_catalog", limit, next, &[]);
     Ok(response)
 }
 

@@ -33,13 +33,22 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if e.kind == ErrorKind::TooManyRequests {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            let retry_after = match e.retry_after {
+                Some(secs) => HeaderValue::from(secs.max(1)),
+                None => HeaderValue::from_static(RETRY_AFTER_SECS),
+            };
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after);
+        }
+        // A challenge is built from validated names and the configured realm; one that
+        // is not a valid header value is a bug, and then the 401 goes without it.
+        if let Some(challenge) = e.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
 }
 
-/// `Retry-After` on a 429: a slot frees when a request in flight ends, which takes
+/// `Retry-After` on a 429 that names no time of its own: a slot frees when a request in flight ends, which takes
 /// seconds for a busy upload.
 const RETRY_AFTER_SECS: &str = "5";
 

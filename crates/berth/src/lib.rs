@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
-use berth_server::{AllowAll, Registry, RegistryConfig};
+use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
 use tokio::net::TcpListener;
@@ -48,10 +49,17 @@ pub struct Config {
     /// Requests carrying upload bytes in flight at once; more get 429.
     pub max_uploads: usize,
     /// The password of the `admin` user created on first start (when no system
-    /// administrator exists); `None` generates one and prints it once on stderr.
+    /// administrator exists); `None` takes `BERTH_ADMIN_PASSWORD`, else the file
+    /// `BERTH_ADMIN_PASSWORD_FILE` names, else generates one and prints it once on stderr.
     pub admin_password: Option<String>,
-    /// A system administrator's push into a project that does not exist creates it
-    /// (private); otherwise such a push is refused.
+    /// The URL clients reach Berth at; the token realm is `<external_url>/token`.
+    /// `None`: `http://` and the request's `Host`.
+    pub external_url: Option<String>,
+    /// The token service's name (`service` in challenges, `iss`/`aud` in tokens).
+    pub service_name: String,
+    /// Lifetime of registry tokens.
+    pub token_ttl: Duration,
+    /// A system administrator's push into a missing project creates it (private).
     pub auto_create_projects: bool,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
@@ -60,6 +68,7 @@ pub struct Config {
 impl Config {
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         let (registry, limits) = (RegistryConfig::default(), ServeLimits::default());
+        let access = AccessConfig::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
@@ -74,12 +83,17 @@ impl Config {
             max_connections: limits.max_connections,
             max_uploads: registry.max_uploads,
             admin_password: None,
-            auto_create_projects: false,
+            external_url: access.external_url,
+            service_name: access.service,
+            token_ttl: access.token_ttl,
+            auto_create_projects: access.auto_create_projects,
             audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }
 
+mod bootstrap;
+pub use bootstrap::ADMIN;
 pub mod cli;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -144,14 +158,24 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         max_uploads: config.max_uploads,
         ..RegistryConfig::default()
     };
+    bootstrap::ensure_admin(&*stores.identity, config.admin_password.as_deref()).await?;
+    let access = AccessConfig {
+        service: config.service_name.clone(),
+        external_url: config.external_url.clone(),
+        token_ttl: config.token_ttl,
+        auto_create_projects: config.auto_create_projects,
+        ..AccessConfig::default()
+    };
+    let tokens = Arc::new(TokenAuthorizer::open(Arc::clone(&stores.identity), access).await?);
     let registry = Registry::new(
         blobs,
         stores.meta,
         stores.identity,
-        Arc::new(AllowAll),
+        tokens.clone(),
         AuditLog::new(stores.audit),
         registry_config,
-    );
+    )
+    .with_token_auth(tokens);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();

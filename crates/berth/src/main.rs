@@ -73,6 +73,21 @@ struct ServeArgs {
     /// Keep audit log entries this long; older ones are pruned (hourly, by one node).
     #[arg(long, env = "BERTH_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
     audit_retention: Duration,
+    /// The URL clients reach Berth at (e.g. https://registry.example.com behind a TLS
+    /// proxy); the token realm in challenges is URL/token. Default: http:// and the
+    /// request's Host.
+    #[arg(long, env = "BERTH_EXTERNAL_URL")]
+    external_url: Option<String>,
+    /// The token service's name: `service` in challenges, issuer and audience of tokens.
+    #[arg(long, env = "BERTH_SERVICE_NAME", default_value = "berth")]
+    service_name: String,
+    /// Lifetime of the registry tokens /token issues.
+    #[arg(long, env = "BERTH_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+    /// Let a system administrator's push into a project that does not exist create it
+    /// (private); without it such a push is refused.
+    #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS")]
+    auto_create_projects: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,7 +133,10 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         max_connections: args.max_connections.get(),
         max_uploads: args.max_uploads.get(),
         admin_password: None,
-        auto_create_projects: false,
+        external_url: args.external_url,
+        service_name: args.service_name,
+        token_ttl: args.token_ttl,
+        auto_create_projects: args.auto_create_projects,
         audit_retention: args.audit_retention,
     };
     match berth::raise_nofile_limit() {

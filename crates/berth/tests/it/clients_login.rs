@@ -84,7 +84,6 @@ fn skopeo_copy_with_creds_pushes_and_pulls_back_a_private_project() {
 /// `library`: skopeo without credentials pulls it. Without credentials nothing is pushed,
 /// there or anywhere, and a private project's image is not pulled.
 #[test]
-#[ignore = "needs the token service and the real authorizer (issue 9, slice B)"]
 fn anonymous_clients_pull_public_projects_only_and_push_nowhere() {
     let server = TestServer::start();
     let clients = Clients::logged_out(&server);
@@ -118,7 +117,6 @@ fn anonymous_clients_pull_public_projects_only_and_push_nowhere() {
 /// and the challenge naming the scope it needs; an anonymous pull of a private project,
 /// the same for pull; an anonymous pull of a public one, the manifest.
 #[tokio::test]
-#[ignore = "needs the token service and the real authorizer (issue 9, slice B)"]
 async fn anonymous_push_is_refused_with_a_challenge_and_public_pulls_are_served() {
     let server = TestServer::start();
     let admin = Api::new(server.url());

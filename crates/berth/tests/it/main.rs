@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod api;
 mod audit;
 mod clients_docker;

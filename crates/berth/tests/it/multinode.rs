@@ -147,7 +147,6 @@ async fn three_nodes_on_postgres_and_s3_serve_one_registry() {
 }
 
 #[tokio::test]
-#[ignore = "needs the token service (issue 9, slice B)"]
 async fn a_token_issued_by_one_node_is_accepted_by_another() {
     let scale = ScaleOut::start();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();

@@ -1,0 +1,447 @@
+//! The real [`Authorizer`]: bearer tokens, Basic credentials and anonymous callers,
+//! decided against the identity store's records through [`SubjectGrants`].
+//!
+//! - **Bearer**: the token is verified once and cached until it expires
+//!   ([`TokenService::verify`]); a registry request it covers costs no store read. A
+//!   request it does not cover is answered 403 `DENIED` (an anonymous token: 401 with
+//!   the challenge a request without credentials gets),
+//!   with a challenge naming the missing scope and `error="insufficient_scope"` (RFC
+//!   6750) if the token's subject holds it, so a client asks for a token that carries it
+//!   (oras-py does on a 403); without one if no token could.
+//!   Management accesses (`Project`, `System`, `Authenticated`) and the catalog read the
+//!   subject's records instead, so a disabled account loses them at once.
+//! - **Basic**: the user or robot is read and its password or secret verified (on a
+//!   blocking thread), then the result is cached for [`LOGIN_CACHE_TTL`] under the
+//!   SHA-256 of (a per-process random salt, name, password): the cache never holds a
+//!   password, and a change to the account (password, disabled, memberships) applies to
+//!   credentials already seen within that time; the cache is not re-validated against
+//!   the record's `updated_at` (a short TTL instead). Failures go through the [`Limiter`].
+//! - **Anonymous**: pull on public projects, nothing else; a refusal is 401 with the
+//!   challenge naming the scope the request needs.
+//!
+//! A push into a project that does not exist is refused (403 `DENIED`, saying so) unless
+//! the pusher is a system administrator and `auto_create_projects` is set; the project is
+//! then created, private.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use berth_core::access::project_of;
+use berth_core::{Error, ErrorKind};
+use berth_meta::IdentityStore;
+
+use super::cache::{TtlCache, digest};
+use super::grants::{Holdings, ProjectCache, Projects, SubjectGrants};
+use super::keys::KeyRing;
+use super::limiter::{Limiter, Limits};
+use super::oidc::{OidcConfig, OidcVerifier, Trust};
+use super::password;
+use super::tokens::{DEFAULT_REFRESH_TTL, DEFAULT_TOKEN_TTL, TokenGrants, TokenService};
+use crate::auth::{Access, Action, Authorizer, Credentials, Grants, Principal, Subject};
+
+/// How long verified Basic credentials are reused without a store read.
+pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Verified Basic credentials kept at once.
+pub const LOGIN_CACHE_ENTRIES: usize = 10_000;
+
+/// How tokens are issued and challenges written.
+#[derive(Clone, Debug)]
+pub struct AccessConfig {
+    /// `service` of the challenge, `iss` and `aud` of tokens.
+    pub service: String,
+    /// The URL clients reach Berth at (`https://registry.example.com`); the token realm
+    /// is under it. `None`: `http://` and the request's `Host`.
+    pub external_url: Option<String>,
+    pub token_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// A system administrator's push into a missing project creates it (private).
+    pub auto_create_projects: bool,
+    pub limits: Limits,
+}
+
+impl Default for AccessConfig {
+    fn default() -> AccessConfig {
+        AccessConfig {
+            service: "berth".into(),
+            external_url: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            refresh_ttl: DEFAULT_REFRESH_TTL,
+            auto_create_projects: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a request presents in `Authorization`.
+pub(crate) enum Presented {
+    Nothing,
+    Basic(String, String),
+    Bearer(String),
+    Unreadable,
+}
+
+pub(crate) fn presented(headers: &HeaderMap) -> Presented {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Presented::Nothing };
+    let Ok(value) = value.to_str() else { return Presented::Unreadable };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Bearer(rest.trim().to_owned());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Presented::Unreadable;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok();
+    match decoded.and_then(|d| String::from_utf8(d).ok()) {
+        Some(pair) => match pair.split_once(':') {
+            Some((name, password)) => Presented::Basic(name.to_owned(), password.to_owned()),
+            None => Presented::Unreadable,
+        },
+        None => Presented::Unreadable,
+    }
+}
+
+/// The scope a request needs, as a challenge names it.
+fn scope_of(access: Access<'_>) -> Option<String> {
+    match access {
+        Access::Repository(repo, Action::Pull) => Some(format!("repository:{repo}:pull")),
+        Access::Repository(repo, Action::Push) => Some(format!("repository:{repo}:pull,push")),
+        Access::Repository(repo, Action::Delete) => Some(format!("repository:{repo}:delete")),
+        Access::Catalog => Some("registry:catalog:*".into()),
+        Access::Base | Access::Project(..) | Access::Authenticated | Access::System => None,
+    }
+}
+
+/// A `Host` header fit to go into a challenge: a name or address and a port, nothing else.
+fn host(headers: &HeaderMap) -> &str {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let fits = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if fits { host } else { "localhost" }
+}
+
+/// Bearer tokens, Basic credentials and anonymous callers against the identity store.
+pub struct TokenAuthorizer {
+    pub config: AccessConfig,
+    pub store: Arc<dyn IdentityStore>,
+    pub tokens: TokenService,
+    pub limiter: Limiter,
+    logins: TtlCache<[u8; 32], Arc<Holdings>>,
+    salt: [u8; 32],
+    projects: ProjectCache,
+    anonymous: Arc<Holdings>,
+    /// Keyless robots' ID tokens.
+    oidc: OidcVerifier,
+    /// A hash to verify a password against when the account does not exist, so that an
+    /// unknown name takes as long to refuse as a wrong password.
+    decoy: OnceLock<String>,
+}
+
+impl TokenAuthorizer {
+    /// Loads (or, on first start, creates) the signing keys.
+    pub async fn open(store: Arc<dyn IdentityStore>, config: AccessConfig) -> Result<TokenAuthorizer, Error> {
+        let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !visible(&config.service) || !config.external_url.as_deref().is_none_or(visible) {
+            return Err(Error::new(ErrorKind::BadRequest)
+                .with_message("the service name and external URL must be printable ASCII without quotes"));
+        }
+        let keys = KeyRing::open(Arc::clone(&store), config.token_ttl.max(config.refresh_ttl)).await?;
+        let tokens = TokenService::new(keys, config.service.clone(), config.token_ttl, config.refresh_ttl);
+        Ok(TokenAuthorizer {
+            tokens,
+            limiter: Limiter::new(config.limits),
+            logins: TtlCache::new(LOGIN_CACHE_ENTRIES),
+            salt: password::random_bytes(),
+            projects: ProjectCache::new(Arc::clone(&store)),
+            anonymous: Arc::new(Holdings::anonymous()),
+            decoy: OnceLock::new(),
+            oidc: OidcVerifier::new(OidcConfig::default())?,
+            store,
+            config,
+        })
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.tokens.keys
+    }
+
+    /// Where clients get tokens: `<external URL>/token`.
+    pub fn realm(&self, headers: &HeaderMap) -> String {
+        match &self.config.external_url {
+            Some(url) => format!("{}/token", url.trim_end_matches('/')),
+            None => format!("http://{}/token", host(headers)),
+        }
+    }
+
+    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`.
+    pub fn challenge(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> String {
+        let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(headers), self.config.service);
+        if let Some(scope) = scope_of(access) {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        challenge
+    }
+
+    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> Error {
+        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, error))
+    }
+
+    pub async fn projects(&self) -> Result<Arc<Projects>, Error> {
+        self.projects.get().await
+    }
+
+    /// The holdings of `name` logging in with `password` from `peer`: cached, limited.
+    /// A wrong password, an unknown name, a disabled or expired account are all the same
+    /// 401 (without challenge; callers add theirs).
+    pub async fn login(&self, name: &str, password: &str, peer: Option<IpAddr>) -> Result<Arc<Holdings>, Error> {
+        let key = digest(&[&self.salt, name.as_bytes(), password.as_bytes()]);
+        if let Some(holdings) = self.logins.get(&key) {
+            return Ok(holdings);
+        }
+        if let Err(wait) = self.limiter.check(name, peer) {
+            return Err(Error::new(ErrorKind::TooManyRequests)
+                .with_message("too many failed logins; retry later")
+                .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX)));
+        }
+        match self.check_password(name, password).await? {
+            Some((holdings, expires_at)) => {
+                self.limiter.succeeded(name, peer);
+                let holdings = Arc::new(holdings);
+                // An ID token's login is not reused past the ID token's own expiry.
+                let left = expires_at.map_or(LOGIN_CACHE_TTL, |at| {
+                    LOGIN_CACHE_TTL.min(Duration::from_secs(u64::try_from(at - berth_meta::now()).unwrap_or(0)))
+                });
+                self.logins.insert(key, Arc::clone(&holdings), Instant::now() + left);
+                Ok(holdings)
+            }
+            None => {
+                self.limiter.failed(name, peer);
+                tracing::info!(account = name, peer = ?peer, "login failed");
+                Err(Error::new(ErrorKind::Unauthorized).with_message("invalid username or password"))
+            }
+        }
+    }
+
+    /// The holdings `name` logs in to with `password`, and when that login ends if it
+    /// ends before the cache would drop it (a keyless robot's ID token expiring).
+    async fn check_password(&self, name: &str, password: &str) -> Result<Option<(Holdings, Option<i64>)>, Error> {
+        let now = berth_meta::now();
+        let hash = if name.starts_with("robot$") {
+            match self.store.robot(name).await? {
+                Some(robot) if usable_robot(&robot, now) => {
+                    // A keyless robot's password is an ID token of the issuer it trusts.
+                    if let Some(trust) = &robot.trust {
+                        let verified = match Trust::parse(trust) {
+                            Ok(trust) => self.oidc.verify(password, &trust).await,
+                            Err(e) => Err(e),
+                        };
+                        return Ok(match verified {
+                            Ok(identity) => Some((Holdings::robot(&robot), Some(identity.expires_at))),
+                            Err(e) => {
+                                tracing::info!(robot = name, why = e.message(), "keyless robot login refused");
+                                None
+                            }
+                        });
+                    }
+                    robot.secret_hash.clone().map(|hash| (hash, Holdings::robot(&robot)))
+                }
+                _ => None,
+            }
+        } else {
+            match self.store.user(name).await? {
+                Some(user) if !user.disabled => {
+                    let memberships = self.store.memberships(name).await?;
+                    Some((user.password_hash.clone(), Holdings::user(&user, &memberships)))
+                }
+                _ => None,
+            }
+        };
+        match hash {
+            Some((hash, holdings)) => {
+                Ok(password::verify_blocking(password.to_owned(), hash).await.then_some((holdings, None)))
+            }
+            None => {
+                let decoy = match self.decoy.get() {
+                    Some(decoy) => decoy.clone(),
+                    None => self.decoy.get_or_init(|| password::hash("decoy").unwrap_or_default()).clone(),
+                };
+                password::verify_blocking(password.to_owned(), decoy).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The holdings of `subject` as its records say now; `None` if it is unknown,
+    /// disabled, expired, or (with `issued_at`) changed after that time.
+    pub async fn holdings_of(&self, subject: &Subject, issued_at: Option<i64>) -> Result<Option<Holdings>, Error> {
+        let changed = |updated_at: i64| issued_at.is_some_and(|at| updated_at > at);
+        Ok(match subject {
+            Subject::Anonymous => Some(Holdings::anonymous()),
+            Subject::User(name) => match self.store.user(name).await? {
+                Some(user) if !user.disabled && !changed(user.updated_at) => {
+                    Some(Holdings::user(&user, &self.store.memberships(name).await?))
+                }
+                _ => None,
+            },
+            Subject::Robot(name) => match self.store.robot(name).await? {
+                Some(robot) if usable_robot(&robot, berth_meta::now()) && !changed(robot.updated_at) => {
+                    Some(Holdings::robot(&robot))
+                }
+                _ => None,
+            },
+        })
+    }
+
+    /// Allows `access` to `holdings` or refuses it (401 with the challenge if anonymous,
+    /// 403 otherwise).
+    async fn decide(
+        &self,
+        headers: &HeaderMap,
+        access: Access<'_>,
+        holdings: Arc<Holdings>,
+    ) -> Result<Principal, Error> {
+        let projects = self.projects.get().await?;
+        let grants = SubjectGrants { holdings: Arc::clone(&holdings), projects: Arc::clone(&projects) };
+        if !grants.may(access) {
+            return Err(match holdings.subject {
+                Subject::Anonymous => self.unauthorized(headers, access, None),
+                _ => Error::new(ErrorKind::Denied),
+            });
+        }
+        if let Access::Repository(repo, Action::Push) = access {
+            self.ensure_project(project_of(repo), &projects, &holdings.subject, Some(holdings.admin)).await?;
+        }
+        Ok(Principal { subject: holdings.subject.clone(), admin: holdings.admin, grants: Arc::new(grants) })
+    }
+
+    async fn authorize_token(&self, headers: &HeaderMap, access: Access<'_>, token: &str) -> Result<Principal, Error> {
+        let grants: Arc<TokenGrants> = self.tokens.verify(token).await.map_err(|e| match e.kind {
+            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, Some("invalid_token"))),
+            _ => e,
+        })?;
+        let subject = grants.subject.clone();
+        let registry_access = matches!(access, Access::Base | Access::Repository(..));
+        if registry_access && grants.may(access) {
+            if let Access::Repository(repo, Action::Push) = access {
+                let projects = self.projects.get().await?;
+                self.ensure_project(project_of(repo), &projects, &subject, None).await?;
+            }
+            return Ok(Principal { subject, admin: false, grants });
+        }
+        // Not in the token. Anonymous: 401 with the same challenge as without a token (log
+        // in; clients read `insufficient_scope` as "denied"). Otherwise, as RFC 6750 says
+        // of `insufficient_scope`: 403, with a challenge naming the scope if a new token
+        // could carry it (the caller holds it), without one if nothing would help.
+        if subject == Subject::Anonymous {
+            return Err(self.unauthorized(headers, access, None));
+        }
+        let insufficient = || {
+            Error::new(ErrorKind::Denied).with_challenge(self.challenge(headers, access, Some("insufficient_scope")))
+        };
+        if access == Access::Catalog && !grants.catalog() {
+            return Err(insufficient());
+        }
+        let Some(holdings) = self.holdings_of(&subject, None).await? else {
+            return Err(self.unauthorized(headers, access, Some("invalid_token")));
+        };
+        if registry_access {
+            let projects = self.projects.get().await?;
+            let holds = SubjectGrants { holdings: Arc::new(holdings), projects }.may(access);
+            return Err(if holds { insufficient() } else { Error::new(ErrorKind::Denied) });
+        }
+        self.decide(headers, access, Arc::new(holdings)).await
+    }
+
+    /// Refuses a push into a project that does not exist, unless a system
+    /// administrator's push may create it.
+    async fn ensure_project(
+        &self,
+        project: &str,
+        projects: &Projects,
+        subject: &Subject,
+        admin: Option<bool>,
+    ) -> Result<(), Error> {
+        if projects.exists(project) || self.store.project(project).await?.is_some() {
+            return Ok(());
+        }
+        let admin = match admin {
+            Some(admin) => admin,
+            None => self.holdings_of(subject, None).await?.is_some_and(|h| h.admin),
+        };
+        if admin && self.config.auto_create_projects {
+            match self.store.create_project(project, false).await {
+                Ok(_) => tracing::info!(project, by = ?subject, "project created by a push"),
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(());
+        }
+        let hint = if admin { " (create it first, or start berth with --auto-create-projects)" } else { "" };
+        Err(Error::new(ErrorKind::Denied).with_message(format!("project {project:?} does not exist{hint}")))
+    }
+}
+
+fn usable_robot(robot: &berth_meta::Robot, now: i64) -> bool {
+    !robot.disabled && robot.expires_at.is_none_or(|at| at > now)
+}
+
+#[async_trait]
+impl Authorizer for TokenAuthorizer {
+    async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error> {
+        let headers = credentials.headers;
+        match presented(headers) {
+            Presented::Nothing => self.decide(headers, access, Arc::clone(&self.anonymous)).await,
+            Presented::Bearer(token) => self.authorize_token(headers, access, &token).await,
+            Presented::Basic(name, password) => {
+                let holdings = self.login(&name, &password, credentials.peer).await.map_err(|e| match e.kind {
+                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, None)),
+                    _ => e,
+                })?;
+                self.decide(headers, access, holdings).await
+            }
+            Presented::Unreadable => Err(self.unauthorized(headers, access, None)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn authorization_headers_are_read_strictly() {
+        let basic = headers(&[(header::AUTHORIZATION, "Basic YWxpY2U6czNjcjp0")]); // alice:s3cr:t
+        assert!(matches!(presented(&basic), Presented::Basic(n, p) if n == "alice" && p == "s3cr:t"));
+        let bearer = headers(&[(header::AUTHORIZATION, "Bearer abc.def.ghi")]);
+        assert!(matches!(presented(&bearer), Presented::Bearer(t) if t == "abc.def.ghi"));
+        for bad in ["Basic !!!", "Basic YWxpY2U=", "Digest x", "Basic"] {
+            assert!(matches!(presented(&headers(&[(header::AUTHORIZATION, bad)])), Presented::Unreadable), "{bad}");
+        }
+        assert!(matches!(presented(&HeaderMap::new()), Presented::Nothing));
+    }
+
+    #[test]
+    fn a_host_header_goes_into_a_challenge_only_if_it_is_a_plain_host() {
+        assert_eq!(host(&headers(&[(header::HOST, "127.0.0.1:5000")])), "127.0.0.1:5000");
+        assert_eq!(host(&headers(&[(header::HOST, "[::1]:80")])), "[::1]:80");
+        assert_eq!(host(&headers(&[(header::HOST, "evil\",x=\"y")])), "localhost");
+        assert_eq!(host(&HeaderMap::new()), "localhost");
+    }
+}

@@ -1,0 +1,283 @@
+//! `/token`: Docker's token endpoint (`GET`, Basic or anonymous) and its OAuth2 form
+//! (`POST`, grant types `password` and `refresh_token`).
+//!
+//! A token grants, for each requested scope, the requested actions the caller holds, and
+//! never more; a scope the caller holds nothing of is granted with no actions, as
+//! distribution does. A malformed scope refuses the whole request (400). Refresh tokens
+//! are issued on `offline_token=true` (`GET`) or `access_type=offline` (`POST`) to an
+//! authenticated caller, and checked against the store every time they are used.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::scope::{Resource, Scope, ScopeAction};
+use berth_core::{Error, ErrorKind};
+use berth_meta::AuditEvent;
+use futures_util::StreamExt;
+
+use super::authorizer::{Presented, TokenAuthorizer, presented};
+use super::grants::{Holdings, SubjectGrants};
+use super::tokens::{AccessEntry, Issued};
+use crate::auth::{Access, Action, Grants, Subject};
+use crate::response::ApiError;
+use crate::{Registry, listen};
+
+/// Largest `POST /token` form read.
+const MAX_FORM: usize = 64 * 1024;
+
+pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let Some(auth) = registry.tokens.as_deref() else {
+        return ApiError(Error::new(ErrorKind::NotFound)).into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
+    let mut outcome = Outcome::default();
+    let result = if !matches!(parts.method, Method::GET | Method::POST) {
+        Err(Error::new(ErrorKind::MethodNotAllowed))
+    } else if parts.method == Method::POST {
+        match read_form(body).await {
+            Ok(form) => oauth(auth, &form, peer, &mut outcome).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        let query = parse_pairs(parts.uri.query().unwrap_or(""));
+        docker(auth, &parts.headers, &query, peer, &mut outcome).await
+    };
+    if let Some(event) = outcome.event(&result, peer) {
+        registry.audit.record(event).await;
+    }
+    let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What a `/token` request did, for the audit log: who asked (never a password or a
+/// token), and what was granted.
+#[derive(Default)]
+struct Outcome {
+    /// The account named (Basic user, OAuth2 `username`, a refresh token's subject).
+    account: Option<String>,
+    /// `login` while credentials are checked, `token.refresh` for a refresh grant.
+    operation: Option<&'static str>,
+    /// The scopes granted, once a token is issued.
+    granted: Option<String>,
+}
+
+impl Outcome {
+    fn event(&self, result: &Result<Response, Error>, peer: Option<std::net::IpAddr>) -> Option<AuditEvent> {
+        let (operation, outcome, detail) = match (result, self.operation) {
+            (Ok(_), _) => ("token.issue", "success", self.granted.clone()),
+            (Err(e), Some(operation)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests) => {
+                (operation, "failure", Some(e.message().to_owned()))
+            }
+            _ => return None,
+        };
+        Some(AuditEvent {
+            at_ms: crate::audit::now_ms(),
+            actor: self.account.clone(),
+            address: peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            operation: operation.to_owned(),
+            project: None,
+            resource: None,
+            outcome: outcome.to_owned(),
+            detail,
+        })
+    }
+}
+
+type Pairs = Vec<(String, String)>;
+
+fn parse_pairs(s: &str) -> Pairs {
+    form_urlencoded::parse(s.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+fn first<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn all<'a>(pairs: &'a Pairs, key: &'a str) -> impl Iterator<Item = &'a str> {
+    pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn bad_request(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::BadRequest).with_message(message)
+}
+
+async fn read_form(body: Body) -> Result<Pairs, Error> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad_request(format!("reading the form: {e}")))?;
+        if buf.len() + chunk.len() > MAX_FORM {
+            return Err(bad_request("the form is too large"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(parse_pairs(&String::from_utf8_lossy(&buf)))
+}
+
+fn check_service(auth: &TokenAuthorizer, service: Option<&str>) -> Result<(), Error> {
+    match service {
+        Some(s) if s != auth.config.service => Err(bad_request(format!("unknown service {s:?}"))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_scopes<'a>(params: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, Error> {
+    Scope::parse_all(params).map_err(|e| bad_request(e.to_string()))
+}
+
+/// `GET /token?service=…&scope=…[&scope=…][&offline_token=true]`, Basic or anonymous.
+async fn docker(
+    auth: &TokenAuthorizer,
+    headers: &HeaderMap,
+    query: &Pairs,
+    peer: Option<std::net::IpAddr>,
+    outcome: &mut Outcome,
+) -> Result<Response, Error> {
+    check_service(auth, first(query, "service"))?;
+    let scopes = parse_scopes(all(query, "scope"))?;
+    let holdings = match presented(headers) {
+        Presented::Nothing => Arc::new(Holdings::anonymous()),
+        Presented::Basic(name, password) => {
+            (outcome.account, outcome.operation) = (Some(name.clone()), Some("login"));
+            auth.login(&name, &password, peer).await?
+        }
+        Presented::Bearer(_) | Presented::Unreadable => {
+            return Err(Error::new(ErrorKind::Unauthorized).with_message("the token endpoint takes Basic credentials"));
+        }
+    };
+    let offline = first(query, "offline_token") == Some("true");
+    respond(auth, holdings, &scopes, offline, None, outcome).await
+}
+
+/// `POST /token` with `grant_type=password` or `grant_type=refresh_token`.
+async fn oauth(
+    auth: &TokenAuthorizer,
+    form: &Pairs,
+    peer: Option<std::net::IpAddr>,
+    outcome: &mut Outcome,
+) -> Result<Response, Error> {
+    check_service(auth, first(form, "service"))?;
+    let scopes = parse_scopes(all(form, "scope"))?;
+    match first(form, "grant_type") {
+        Some("password") => {
+            let (Some(name), Some(password)) = (first(form, "username"), first(form, "password")) else {
+                return Err(bad_request("grant_type=password needs username and password"));
+            };
+            (outcome.account, outcome.operation) = (Some(name.to_owned()), Some("login"));
+            let holdings = auth.login(name, password, peer).await?;
+            let offline = first(form, "access_type") == Some("offline");
+            respond(auth, holdings, &scopes, offline, Some(&scopes), outcome).await
+        }
+        Some("refresh_token") => {
+            let token = first(form, "refresh_token").ok_or_else(|| bad_request("refresh_token is missing"))?;
+            let claims = auth.tokens.verify_refresh(token).await?;
+            let subject = super::tokens::subject_of(claims.sub.as_deref());
+            (outcome.account, outcome.operation) = (claims.sub.clone(), Some("token.refresh"));
+            let holdings = auth.holdings_of(&subject, Some(claims.iat)).await?.ok_or_else(|| {
+                tracing::info!(subject = ?subject, "refresh token of a disabled, changed or deleted account refused");
+                Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid")
+            })?;
+            respond(auth, Arc::new(holdings), &scopes, false, Some(&scopes), outcome).await
+        }
+        Some(other) => Err(bad_request(format!("unsupported grant_type {other:?}"))),
+        None => Err(bad_request("grant_type is missing")),
+    }
+}
+
+/// For each scope, the asked actions the caller holds.
+async fn grant(auth: &TokenAuthorizer, holdings: Arc<Holdings>, scopes: &[Scope]) -> Result<Vec<AccessEntry>, Error> {
+    let grants = SubjectGrants { holdings, projects: auth.projects().await? };
+    Ok(scopes
+        .iter()
+        .map(|scope| {
+            let held = scope
+                .actions
+                .iter()
+                .copied()
+                .filter(|action| match &scope.resource {
+                    Resource::Catalog => grants.may(Access::Catalog),
+                    Resource::Repository(repo) => grants.may(Access::Repository(repo, action_of(*action))),
+                })
+                .collect();
+            AccessEntry::granted(scope, &held)
+        })
+        .collect())
+}
+
+fn action_of(action: ScopeAction) -> Action {
+    match action {
+        ScopeAction::Pull => Action::Pull,
+        ScopeAction::Push => Action::Push,
+        ScopeAction::Delete => Action::Delete,
+    }
+}
+
+/// The token response; `oauth_scopes` adds OAuth2's `scope` (what was granted).
+async fn respond(
+    auth: &TokenAuthorizer,
+    holdings: Arc<Holdings>,
+    scopes: &[Scope],
+    offline: bool,
+    oauth_scopes: Option<&[Scope]>,
+    outcome: &mut Outcome,
+) -> Result<Response, Error> {
+    let sub = match &holdings.subject {
+        Subject::Anonymous => None,
+        Subject::User(name) | Subject::Robot(name) => Some(name.clone()),
+    };
+    let access = grant(auth, holdings, scopes).await?;
+    let granted: Vec<String> = access
+        .iter()
+        .filter(|e| !e.actions.is_empty())
+        .map(|e| format!("{}:{}:{}", e.kind, e.name, e.actions.join(",")))
+        .collect();
+    outcome.account = sub.clone();
+    outcome.granted = Some(granted.join(" "));
+    let Issued { token, expires_in, issued_at } = auth.tokens.issue(sub.as_deref(), access).await?;
+    let mut body = serde_json::json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": expires_in,
+        "issued_at": rfc3339(issued_at),
+    });
+    if let (true, Some(sub)) = (offline, &sub) {
+        body["refresh_token"] = auth.tokens.issue_refresh(sub).await?.token.into();
+    }
+    if oauth_scopes.is_some() {
+        body["scope"] = granted.join(" ").into();
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+}
