@@ -290,7 +290,6 @@ async fn listings_show_a_projects_repositories_and_a_repositorys_artifacts_and_t
 }
 
 #[tokio::test]
-#[ignore = "needs the real authorizer (issue 9, slice B): AllowAll lets everyone in"]
 async fn a_user_outside_a_project_is_denied_its_management_and_anonymous_callers_are_challenged() {
     let server = TestServer::start();
     let api = Mgmt::new(&server, Some(&admin()));
@@ -345,7 +344,6 @@ async fn a_user_outside_a_project_is_denied_its_management_and_anonymous_callers
 }
 
 #[tokio::test]
-#[ignore = "needs the real authorizer (issue 9, slice B): AllowAll lets everyone in"]
 async fn a_robot_secret_pulls_with_basic_credentials_only_in_its_project_and_a_rotated_one_is_refused() {
     let server = TestServer::start();
     let api = Mgmt::new(&server, Some(&admin()));
