@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{AuditEvent, AuditStore, IdentityStore};
+use berth_meta::AuditEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -297,15 +297,6 @@ fn bad_request(message: impl Into<String>) -> Error {
 
 fn unknown(what: &str, name: &str) -> Error {
     Error::new(ErrorKind::ResourceUnknown).with_message(format!("no {what} named {name:?}"))
-}
-
-fn identity(registry: &Registry) -> Result<&dyn IdentityStore, Error> {
-    Ok(registry.identity.as_ref())
-}
-
-/// The audit log's store, for queries.
-fn audit_store(registry: &Registry) -> Result<&dyn AuditStore, Error> {
-    Ok(registry.audit.store().as_ref())
 }
 
 /// A name of a user, a project or a robot's own part: lowercase letters and digits,
