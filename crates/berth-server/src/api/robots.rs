@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
+use crate::access::oidc::Trust;
 use crate::access::password;
 use crate::{Access, Principal, Registry};
 
@@ -87,7 +88,8 @@ pub struct NewRobot {
     grants: Vec<Grant>,
     /// Unix seconds, in the future; absent never expires.
     expires_at: Option<i64>,
-    /// Makes a keyless robot: the issuer and claim rules it trusts, a JSON object.
+    /// Makes a keyless robot: the issuer, audiences, subject and claim rules it trusts
+    /// (`{"issuer","audiences","subject","claims"}`, see docs/access.md).
     #[schema(value_type = Option<Object>)]
     trust: Option<serde_json::Value>,
 }
@@ -337,11 +339,11 @@ fn check_description(description: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A keyless robot's trust document, validated (`access::oidc::Trust`), kept as given.
 fn check_trust(trust: serde_json::Value) -> Result<String, Error> {
-    if !trust.is_object() {
-        return Err(bad_request("trust must be a JSON object"));
-    }
-    Ok(trust.to_string())
+    let document = trust.to_string();
+    Trust::parse(&document)?;
+    Ok(document)
 }
 
 /// Grants as the store keeps them: at least one, each in an existing project (only
