@@ -154,7 +154,6 @@ async fn imported_htpasswd_users_keep_their_bcrypt_passwords() {
 }
 
 #[tokio::test]
-#[ignore = "needs the real authorizer (issue 9, slice B): AllowAll lets everyone in"]
 async fn an_imported_htpasswd_user_logs_in_with_the_old_password() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
