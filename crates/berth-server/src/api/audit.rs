@@ -11,7 +11,7 @@ use berth_meta::{AuditQuery, AuditRecord};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Caller, MAX_PAGE, Reply, audit_store, bad_request, json, next_link};
+use super::{Caller, MAX_PAGE, Reply, bad_request, json, next_link};
 use crate::{Access, Registry};
 
 /// The query's parameters (documentation; they are read from the query string).
@@ -89,7 +89,7 @@ pub async fn query(State(registry): State<Arc<Registry>>, caller: Caller) -> Rep
         before_id: caller.number("before")?,
         limit: limit + 1,
     };
-    let mut records = audit_store(&registry)?.query(&query).await?;
+    let mut records = registry.audit.store().query(&query).await?;
     let more = records.len() > limit as usize;
     records.truncate(limit as usize);
     let entries: Vec<AuditEntry> = records.iter().map(AuditEntry::from).collect();

@@ -11,7 +11,7 @@ use berth_meta::Member;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Change, Paging, Reply, bad_request, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, bad_request, json, parse_body, unknown};
 use crate::{Access, Registry};
 
 #[derive(Serialize, ToSchema)]
@@ -40,7 +40,7 @@ pub struct MemberRole {
 pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller, Path(project): Path<String>) -> Reply {
     caller.authorize(&registry, Access::Project(&project, Permission::ListRepositories)).await?;
     let page = caller.page()?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     store.project(&project).await?.ok_or_else(|| unknown("project", &project))?;
     let mut members = store.members(&project).await?;
     members.retain(|m| page.last.as_deref().is_none_or(|last| m.user.as_str() > last));
@@ -64,7 +64,7 @@ pub async fn set(
         let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         bad_request(format!("unknown role {:?}: one of {}", body.role, roles.join(", ")))
     })?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     store.project(&project).await?.ok_or_else(|| unknown("project", &project))?;
     store.user(&user).await?.ok_or_else(|| unknown("user", &user))?;
     let member = store.set_member(&project, &user, role).await?;
@@ -88,7 +88,7 @@ pub async fn remove(
     Path((project, user)): Path<(String, String)>,
 ) -> Reply {
     let principal = caller.authorize(&registry, Access::Project(&project, Permission::ManageMembers)).await?;
-    if !identity(&registry)?.remove_member(&project, &user).await? {
+    if !registry.identity.remove_member(&project, &user).await? {
         return Err(unknown("member", &user).into());
     }
     let change = Change { operation: "member.remove", project: Some(&project), resource: &user, detail: None };

@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{AuditEvent, AuditStore, IdentityStore};
+use berth_meta::AuditEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -116,9 +116,27 @@ routes! {
         audit::query,
         openapi,
     ),
-    components(schemas(ErrorBody, ErrorEntry))
+    components(schemas(ErrorBody, ErrorEntry)),
+    modifiers(&Security)
 )]
 pub struct ApiDoc;
+
+/// The document's security schemes: Basic (a user's or robot's password) or a bearer
+/// token from `/token`, either on every operation.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let none: [&str; 0] = [];
+        openapi.security =
+            Some(vec![SecurityRequirement::new("basic", none), SecurityRequirement::new("bearer", none)]);
+    }
+}
 
 /// The API's router, mounted at `/api/v1` by [`crate::app`].
 pub fn router() -> Router<Arc<Registry>> {
@@ -299,15 +317,6 @@ fn unknown(what: &str, name: &str) -> Error {
     Error::new(ErrorKind::ResourceUnknown).with_message(format!("no {what} named {name:?}"))
 }
 
-fn identity(registry: &Registry) -> Result<&dyn IdentityStore, Error> {
-    Ok(registry.identity.as_ref())
-}
-
-/// The audit log's store, for queries.
-fn audit_store(registry: &Registry) -> Result<&dyn AuditStore, Error> {
-    Ok(registry.audit.store().as_ref())
-}
-
 /// A name of a user, a project or a robot's own part: lowercase letters and digits,
 /// separated by single `.`, `_` or `-`, at most 64 characters (a project name is then
 /// also a valid first component of a repository name).
@@ -345,6 +354,8 @@ mod tests {
         let served: BTreeSet<(String, String)> =
             ROUTES.iter().map(|(m, p)| (m.to_string(), format!("/api/v1{p}"))).collect();
         assert_eq!(documented, served);
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!((&schemes["basic"]["scheme"], &schemes["bearer"]["scheme"]), (&"basic".into(), &"bearer".into()));
     }
 
     #[test]

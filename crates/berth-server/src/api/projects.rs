@@ -13,7 +13,7 @@ use berth_meta::{PageSpec, Project};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Change, Paging, Reply, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, check_name, json, parse_body, unknown};
 use crate::{Access, Registry};
 
 #[derive(Serialize, ToSchema)]
@@ -53,7 +53,7 @@ pub struct ProjectPatch {
 pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
     let principal = caller.authorize(&registry, Access::Authenticated).await?;
     let page = caller.page()?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     // Reads pages of the store until this page is full of projects the caller may see.
     let mut visible = Vec::new();
     let mut last = page.last.clone();
@@ -81,7 +81,7 @@ pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body:
     let principal = caller.authorize(&registry, Access::System).await?;
     let new: NewProject = parse_body(&body)?;
     check_name("project", &new.name)?;
-    let project = identity(&registry)?.create_project(&new.name, new.public).await?;
+    let project = registry.identity.create_project(&new.name, new.public).await?;
     let change = Change {
         operation: "project.create",
         project: Some(&project.name),
@@ -96,7 +96,7 @@ pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body:
     responses((status = 200, body = ProjectView), (status = 404, body = super::ErrorBody)))]
 pub async fn get(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     caller.authorize(&registry, Access::Project(&name, Permission::Pull)).await?;
-    let project = identity(&registry)?.project(&name).await?.ok_or_else(|| unknown("project", &name))?;
+    let project = registry.identity.project(&name).await?.ok_or_else(|| unknown("project", &name))?;
     Ok(json(StatusCode::OK, &ProjectView::from(&project)))
 }
 
@@ -111,7 +111,7 @@ pub async fn update(
 ) -> Reply {
     let principal = caller.authorize(&registry, Access::System).await?;
     let patch: ProjectPatch = parse_body(&body)?;
-    let project = identity(&registry)?.set_project_public(&name, patch.public).await?;
+    let project = registry.identity.set_project_public(&name, patch.public).await?;
     let detail = Some(format!("public={}", project.public));
     caller
         .audit(
@@ -133,7 +133,7 @@ pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(
         let message = format!("{DEFAULT_PROJECT} holds every one-component repository name and cannot be deleted");
         return Err(Error::new(ErrorKind::Conflict).with_message(message).into());
     }
-    identity(&registry)?.delete_project(&name).await.map_err(|e| match e.kind {
+    registry.identity.delete_project(&name).await.map_err(|e| match e.kind {
         ErrorKind::Conflict if e.message.is_none() => {
             e.with_message(format!("project {name:?} still holds repositories: delete them first"))
         }

@@ -18,7 +18,8 @@ use berth_meta::{IdentityStore, Robot, RobotGrant, RobotUpdate, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Change, Reply, bad_request, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
+use crate::access::oidc::Trust;
 use crate::access::password;
 use crate::{Access, Principal, Registry};
 
@@ -87,7 +88,8 @@ pub struct NewRobot {
     grants: Vec<Grant>,
     /// Unix seconds, in the future; absent never expires.
     expires_at: Option<i64>,
-    /// Makes a keyless robot: the issuer and claim rules it trusts, a JSON object.
+    /// Makes a keyless robot: the issuer, audiences, subject and claim rules it trusts
+    /// (`{"issuer","audiences","subject","claims"}`, see docs/access.md).
     #[schema(value_type = Option<Object>)]
     trust: Option<serde_json::Value>,
 }
@@ -144,7 +146,7 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
 
 async fn respond_list(registry: &Registry, caller: &Caller, project: Option<&str>) -> Reply {
     let page = caller.page()?;
-    let mut robots = identity(registry)?.robots(project).await?;
+    let mut robots = registry.identity.robots(project).await?;
     robots.retain(|r| page.last.as_deref().is_none_or(|last| r.name.as_str() > last));
     robots.truncate(page.n as usize + 1);
     let path = match project {
@@ -190,7 +192,7 @@ async fn create_robot(
     new: NewRobot,
     scope: Option<&str>,
 ) -> Reply {
-    let store = identity(registry)?;
+    let store = &*registry.identity;
     check_description(&new.description)?;
     let grants = check_grants(store, new.grants, scope).await?;
     let now = now();
@@ -225,7 +227,7 @@ async fn create_robot(
     responses((status = 200, body = RobotView), (status = 404, body = super::ErrorBody)))]
 pub async fn get(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     authorize_for(&registry, &caller, &name).await?;
-    let robot = identity(&registry)?.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
+    let robot = registry.identity.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
     Ok(json(StatusCode::OK, &RobotView::from(&robot)))
 }
 
@@ -241,7 +243,7 @@ pub async fn update(
 ) -> Reply {
     let principal = authorize_for(&registry, &caller, &name).await?;
     let patch: RobotPatch = parse_body(&body)?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     let robot = store.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
     if let Some(description) = &patch.description {
         check_description(description)?;
@@ -279,7 +281,7 @@ pub async fn update(
     responses((status = 204), (status = 404, body = super::ErrorBody)))]
 pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     let principal = authorize_for(&registry, &caller, &name).await?;
-    if !identity(&registry)?.delete_robot(&name).await? {
+    if !registry.identity.delete_robot(&name).await? {
         return Err(unknown("robot", &name).into());
     }
     let change = Change { operation: "robot.delete", project: project_of_robot(&name), resource: &name, detail: None };
@@ -292,7 +294,7 @@ pub async fn delete(State(registry): State<Arc<Registry>>, caller: Caller, Path(
         (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     let principal = authorize_for(&registry, &caller, &name).await?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     let robot = store.robot(&name).await?.ok_or_else(|| unknown("robot", &name))?;
     if robot.trust.is_some() {
         return Err(Error::new(ErrorKind::Conflict).with_message("a keyless robot has no secret to rotate").into());
@@ -337,11 +339,11 @@ fn check_description(description: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A keyless robot's trust document, validated (`access::oidc::Trust`), kept as given.
 fn check_trust(trust: serde_json::Value) -> Result<String, Error> {
-    if !trust.is_object() {
-        return Err(bad_request("trust must be a JSON object"));
-    }
-    Ok(trust.to_string())
+    let document = trust.to_string();
+    Trust::parse(&document)?;
+    Ok(document)
 }
 
 /// Grants as the store keeps them: at least one, each in an existing project (only

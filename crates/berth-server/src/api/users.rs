@@ -12,7 +12,7 @@ use berth_meta::{PageSpec, User, UserUpdate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Change, Paging, Reply, bad_request, check_name, identity, json, parse_body, unknown};
+use super::{Caller, Change, Paging, Reply, bad_request, check_name, json, parse_body, unknown};
 use crate::access::password;
 use crate::{Access, Principal, Registry, Subject};
 
@@ -96,7 +96,7 @@ fn check_password(password: &str) -> Result<(), Error> {
     responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
 pub async fn me(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
     let principal = caller.authorize(&registry, Access::Authenticated).await?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     let (kind, projects) = match &principal.subject {
         Subject::Anonymous => ("anonymous", Vec::new()),
         Subject::User(name) => {
@@ -130,7 +130,7 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
     caller.authorize(&registry, Access::System).await?;
     let page = caller.page()?;
     let spec = PageSpec { last: page.last.as_deref(), limit: page.n + 1, max_bytes: usize::MAX };
-    let users = identity(&registry)?.users(spec).await?;
+    let users = registry.identity.users(spec).await?;
     Ok(page.respond::<_, UserView>(users, |u| &u.name, "/api/v1/users"))
 }
 
@@ -143,7 +143,7 @@ pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body:
     check_name("user", &new.name)?;
     check_password(&new.password)?;
     let hash = password::hash_blocking(new.password).await?;
-    let user = identity(&registry)?.create_user(&new.name, &hash, new.admin).await?;
+    let user = registry.identity.create_user(&new.name, &hash, new.admin).await?;
     let detail = Some(format!("admin={}", user.admin));
     caller
         .audit(&registry, &principal, Change { operation: "user.create", project: None, resource: &user.name, detail })
@@ -155,7 +155,7 @@ pub async fn create(State(registry): State<Arc<Registry>>, caller: Caller, body:
     responses((status = 200, body = UserView), (status = 404, body = super::ErrorBody)))]
 pub async fn get(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     self_or_admin(&registry, &caller, &name).await?;
-    let user = identity(&registry)?.user(&name).await?.ok_or_else(|| unknown("user", &name))?;
+    let user = registry.identity.user(&name).await?.ok_or_else(|| unknown("user", &name))?;
     Ok(json(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -179,7 +179,7 @@ pub async fn update(
             .into());
     }
     let update = UserUpdate { password_hash: None, admin: patch.admin, disabled: patch.disabled };
-    let user = identity(&registry)?.update_user(&name, &update).await?;
+    let user = registry.identity.update_user(&name, &update).await?;
     let detail = Some(format!("admin={} disabled={}", user.admin, user.disabled));
     caller
         .audit(&registry, &principal, Change { operation: "user.update", project: None, resource: &name, detail })
@@ -199,7 +199,7 @@ pub async fn password(
     let principal = self_or_admin(&registry, &caller, &name).await?;
     let change: PasswordChange = parse_body(&body)?;
     check_password(&change.password)?;
-    let store = identity(&registry)?;
+    let store = &*registry.identity;
     let user = store.user(&name).await?.ok_or_else(|| unknown("user", &name))?;
     if !principal.admin {
         let old = change.old_password.ok_or_else(|| bad_request("old_password is required"))?;

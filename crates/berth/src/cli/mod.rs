@@ -200,6 +200,10 @@ pub enum RobotCommand {
         /// Expires after this long (e.g. 90d); never by default.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<Duration>,
+        /// A keyless robot: a JSON file with the OIDC issuer, audiences, subject and claim
+        /// rules it trusts (docs/access.md); it gets no secret.
+        #[arg(long)]
+        trust: Option<std::path::PathBuf>,
     },
     /// Every robot (system administrators), or a project's.
     List {
@@ -386,7 +390,11 @@ async fn member(command: MemberCommand, client: &Client) -> Result<(), BoxError>
 async fn robot(command: RobotCommand, client: &Client) -> Result<(), BoxError> {
     let at = |name: &str| format!("/robots/{}", segment(name));
     match command {
-        RobotCommand::Create { name, project, permissions, grants, description, expires_in } => {
+        RobotCommand::Create { name, project, permissions, grants, description, expires_in, trust } => {
+            let trust: Option<Value> = match trust {
+                Some(file) => Some(serde_json::from_slice(&std::fs::read(&file)?)?),
+                None => None,
+            };
             let expires_at = match expires_in {
                 Some(d) => Some((std::time::SystemTime::now() + d).duration_since(std::time::UNIX_EPOCH)?.as_secs()),
                 None => None,
@@ -398,10 +406,14 @@ async fn robot(command: RobotCommand, client: &Client) -> Result<(), BoxError> {
                 ),
                 None => ("/robots".to_owned(), grants.iter().map(|g| parse_grant(g)).collect::<Result<_, _>>()?),
             };
-            let body = json!({ "name": name, "description": description, "grants": grants, "expires_at": expires_at });
+            let body = json!({
+                "name": name, "description": description, "grants": grants, "expires_at": expires_at, "trust": trust,
+            });
             let created = client.call(Method::POST, &path, Some(body)).await?;
             println!("created robot {}", text(&created["robot"]["name"]));
-            println!("secret: {}", text(&created["secret"]));
+            if let Some(secret) = created["secret"].as_str() {
+                println!("secret: {secret}");
+            }
         }
         RobotCommand::List { project } => {
             let path = match project {

@@ -126,7 +126,7 @@ async fn admin_manages_users_projects_members_and_robots_and_no_later_response_h
     let members = api.expect(StatusCode::OK, Method::GET, "/audit?project=team&operation=member.", None).await;
     assert_eq!(ops(&members), ["member.remove", "member.set"]);
     assert_eq!((&members[1]["resource"], &members[1]["detail"]), (&json!("alice"), &json!("role=developer")));
-    assert_eq!(members[1]["address"], "127.0.0.1");
+    assert_eq!((&members[1]["address"], &members[1]["actor"]), (&json!("127.0.0.1"), &json!("admin")));
     let users = api.expect(StatusCode::OK, Method::GET, "/audit?operation=user.", None).await;
     assert_eq!(ops(&users), ["user.password", "user.update", "user.create"]);
     let (_, link, page) = api.call(Method::GET, "/audit?operation=user.&limit=2", None).await;
@@ -238,8 +238,14 @@ async fn invalid_requests_are_refused_with_the_error_json_saying_what_is_wrong()
     assert_error(r.send().await.unwrap(), StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
 
     // A keyless robot: its trust is kept as given, it has no secret to show or rotate.
-    let trust = json!({"issuer": "https://token.actions.githubusercontent.com", "subject": "repo:o/r:*"});
-    let body = json!({"name": "gha", "grants": [{"project": "team", "permissions": ["push"]}], "trust": trust});
+    let grants = json!([{"project": "team", "permissions": ["push"]}]);
+    for bad in [json!("https://issuer"), json!({"issuer": "https://i", "audiences": ["berth"], "subject": "*"})] {
+        let body = Some(json!({"name": "gha", "grants": grants, "trust": bad}));
+        api.refused(StatusCode::BAD_REQUEST, "BAD_REQUEST", Method::POST, "/projects/team/robots", body).await;
+    }
+    let trust = json!({"issuer": "https://token.actions.githubusercontent.com", "audiences": ["berth"],
+        "subject": "repo:o/r:*"});
+    let body = json!({"name": "gha", "grants": grants, "trust": trust});
     let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(body)).await;
     assert_eq!((&created["secret"], &created["robot"]["keyless"]), (&Value::Null, &json!(true)));
     assert_eq!(created["robot"]["trust"], trust);

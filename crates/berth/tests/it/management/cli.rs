@@ -67,6 +67,16 @@ async fn login_writes_a_file_only_its_owner_reads_and_the_commands_that_follow_u
     let robot = api.expect(StatusCode::OK, Method::GET, "/robots/robot$team+ci", None).await;
     assert_eq!(robot["grants"], json!([{"project": "team", "permissions": ["pull", "push"]}]));
 
+    // A keyless robot from a trust file: no secret to print.
+    let trust = json!({"issuer": "https://gitlab.example", "audiences": ["berth"], "subject": "project_path:g/p:*"});
+    let trust_file = server.scratch("trust").join("trust.json");
+    std::fs::write(&trust_file, trust.to_string()).unwrap();
+    let mut cmd = berth(&config);
+    cmd.args(["robot", "create", "gitlab", "--project", "team", "--permissions", "push", "--trust"]).arg(&trust_file);
+    assert_eq!(stdout_of(&mut cmd), "created robot robot$team+gitlab\n");
+    let robot = api.expect(StatusCode::OK, Method::GET, "/robots/robot$team+gitlab", None).await;
+    assert_eq!((&robot["keyless"], &robot["trust"]), (&json!(true), &trust));
+
     // A refusal is the server's code and message, and a failing exit.
     let out = output(berth(&config).args(["project", "create", "team"]));
     assert!(!out.status.success());
