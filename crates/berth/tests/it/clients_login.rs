@@ -1,18 +1,20 @@
 //! Real clients logging in: podman (`podman login` into a private auth file), skopeo
-//! (`--dest-creds` / `--src-creds`), and what a client without credentials may do: pull
-//! from the public project `library`, and nothing else.
+//! (`--dest-creds` / `--src-creds`, as the admin, as a project's developer and as its
+//! robot), and what a client without credentials may do: pull from the public project
+//! `library`, and nothing else.
 //!
 //! Every other client test authenticates too (an auth file holding the admin's
 //! credentials; `docker login` in `clients_docker.rs`; oras-py's token backend in
 //! `clients_oras.rs`); these tests are about the login itself and the anonymous caller.
-//! A robot's `skopeo copy --dest-creds` waits for the management API that creates robots.
 
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::api::{Api, assert_error, header};
 use crate::clients_skopeo_podman::{Clients, assert_serves_manifest, hex, lowercase_dir, oci_ref};
 use crate::fixtures::{OCI_MANIFEST, oci_layout, sha256_digest};
-use crate::support::{TestServer, run_with_input};
+use crate::management::Mgmt;
+use crate::support::{Creds, TestServer, admin, run_with_input};
 
 /// The challenge Berth answers an anonymous request for `scope` with (the service's
 /// default name, the realm at the server's own address).
@@ -78,6 +80,39 @@ fn skopeo_copy_with_creds_pushes_and_pulls_back_a_private_project() {
     assert_eq!(copied.as_deref(), Some(image.manifest_digest.as_str()));
     let raw = clients.skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &remote]);
     assert_eq!(sha256_digest(raw.as_bytes()), image.manifest_digest);
+}
+
+/// A user who is a developer of `team` and a robot of `team` with pull and push, both made
+/// through the management API, push into `team` with `skopeo copy --dest-creds` and read
+/// back with `--src-creds`.
+#[tokio::test]
+async fn skopeo_copy_with_dest_creds_of_a_developer_and_of_a_robot_pushes_into_their_project() {
+    let server = TestServer::start();
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
+    let alice = Creds::new("alice", "alice-pushes-with-skopeo");
+    let user = json!({"name": alice.user, "password": alice.password});
+    api.expect(StatusCode::CREATED, Method::POST, "/users", Some(user)).await;
+    let role = json!({"role": "developer"});
+    api.expect(StatusCode::OK, Method::PUT, "/projects/team/members/alice", Some(role)).await;
+    let grants = json!([{"project": "team", "permissions": ["pull", "push"]}]);
+    let robot = json!({"name": "ci", "grants": grants});
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot)).await;
+    let robot = Creds::new(created["robot"]["name"].as_str().unwrap(), created["secret"].as_str().unwrap());
+    assert_eq!(robot.user, "robot$team+ci");
+
+    let clients = Clients::logged_out(&server);
+    let src = server.scratch("src");
+    for (n, creds) in [&alice, &robot].into_iter().enumerate() {
+        let image = oci_layout(&src, &format!("v{n}"), &[50_000 + n]);
+        let remote = format!("docker://{}/team/app:v{n}", server.host());
+        let pair = creds.pair();
+        let layout = oci_ref(&src, &format!("v{n}"));
+        clients.skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &pair, &layout, &remote]);
+        assert_serves_manifest(&server, "team/app", &format!("v{n}"), &image.manifest, OCI_MANIFEST);
+        let raw = clients.skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &pair, &remote]);
+        assert_eq!(sha256_digest(raw.as_bytes()), image.manifest_digest, "{} reads back", creds.user);
+    }
 }
 
 /// An image pushed (as the admin) into a one-component repository is in the public project
