@@ -136,9 +136,11 @@ fn anonymous_clients_pull_public_projects_only_and_push_nowhere() {
     let copied = crate::fixtures::tagged_digest(&back, "anonymous");
     assert_eq!(copied.as_deref(), Some(image.manifest_digest.as_str()), "anonymous pull of library/hello");
 
-    // skopeo words a 401 with Berth's error JSON as `unauthorized: authentication required`,
-    // and one without a body (the answer to a HEAD) as `requested access … is denied`.
-    let refusal = ["unauthorized: authentication required", "requested access to the resource is denied"];
+    // skopeo words a 401 as `unauthorized: authentication required` (Berth's error JSON) or
+    // `reading manifest …: unauthorized`, and one without a body (the answer to a HEAD) as
+    // `requested access … is denied`.
+    let refusal =
+        [": unauthorized", "unauthorized: authentication required", "requested access to the resource is denied"];
     let refused = clients.skopeo_fails(&["inspect", "--raw", "--tls-verify=false", &private]);
     assert!(refusal.iter().any(|r| refused.contains(r)), "{refused}");
     for target in [format!("docker://{}/hello:v2", server.host()), format!("docker://{}/team/hidden:v2", server.host())]
