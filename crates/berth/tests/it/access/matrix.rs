@@ -1,12 +1,15 @@
 //! The permission matrix over HTTP, generated from the one table (`access::MATRIX`):
 //! anonymous, each role, a robot per permission set, a disabled user, an expired robot
-//! and a system administrator × pull, push and delete on a public and a private project,
-//! each with its exact outcome (allowed; 401 with the exact challenge; 403 DENIED).
-//! Callers present Basic credentials straight to `/v2` (the token flow's grants come
-//! from the same evaluation and are tested in `flow.rs`).
+//! and a system administrator × every permission that has an endpoint (pull, push and
+//! delete on `/v2`; listing repositories, managing members and robots and reading the
+//! audit log on `/api/v1`) on a public and a private project, each with its exact
+//! outcome (allowed; 401 with the exact challenge; 403 DENIED). Callers present Basic
+//! credentials; what `/token` grants each of them is checked against the same matrix.
 
-use berth_core::access::{Permission, Role};
+use base64::Engine as _;
+use berth_core::access::{MATRIX, Permission, Role};
 use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 use super::{Auth, Setup, assert_error};
 
@@ -58,8 +61,26 @@ impl Caller {
     }
 }
 
-#[tokio::test]
-async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_projects() {
+/// Permissions of the matrix no endpoint exercises yet: repositories are deleted and tag
+/// policies managed by the lifecycle issue's features, which do not exist yet. The
+/// coverage test fails once a row is added to the matrix that no test here exercises.
+const NO_ENDPOINT_YET: [Permission; 2] = [Permission::DeleteRepository, Permission::ManageTagPolicies];
+const ON_V2: [Permission; 3] = [Permission::Pull, Permission::Push, Permission::Delete];
+const ON_API: [Permission; 4] =
+    [Permission::ListRepositories, Permission::ManageMembers, Permission::ManageRobots, Permission::ReadAuditLog];
+
+#[test]
+fn every_permission_of_the_matrix_is_exercised_or_has_no_endpoint_yet() {
+    let mut covered: Vec<Permission> = ON_V2.iter().chain(&ON_API).chain(&NO_ENDPOINT_YET).copied().collect();
+    covered.sort();
+    let mut rows: Vec<Permission> = MATRIX.iter().map(|(p, _)| *p).collect();
+    rows.sort();
+    assert_eq!(covered, rows);
+}
+
+/// A server with a public project `open` and a private one `closed`, each holding
+/// `app:pull-me` and a tag per caller for its delete, and every caller made.
+async fn world() -> (Setup, Vec<Caller>) {
     let s = Setup::start().await;
     let callers: Vec<Caller> = [Caller::Anonymous, Caller::DisabledUser, Caller::ExpiredRobot, Caller::Admin]
         .into_iter()
@@ -69,6 +90,7 @@ async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_pr
                 .into_iter()
                 .map(Caller::Robot),
         )
+        .chain([Caller::Robot(&[Permission::ListRepositories, Permission::ManageRobots, Permission::ReadAuditLog])])
         .collect();
     for (project, public) in [("open", true), ("closed", false)] {
         s.store.create_project(project, public).await.unwrap();
@@ -98,12 +120,18 @@ async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_pr
             Caller::Anonymous | Caller::Admin => {}
         }
     }
+    (s, callers)
+}
+
+#[tokio::test]
+async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_projects() {
+    let (s, callers) = world().await;
 
     let mut checked = 0;
     for (project, public) in [("open", true), ("closed", false)] {
         let repo = format!("{project}/app");
         for caller in &callers {
-            for permission in [Permission::Pull, Permission::Push, Permission::Delete] {
+            for permission in ON_V2 {
                 // Credentials that do not log in are refused even where no credentials
                 // would do (a public pull): the client learns its login is bad.
                 let valid = caller.authenticated() || matches!(caller, Caller::Anonymous);
@@ -148,4 +176,92 @@ async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_pr
         }
     }
     assert_eq!(checked, callers.len() * 3 * 2);
+}
+
+#[tokio::test]
+async fn every_caller_gets_exactly_what_the_matrix_says_in_the_management_api() {
+    let (s, callers) = world().await;
+    let mut checked = 0;
+    for (project, public) in [("open", true), ("closed", false)] {
+        for (i, caller) in callers.iter().enumerate() {
+            for permission in ON_API {
+                let request = match permission {
+                    Permission::ListRepositories => {
+                        s.req(Method::GET, &format!("/api/v1/projects/{project}/repositories"))
+                    }
+                    // Gives the limited guest the role it has: nothing changes for the callers after it.
+                    Permission::ManageMembers => s
+                        .req(Method::PUT, &format!("/api/v1/projects/{project}/members/limited-guest"))
+                        .json(&json!({ "role": "limited-guest" })),
+                    Permission::ManageRobots => {
+                        s.req(Method::POST, &format!("/api/v1/projects/{project}/robots")).json(&json!({
+                            "name": format!("made{i}"),
+                            "grants": [{ "project": project, "permissions": ["pull"] }],
+                        }))
+                    }
+                    _ => s.req(Method::GET, &format!("/api/v1/audit?project={project}")),
+                };
+                let r = caller.auth().on(request).send().await.unwrap();
+                let what = format!("{caller:?} {permission:?} on {project} (public: {public})");
+                // A public project lets anyone pull, nothing more.
+                if caller.holds(permission) {
+                    let expected =
+                        if permission == Permission::ManageRobots { StatusCode::CREATED } else { StatusCode::OK };
+                    assert_eq!(r.status(), expected, "{what}: {:?}", r.text().await);
+                } else if caller.authenticated() {
+                    assert_error(r, StatusCode::FORBIDDEN, "DENIED", "requested access to the resource is denied")
+                        .await;
+                } else {
+                    let message = match caller {
+                        Caller::Anonymous => "authentication required",
+                        _ => "invalid username or password",
+                    };
+                    let challenge = assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).await;
+                    assert_eq!(challenge.unwrap(), s.challenge(""), "{what}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, callers.len() * ON_API.len() * 2);
+}
+
+#[tokio::test]
+async fn tokens_grant_each_caller_exactly_the_repository_actions_the_matrix_gives() {
+    let (s, callers) = world().await;
+    for (project, public) in [("open", true), ("closed", false)] {
+        let repo = format!("{project}/app");
+        for caller in &callers {
+            let r = caller
+                .auth()
+                .on(s.req(Method::GET, &format!("/token?service=berth&scope=repository:{repo}:pull,push,delete")))
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{caller:?} on {project}");
+            if !caller.authenticated() && !matches!(caller, Caller::Anonymous) {
+                assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid username or password").await;
+                continue;
+            }
+            assert_eq!(r.status(), StatusCode::OK, "{what}");
+            let body: Value = r.json().await.unwrap();
+            let payload = body["token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+            let claims: Value =
+                serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+                    .unwrap();
+            let granted: Vec<&str> = claims["access"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["type"] == "repository" && a["name"] == repo.as_str())
+                .flat_map(|a| a["actions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()))
+                .collect();
+            let expected: Vec<&str> = ON_V2
+                .into_iter()
+                .filter(|p| caller.holds(*p) || (*p == Permission::Pull && public))
+                .map(|p| p.as_str())
+                .collect();
+            assert_eq!(granted, expected, "{what}: {claims}");
+        }
+    }
 }
