@@ -177,12 +177,16 @@ impl ScaleOut {
 
     /// Starts `berth serve` as a child process on these stores (`data_dir` holds nothing).
     pub fn spawn(&self, data_dir: &Path) -> BerthProcess {
+        self.spawn_env(data_dir, &[])
+    }
+
+    /// The same, with more environment variables.
+    pub fn spawn_env(&self, data_dir: &Path, envs: &[(&str, &str)]) -> BerthProcess {
         let g = &self.garage;
-        BerthProcess::spawn_with(
-            data_dir,
-            &["--storage", &self.storage_url(), "--database", &self.database],
-            &[("AWS_ACCESS_KEY_ID", &g.access_key_id), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)],
-        )
+        let mut all =
+            vec![("AWS_ACCESS_KEY_ID", g.access_key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)];
+        all.extend_from_slice(envs);
+        BerthProcess::spawn_with(data_dir, &["--storage", &self.storage_url(), "--database", &self.database], &all)
     }
 
     /// The bucket as a plain S3 client sees it, not through Berth's S3 store.
@@ -314,9 +318,14 @@ impl Backend {
 
     /// Starts `berth serve` as a child process on these stores over `data_dir`.
     pub fn spawn(&self, data_dir: &Path) -> BerthProcess {
+        self.spawn_env(data_dir, &[])
+    }
+
+    /// The same, with more environment variables (`BERTH_LOG=debug`, say).
+    pub fn spawn_env(&self, data_dir: &Path, envs: &[(&str, &str)]) -> BerthProcess {
         match &self.scaleout {
-            Some(s) => s.spawn(data_dir),
-            None => BerthProcess::spawn(data_dir),
+            Some(s) => s.spawn_env(data_dir, envs),
+            None => BerthProcess::spawn_with(data_dir, &[], envs),
         }
     }
 
@@ -463,6 +472,8 @@ pub fn wait_ready(addr: SocketAddr) {
 pub struct BerthProcess {
     pub addr: SocketAddr,
     child: Child,
+    /// Everything it has written on stderr (its log) so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl BerthProcess {
@@ -478,9 +489,9 @@ impl BerthProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .env("BERTH_LOG", "info")
             .envs(access_env())
             .envs(envs.iter().copied())
-            .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -489,9 +500,15 @@ impl BerthProcess {
         // draining its output so it never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+                drop(kept);
                 if let Some(rest) = line.split("addr=").nth(1)
                     && let Some(tx) = tx.take()
                 {
@@ -505,7 +522,12 @@ impl BerthProcess {
             .parse()
             .expect("berth reported a bad address");
         wait_ready(addr);
-        BerthProcess { addr, child }
+        BerthProcess { addr, child, log }
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {

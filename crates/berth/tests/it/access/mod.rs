@@ -17,6 +17,7 @@ use crate::support::{TestServer, admin};
 mod attacks;
 mod flow;
 mod matrix;
+mod secrets;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
