@@ -1,8 +1,11 @@
 //! Passwords and secrets: argon2id hashes for everything Berth creates, bcrypt
 //! verification for users imported from an Apache htpasswd file, and random secrets.
 //!
-//! Hashing is deliberately slow (tens of milliseconds): call it on a blocking thread
-//! ([`hash_blocking`], [`verify_blocking`]), never on the async runtime.
+//! Hashing is deliberately slow (tens of milliseconds) and takes memory (argon2id's
+//! default cost: 19 MiB per hash): call it through [`hash_blocking`] and
+//! [`verify_blocking`], which run it on a blocking thread and at most
+//! [`max_concurrent_hashes`] at once, so a crowd of logins (or of guesses) queues for the
+//! CPU instead of taking memory without bound.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -32,13 +35,25 @@ pub fn verify(password: &str, stored: &str) -> bool {
     }
 }
 
+/// Password hashes computed at once: one per core, at least two.
+pub fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent_hashes()))
+}
+
 pub async fn hash_blocking(password: String) -> Result<String, Error> {
+    let _permit = hashing().acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || hash(&password))
         .await
         .map_err(|e| Error::internal(format!("hashing task: {e}")))?
 }
 
 pub async fn verify_blocking(password: String, stored: String) -> bool {
+    let Ok(_permit) = hashing().acquire().await else { return false };
     tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(false)
 }
 
@@ -110,6 +125,24 @@ mod tests {
         assert!(parse_htpasswd_line("bob:{SHA}abc").is_err());
         assert!(parse_htpasswd_line("no separator").is_err());
         assert_eq!(parse_htpasswd_line("# comment").unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_at_most_max_concurrent_at_once() {
+        let stored = hash("s3cret").unwrap();
+        let checks: Vec<_> = (0..max_concurrent_hashes() * 3)
+            .map(|_| tokio::spawn(verify_blocking("s3cret".into(), stored.clone())))
+            .collect();
+        let mut fewest_free = usize::MAX;
+        while !checks.iter().all(|c| c.is_finished()) {
+            fewest_free = fewest_free.min(hashing().available_permits());
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(fewest_free, 0, "the checks queued for the permits");
+        for check in checks {
+            assert!(check.await.unwrap());
+        }
+        assert_eq!(hashing().available_permits(), max_concurrent_hashes());
     }
 
     #[test]

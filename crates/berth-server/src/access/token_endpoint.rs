@@ -154,7 +154,10 @@ async fn docker(
     respond(auth, holdings, &scopes, offline, None, outcome).await
 }
 
-/// `POST /token` with `grant_type=password` or `grant_type=refresh_token`.
+/// `POST /token` with `grant_type=password`, `grant_type=refresh_token`, or the OAuth2
+/// token exchange (RFC 8693) of a keyless robot's external ID token
+/// (`subject_token`, `subject_token_type=…:id_token`, the robot in `robot` or `client_id`),
+/// which logs in exactly as that ID token given as the robot's Basic password does.
 async fn oauth(
     auth: &TokenAuthorizer,
     form: &Pairs,
@@ -183,6 +186,20 @@ async fn oauth(
                 Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid")
             })?;
             respond(auth, Arc::new(holdings), &scopes, false, Some(&scopes), outcome).await
+        }
+        Some(super::oidc::exchange::TOKEN_EXCHANGE_GRANT) => {
+            let exchange =
+                super::oidc::exchange::TokenExchange::from_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            (outcome.account, outcome.operation) = (Some(exchange.robot.clone()), Some("login"));
+            // A robot with a secret does not exchange it for a token this way.
+            let keyless = auth.store.robot(&exchange.robot).await?.is_some_and(|r| r.trust.is_some());
+            if !keyless {
+                return Err(
+                    Error::new(ErrorKind::Unauthorized).with_message("only a keyless robot exchanges an ID token")
+                );
+            }
+            let holdings = auth.login(&exchange.robot, &exchange.id_token, peer).await?;
+            respond(auth, holdings, &scopes, false, Some(&scopes), outcome).await
         }
         Some(other) => Err(bad_request(format!("unsupported grant_type {other:?}"))),
         None => Err(bad_request("grant_type is missing")),

@@ -12,7 +12,7 @@
 //! Not here: which robot a token logs in as and what it may then do (the token
 //! endpoint's business).
 
-mod exchange;
+pub mod exchange;
 mod jwks;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,163 @@
+//! Keyless robots end to end: the test plays an OIDC issuer (discovery document and JWKS
+//! on loopback, ID tokens signed in the test, `berth_testkit::oidc`), a robot trusting it
+//! is made through the management API, and a CI job's ID token is its password —
+//! `skopeo copy --dest-creds 'robot$team+gha:<ID token>'` pushes, and the OAuth2 token
+//! exchange on `POST /token` trades the ID token for a registry token. Tokens with a wrong
+//! audience, a wrong subject, past their expiry, from an unknown issuer or signed by a key
+//! rotated out of the JWKS are refused (401); a key rotated in is picked up.
+
+use berth_testkit::oidc::{OidcIssuer, OidcKey};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::clients_skopeo_podman::{Clients, assert_serves_manifest, oci_ref};
+use crate::fixtures::{OCI_MANIFEST, oci_layout};
+use crate::management::Mgmt;
+use crate::support::{TestServer, admin, client_as};
+
+const AUDIENCE: &str = "https://registry.example.com";
+const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// A keyless robot `robot$team+gha` trusting `issuer` for `AUDIENCE` and a subject on
+/// `acme/app`'s branches, with pull and push in `team`.
+async fn keyless_robot(server: &TestServer, issuer: &OidcIssuer) -> String {
+    let api = Mgmt::new(server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "team" }))).await;
+    let trust = json!({
+        "issuer": issuer.url(),
+        "audiences": [AUDIENCE],
+        "subject": "repo:acme/app:ref:refs/heads/*",
+        "claims": { "repository_owner": "acme" },
+    });
+    let robot = json!({
+        "name": "gha",
+        "grants": [{ "project": "team", "permissions": ["pull", "push"] }],
+        "trust": trust,
+    });
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot)).await;
+    assert_eq!(created["secret"], Value::Null, "a keyless robot has no secret");
+    created["robot"]["name"].as_str().unwrap().to_owned()
+}
+
+fn id_token(issuer: &OidcIssuer, key: &OidcKey, edit: impl FnOnce(&mut Value)) -> String {
+    let mut claims = issuer.claims(AUDIENCE, SUBJECT);
+    claims["repository_owner"] = json!("acme");
+    edit(&mut claims);
+    key.sign(&claims)
+}
+
+/// `POST /token` with the token-exchange grant for `robot`.
+async fn exchange(server: &TestServer, robot: &str, id_token: &str) -> reqwest::Response {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", EXCHANGE),
+            ("service", "berth"),
+            ("scope", "repository:team/app:pull,push"),
+            ("client_id", robot),
+            ("subject_token", id_token),
+            ("subject_token_type", ID_TOKEN),
+        ])
+        .finish();
+    client_as(None)
+        .build()
+        .unwrap()
+        .post(format!("{}/token", server.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET /token` with the ID token as the robot's Basic password.
+async fn basic_login(server: &TestServer, robot: &str, id_token: &str) -> reqwest::Response {
+    let url = format!("{}/token?service=berth&scope=repository:team/app:pull,push", server.url());
+    client_as(None).build().unwrap().get(url).basic_auth(robot, Some(id_token)).send().await.unwrap()
+}
+
+#[test]
+fn a_ci_job_pushes_with_skopeo_using_its_id_token_as_the_keyless_robots_password() {
+    let server = TestServer::start();
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let robot = runtime.block_on(keyless_robot(&server, &issuer));
+    assert_eq!(robot, "robot$team+gha");
+
+    let clients = Clients::logged_out(&server);
+    let src = server.scratch("src");
+    let image = oci_layout(&src, "v1", &[60_000]);
+    let creds = format!("{robot}:{}", id_token(&issuer, &key, |_| {}));
+    let remote = format!("docker://{}/team/app:v1", server.host());
+    clients.skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &oci_ref(&src, "v1"), &remote]);
+    assert_serves_manifest(&server, "team/app", "v1", &image.manifest, OCI_MANIFEST);
+
+    // Outside its grants, the same ID token pushes nothing.
+    let elsewhere = format!("docker://{}/other/app:v1", server.host());
+    let refused = clients.skopeo_fails(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &oci_ref(&src, "v1"),
+        &elsewhere,
+    ]);
+    // skopeo reports the 403 of its first read in the project it holds nothing in.
+    assert!(["403 (Forbidden)", "denied", "unauthorized"].iter().any(|r| refused.contains(r)), "{refused}");
+}
+
+#[tokio::test]
+async fn the_token_exchange_grant_trades_a_matching_id_token_and_refuses_every_mismatch() {
+    let server = TestServer::start();
+    let (key, other) = (OidcKey::generate("k1"), OidcKey::generate("k2"));
+    let issuer = OidcIssuer::start(&[&key]);
+    let robot = keyless_robot(&server, &issuer).await;
+
+    // A matching ID token: a registry token for exactly what the robot holds.
+    let r = exchange(&server, &robot, &id_token(&issuer, &key, |_| {})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let upload = client_as(None).build().unwrap().post(format!("{}/v2/team/app/blobs/uploads/", server.url()));
+    assert_eq!(upload.bearer_auth(token).send().await.unwrap().status(), StatusCode::ACCEPTED);
+
+    let now = issuer.claims(AUDIENCE, SUBJECT)["iat"].as_u64().unwrap();
+    let foreign = OidcIssuer::start(&[&key]);
+    let refusals: Vec<(&str, String)> = vec![
+        ("a wrong audience", id_token(&issuer, &key, |c| c["aud"] = json!("https://elsewhere.example"))),
+        ("a wrong subject", id_token(&issuer, &key, |c| c["sub"] = json!("repo:acme/app:pull_request"))),
+        ("a claim rule unmet", id_token(&issuer, &key, |c| c["repository_owner"] = json!("mallory"))),
+        ("an expired token", id_token(&issuer, &key, |c| c["exp"] = json!(now - 600))),
+        ("an unknown issuer", id_token(&foreign, &key, |c| c["iss"] = json!(foreign.url()))),
+        ("a key the issuer does not publish", id_token(&issuer, &other, |_| {})),
+    ];
+    for (what, bad) in &refusals {
+        let r = exchange(&server, &robot, bad).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let r = basic_login(&server, &robot, bad).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what} as the Basic password");
+    }
+
+    // A secret is no ID token: a robot with a secret exchanges nothing.
+    let api = Mgmt::new(&server, Some(&admin()));
+    let robot_with_secret = json!({ "name": "ci", "grants": [{ "project": "team", "permissions": ["pull"] }] });
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot_with_secret)).await;
+    let r = exchange(&server, "robot$team+ci", created["secret"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // The issuer rotates: `k2` in, `k1` out. A token signed by `k2` is picked up by the
+    // refetch its unknown kid triggers, once the refetch window since the last attempt
+    // (the refused token above) has passed: a flood of unknown kids cannot make Berth
+    // hammer the issuer.
+    issuer.publish(&[&other]);
+    let window = berth_server::access::oidc::OidcConfig::default().refetch_interval;
+    tokio::time::sleep(window + std::time::Duration::from_secs(1)).await;
+    let r =
+        exchange(&server, &robot, &id_token(&issuer, &other, |c| c["sub"] = json!("repo:acme/app:ref:refs/heads/dev")))
+            .await;
+    assert_eq!(r.status(), StatusCode::OK, "a key rotated in is picked up");
+    let r = exchange(&server, &robot, &id_token(&issuer, &key, |_| {})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a key rotated out is refused once the JWKS is refetched");
+}
