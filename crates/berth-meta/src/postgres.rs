@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
 ];
 
 /// Clones share the pool.

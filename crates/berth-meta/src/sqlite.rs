@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../migrations/sqlite/0003_identity.sql")),
+    (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and

@@ -160,30 +160,9 @@ impl Ctx<'_> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
         let result = self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await;
         if let Err(e) = &result {
-            self.audit_failed_login(e).await;
+            self.registry.audit_refusal(self.headers, self.peer, access, e).await;
         }
         result
-    }
-
-    /// Records a refused Basic login on `/v2` (a refusal path only: a request that
-    /// passes records nothing here).
-    async fn audit_failed_login(&self, e: &Error) {
-        let refused = matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests);
-        if let (true, access::authorizer::Presented::Basic(name, _)) =
-            (refused, access::authorizer::presented(self.headers))
-        {
-            let event = berth_meta::AuditEvent {
-                at_ms: audit::now_ms(),
-                actor: Some(name),
-                address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-                operation: "login".to_owned(),
-                project: None,
-                resource: None,
-                outcome: "failure".to_owned(),
-                detail: Some(e.message().to_owned()),
-            };
-            self.registry.audit.record(event).await;
-        }
     }
 
     /// The first value of query parameter `key`.

@@ -34,6 +34,9 @@ pub struct AuditEvent {
     pub outcome: String,
     /// A short free-form note (why it was denied, which scope was granted). Never a secret.
     pub detail: Option<String>,
+    /// How many identical events this entry stands for: the writer records pulls queued
+    /// together that differ only in time once, from the first one's time (1 otherwise).
+    pub count: u32,
 }
 
 /// A recorded event and its place in the log.

@@ -12,6 +12,7 @@ fn event(at_ms: i64, actor: Option<&str>, operation: &str, project: Option<&str>
         resource: project.map(|p| format!("{p}/app:1")),
         outcome: if actor.is_some() { "success" } else { "denied" }.to_owned(),
         detail: actor.is_none().then(|| "anonymous".to_owned()),
+        count: 1,
     }
 }
 
@@ -76,8 +77,13 @@ pub async fn run(store: &dyn AuditStore) {
     let filtered = AuditQuery { actor: Some("alice".into()), before_id: Some(all[1].id), limit: 2, ..query() };
     assert_eq!(ops(read(store, filtered).await), ["robots.listed", "robot.delete"]);
 
-    // A batch larger than one statement keeps its order.
-    let many: Vec<_> = (0..250).map(|i| event(10_000 + i, Some("ci"), "manifest.pull", Some("bulk"))).collect();
+    // A batch larger than one statement keeps its order, and each entry its count.
+    let many: Vec<_> = (0..250)
+        .map(|i| AuditEvent {
+            count: (i % 7 + 1) as u32,
+            ..event(10_000 + i, Some("ci"), "manifest.pull", Some("bulk"))
+        })
+        .collect();
     store.append(&many).await.unwrap();
     let bulk = read(store, AuditQuery { project: Some("bulk".into()), ..query() }).await;
     assert_eq!(bulk.into_iter().rev().collect::<Vec<_>>(), many);

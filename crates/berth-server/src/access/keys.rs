@@ -129,14 +129,20 @@ impl KeyRing {
         Ok(key.kid)
     }
 
+    /// The keys that still verify (the one that signs and those retired within the
+    /// lifetime of a token), newest first as the store lists them.
+    pub async fn list(&self) -> Result<Vec<berth_meta::SigningKey>, Error> {
+        let retired_after = berth_meta::now() - i64::try_from(self.keep_retired.as_secs()).unwrap_or(i64::MAX);
+        self.store.signing_keys(retired_after).await
+    }
+
     fn current(&self) -> Arc<Loaded> {
         Arc::clone(&self.loaded.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     async fn reload(&self) -> Result<Arc<Loaded>, Error> {
         let _one = self.reloading.lock().await;
-        let retired_after = berth_meta::now() - i64::try_from(self.keep_retired.as_secs()).unwrap_or(i64::MAX);
-        let keys = self.store.signing_keys(retired_after).await?;
+        let keys = self.list().await?;
         let loaded = Arc::new(Loaded::from_keys(&keys)?);
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&loaded);
         Ok(loaded)

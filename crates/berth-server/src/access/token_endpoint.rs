@@ -84,6 +84,7 @@ impl Outcome {
             resource: None,
             outcome: outcome.to_owned(),
             detail,
+            count: 1,
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct AuditEntry {
     /// `success`, `denied` or `failure`.
     outcome: String,
     detail: Option<String>,
+    /// How many identical pulls this entry stands for (1 for everything else): pulls
+    /// queued together that differ only in time are recorded once, at the first one's time.
+    count: u32,
 }
 
 impl From<&AuditRecord> for AuditEntry {
@@ -64,6 +67,7 @@ impl From<&AuditRecord> for AuditEntry {
             resource: e.resource.clone(),
             outcome: e.outcome.clone(),
             detail: e.detail.clone(),
+            count: e.count,
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::response::ApiError;
 use crate::{Access, Credentials, Principal, Registry, listen};
 
 mod audit;
+mod keys;
 mod listings;
 mod members;
 mod projects;
@@ -73,6 +74,8 @@ routes! {
     delete "/robots/{name}" => robots::delete,
     post "/robots/{name}/secret" => robots::rotate,
     get "/audit" => audit::query,
+    get "/signing-keys" => keys::list,
+    post "/signing-keys" => keys::rotate,
     get "/openapi.json" => openapi,
 }
 
@@ -114,6 +117,8 @@ routes! {
         listings::tags,
         listings::artifacts,
         audit::query,
+        keys::list,
+        keys::rotate,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),
@@ -191,7 +196,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 impl Caller {
     async fn authorize(&self, registry: &Registry, access: Access<'_>) -> Result<Principal, Error> {
-        registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await
+        let result = registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await;
+        if let Err(e) = &result {
+            registry.audit_refusal(&self.headers, self.peer, access, e).await;
+        }
+        result
     }
 
     /// Records a change the caller made, once it succeeded: who, from where, what (a
@@ -206,6 +215,7 @@ impl Caller {
             resource: Some(change.resource.to_owned()),
             outcome: "success".to_owned(),
             detail: change.detail,
+            count: 1,
         };
         registry.audit.record(event).await;
     }

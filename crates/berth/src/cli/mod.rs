@@ -78,6 +78,14 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Token-signing keys: list them, or rotate (a new key signs from now on; the old
+    /// ones verify until their tokens expire). System administrators.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Recovery on a stopped server's data.
     Admin {
         #[command(subcommand)]
@@ -160,6 +168,14 @@ pub enum ProjectCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// The keys that verify tokens now: id, algorithm, created, retired.
+    List,
+    /// Make a new key the one that signs.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -251,7 +267,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
             let entries = Client::new(&remote)?.get(&format!("/audit?{}", query.finish())).await?;
             for e in entries.as_array().into_iter().flatten() {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     e["id"],
                     e["at_ms"],
                     text(&e["actor"]),
@@ -260,12 +276,28 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
                     text(&e["resource"]),
                     text(&e["outcome"]),
                     text(&e["detail"]),
+                    e["count"],
                 );
             }
             Ok(())
         }
+        Command::Keys { command, remote } => keys(command, &Client::new(&remote)?).await,
         Command::Admin { command } => offline::admin(command).await,
     }
+}
+
+async fn keys(command: KeysCommand, client: &Client) -> Result<(), BoxError> {
+    let show = |k: &Value| {
+        println!("{}\t{}\t{}\t{}", text(&k["kid"]), text(&k["algorithm"]), k["created_at"], k["retired_at"])
+    };
+    match command {
+        KeysCommand::List => client.get("/signing-keys").await?.as_array().into_iter().flatten().for_each(show),
+        KeysCommand::Rotate => {
+            let key = client.call(Method::POST, "/signing-keys", None).await?;
+            println!("signing with the new key {}", text(&key["kid"]));
+        }
+    }
+    Ok(())
 }
 
 /// A JSON string as it is, anything else (`null`) as `-`.

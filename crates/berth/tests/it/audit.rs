@@ -135,8 +135,66 @@ async fn manifest_push_pull_and_delete_are_audited_with_actor_address_resource_a
     assert!(log.windows(2).all(|w| w[0].id < w[1].id), "ids increase in the order of recording");
 }
 
+/// An authenticated caller refused an access is recorded (`access.denied`, with the name
+/// its credentials proved, what it asked for and why), whether it sent Basic credentials
+/// or a bearer token, on `/v2` and on the management API; several identical refusals
+/// queued together are one entry with their count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_authenticated_callers_are_audited_with_what_they_asked() {
+    let server = Server::start().await;
+    let admin_api = &server.api;
+    let base = admin_api.base.clone();
+    let user = serde_json::json!({"name": "mallory", "password": "mallory-has-no-rights"});
+    let r = admin_api.req(Method::POST, "/api/v1/users").json(&user).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let project = serde_json::json!({"name": "locked"});
+    let r = admin_api.req(Method::POST, "/api/v1/projects").json(&project).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let mallory = crate::support::Creds::new("mallory", "mallory-has-no-rights");
+    let basic = Api::as_user(base.clone(), Some(&mallory));
+    for _ in 0..3 {
+        let r = basic.send(Method::POST, "/v2/locked/app/blobs/uploads/").await;
+        crate::api::assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    }
+    let r = basic.send(Method::GET, "/api/v1/users").await;
+    crate::api::assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    let token: serde_json::Value = basic
+        .req(Method::GET, "/token?service=berth&scope=repository:locked/app:pull")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = Api::with_token(base, token["token"].as_str().unwrap());
+    let r = bearer.send(Method::GET, "/v2/locked/app/tags/list").await;
+    crate::api::assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+
+    server.registry.audit.flush().await;
+    let denied: Vec<AuditEvent> =
+        server.log().await.into_iter().map(|r| r.event).filter(|e| e.operation == "access.denied").collect();
+    let seen: Vec<_> = denied
+        .iter()
+        .map(|e| {
+            let detail = e.detail.as_deref().unwrap_or("");
+            (e.actor.as_deref(), e.project.as_deref(), e.resource.as_deref(), detail.split(':').next(), &e.outcome)
+        })
+        .collect();
+    let mallory = Some("mallory");
+    let denied_outcome = "denied".to_owned();
+    let push = (mallory, Some("locked"), Some("locked/app"), Some("push"), &denied_outcome);
+    let system = (mallory, None, None, Some("system"), &denied_outcome);
+    let pull = (mallory, Some("locked"), Some("locked/app"), Some("pull"), &denied_outcome);
+    assert!(seen.contains(&push) && seen.contains(&system) && seen.contains(&pull), "{denied:#?}");
+    let pushes: u32 =
+        denied.iter().filter(|e| e.detail.as_deref().unwrap_or("").starts_with("push")).map(|e| e.count).sum();
+    assert_eq!(pushes, 3, "each refused push counted once: {denied:#?}");
+    assert!(denied.iter().all(|e| e.address == "127.0.0.1"), "{denied:#?}");
+}
+
 /// Many more pulls at once than fit in one batch, through the stop that ends a server:
-/// each one is stored, none twice.
+/// each one is counted, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_lose_no_audit_event() {
     let server = Server::start().await;
@@ -152,12 +210,14 @@ async fn concurrent_pulls_lose_no_audit_event() {
     // The stop that ends `berth serve`: what is queued is stored first.
     server.registry.audit.stop().await;
     let log = server.log().await;
-    let pulls = log.iter().filter(|r| r.event.operation == "manifest.pull").count();
-    assert_eq!(pulls, PULLS);
-    assert_eq!(log.len(), PULLS + 1, "the push and the pulls, nothing else");
+    // Identical pulls queued together are one entry with their count: the counts add up
+    // to every pull, each counted once.
+    let pulls: Vec<_> = log.iter().filter(|r| r.event.operation == "manifest.pull").collect();
+    assert_eq!(pulls.iter().map(|r| r.event.count as usize).sum::<usize>(), PULLS);
+    assert_eq!(log.len(), pulls.len() + 1, "the push and the pulls, nothing else");
     let mut ids: Vec<i64> = log.iter().map(|r| r.id).collect();
     ids.dedup();
-    assert_eq!(ids.len(), PULLS + 1);
+    assert_eq!(ids.len(), log.len());
 }
 
 fn event(at_ms: i64, n: usize) -> AuditEvent {
@@ -170,6 +230,7 @@ fn event(at_ms: i64, n: usize) -> AuditEvent {
         resource: None,
         outcome: "success".to_owned(),
         detail: None,
+        count: 1,
     }
 }
 

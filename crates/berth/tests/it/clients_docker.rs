@@ -450,6 +450,31 @@ fn docker_push_then_pull_round_trips_the_image_and_reuses_layers_already_in_the_
     docker.run(&["pull", &by_digest]);
     assert_eq!(docker.inspect(&by_digest)["Id"], id.as_str());
 
+    // A robot of `dock` logs in like a user (`robot$dock+ci`: a `$` and a `+` in the
+    // name), pushes a new tag and pulls it back; outside its project it is refused.
+    let robot = serde_json::json!({"name": "ci", "grants": [{"project": "dock", "permissions": ["pull", "push"]}]});
+    let json = [("content-type", "application/json")];
+    let r = http.send("POST", "/api/v1/projects/dock/robots", &json, robot.to_string().as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let created = r.json();
+    let robot = Creds::new(created["robot"]["name"].as_str().unwrap(), created["secret"].as_str().unwrap());
+    assert_eq!(robot.user, "robot$dock+ci");
+    docker.run(&["logout", &host]);
+    let login = docker.login(&host, &robot);
+    assert!(login.contains("Login Succeeded"), "{login}");
+    let app3 = format!("{host}/dock/app:3");
+    docker.run(&["tag", &app1, &app3]);
+    let push = docker.run(&["push", &app3]);
+    assert_eq!(reported_digest(&push), digest, "the robot pushed the same image:\n{push}");
+    assert_eq!(http.tags("dock/app"), serde_json::json!(["1", "2", "3"]));
+    docker.run(&["rmi", &app3, &app1]);
+    assert_eq!(reported_digest(&docker.run(&["pull", &app3])), digest);
+    let elsewhere = format!("{host}/other-team/app:1");
+    docker.run(&["tag", &app3, &elsewhere]);
+    let (pushed, _, stderr) = docker.try_run(&["push", &elsewhere]);
+    let refused = stderr.contains("denied") || stderr.contains("unauthorized");
+    assert!(!pushed && refused, "a robot of dock pushed elsewhere: {stderr}");
+
     docker.stop();
 }
 

@@ -32,16 +32,8 @@ fn podman_login_then_push_and_pull_a_private_project() {
     let image = oci_layout(layout.path(), "v1", &[200_000, 3_000]);
     clients.podman(&["pull", "-q", "--signature-policy", &policy, &oci_ref(layout.path(), "v1")]);
 
-    // `podman login` checks the credentials against the registry and writes them into
-    // the auth file it is given (never the user's).
-    let authfile = clients.path("login.json");
     let admin = server.admin();
-    let mut login = clients.podman_command(&["login", "--tls-verify=false", "--authfile", &authfile]);
-    login.args(["--username", &admin.user, "--password-stdin", &host]);
-    let stdout = run_with_input(&mut login, &admin.password);
-    assert!(stdout.contains("Login Succeeded"), "{stdout}");
-    let saved = std::fs::read_to_string(&authfile).unwrap();
-    assert!(saved.contains(&host), "podman login saved no credentials for {host}: {saved}");
+    let authfile = podman_login(&clients, &host, &admin, "login.json");
 
     // Pushed into `team`, which the admin's push creates (private).
     let remote = format!("{host}/team/podman:v1");
@@ -60,6 +52,65 @@ fn podman_login_then_push_and_pull_a_private_project() {
     clients.podman(&["rmi", "-a", "-f"]);
     let pulled = clients.podman(&[&["pull", "-q"][..], &auth, &[&remote]].concat());
     assert_eq!(pulled.trim(), hex(&image.config_digest));
+}
+
+/// `podman login` as `creds`: it checks the credentials against the registry and writes
+/// them into the auth file `name` under the clients' directory (never the user's), whose
+/// path it returns.
+fn podman_login(clients: &Clients, host: &str, creds: &Creds, name: &str) -> String {
+    let authfile = clients.path(name);
+    let mut login = clients.podman_command(&["login", "--tls-verify=false", "--authfile", &authfile]);
+    login.args(["--username", &creds.user, "--password-stdin", host]);
+    let stdout = run_with_input(&mut login, &creds.password);
+    assert!(stdout.contains("Login Succeeded"), "{stdout}");
+    let saved = std::fs::read_to_string(&authfile).unwrap();
+    assert!(saved.contains(host), "podman login saved no credentials for {host}: {saved}");
+    authfile
+}
+
+/// A robot (`robot$team+ci`) logs in with `podman login` like a user, pushes into its
+/// project and pulls back; a push outside its project is refused.
+#[tokio::test]
+async fn podman_login_as_a_robot_then_push_and_pull_its_project() {
+    let server = TestServer::start();
+    let host = server.host();
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
+    let grants = json!([{"project": "team", "permissions": ["pull", "push"]}]);
+    let robot = json!({"name": "ci", "grants": grants});
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot)).await;
+    let robot = Creds::new(created["robot"]["name"].as_str().unwrap(), created["secret"].as_str().unwrap());
+
+    let clients = Clients::logged_out(&server);
+    let policy = clients.policy();
+    let layout = lowercase_dir();
+    let image = oci_layout(layout.path(), "v1", &[120_000, 1_000]);
+    clients.podman(&["pull", "-q", "--signature-policy", &policy, &oci_ref(layout.path(), "v1")]);
+    let authfile = podman_login(&clients, &host, &robot, "robot.json");
+    let auth = ["--tls-verify=false", "--signature-policy", &policy, "--authfile", &authfile];
+    let config = hex(&image.config_digest);
+
+    let remote = format!("{host}/team/robot-pushed:v1");
+    clients.podman(&[&["push", "-q"][..], &auth, &[config, &remote]].concat());
+    assert_serves_manifest_config(&server, "team/robot-pushed", "v1", &image.config_digest).await;
+    clients.podman(&["rmi", "-a", "-f"]);
+    let pulled = clients.podman(&[&["pull", "-q"][..], &auth, &[&remote]].concat());
+    assert_eq!(pulled.trim(), config);
+
+    let elsewhere = format!("{host}/library/robot-pushed:v1");
+    let out = clients.podman_command(&[&["push", "-q"][..], &auth, &[config, &elsewhere]].concat()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a robot of team pushed into library");
+    assert!(stderr.contains("denied") || stderr.contains("unauthorized"), "{stderr}");
+}
+
+/// The config a tag's manifest names, read as the admin.
+async fn assert_serves_manifest_config(server: &TestServer, repo: &str, tag: &str, config: &str) {
+    let api = Api::new(server.url());
+    let r = api.send(Method::GET, &format!("/v2/{repo}/manifests/{tag}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let manifest: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(manifest["config"]["digest"], config);
 }
 
 #[test]

@@ -12,7 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::Mgmt;
-use crate::support::{BerthProcess, TestServer, admin, run_with_input};
+use crate::api::Api;
+use crate::support::{BerthProcess, Creds, TestServer, admin, run_with_input};
 
 /// `berth ARGS` with a login directory of its own and no credentials from the
 /// environment the tests run in.
@@ -85,6 +86,64 @@ async fn login_writes_a_file_only_its_owner_reads_and_the_commands_that_follow_u
     // Flags win over the file.
     let out = output(berth(&config).args(["project", "list", "--url", "http://127.0.0.1:1"]));
     assert!(!out.status.success(), "the flag's URL was not used");
+}
+
+/// `berth keys rotate` makes a new key sign: a token issued before verifies still, a new
+/// one names the new `kid`, `berth keys list` shows both (the old one retired) and no key
+/// material; a non-administrator may do neither; the rotation is in the audit log.
+#[tokio::test]
+async fn keys_rotate_signs_with_a_new_key_while_tokens_of_the_old_one_still_verify() {
+    let server = TestServer::start();
+    let config = server.scratch("config");
+    let kid_of = |token: &str| -> String {
+        use base64::Engine;
+        let head = token.split('.').next().unwrap();
+        let head = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&head).unwrap()["kid"].as_str().unwrap().to_owned()
+    };
+    let anon = reqwest::Client::new();
+    let token = |scope: &'static str| {
+        let (anon, url, admin) = (anon.clone(), server.url(), admin());
+        async move {
+            let r = anon
+                .get(format!("{url}/token?service=berth&scope={scope}"))
+                .basic_auth(&admin.user, Some(&admin.password))
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = token("repository:library/app:pull").await;
+    let old_kid = kid_of(&before);
+
+    let creds = ["--url", &server.url(), "--user", "admin"];
+    let env = ("BERTH_PASSWORD", admin().password);
+    let rotated = stdout_of(berth(&config).args(["keys", "rotate"]).args(creds).env(env.0, &env.1));
+    let new_kid = rotated.trim().strip_prefix("signing with the new key ").expect(&rotated).to_owned();
+    assert_ne!(new_kid, old_kid);
+    let listed = stdout_of(berth(&config).args(["keys", "list"]).args(creds).env(env.0, &env.1));
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    let row = |kid: &str| rows.iter().find(|r| r[0] == kid).unwrap_or_else(|| panic!("{kid} not in {listed}")).clone();
+    assert_eq!(row(&new_kid)[3], "null", "the new key signs: {listed}");
+    assert_ne!(row(&old_kid)[3], "null", "the old key is retired: {listed}");
+    assert!(!listed.contains("PRIVATE"), "{listed}");
+
+    let after = token("repository:library/app:pull").await;
+    assert_eq!(kid_of(&after), new_kid);
+    for t in [&before, &after] {
+        let r = Api::with_token(server.url(), t).send(Method::GET, "/v2/").await;
+        assert_eq!(r.status(), StatusCode::OK, "a token of either key verifies");
+    }
+    let api = Mgmt::new(&server, Some(&admin()));
+    let user = json!({"name": "carol", "password": "carol-is-not-an-admin"});
+    api.expect(StatusCode::CREATED, Method::POST, "/users", Some(user)).await;
+    let carol = Mgmt::new(&server, Some(&Creds::new("carol", "carol-is-not-an-admin")));
+    carol.refused(StatusCode::FORBIDDEN, "DENIED", Method::POST, "/signing-keys", None).await;
+    carol.refused(StatusCode::FORBIDDEN, "DENIED", Method::GET, "/signing-keys", None).await;
+    let log = api.expect(StatusCode::OK, Method::GET, "/audit?operation=key.rotate", None).await;
+    assert_eq!((&log[0]["actor"], &log[0]["resource"]), (&json!("admin"), &json!(new_kid)), "{log}");
 }
 
 /// Starts `berth serve` on `data_dir`, waits until it serves, and kills it: a server's

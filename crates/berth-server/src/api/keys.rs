@@ -1,0 +1,70 @@
+//! The token-signing keys: which keys verify tokens now, and rotation (a new key signs
+//! from now on; the old ones verify until the tokens they signed expire). System
+//! administrators only. Only ids and dates leave the server, never a key.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use berth_core::{Error, ErrorKind};
+use berth_meta::SigningKey;
+use serde::Serialize;
+
+use super::{Caller, Change, Reply, json};
+use crate::access::keys::KeyRing;
+use crate::{Access, Registry};
+
+/// A signing key as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    /// The JWT `kid` of the tokens it signs.
+    kid: String,
+    algorithm: String,
+    /// Unix seconds.
+    created_at: i64,
+    /// Unix seconds when it stopped signing; `null` for the key that signs.
+    retired_at: Option<i64>,
+}
+
+impl From<&SigningKey> for KeyView {
+    fn from(k: &SigningKey) -> KeyView {
+        KeyView {
+            kid: k.kid.clone(),
+            algorithm: k.algorithm.clone(),
+            created_at: k.created_at,
+            retired_at: k.retired_at,
+        }
+    }
+}
+
+/// The key ring, when tokens are issued at all.
+fn ring(registry: &Registry) -> Result<&KeyRing, Error> {
+    let tokens = registry.tokens.as_ref().ok_or_else(|| {
+        Error::new(ErrorKind::NotFound).with_message("this registry issues no tokens: it has no signing keys")
+    })?;
+    Ok(&tokens.tokens.keys)
+}
+
+#[utoipa::path(get, path = "/api/v1/signing-keys", tag = "keys",
+    responses((status = 200, description = "The keys that verify tokens now", body = [KeyView]),
+        (status = 403, body = super::ErrorBody)))]
+pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
+    caller.authorize(&registry, Access::System).await?;
+    let keys = ring(&registry)?.list().await?;
+    Ok(json(StatusCode::OK, &keys.iter().map(KeyView::from).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(post, path = "/api/v1/signing-keys", tag = "keys",
+    responses((status = 201, description = "A new key signs from now on; every node picks it up", body = KeyView),
+        (status = 403, body = super::ErrorBody)))]
+pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
+    let principal = caller.authorize(&registry, Access::System).await?;
+    let ring = ring(&registry)?;
+    let kid = ring.rotate().await?;
+    let keys = ring.list().await?;
+    let key = keys.iter().find(|k| k.kid == kid).ok_or_else(|| Error::internal("the new signing key is not listed"))?;
+    caller
+        .audit(&registry, &principal, Change { operation: "key.rotate", project: None, resource: &kid, detail: None })
+        .await;
+    Ok(json(StatusCode::CREATED, &KeyView::from(key)))
+}
