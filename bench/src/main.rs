@@ -8,6 +8,7 @@
 //! documented way to run it.
 
 mod auth;
+mod gc;
 mod http;
 mod report;
 use report::report;
@@ -41,7 +42,9 @@ struct Args {
     out: Option<PathBuf>,
     /// Run only these workloads (comma-separated): big (1 GiB push/pull), small (200 small
     /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog), auth
-    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous).
+    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous), gc
+    /// (a 10,000-blob store, a tenth made garbage, each collector timed; Berth's GC with 100
+    /// garbage blobs in 10,000 and in 100,000).
     /// Start-up time and memory are always reported.
     #[arg(long, value_delimiter = ',', value_parser = WORKLOADS)]
     only: Vec<String>,
@@ -79,124 +82,12 @@ struct Sizes {
     seconds: f64,
 }
 
-const WORKLOADS: [&str; 7] = ["big", "small", "manifest", "head", "get", "list", "auth"];
+const WORKLOADS: [&str; 8] = ["big", "small", "manifest", "head", "get", "list", "auth", "gc"];
 const CONNS: usize = 64;
 const MIB: usize = 1 << 20;
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// One figure of the table.
-#[derive(Clone, Copy)]
-struct Metric {
-    key: &'static str,
-    label: &'static str,
-    unit: &'static str,
-    higher_is_better: bool,
-}
-
-const METRICS: &[Metric] = &[
-    Metric { key: "push_mono", label: "{big} layer push, monolithic", unit: "MB/s", higher_is_better: true },
-    Metric { key: "push_chunked", label: "{big} layer push, {chunk} chunks", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "push_mono_probe",
-        label: "{big} monolithic push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_chunked_probe",
-        label: "{big} chunked push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_mono_cores",
-        label: "CPU during the monolithic push: server + client, in cores (of 2)",
-        unit: "cores",
-        higher_is_better: false,
-    },
-    Metric { key: "pull_big", label: "{big} layer pull, one GET", unit: "MB/s", higher_is_better: true },
-    Metric { key: "pull_ranged", label: "{big} layer pull, {chunk} ranges", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "small_layers",
-        label: "push of {small} small layers (4–64 KiB), 8 concurrent",
-        unit: "s",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "manifest_rps",
-        label: "manifest GET by tag (~1 KB), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric { key: "manifest_p50", label: "manifest GET p50", unit: "ms", higher_is_better: false },
-    Metric { key: "manifest_p99", label: "manifest GET p99", unit: "ms", higher_is_better: false },
-    Metric { key: "head_rps", label: "blob HEAD, 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "get_1m", label: "1 MiB blob GET, 64 conns", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "setup_puts",
-        label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "tags_rps",
-        label: "tag list ({repos} repos × {tags} tags), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "catalog_rps",
-        label: "catalog, n=100 ({repos} repos), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_anon_rps",
-        label: "manifest GET, public project, anonymous, 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_token_rps",
-        label: "manifest GET, public project, bearer token (one `/token` per connection), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "token_ratio",
-        label: "authenticated ÷ anonymous manifest GETs (the two rows above; ≥ 80 % required)",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "idle_rss",
-        label: "idle resident memory (VmRSS 0.5 s after start)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "peak_rss",
-        label: "peak resident memory (VmHWM after all workloads)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
-];
-
-impl Metric {
-    /// The label with this run's sizes filled in.
-    fn label(&self, s: Sizes) -> String {
-        let size = |b: usize| if b >= 1 << 30 { format!("{} GiB", b >> 30) } else { format!("{} MiB", b >> 20) };
-        self.label
-            .replace("{big}", &size(s.big))
-            .replace("{chunk}", &size(s.chunk))
-            .replace("{small}", &s.small_layers.to_string())
-            .replace("{repos}", &s.repos.to_string())
-            .replace("{tags}", &s.tags.to_string())
-    }
-}
 
 /// Deterministic incompressible bytes.
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -785,6 +676,16 @@ async fn main() -> Result<(), BoxError> {
                 ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;
             eprintln!("  CPU taken by other processes meanwhile: {others:.0}% of the machine");
             results.entry(name).or_default().entry("others_cpu").or_default().push(others);
+            if on("gc") && name != "Berth (S3+PG)" {
+                let bin = if name == "Berth" { &args.berth } else { &args.registry };
+                let scale = if args.quick { 10 } else { 1 };
+                let seed = run as u64 * 10 + i as u64;
+                let got = gc::measure(name, bin, &dir, &admin_password, run == 0, scale, seed).await?;
+                for (k, v) in got {
+                    eprintln!("  {k}: {}", fmt(v));
+                    results.entry(name).or_default().entry(k).or_default().push(v);
+                }
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
     }

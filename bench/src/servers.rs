@@ -67,6 +67,17 @@ pub struct ScaleOut {
 /// Starts Berth with `admin_password` for its `admin` (whose pushes create the projects
 /// they name, as the workloads push to several).
 pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>, admin_password: &str) -> Server {
+    berth_with(bin, dir, scaleout, admin_password, &[])
+}
+
+/// [`berth`] with more environment variables (settings such as `BERTH_GC_GRACE`).
+pub fn berth_with(
+    bin: &Path,
+    dir: &Path,
+    scaleout: Option<&ScaleOut>,
+    admin_password: &str,
+    env: &[(&str, &str)],
+) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.join("berth"));
@@ -76,6 +87,7 @@ pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>, admin_password
     }
     cmd.env("BERTH_ADMIN_PASSWORD", admin_password).env("BERTH_AUTO_CREATE_PROJECTS", "true");
     cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.envs(env.iter().copied());
     let authorization = Some(Arc::from(crate::auth::basic(crate::auth::ADMIN, admin_password)));
     let started = Instant::now();
     let child = cmd.spawn().expect("spawn berth");
