@@ -27,22 +27,15 @@ macro_rules! retention_store {
                     return Ok(());
                 }
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
-                for chunk in manifests.chunks(ROWS_PER_INSERT) {
-                    let sql = upsert_sql("manifest_pulls", "digest", chunk.len());
-                    // Only placeholders are formatted into the statement.
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for ((repo, digest), at) in chunk {
-                        query = query.bind(*repo).bind(*digest).bind(*at);
+                for (table, key, rows) in [("manifest_pulls", "digest", manifests), ("tag_pulls", "tag", tags)] {
+                    for chunk in rows.chunks(ROWS_PER_INSERT) {
+                        // Only placeholders and these two fixed names are formatted in.
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(upsert_sql(table, key, chunk.len())));
+                        for ((repo, name), at) in chunk {
+                            query = query.bind(*repo).bind(*name).bind(*at);
+                        }
+                        query.execute(&mut *tx).await.map_err(db_err)?;
                     }
-                    query.execute(&mut *tx).await.map_err(db_err)?;
-                }
-                for chunk in tags.chunks(ROWS_PER_INSERT) {
-                    let sql = upsert_sql("tag_pulls", "tag", chunk.len());
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for ((repo, tag), at) in chunk {
-                        query = query.bind(*repo).bind(*tag).bind(*at);
-                    }
-                    query.execute(&mut *tx).await.map_err(db_err)?;
                 }
                 tx.commit().await.map_err(db_err)
             }
