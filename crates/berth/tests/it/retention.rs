@@ -280,3 +280,47 @@ async fn pull_times_held_in_memory_are_written_when_the_server_stops_gracefully(
     let reasons = vec!["pulled_within_days 1".to_owned(), "most_recently_pulled 1".to_owned()];
     assert_eq!(kept_by_pulls(&mgmt, "grace").await, [("y".to_owned(), reasons)]);
 }
+
+#[tokio::test]
+async fn the_cli_sets_shows_dry_runs_and_runs_a_policy() {
+    use crate::management::cli::{berth, output, stdout_of};
+    let server = TestServer::start();
+    let mgmt = Mgmt::new(&server, Some(&admin()));
+    let api = Api::new(server.url());
+    create_project(&mgmt, "cli").await;
+    api.push_image("cli/app", "old", OCI_MANIFEST, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.push_image("cli/app", "new", OCI_MANIFEST, 2).await;
+    let config = server.scratch("config");
+    let (url, password) = (server.url(), admin().password);
+    let remote = ["--url", url.as_str(), "--user", "admin", "--password", password.as_str()];
+    let file = config.join("policy.json");
+    let policy = json!({"rules": [{"keep": [{"most_recently_pushed": 1}]}]});
+    std::fs::write(&file, policy.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+
+    let set = stdout_of(berth(&config).args(["retention", "set", "cli", file]).args(remote));
+    assert_eq!(set, "retention policy of cli set\n");
+    let shown = stdout_of(berth(&config).args(["retention", "show", "cli"]).args(remote));
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), policy);
+    let dry = stdout_of(berth(&config).args(["retention", "run", "cli", "--dry-run"]).args(remote));
+    assert_eq!(
+        dry,
+        "would delete\tcli/app:old\tno keep entry keeps it\nkeep\tcli/app:new\tmost_recently_pushed 1\n\
+         would delete: 1 tags, 0 manifests\n"
+    );
+    assert_eq!(
+        status(&api, Method::GET, "/v2/cli/app/manifests/old").await,
+        StatusCode::OK,
+        "a dry run deletes nothing"
+    );
+    let real = stdout_of(berth(&config).args(["retention", "run", "cli"]).args(remote));
+    assert_eq!(real, dry.replace("would delete", "deleted"));
+    assert_eq!(status(&api, Method::GET, "/v2/cli/app/manifests/old").await, StatusCode::NOT_FOUND);
+
+    // A bad policy fails the command with the server's message.
+    std::fs::write(file, r#"{"rules":[{"keep":[{"tags_matching":{"regex":"(("}}]}]}"#).unwrap();
+    let out = output(berth(&config).args(["retention", "set", "cli", file]).args(remote));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("invalid regex"), "{stderr}");
+}
