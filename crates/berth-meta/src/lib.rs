@@ -14,6 +14,7 @@ mod cache;
 mod clock;
 pub mod identity;
 mod postgres;
+pub mod retention;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use postgres::PgStore;
+pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
 pub use sqlite::SqliteStore;
 
 /// A live blob as the registry knows it.

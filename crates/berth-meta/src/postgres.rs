@@ -7,6 +7,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::retention::sql::retention_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -15,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
 ];
 
@@ -71,6 +73,7 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
 sql_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
+retention_store!(PgStore);
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +90,13 @@ mod tests {
         let store = super::PgStore::open(&pg.database("identity")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_retention_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("retention")).await.unwrap();
+        crate::retention::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::retention::sql::retention_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -27,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../migrations/sqlite/0003_identity.sql")),
+    (6, include_str!("../migrations/sqlite/0006_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
 ];
 
@@ -174,6 +176,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
 sql_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
+retention_store!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
@@ -190,6 +193,13 @@ mod tests {
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_retention_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::retention::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{IdentityStore, MetadataStore};
+use berth_meta::{IdentityStore, MetadataStore, RetentionStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
@@ -32,6 +32,7 @@ pub mod listen;
 mod manifests;
 pub mod range;
 mod response;
+pub mod retention;
 mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
@@ -86,6 +87,10 @@ pub struct Registry {
     uploads: Semaphore,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
+    /// Pull times and retention policies (`retention/`), set by [`Registry::with_retention`].
+    pub retention: Option<Arc<dyn RetentionStore>>,
+    /// When manifests and tags were last pulled, held until the next flush.
+    pub pulls: retention::PullRecorder,
 }
 
 impl Registry {
@@ -109,7 +114,15 @@ impl Registry {
             claims: Arc::default(),
             uploads,
             tokens: None,
+            retention: None,
+            pulls: retention::PullRecorder::default(),
         }
+    }
+
+    /// Keeps pull times and retention policies in `store`.
+    pub fn with_retention(mut self, store: Arc<dyn RetentionStore>) -> Registry {
+        self.retention = Some(store);
+        self
     }
 
     /// Authorizes with `tokens` and serves its `/token`.

@@ -24,6 +24,14 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
     let result = serve(ctx, repo, reference).await;
     // A pull is a GET; a HEAD only looks.
     if *ctx.method == Method::GET {
+        if let Some(served) = result.as_ref().ok().and_then(|r| r.headers().get("docker-content-digest")) {
+            // In memory only; flushed in batches (`retention/pulls.rs`).
+            let tag = match reference {
+                Reference::Tag(t) => Some(t.as_str()),
+                Reference::Digest(_) => None,
+            };
+            ctx.registry.pulls.record(repo.as_str(), served.to_str().unwrap_or_default(), tag);
+        }
         let digest = result.as_ref().ok().and_then(|r| served_digest(r, reference));
         ctx.audit(&principal, "manifest.pull", repo, reference, &result, digest).await;
     }

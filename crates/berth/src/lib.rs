@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, RetentionStore, SqliteStore,
+};
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
+use berth_server::retention::{self, RetentionJob};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
@@ -63,6 +66,10 @@ pub struct Config {
     pub auto_create_projects: bool,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
+    /// How often retention policies run (one node at a time: the `retention` lease).
+    pub retention_interval: Duration,
+    /// How often the pull times held in memory are written, in one batch.
+    pub pull_flush_interval: Duration,
 }
 
 impl Config {
@@ -88,6 +95,8 @@ impl Config {
             token_ttl: access.token_ttl,
             auto_create_projects: access.auto_create_projects,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            retention_interval: Duration::from_secs(24 * 3600),
+            pull_flush_interval: Duration::from_secs(60),
         }
     }
 }
@@ -105,11 +114,12 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
-/// The database's three stores, and the data directory's lock in embedded mode.
+/// The database's stores, and the data directory's lock in embedded mode.
 pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub retention: Arc<dyn RetentionStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -120,8 +130,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
-            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
-            (Stores { meta, identity, audit, lock: None }, None)
+            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
+            (Stores { meta, identity, audit, retention: Arc::new(store), lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -135,7 +145,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             let stores = Stores {
                 meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
-                audit: Arc::new(store),
+                audit: Arc::new(store.clone()),
+                retention: Arc::new(store),
                 lock: None,
             };
             (stores, Some(lock))
@@ -175,7 +186,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         AuditLog::new(stores.audit),
         registry_config,
     )
-    .with_token_auth(tokens);
+    .with_token_auth(tokens)
+    .with_retention(stores.retention);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
@@ -190,6 +202,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
+    let flusher =
+        tokio::spawn(retention::flush_pulls(Arc::clone(&registry), config.pull_flush_interval, shutdown.clone()));
+    let retention =
+        tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.retention_interval, shutdown.clone()));
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -207,6 +223,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     shutdown.cancel();
     janitor.await?;
     pruner.await?;
+    flusher.await?;
+    retention.await?;
+    // No request runs any more: the pull times they recorded are written.
+    if let Ok(store) = registry.retention_store() {
+        if let Err(e) = registry.pulls.flush(&**store).await {
+            tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
+        }
+    }
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);

@@ -75,6 +75,13 @@ struct ServeArgs {
     /// Keep audit log entries this long; older ones are pruned (hourly, by one node).
     #[arg(long, env = "BERTH_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
     audit_retention: Duration,
+    /// How often retention policies run (by one node: the `retention` lease).
+    #[arg(long, env = "BERTH_RETENTION_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
+    retention_interval: Duration,
+    /// How often pull times (kept in memory, for retention's "pulled" rules) are written
+    /// to the database, in one batch; also when the server stops.
+    #[arg(long, env = "BERTH_PULL_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pull_flush_interval: Duration,
     /// The URL clients reach Berth at (e.g. https://registry.example.com behind a TLS
     /// proxy); the token realm in challenges is URL/token. Default: http:// and the
     /// request's Host.
@@ -140,6 +147,8 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         token_ttl: args.token_ttl,
         auto_create_projects: args.auto_create_projects,
         audit_retention: args.audit_retention,
+        retention_interval: args.retention_interval,
+        pull_flush_interval: args.pull_flush_interval,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

@@ -1,5 +1,6 @@
-//! The management API under `/api/v1`: users, projects, members, robots, the audit log
-//! and per-project listings (what a UI needs), as JSON, and its OpenAPI document.
+//! The management API under `/api/v1`: users, projects, members, robots, the audit log,
+//! per-project listings (what a UI needs) and retention policies, as JSON, and its OpenAPI
+//! document.
 //!
 //! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
 //! authorizes through the same seam as `/v2` ([`crate::Authorizer`]) before touching a
@@ -30,8 +31,11 @@ mod keys;
 mod listings;
 mod members;
 mod projects;
+mod retention;
 mod robots;
 mod users;
+
+pub(crate) use listings::project_repositories;
 
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
 /// OpenAPI document must list exactly these (a test checks it).
@@ -65,6 +69,10 @@ routes! {
     get "/projects/{project}/robots" => robots::list_in_project,
     post "/projects/{project}/robots" => robots::create_in_project,
     get "/projects/{project}/repositories" => listings::repositories,
+    get "/projects/{project}/retention" => retention::get,
+    put "/projects/{project}/retention" => retention::set,
+    delete "/projects/{project}/retention" => retention::remove,
+    post "/projects/{project}/retention/run" => retention::run,
     get "/repositories/{name}/tags" => listings::tags,
     get "/repositories/{name}/artifacts" => listings::artifacts,
     get "/robots" => robots::list,
@@ -116,6 +124,10 @@ routes! {
         listings::repositories,
         listings::tags,
         listings::artifacts,
+        retention::get,
+        retention::set,
+        retention::remove,
+        retention::run,
         audit::query,
         keys::list,
         keys::rotate,

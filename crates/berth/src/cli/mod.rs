@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot` and `audit` call a running server's management API (`client.rs`); `user
+//! `robot`, `audit` and `retention` call a running server's management API (`client.rs`); `user
 //! import-htpasswd` and `admin reset-password` work on a stopped server's data
 //! (`offline.rs`). Not `berth serve` (that is `main.rs`).
 
@@ -14,9 +14,11 @@ use crate::BoxError;
 
 pub mod client;
 mod offline;
+mod retention;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
+pub use retention::RetentionCommand;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -83,6 +85,13 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Retention policies: set, show, remove, run (or dry-run) them.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -282,6 +291,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Keys { command, remote } => keys(command, &Client::new(&remote)?).await,
+        Command::Retention { command, remote } => retention::retention(command, &Client::new(&remote)?).await,
         Command::Admin { command } => offline::admin(command).await,
     }
 }

@@ -1,0 +1,115 @@
+//! The behaviour every [`RetentionStore`] backend must show; each backend's tests call [`run`]
+//! with the same database as a [`MetadataStore`] (to push what the retention store reads).
+
+use berth_core::{Digest, MediaType, RepoName, Tag, manifest};
+
+use super::{Pull, RetentionStore, TagState, TopManifest};
+use crate::{BlobInfo, MetadataStore, NewManifest};
+
+async fn put(meta: &dyn MetadataStore, repo: &RepoName, media_type: &str, body: &[u8], tags: &[&str]) -> String {
+    let parsed = manifest::parse(Some(media_type), body).unwrap();
+    let digest = Digest::of(body);
+    let tags: Vec<Tag> = tags.iter().map(|t| Tag::parse(t).unwrap()).collect();
+    meta.put_manifest(NewManifest { repo, digest: &digest, parsed: &parsed, body, tags: &tags }).await.unwrap();
+    digest.to_string()
+}
+
+fn image(layer: &Digest, subject: Option<&str>) -> Vec<u8> {
+    let config = Digest::of(b"config");
+    let subject = subject
+        .map(|s| format!(r#","subject":{{"mediaType":"{}","digest":"{s}","size":1}}"#, MediaType::OCI_MANIFEST))
+        .unwrap_or_default();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x.cfg","digest":"{config}","size":1}},"layers":[{{"mediaType":"application/x.layer","digest":"{layer}","size":1}}]{subject}}}"#,
+        MediaType::OCI_MANIFEST
+    )
+    .into_bytes()
+}
+
+fn pull(repo: &str, digest: &str, tag: Option<&str>, at: i64) -> Pull {
+    Pull { repo: repo.to_owned(), digest: digest.to_owned(), tag: tag.map(str::to_owned), at }
+}
+
+pub async fn run(meta: &dyn MetadataStore, store: &dyn RetentionStore) {
+    let repo = RepoName::parse("keep/app").unwrap();
+    let blob = |s: &str| BlobInfo { size: 1, key: format!("k/{s}") };
+    let (config, l1, l2, l3) = (Digest::of(b"config"), Digest::of(b"l1"), Digest::of(b"l2"), Digest::of(b"l3"));
+    for (d, name) in [(&config, "config"), (&l1, "l1"), (&l2, "l2"), (&l3, "l3")] {
+        meta.link_blob(&repo, d, &blob(name), None).await.unwrap();
+    }
+    assert_eq!(store.repo_state(&repo).await.unwrap(), Default::default(), "nothing pushed yet");
+    let before = crate::now();
+    let m1 = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&l1, None), &["v1"]).await;
+    let m2 = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&l2, None), &["v2", "v2-alias"]).await;
+    let child = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&l3, None), &[]).await;
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{child}","size":1}}]}}"#,
+        MediaType::OCI_INDEX,
+        MediaType::OCI_MANIFEST
+    );
+    let index = put(meta, &repo, MediaType::OCI_INDEX, index.as_bytes(), &["multi"]).await;
+    let _referrer = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&l3, Some(&m1)), &[]).await;
+
+    // Tags by name; top-level manifests by digest: neither the index's child nor the referrer.
+    let state = store.repo_state(&repo).await.unwrap();
+    let pushed = state.tags[0].pushed_at;
+    assert!(pushed >= before && pushed <= crate::now());
+    let tag = |tag: &str, digest: &str, last: Option<i64>| TagState {
+        tag: tag.to_owned(),
+        digest: digest.to_owned(),
+        pushed_at: state.tags.iter().find(|t| t.tag == tag).unwrap().pushed_at,
+        last_pulled_at: last,
+    };
+    assert_eq!(
+        state.tags,
+        [tag("multi", &index, None), tag("v1", &m1, None), tag("v2", &m2, None), tag("v2-alias", &m2, None)]
+    );
+    let mut top: Vec<String> = vec![m1.clone(), m2.clone(), index.clone()];
+    top.sort();
+    assert_eq!(state.manifests.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), top);
+    assert!(state.manifests.iter().all(|m: &TopManifest| m.pushed_at >= before));
+
+    // Pulls: the latest time wins, within a batch and across batches; a pull older than the
+    // tag's last push does not count; a manifest's pull counts for every tag on it.
+    let t = pushed + 100;
+    store.record_pulls(&[]).await.unwrap();
+    store
+        .record_pulls(&[
+            pull("keep/app", &m1, Some("v1"), t + 10),
+            pull("keep/app", &m1, Some("v1"), t + 5),
+            pull("keep/app", &m2, None, t + 20),
+            pull("keep/app", &index, Some("multi"), pushed - 1000),
+        ])
+        .await
+        .unwrap();
+    store.record_pulls(&[pull("keep/app", &m1, Some("v1"), t + 1), pull("keep/app", &m2, None, t + 30)]).await.unwrap();
+    let state = store.repo_state(&repo).await.unwrap();
+    let last: Vec<(&str, Option<i64>)> = state.tags.iter().map(|t| (t.tag.as_str(), t.last_pulled_at)).collect();
+    assert_eq!(last, [("multi", None), ("v1", Some(t + 10)), ("v2", Some(t + 30)), ("v2-alias", Some(t + 30))]);
+    // Many pulls in one flush (more than one statement's rows).
+    let many: Vec<Pull> = (0..250).map(|i| pull("keep/app", &m1, Some(&format!("t{i}")), t + i)).collect();
+    store.record_pulls(&many).await.unwrap();
+
+    // What a run re-checks before it deletes.
+    assert_eq!(store.tag_target(&repo, "v1").await.unwrap(), Some((m1.clone(), tag("v1", &m1, None).pushed_at)));
+    assert_eq!(store.tag_target(&repo, "nope").await.unwrap(), None);
+    assert_eq!(store.tag_count(&repo, &m2).await.unwrap(), 2);
+    assert_eq!(store.tag_count(&repo, &child).await.unwrap(), 0);
+    meta.delete_tag(&repo, &Tag::parse("v2-alias").unwrap()).await.unwrap();
+    assert_eq!(store.tag_count(&repo, &m2).await.unwrap(), 1);
+
+    // Policies: one per project, replaced, listed, removed.
+    assert_eq!(store.policy("keep").await.unwrap(), None);
+    store.set_policy("keep", Some(r#"{"rules":[]}"#)).await.unwrap();
+    store.set_policy("other", Some(r#"{"rules":[1]}"#)).await.unwrap();
+    store.set_policy("keep", Some(r#"{"rules":[2]}"#)).await.unwrap();
+    assert_eq!(store.policy("keep").await.unwrap().as_deref(), Some(r#"{"rules":[2]}"#));
+    let all = store.policies().await.unwrap();
+    assert_eq!(
+        all,
+        [("keep".to_owned(), r#"{"rules":[2]}"#.to_owned()), ("other".to_owned(), r#"{"rules":[1]}"#.to_owned())]
+    );
+    store.set_policy("keep", None).await.unwrap();
+    assert_eq!(store.policy("keep").await.unwrap(), None);
+    assert_eq!(store.policies().await.unwrap().len(), 1);
+}
