@@ -226,10 +226,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     flusher.await?;
     retention.await?;
     // No request runs any more: the pull times they recorded are written.
-    if let Ok(store) = registry.retention_store() {
-        if let Err(e) = registry.pulls.flush(&**store).await {
-            tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
-        }
+    if let Ok(store) = registry.retention_store()
+        && let Err(e) = registry.pulls.flush(&**store).await
+    {
+        tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
     }
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;

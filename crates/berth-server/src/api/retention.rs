@@ -14,6 +14,9 @@ use super::{Caller, Change, Reply, json, parse_body, unknown};
 use crate::retention::{self, Policy, RunReport};
 use crate::{Access, Principal, Registry};
 
+/// Characters of a policy kept in its audit entry.
+const MAX_DETAIL: usize = 1024;
+
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
@@ -60,7 +63,11 @@ pub async fn set(
     project(&registry, &name).await?;
     let canonical = serde_json::to_string(&compiled.policy).map_err(berth_core::Error::internal)?;
     registry.retention_store()?.set_policy(&name, Some(&canonical)).await?;
-    let detail = Some(canonical);
+    // The policy as the audit entry's detail, cut to a short note.
+    let detail = Some(match canonical.char_indices().nth(MAX_DETAIL) {
+        Some((cut, _)) => format!("{}…", &canonical[..cut]),
+        None => canonical,
+    });
     let change = Change { operation: "retention.policy.set", project: Some(&name), resource: &name, detail };
     caller.audit(&registry, &principal, change).await;
     Ok(json(StatusCode::OK, &compiled.policy))

@@ -247,6 +247,11 @@ pub async fn flush_pulls(registry: Arc<Registry>, interval: Duration, shutdown: 
         }
         if let Err(e) = registry.pulls.flush(&*store).await {
             tracing::warn!(error = %e, "flushing pull times failed; retried at the next flush");
+            // The pulls put back may wake this loop at once: not faster than a second.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 }

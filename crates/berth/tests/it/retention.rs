@@ -324,3 +324,22 @@ async fn the_cli_sets_shows_dry_runs_and_runs_a_policy() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("invalid regex"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_schedule_runs_every_projects_policy_on_the_lease_holder() {
+    let server = TestServer::start_with(|c| c.retention_interval = Duration::from_millis(500));
+    let mgmt = Mgmt::new(&server, Some(&admin()));
+    let api = Api::new(server.url());
+    create_project(&mgmt, "sched").await;
+    api.push_image("sched/app", "first", OCI_MANIFEST, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.push_image("sched/app", "second", OCI_MANIFEST, 2).await;
+    set_policy(&mgmt, "sched", json!({"rules": [{"keep": [{"most_recently_pushed": 1}]}]})).await;
+    // No request runs it: the next scheduled pass does.
+    let entries = audit(&mgmt, "sched", "retention.tag.delete", 1).await;
+    assert_eq!(entries[0]["resource"], "sched/app:first");
+    assert!(entries[0]["detail"].as_str().unwrap().ends_with("run by schedule"), "{}", entries[0]);
+    let r = api.send(Method::GET, "/v2/sched/app/manifests/first").await;
+    assert_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_eq!(status(&api, Method::GET, "/v2/sched/app/manifests/second").await, StatusCode::OK);
+}
