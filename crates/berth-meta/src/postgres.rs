@@ -7,6 +7,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::policy::sql::{policy_checks, policy_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -15,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (5, include_str!("../migrations/postgres/0005_policies.sql")),
 ];
 
 /// Clones share the pool.
@@ -70,6 +72,8 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
 sql_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
+policy_store!(PgStore);
+policy_checks!(PgStore, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {
@@ -86,6 +90,7 @@ mod tests {
         let store = super::PgStore::open(&pg.database("identity")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+        crate::policy::suite::run(&store, &store, &store).await;
     }
 
     #[tokio::test]

@@ -79,6 +79,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(db_err)?
                 .get(0);
+                Self::check_quota(&mut tx, repo, digest, blob.size).await?;
                 sqlx::query(
                     "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -258,6 +259,7 @@ macro_rules! sql_store {
                 if !missing.is_empty() {
                     return Err(Error::new(ErrorKind::ManifestBlobUnknown).with_detail(missing));
                 }
+                Self::check_quota_held(&mut tx, m.repo).await?;
                 let now = now();
                 sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(repo)
@@ -303,6 +305,7 @@ macro_rules! sql_store {
                         .map_err(db_err)?;
                     }
                 }
+                Self::check_tag_moves(&mut tx, m.repo, m.digest, m.tags, now).await?;
                 for tag in m.tags {
                     sqlx::query(
                         "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
@@ -351,6 +354,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+                self.check_immutable_delete(repo, None, Some(digest)).await?;
                 // Tags and references go with it (ON DELETE CASCADE).
                 let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
                     .bind(repo.as_str())
@@ -363,6 +367,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
+                self.check_immutable_delete(repo, Some(tag), None).await?;
                 let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
                     .bind(repo.as_str())
                     .bind(tag.as_str())

@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::policy::sql::{policy_checks, policy_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -27,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../migrations/sqlite/0003_identity.sql")),
+    (5, include_str!("../migrations/sqlite/0005_policies.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -173,6 +175,8 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
 sql_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
+policy_store!(SqliteStore);
+policy_checks!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +193,7 @@ mod tests {
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+        crate::policy::suite::run(&store, &store, &store).await;
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_core::access::project_of;
-use berth_core::{Error, Reference, RepoName};
+use berth_core::{Error, ErrorKind, Reference, RepoName};
 use berth_meta::{AuditEvent, AuditStore};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -206,6 +206,8 @@ impl<'a> Ctx<'a> {
         };
         let (outcome, detail) = match result {
             Ok(_) => ("success", detail),
+            // A policy's refusal (an immutable tag, a quota) says which and why.
+            Err(e) if e.kind == ErrorKind::Denied && e.message.is_some() => ("failure", Some(e.message().to_owned())),
             Err(e) => ("failure", Some(e.code().to_owned())),
         };
         let event = AuditEvent {

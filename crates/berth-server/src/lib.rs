@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{IdentityStore, MetadataStore};
+use berth_meta::{IdentityStore, MetadataStore, PolicyStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
@@ -74,6 +74,8 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     /// Users, projects, members, robots and signing keys.
     pub identity: Arc<dyn IdentityStore>,
+    /// Immutable tag rules and quotas (enforced by `meta`'s own transactions).
+    pub policy: Arc<dyn PolicyStore>,
     pub auth: Arc<dyn Authorizer>,
     /// Where events are recorded (`audit.rs`).
     pub audit: audit::AuditLog,
@@ -93,6 +95,7 @@ impl Registry {
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
         identity: Arc<dyn IdentityStore>,
+        policy: Arc<dyn PolicyStore>,
         auth: Arc<dyn Authorizer>,
         audit: audit::AuditLog,
         config: RegistryConfig,
@@ -102,6 +105,7 @@ impl Registry {
             blobs,
             meta,
             identity,
+            policy,
             auth,
             audit,
             config,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, PolicyStore, SqliteStore,
+};
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
@@ -110,6 +112,7 @@ pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub policy: Arc<dyn PolicyStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -120,8 +123,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
-            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
-            (Stores { meta, identity, audit, lock: None }, None)
+            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
+            (Stores { meta, identity, audit, policy: Arc::new(store), lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -135,7 +138,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             let stores = Stores {
                 meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
-                audit: Arc::new(store),
+                audit: Arc::new(store.clone()),
+                policy: Arc::new(store),
                 lock: None,
             };
             (stores, Some(lock))
@@ -171,6 +175,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         blobs,
         stores.meta,
         stores.identity,
+        stores.policy,
         tokens.clone(),
         AuditLog::new(stores.audit),
         registry_config,

@@ -28,6 +28,7 @@ use crate::{Access, Credentials, Principal, Registry, listen};
 mod audit;
 mod listings;
 mod members;
+mod policies;
 mod projects;
 mod robots;
 mod users;
@@ -58,6 +59,9 @@ routes! {
     get "/projects/{project}" => projects::get,
     patch "/projects/{project}" => projects::update,
     delete "/projects/{project}" => projects::delete,
+    get "/projects/{project}/immutable-rules" => policies::list,
+    post "/projects/{project}/immutable-rules" => policies::add,
+    delete "/projects/{project}/immutable-rules/{pattern}" => policies::remove,
     get "/projects/{project}/members" => members::list,
     put "/projects/{project}/members/{user}" => members::set,
     delete "/projects/{project}/members/{user}" => members::remove,
@@ -99,6 +103,9 @@ routes! {
         projects::get,
         projects::update,
         projects::delete,
+        policies::list,
+        policies::add,
+        policies::remove,
         members::list,
         members::set,
         members::remove,

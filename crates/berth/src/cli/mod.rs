@@ -14,9 +14,11 @@ use crate::BoxError;
 
 pub mod client;
 mod offline;
+mod policies;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
+pub use policies::ImmutableCommand;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -159,6 +161,17 @@ pub enum ProjectCommand {
     /// Delete a project that holds no repository, with its members and robots.
     Delete {
         name: String,
+    },
+    /// Limit the bytes of blobs a project's repositories hold: SIZE (`500`, `10MiB`,
+    /// `2GB`) or `none`. Lowering it deletes nothing; pushes are refused past it.
+    Quota {
+        name: String,
+        size: String,
+    },
+    /// Immutable tag rules: tags matching a pattern never move nor go.
+    Immutable {
+        #[command(subcommand)]
+        command: ImmutableCommand,
     },
 }
 
@@ -362,6 +375,8 @@ async fn project(command: ProjectCommand, client: &Client) -> Result<(), BoxErro
             client.call(Method::DELETE, &format!("/projects/{}", segment(&name)), None).await?;
             println!("deleted project {name}");
         }
+        ProjectCommand::Quota { name, size } => policies::quota(&name, &size, client).await?,
+        ProjectCommand::Immutable { command } => policies::immutable(command, client).await?,
     }
     Ok(())
 }
