@@ -15,6 +15,7 @@ mod clock;
 pub mod identity;
 pub mod policy;
 mod postgres;
+pub mod scrub;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::PgStore;
+pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;
 
 /// A live blob as the registry knows it.
@@ -199,6 +201,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The manifests of `repo` after digest `last`, sorted by digest, with their tags;
     /// `None` if the repository does not exist. A listing for people, not the hot path.
     async fn artifacts(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Artifacts>, Error>;
+
+    /// Drops whatever a cache in front of the store holds about a blob whose state changed
+    /// behind it (the scrub found it damaged, or sound again). A store without a cache has
+    /// nothing to drop.
+    fn forget_blob(&self, _digest: &Digest) {}
 
     /// Takes or renews the lease `name` for `holder` until `ttl_secs` from now; `false`
     /// if another holder's lease has not expired.

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
 use crate::policy::sql::{policy_checks, policy_store};
+use crate::scrub::sql::scrub_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -73,6 +74,7 @@ sql_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 policy_store!(PgStore);
+scrub_store!(PgStore);
 policy_checks!(PgStore, sqlx::Postgres);
 
 #[cfg(test)]
@@ -91,6 +93,7 @@ mod tests {
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
         crate::policy::suite::run(&store, &store, &store).await;
+        crate::scrub::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

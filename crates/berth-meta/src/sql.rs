@@ -15,7 +15,8 @@ macro_rules! sql_store {
             async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
                 let row = sqlx::query(
                     "SELECT b.size, b.storage_key FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                     WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
+                       AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
                 )
                 .bind(repo.as_str())
                 .bind(digest.as_str())
@@ -26,7 +27,9 @@ macro_rules! sql_store {
             }
 
             async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
-                let row = sqlx::query("SELECT size, storage_key FROM blobs WHERE digest = $1 AND state = 'live'")
+                let row = sqlx::query(
+                    "SELECT size, storage_key FROM blobs b WHERE digest = $1 AND state = 'live' AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
+                )
                     .bind(digest.as_str())
                     .fetch_optional(&self.reader)
                     .await
@@ -37,7 +40,8 @@ macro_rules! sql_store {
             async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error> {
                 let rows = sqlx::query(
                     "SELECT rb.repo FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.digest = $1 AND b.state = 'live' ORDER BY rb.repo LIMIT $2",
+                     WHERE rb.digest = $1 AND b.state = 'live' AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)
+                     ORDER BY rb.repo LIMIT $2",
                 )
                 .bind(digest.as_str())
                 .bind(limit as i64)
@@ -234,7 +238,8 @@ macro_rules! sql_store {
                 for blob in &m.parsed.blobs {
                     let found = sqlx::query(
                         "SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
+                           AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
                     )
                     .bind(repo)
                     .bind(blob.as_str())

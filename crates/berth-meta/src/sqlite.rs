@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
 use crate::policy::sql::{policy_checks, policy_store};
+use crate::scrub::sql::scrub_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -176,6 +177,7 @@ sql_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
 policy_store!(SqliteStore);
+scrub_store!(SqliteStore);
 policy_checks!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]
@@ -194,6 +196,7 @@ mod tests {
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
         crate::policy::suite::run(&store, &store, &store).await;
+        crate::scrub::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{IdentityStore, MetadataStore, PolicyStore};
+use berth_meta::{IdentityStore, MetadataStore, PolicyStore, ScrubStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
@@ -32,6 +32,7 @@ pub mod listen;
 mod manifests;
 pub mod range;
 mod response;
+pub mod scrub;
 mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
@@ -76,6 +77,8 @@ pub struct Registry {
     pub identity: Arc<dyn IdentityStore>,
     /// Immutable tag rules and quotas (enforced by `meta`'s own transactions).
     pub policy: Arc<dyn PolicyStore>,
+    /// The integrity scrub's runs and findings (`scrub.rs`).
+    pub scrub: Arc<dyn ScrubStore>,
     pub auth: Arc<dyn Authorizer>,
     /// Where events are recorded (`audit.rs`).
     pub audit: audit::AuditLog,
@@ -86,6 +89,8 @@ pub struct Registry {
     claims: Arc<claims::Claims>,
     /// One permit per request carrying upload bytes (`config.max_uploads`).
     uploads: Semaphore,
+    /// A scrub run goes on on this node (`scrub.rs`).
+    scrubbing: std::sync::atomic::AtomicBool,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
 }
@@ -96,6 +101,7 @@ impl Registry {
         meta: Arc<dyn MetadataStore>,
         identity: Arc<dyn IdentityStore>,
         policy: Arc<dyn PolicyStore>,
+        scrub: Arc<dyn ScrubStore>,
         auth: Arc<dyn Authorizer>,
         audit: audit::AuditLog,
         config: RegistryConfig,
@@ -106,12 +112,14 @@ impl Registry {
             meta,
             identity,
             policy,
+            scrub,
             auth,
             audit,
             config,
             node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),
             uploads,
+            scrubbing: Default::default(),
             tokens: None,
         }
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{
-    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, PolicyStore, SqliteStore,
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, PolicyStore, ScrubStore,
+    SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the audit log keeps an entry unless told otherwise: 90 days.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the integrity scrub runs unless configured.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -65,6 +68,8 @@ pub struct Config {
     pub auto_create_projects: bool,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
+    /// How often the integrity scrub re-hashes every blob (zero: never on its own).
+    pub scrub_interval: Duration,
 }
 
 impl Config {
@@ -90,6 +95,7 @@ impl Config {
             token_ttl: access.token_ttl,
             auto_create_projects: access.auto_create_projects,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            scrub_interval: DEFAULT_SCRUB_INTERVAL,
         }
     }
 }
@@ -113,6 +119,7 @@ pub struct Stores {
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
     pub policy: Arc<dyn PolicyStore>,
+    pub scrub: Arc<dyn ScrubStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -124,7 +131,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
             let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-            (Stores { meta, identity, audit, policy: Arc::new(store), lock: None }, None)
+            let (policy, scrub) = (Arc::new(store.clone()), Arc::new(store));
+            (Stores { meta, identity, audit, policy, scrub, lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -139,7 +147,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
                 meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
-                policy: Arc::new(store),
+                policy: Arc::new(store.clone()),
+                scrub: Arc::new(store),
                 lock: None,
             };
             (stores, Some(lock))
@@ -176,6 +185,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         stores.meta,
         stores.identity,
         stores.policy,
+        stores.scrub,
         tokens.clone(),
         AuditLog::new(stores.audit),
         registry_config,
@@ -195,6 +205,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
+    let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.scrub_interval, shutdown.clone());
+    let scrub = tokio::spawn(scrub);
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -212,6 +224,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     shutdown.cancel();
     janitor.await?;
     pruner.await?;
+    scrub.await?;
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);

@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Keep audit log entries this long; older ones are pruned (hourly, by one node).
     #[arg(long, env = "BERTH_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
     audit_retention: Duration,
+    /// Re-hash every stored blob this often (one node at a time; `0s`: only on demand,
+    /// `berth scrub`).
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", default_value = "7days", value_parser = humantime::parse_duration)]
+    scrub_interval: Duration,
     /// The URL clients reach Berth at (e.g. https://registry.example.com behind a TLS
     /// proxy); the token realm in challenges is URL/token. Default: http:// and the
     /// request's Host.
@@ -140,6 +144,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         token_ttl: args.token_ttl,
         auto_create_projects: args.auto_create_projects,
         audit_retention: args.audit_retention,
+        scrub_interval: args.scrub_interval,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

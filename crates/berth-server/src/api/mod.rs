@@ -31,6 +31,7 @@ mod members;
 mod policies;
 mod projects;
 mod robots;
+mod scrub;
 mod users;
 
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
@@ -77,6 +78,9 @@ routes! {
     delete "/robots/{name}" => robots::delete,
     post "/robots/{name}/secret" => robots::rotate,
     get "/audit" => audit::query,
+    post "/scrub/runs" => scrub::start,
+    get "/scrub/runs" => scrub::list,
+    get "/scrub/runs/{id}" => scrub::get,
     get "/openapi.json" => openapi,
 }
 
@@ -121,6 +125,9 @@ routes! {
         listings::tags,
         listings::artifacts,
         audit::query,
+        scrub::start,
+        scrub::list,
+        scrub::get,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),

@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot` and `audit` call a running server's management API (`client.rs`); `user
+//! `robot`, `scrub` and `audit` call a running server's management API (`client.rs`); `user
 //! import-htpasswd` and `admin reset-password` work on a stopped server's data
 //! (`offline.rs`). Not `berth serve` (that is `main.rs`).
 
@@ -15,6 +15,7 @@ use crate::BoxError;
 pub mod client;
 mod offline;
 mod policies;
+mod scrub;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
@@ -56,6 +57,12 @@ pub enum Command {
     Robot {
         #[command(subcommand)]
         command: RobotCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Re-hash every stored blob on the server and report those missing, truncated or not
+    /// matching their digest (they are no longer served); shows progress on a terminal.
+    Scrub {
         #[command(flatten)]
         remote: Remote,
     },
@@ -246,6 +253,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
         Command::Project { command, remote } => project(command, &Client::new(&remote)?).await,
         Command::Member { command, remote } => member(command, &Client::new(&remote)?).await,
         Command::Robot { command, remote } => robot(command, &Client::new(&remote)?).await,
+        Command::Scrub { remote } => scrub::scrub(&Client::new(&remote)?).await,
         Command::Audit { actor, project, operation, since, before, limit, remote } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             for (key, value) in [("user", actor), ("project", project), ("operation", operation)] {

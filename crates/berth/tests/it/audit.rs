@@ -48,6 +48,11 @@ impl Server {
         Server { registry, api, shutdown, _node: node, _backend: backend, _dir: dir }
     }
 
+    /// The blob store seen from outside the server.
+    pub(crate) fn storage(&self) -> crate::support::Storage {
+        self._backend.storage(&self._dir.path().join("data"))
+    }
+
     /// Every entry, oldest first.
     pub(crate) async fn log(&self) -> Vec<AuditRecord> {
         let query = AuditQuery { limit: 100_000, ..Default::default() };

@@ -18,6 +18,7 @@ mod management;
 mod memory_bounds;
 mod multinode;
 mod policies;
+mod scrub;
 mod slow_clients;
 mod upload_claims;
 mod upload_limits;

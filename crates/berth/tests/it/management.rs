@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::api::{Api, assert_error};
 use crate::support::{Creds, TestServer, admin, client_as};
 
-mod cli;
+pub(crate) mod cli;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 

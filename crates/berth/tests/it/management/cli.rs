@@ -16,7 +16,7 @@ use crate::support::{BerthProcess, TestServer, admin, run_with_input};
 
 /// `berth ARGS` with a login directory of its own and no credentials from the
 /// environment the tests run in.
-fn berth(config_dir: &Path) -> Command {
+pub(crate) fn berth(config_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.env("BERTH_CONFIG_DIR", config_dir);
     for var in ["BERTH_URL", "BERTH_USER", "BERTH_PASSWORD", "BERTH_ADMIN_PASSWORD", "BERTH_ADMIN_PASSWORD_FILE"] {
@@ -29,7 +29,7 @@ fn output(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
-fn stdout_of(cmd: &mut Command) -> String {
+pub(crate) fn stdout_of(cmd: &mut Command) -> String {
     let out = output(cmd);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
