@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use crate::api::{Api, assert_error, image_manifest, random_bytes, sha256};
 use crate::audit::Server;
+use crate::management::cli::{berth, stdout_of};
+use crate::support::admin;
 
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -199,4 +201,42 @@ async fn usage_is_exact_after_concurrent_pushes_of_images_sharing_layers_into_tw
     assert_eq!(project(api, "busy").await["used_bytes"], expected as u64);
     assert_eq!(api.send(Method::DELETE, &format!("/v2/busy/two/blobs/{layer}")).await.status(), StatusCode::ACCEPTED);
     assert_eq!(project(api, "busy").await["used_bytes"], (expected - shared[0].len()) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_project_immutable_and_quota_manage_rules_and_limits_on_a_running_server() {
+    let server = Server::start().await;
+    let api = &server.api;
+    create_project(api, "cli", None).await;
+    let config = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        stdout_of(
+            berth(config.path())
+                .args(args)
+                .args(["--url", &api.base, "--user", berth::ADMIN])
+                .env("BERTH_PASSWORD", admin().password),
+        )
+    };
+    assert_eq!(
+        cli(&["project", "immutable", "add", "cli", "release-*"]),
+        "tags matching release-* are immutable in cli\n"
+    );
+    assert_eq!(cli(&["project", "immutable", "list", "cli"]), "release-*\n");
+    api.push_image("cli/app", "release-1", OCI, 1).await;
+    let (_, other) = api.push_image("cli/app", "dev", OCI, 2).await;
+    let message = r#"tag "release-1" is immutable (rule "release-*" of project "cli")"#;
+    assert_denied(api.put_manifest("cli/app", "release-1", OCI, &other).await, message).await;
+    assert_eq!(
+        cli(&["project", "immutable", "rm", "cli", "release-*"]),
+        "removed the immutable rule release-* of cli\n"
+    );
+    assert_eq!(cli(&["project", "immutable", "list", "cli"]), "");
+    assert_eq!(api.put_manifest("cli/app", "release-1", OCI, &other).await.status(), StatusCode::CREATED);
+
+    let used = project(api, "cli").await["used_bytes"].as_u64().unwrap();
+    assert!(used > 2000, "two images' blobs: {used}");
+    assert_eq!(cli(&["project", "quota", "cli", "10MiB"]), format!("cli: {used} of 10485760 bytes used\n"));
+    assert_eq!(project(api, "cli").await["quota_bytes"], 10 << 20);
+    assert_eq!(cli(&["project", "quota", "cli", "none"]), format!("cli: {used} bytes used, no quota\n"));
+    assert_eq!(project(api, "cli").await["quota_bytes"], Value::Null);
 }
