@@ -8,7 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
 use crate::policy::sql::{policy_checks, policy_store};
-use crate::scrub::sql::scrub_store;
+use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -75,6 +75,7 @@ identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 policy_store!(PgStore);
 scrub_store!(PgStore);
+scrub_checks!(PgStore, sqlx::Postgres);
 policy_checks!(PgStore, sqlx::Postgres);
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                Self::repair_damaged(&mut tx, digest, &blob.key).await?;
                 // A live blob keeps its bytes; one being deleted by GC comes back to life
                 // with the bytes the caller just committed.
                 let key: String = sqlx::query(

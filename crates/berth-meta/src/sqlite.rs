@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
 use crate::policy::sql::{policy_checks, policy_store};
-use crate::scrub::sql::scrub_store;
+use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -178,6 +178,7 @@ identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
 policy_store!(SqliteStore);
 scrub_store!(SqliteStore);
+scrub_checks!(SqliteStore, sqlx::Sqlite);
 policy_checks!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //! digest (`berth_meta::ScrubStore`). A damaged blob is then not live to the registry:
 //! a `GET`/`HEAD` of it answers 404 `BLOB_UNKNOWN` (so a client pushing an image that
 //! needs it uploads it again rather than trusting bad bytes) and a manifest naming it is
-//! refused with `MANIFEST_BLOB_UNKNOWN`. A later run that finds its bytes sound again
-//! (restored) makes it live again.
+//! refused with `MANIFEST_BLOB_UNKNOWN`. Its bad bytes are then removed from the blob
+//! store (record first, bytes second), so that a push of the right bytes stores them
+//! afresh and repairs it (`link_blob` takes their key); a later run that finds its bytes
+//! sound (restored by hand) makes it live again too. If a push lands between the record
+//! and the removal, the filesystem's commit keeps the bad file and the removal then takes
+//! it: the blob is served as missing (an error, never wrong bytes) until the next run
+//! finds it missing and a push repairs it.
 //!
 //! Shaped like every background job: `run_once` does one run (the API and tests call
 //! it), `run` repeats it on a schedule. One run at a time across nodes: the `scrub`
@@ -133,6 +138,9 @@ async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error>
                     if damage {
                         run.damaged += 1;
                         registry.meta.forget_blob(&blob.digest);
+                        if let Err(e) = registry.blobs.delete_blob(&blob.key).await {
+                            tracing::warn!(digest = %blob.digest, error = %e, "removing a damaged blob's bytes");
+                        }
                     }
                 }
                 None => {

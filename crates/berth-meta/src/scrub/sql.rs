@@ -155,6 +155,40 @@ macro_rules! scrub_store {
     };
 }
 
+/// The scrub's part in a registry operation's transaction (`$db`'s), as an associated
+/// function of the store for `sql_store!` to call.
+macro_rules! scrub_checks {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// In `link_blob`, before the blob is recorded: a blob the scrub found damaged
+            /// (and whose bad bytes it removed) takes the bytes just committed under `key`,
+            /// and is live again. `link_blob` then returns `key`, so its caller keeps them.
+            async fn repair_damaged(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                digest: &Digest,
+                key: &str,
+            ) -> Result<(), Error> {
+                let repaired = sqlx::query("DELETE FROM blob_damage WHERE digest = $1")
+                    .bind(digest.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected()
+                    > 0;
+                if repaired {
+                    sqlx::query("UPDATE blobs SET storage_key = $1 WHERE digest = $2")
+                        .bind(key)
+                        .bind(digest.as_str())
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
 /// The columns of a run, in the order `run_row!` reads them.
 macro_rules! run_columns {
     () => {
@@ -179,4 +213,4 @@ macro_rules! run_row {
     };
 }
 
-pub(crate) use {run_columns, run_row, scrub_store};
+pub(crate) use {run_columns, run_row, scrub_checks, scrub_store};

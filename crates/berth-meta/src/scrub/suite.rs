@@ -58,4 +58,13 @@ pub async fn run(meta: &dyn MetadataStore, scrub: &dyn ScrubStore) {
     scrub.clear_damage(&bad).await.unwrap();
     meta.forget_blob(&bad);
     assert!(meta.repo_blob(&repo, &bad).await.unwrap().is_some());
+
+    // Damaged again, then pushed again: the new bytes' key wins, and it is live.
+    scrub.record_finding(run.id, &finding).await.unwrap();
+    meta.forget_blob(&bad);
+    assert_eq!(meta.repo_blob(&repo, &bad).await.unwrap(), None);
+    let fresh = BlobInfo { size: 3, key: "kb-fresh".into() };
+    assert_eq!(meta.link_blob(&repo, &bad, &fresh, None).await.unwrap(), "kb-fresh");
+    assert_eq!(meta.repo_blob(&repo, &bad).await.unwrap(), Some(fresh));
+    assert!(!scrub.blobs_after(None, 10_000).await.unwrap().iter().any(|b| b.damaged));
 }

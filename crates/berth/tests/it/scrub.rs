@@ -1,8 +1,7 @@
 //! The integrity scrub: one blob's bytes corrupted and another's truncated behind the
 //! server's back (files in the data directory, or objects overwritten in the bucket) are
 //! both reported by `berth scrub` (the built binary, against the running server) and no
-//! longer served, while everything else still is; bytes restored are served again after
-//! the next run. Runs on the embedded and the scale-out stores (`BERTH_TEST_BACKEND`).
+//! longer served, while everything else still is; a push of the right bytes repairs one. Runs on the embedded and the scale-out stores (`BERTH_TEST_BACKEND`).
 
 use std::time::Duration;
 
@@ -64,7 +63,10 @@ async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refuse
     assert!(out.trim_end().ends_with(", 2 damaged"), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("sha256:")).count(), 2, "only the two are reported: {out}");
 
+    // Refused, and their bad bytes removed from the blob store.
+    let kept = storage.blobs_by_digest().await;
     for digest in [&corrupted.0, &truncated.0] {
+        assert!(!kept.iter().any(|(d, _)| d == digest), "{digest} still stored");
         for method in [Method::GET, Method::HEAD] {
             let r = api.send(method.clone(), &format!("/v2/scrub/app/blobs/{digest}")).await;
             if method == Method::GET {
@@ -95,17 +97,30 @@ async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refuse
     );
     assert_eq!(run["checked"], run["blobs_total"]);
 
-    // The truncated blob's bytes restored: the next run finds them sound and serves them.
-    storage.overwrite(&entry(&truncated.0), &truncated.1).await;
+    // The truncated blob pushed again: its new bytes are served, and a manifest naming it
+    // goes in; the next run finds only the corrupted one (whose bad bytes it removed).
+    api.push_blob("scrub/app", &truncated.1).await;
+    let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", truncated.0)).await;
+    assert_eq!(r.bytes().await.unwrap(), truncated.1);
+    assert_eq!(api.put_manifest("scrub/app", "needs-damaged", OCI, &body).await.status(), StatusCode::CREATED);
     let r = api.send(Method::POST, "/api/v1/scrub/runs").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let run = finished(&server, id).await;
-    assert_eq!(run["damaged"], 1, "{run}");
-    let findings: Vec<&str> =
-        run["findings"].as_array().unwrap().iter().map(|f| f["digest"].as_str().unwrap()).collect();
-    assert_eq!(findings, vec![corrupted.0.as_str()]);
-    let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", truncated.0)).await;
-    assert_eq!(r.bytes().await.unwrap(), truncated.1);
-    assert_eq!(api.put_manifest("scrub/app", "needs-damaged", OCI, &body).await.status(), StatusCode::CREATED);
+    assert_eq!((run["state"].as_str(), run["damaged"].as_u64()), (Some("finished"), Some(1)), "{run}");
+    let findings: Vec<(&str, &str)> = run["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["digest"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(findings, vec![(corrupted.0.as_str(), "missing")]);
+    assert_error(
+        api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", corrupted.0)).await,
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+    )
+    .await;
+    let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", layers[2].0)).await;
+    assert_eq!(r.bytes().await.unwrap(), layers[2].1);
 }
