@@ -30,4 +30,4 @@ command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] 
 cargo nextest run --workspace "$@"
 bash scripts/fuzz.sh --ci
 BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E \
-    'test(/^(access|api|audit|crash|clients_|conformance|keyless|management|memory_bounds|retention|slow_clients|upload_)/)' "$@"
+    'test(/^(access|api|audit|crash|clients_|conformance|keyless|management|memory_bounds|policies|retention|scrub|slow_clients|upload_)/)' "$@"

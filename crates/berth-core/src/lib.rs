@@ -6,6 +6,7 @@
 pub mod access;
 pub mod digest;
 pub mod error;
+pub mod glob;
 pub mod manifest;
 pub mod name;
 pub mod scope;

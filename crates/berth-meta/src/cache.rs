@@ -187,6 +187,12 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         result
     }
 
+    fn forget_blob(&self, digest: &Digest) {
+        self.invalidate(|entries| {
+            entries.remove(&Key::Blob(digest.clone()));
+        });
+    }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
         let result = self.inner.unlink_blob(repo, digest).await;
         self.invalidate(|entries| {
@@ -299,6 +305,13 @@ mod tests {
     async fn cached_sqlite_store_passes_the_shared_suite() {
         let dir = tempfile::tempdir().unwrap();
         crate::suite::run(&CachedStore::new(sqlite(&dir).await, DEFAULT_CACHE_BYTES)).await;
+    }
+
+    #[tokio::test]
+    async fn a_blob_the_scrub_finds_damaged_is_no_longer_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = sqlite(&dir).await;
+        crate::scrub::suite::run(&CachedStore::new(inner.clone(), DEFAULT_CACHE_BYTES), &inner).await;
     }
 
     #[tokio::test]

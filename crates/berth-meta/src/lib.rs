@@ -13,8 +13,10 @@ pub mod audit;
 mod cache;
 mod clock;
 pub mod identity;
+pub mod policy;
 mod postgres;
 pub mod retention;
+pub mod scrub;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -23,8 +25,10 @@ mod suite;
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
+pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::PgStore;
 pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
+pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;
 
 /// A live blob as the registry knows it.
@@ -199,6 +203,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The manifests of `repo` after digest `last`, sorted by digest, with their tags;
     /// `None` if the repository does not exist. A listing for people, not the hot path.
     async fn artifacts(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Option<Artifacts>, Error>;
+
+    /// Drops whatever a cache in front of the store holds about a blob whose state changed
+    /// behind it (the scrub found it damaged, or sound again). A store without a cache has
+    /// nothing to drop.
+    fn forget_blob(&self, _digest: &Digest) {}
 
     /// Takes or renews the lease `name` for `holder` until `ttl_secs` from now; `false`
     /// if another holder's lease has not expired.

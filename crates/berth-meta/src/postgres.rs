@@ -7,7 +7,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
+use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -16,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (5, include_str!("../migrations/postgres/0005_policies.sql")),
     (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
 ];
@@ -74,6 +77,10 @@ sql_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 retention_store!(PgStore);
+policy_store!(PgStore);
+scrub_store!(PgStore);
+scrub_checks!(PgStore, sqlx::Postgres);
+policy_checks!(PgStore, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +97,8 @@ mod tests {
         let store = super::PgStore::open(&pg.database("identity")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+        crate::policy::suite::run(&store, &store, &store).await;
+        crate::scrub::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

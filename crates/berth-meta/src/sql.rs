@@ -15,7 +15,8 @@ macro_rules! sql_store {
             async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
                 let row = sqlx::query(
                     "SELECT b.size, b.storage_key FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                     WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
+                       AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
                 )
                 .bind(repo.as_str())
                 .bind(digest.as_str())
@@ -26,7 +27,9 @@ macro_rules! sql_store {
             }
 
             async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
-                let row = sqlx::query("SELECT size, storage_key FROM blobs WHERE digest = $1 AND state = 'live'")
+                let row = sqlx::query(
+                    "SELECT size, storage_key FROM blobs b WHERE digest = $1 AND state = 'live' AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
+                )
                     .bind(digest.as_str())
                     .fetch_optional(&self.reader)
                     .await
@@ -37,7 +40,8 @@ macro_rules! sql_store {
             async fn repos_with_blob(&self, digest: &Digest, limit: u32) -> Result<Vec<RepoName>, Error> {
                 let rows = sqlx::query(
                     "SELECT rb.repo FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.digest = $1 AND b.state = 'live' ORDER BY rb.repo LIMIT $2",
+                     WHERE rb.digest = $1 AND b.state = 'live' AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)
+                     ORDER BY rb.repo LIMIT $2",
                 )
                 .bind(digest.as_str())
                 .bind(limit as i64)
@@ -62,6 +66,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                Self::repair_damaged(&mut tx, digest, &blob.key).await?;
                 // A live blob keeps its bytes; one being deleted by GC comes back to life
                 // with the bytes the caller just committed.
                 let key: String = sqlx::query(
@@ -79,6 +84,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(db_err)?
                 .get(0);
+                Self::check_quota(&mut tx, repo, digest, blob.size).await?;
                 sqlx::query(
                     "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -233,7 +239,8 @@ macro_rules! sql_store {
                 for blob in &m.parsed.blobs {
                     let found = sqlx::query(
                         "SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'",
+                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
+                           AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
                     )
                     .bind(repo)
                     .bind(blob.as_str())
@@ -258,6 +265,7 @@ macro_rules! sql_store {
                 if !missing.is_empty() {
                     return Err(Error::new(ErrorKind::ManifestBlobUnknown).with_detail(missing));
                 }
+                Self::check_quota_held(&mut tx, m.repo).await?;
                 let now = now();
                 sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(repo)
@@ -303,6 +311,7 @@ macro_rules! sql_store {
                         .map_err(db_err)?;
                     }
                 }
+                Self::check_tag_moves(&mut tx, m.repo, m.digest, m.tags, now).await?;
                 for tag in m.tags {
                     sqlx::query(
                         "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
@@ -351,6 +360,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+                self.check_immutable_delete(repo, None, Some(digest)).await?;
                 // Tags and references go with it (ON DELETE CASCADE).
                 let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
                     .bind(repo.as_str())
@@ -363,6 +373,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
+                self.check_immutable_delete(repo, Some(tag), None).await?;
                 let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
                     .bind(repo.as_str())
                     .bind(tag.as_str())

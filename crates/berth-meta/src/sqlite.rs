@@ -19,7 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
+use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -28,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../migrations/sqlite/0003_identity.sql")),
+    (5, include_str!("../migrations/sqlite/0005_policies.sql")),
     (6, include_str!("../migrations/sqlite/0006_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
 ];
@@ -177,6 +180,10 @@ sql_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
 retention_store!(SqliteStore);
+policy_store!(SqliteStore);
+scrub_store!(SqliteStore);
+scrub_checks!(SqliteStore, sqlx::Sqlite);
+policy_checks!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +200,8 @@ mod tests {
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+        crate::policy::suite::run(&store, &store, &store).await;
+        crate::scrub::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -307,6 +307,8 @@ impl<'a> Ctx<'a> {
         };
         let (outcome, detail) = match result {
             Ok(_) => ("success", detail),
+            // A policy's refusal (an immutable tag, a quota) says which and why.
+            Err(e) if e.kind == ErrorKind::Denied && e.message.is_some() => ("failure", Some(e.message().to_owned())),
             Err(e) => ("failure", Some(e.code().to_owned())),
         };
         let event = AuditEvent {

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
-use berth_meta::{IdentityStore, MetadataStore, RetentionStore};
+use berth_meta::{IdentityStore, MetadataStore, PolicyStore, RetentionStore, ScrubStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
@@ -33,6 +33,7 @@ mod manifests;
 pub mod range;
 mod response;
 pub mod retention;
+pub mod scrub;
 mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
@@ -75,6 +76,10 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     /// Users, projects, members, robots and signing keys.
     pub identity: Arc<dyn IdentityStore>,
+    /// Immutable tag rules and quotas (enforced by `meta`'s own transactions).
+    pub policy: Arc<dyn PolicyStore>,
+    /// The integrity scrub's runs and findings (`scrub.rs`).
+    pub scrub: Arc<dyn ScrubStore>,
     pub auth: Arc<dyn Authorizer>,
     /// Where events are recorded (`audit.rs`).
     pub audit: audit::AuditLog,
@@ -85,6 +90,8 @@ pub struct Registry {
     claims: Arc<claims::Claims>,
     /// One permit per request carrying upload bytes (`config.max_uploads`).
     uploads: Semaphore,
+    /// A scrub run goes on on this node (`scrub.rs`).
+    scrubbing: std::sync::atomic::AtomicBool,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
     /// Pull times and retention policies (`retention/`), set by [`Registry::with_retention`].
@@ -94,10 +101,15 @@ pub struct Registry {
 }
 
 impl Registry {
+    // One store per concern, each a trait object handed in by the wiring (`berth::open`,
+    // its one caller): a struct of them would only rename this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
         identity: Arc<dyn IdentityStore>,
+        policy: Arc<dyn PolicyStore>,
+        scrub: Arc<dyn ScrubStore>,
         auth: Arc<dyn Authorizer>,
         audit: audit::AuditLog,
         config: RegistryConfig,
@@ -107,12 +119,15 @@ impl Registry {
             blobs,
             meta,
             identity,
+            policy,
+            scrub,
             auth,
             audit,
             config,
             node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),
             uploads,
+            scrubbing: Default::default(),
             tokens: None,
             retention: None,
             pulls: retention::PullRecorder::default(),

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_core::{Digest, DigestHasher, Error, ErrorKind, RepoName};
+use berth_core::{Digest, DigestHasher, Error, ErrorKind, Reference, RepoName};
 use berth_meta::{BlobInfo, UploadRecord};
 use berth_storage::{ByteStream, StorageError};
 use futures_util::StreamExt;
@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use crate::blobs::{blob_location, storage_err};
 use crate::range::parse_content_range;
 use crate::response::{ApiError, empty, header_value};
-use crate::{Access, Action, Ctx, Registry};
+use crate::{Access, Action, Ctx, Principal, Registry};
 
 /// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
 /// shorter than acknowledged (lost with the machine) cannot be resumed: the client is
@@ -110,7 +110,7 @@ impl Declared {
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let reg = ctx.registry;
 
     if let Some(mount) = ctx.param("mount") {
@@ -140,7 +140,11 @@ pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<R
     }
 
     match monolithic {
-        Some(digest) => close(ctx, repo, &id, body, declared, digest).await,
+        Some(digest) => {
+            let closed = close(ctx, repo, &id, body, declared, digest.clone()).await;
+            audit_refusal(ctx, &principal, repo, &digest, closed.as_ref().err().cloned()).await;
+            closed
+        }
         None => Ok(accepted(StatusCode::ACCEPTED, repo, &id, 0)),
     }
 }
@@ -222,15 +226,26 @@ pub(crate) async fn patch(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -
 }
 
 pub(crate) async fn finish(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
-    ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
     let digest = ctx
         .param("digest")
         .ok_or_else(|| Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter"))?;
     let digest = Digest::parse(&digest)?;
     let declared = Declared::of(ctx)?;
-    match close(ctx, repo, id, body, declared, digest).await {
+    let closed = close(ctx, repo, id, body, declared, digest.clone()).await;
+    audit_refusal(ctx, &principal, repo, &digest, closed.as_ref().err().cloned()).await;
+    match closed {
         Ok(response) => Ok(response),
         Err(e) => with_resume(ctx, repo, id, e).await,
+    }
+}
+
+/// Records a blob push that a policy refused (a quota): successful blob pushes are not
+/// audited (their manifest's push is), refusals say why.
+async fn audit_refusal(ctx: Ctx<'_>, principal: &Principal, repo: &RepoName, digest: &Digest, closed: Option<Error>) {
+    if let Some(e) = closed.filter(|e| e.kind == ErrorKind::Denied) {
+        let refused: Result<(), Error> = Err(e);
+        ctx.audit(principal, "blob.push", repo, &Reference::Digest(digest.clone()), &refused, None).await;
     }
 }
 

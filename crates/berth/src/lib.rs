@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{
-    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, RetentionStore, SqliteStore,
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, PolicyStore, RetentionStore,
+    ScrubStore, SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the audit log keeps an entry unless told otherwise: 90 days.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the integrity scrub runs unless configured.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -70,6 +73,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// How often the pull times held in memory are written, in one batch.
     pub pull_flush_interval: Duration,
+    /// How often the integrity scrub re-hashes every blob (zero: never on its own).
+    pub scrub_interval: Duration,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             audit_retention: DEFAULT_AUDIT_RETENTION,
             retention_interval: Duration::from_secs(24 * 3600),
             pull_flush_interval: Duration::from_secs(60),
+            scrub_interval: DEFAULT_SCRUB_INTERVAL,
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct Stores {
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
     pub retention: Arc<dyn RetentionStore>,
+    pub policy: Arc<dyn PolicyStore>,
+    pub scrub: Arc<dyn ScrubStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -131,7 +139,8 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
             let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-            (Stores { meta, identity, audit, retention: Arc::new(store), lock: None }, None)
+            let (policy, scrub, retention) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
+            (Stores { meta, identity, audit, policy, scrub, retention, lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -146,7 +155,9 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
                 meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
-                retention: Arc::new(store),
+                retention: Arc::new(store.clone()),
+                policy: Arc::new(store.clone()),
+                scrub: Arc::new(store),
                 lock: None,
             };
             (stores, Some(lock))
@@ -182,6 +193,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         blobs,
         stores.meta,
         stores.identity,
+        stores.policy,
+        stores.scrub,
         tokens.clone(),
         AuditLog::new(stores.audit),
         registry_config,
@@ -206,6 +219,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tokio::spawn(retention::flush_pulls(Arc::clone(&registry), config.pull_flush_interval, shutdown.clone()));
     let retention =
         tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.retention_interval, shutdown.clone()));
+    let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.scrub_interval, shutdown.clone());
+    let scrub = tokio::spawn(scrub);
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -231,6 +246,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     {
         tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
     }
+    scrub.await?;
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);

@@ -82,6 +82,10 @@ struct ServeArgs {
     /// to the database, in one batch; also when the server stops.
     #[arg(long, env = "BERTH_PULL_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pull_flush_interval: Duration,
+    /// Re-hash every stored blob this often (one node at a time; `0s`: only on demand,
+    /// `berth scrub`).
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", default_value = "7days", value_parser = humantime::parse_duration)]
+    scrub_interval: Duration,
     /// The URL clients reach Berth at (e.g. https://registry.example.com behind a TLS
     /// proxy); the token realm in challenges is URL/token. Default: http:// and the
     /// request's Host.
@@ -149,6 +153,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         audit_retention: args.audit_retention,
         retention_interval: args.retention_interval,
         pull_flush_interval: args.pull_flush_interval,
+        scrub_interval: args.scrub_interval,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

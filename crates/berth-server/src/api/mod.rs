@@ -30,9 +30,11 @@ mod audit;
 mod keys;
 mod listings;
 mod members;
+mod policies;
 mod projects;
 mod retention;
 mod robots;
+mod scrub;
 mod users;
 
 pub(crate) use listings::project_repositories;
@@ -63,6 +65,9 @@ routes! {
     get "/projects/{project}" => projects::get,
     patch "/projects/{project}" => projects::update,
     delete "/projects/{project}" => projects::delete,
+    get "/projects/{project}/immutable-rules" => policies::list,
+    post "/projects/{project}/immutable-rules" => policies::add,
+    delete "/projects/{project}/immutable-rules/{pattern}" => policies::remove,
     get "/projects/{project}/members" => members::list,
     put "/projects/{project}/members/{user}" => members::set,
     delete "/projects/{project}/members/{user}" => members::remove,
@@ -84,6 +89,9 @@ routes! {
     get "/audit" => audit::query,
     get "/signing-keys" => keys::list,
     post "/signing-keys" => keys::rotate,
+    post "/scrub/runs" => scrub::start,
+    get "/scrub/runs" => scrub::list,
+    get "/scrub/runs/{id}" => scrub::get,
     get "/openapi.json" => openapi,
 }
 
@@ -110,6 +118,9 @@ routes! {
         projects::get,
         projects::update,
         projects::delete,
+        policies::list,
+        policies::add,
+        policies::remove,
         members::list,
         members::set,
         members::remove,
@@ -131,6 +142,9 @@ routes! {
         audit::query,
         keys::list,
         keys::rotate,
+        scrub::start,
+        scrub::list,
+        scrub::get,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),

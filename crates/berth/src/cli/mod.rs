@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot`, `audit` and `retention` call a running server's management API (`client.rs`); `user
+//! `robot`, `audit`, `retention` and `scrub` call a running server's management API (`client.rs`); `user
 //! import-htpasswd` and `admin reset-password` work on a stopped server's data
 //! (`offline.rs`). Not `berth serve` (that is `main.rs`).
 
@@ -14,10 +14,13 @@ use crate::BoxError;
 
 pub mod client;
 mod offline;
+mod policies;
 mod retention;
+mod scrub;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
+pub use policies::ImmutableCommand;
 pub use retention::RetentionCommand;
 
 #[derive(Subcommand)]
@@ -56,6 +59,12 @@ pub enum Command {
     Robot {
         #[command(subcommand)]
         command: RobotCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Re-hash every stored blob on the server and report those missing, truncated or not
+    /// matching their digest (they are no longer served); shows progress on a terminal.
+    Scrub {
         #[command(flatten)]
         remote: Remote,
     },
@@ -177,6 +186,17 @@ pub enum ProjectCommand {
     Delete {
         name: String,
     },
+    /// Limit the bytes of blobs a project's repositories hold: SIZE (`500`, `10MiB`,
+    /// `2GB`) or `none`. Lowering it deletes nothing; pushes are refused past it.
+    Quota {
+        name: String,
+        size: String,
+    },
+    /// Immutable tag rules: tags matching a pattern never move nor go.
+    Immutable {
+        #[command(subcommand)]
+        command: ImmutableCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +278,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
         Command::Project { command, remote } => project(command, &Client::new(&remote)?).await,
         Command::Member { command, remote } => member(command, &Client::new(&remote)?).await,
         Command::Robot { command, remote } => robot(command, &Client::new(&remote)?).await,
+        Command::Scrub { remote } => scrub::scrub(&Client::new(&remote)?).await,
         Command::Audit { actor, project, operation, since, before, limit, remote } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             for (key, value) in [("user", actor), ("project", project), ("operation", operation)] {
@@ -404,6 +425,8 @@ async fn project(command: ProjectCommand, client: &Client) -> Result<(), BoxErro
             client.call(Method::DELETE, &format!("/projects/{}", segment(&name)), None).await?;
             println!("deleted project {name}");
         }
+        ProjectCommand::Quota { name, size } => policies::quota(&name, &size, client).await?,
+        ProjectCommand::Immutable { command } => policies::immutable(command, client).await?,
     }
     Ok(())
 }

@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, image_manifest, sha256};
 use crate::support::{Backend, admin};
 
-/// A registry serving on loopback (its audit writer runs from `berth::open`).
-struct Server {
-    registry: Arc<Registry>,
-    api: Api,
+/// A registry serving on loopback (its audit writer runs from `berth::open`); the
+/// policy and scrub tests use it too.
+pub(crate) struct Server {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) api: Api,
     shutdown: CancellationToken,
     _node: berth::Node,
     _backend: Backend,
@@ -30,7 +31,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start() -> Server {
+    pub(crate) async fn start() -> Server {
         let backend = Backend::from_env();
         let dir = tempfile::tempdir().unwrap();
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
@@ -47,8 +48,13 @@ impl Server {
         Server { registry, api, shutdown, _node: node, _backend: backend, _dir: dir }
     }
 
+    /// The blob store seen from outside the server.
+    pub(crate) fn storage(&self) -> crate::support::Storage {
+        self._backend.storage(&self._dir.path().join("data"))
+    }
+
     /// Every entry, oldest first.
-    async fn log(&self) -> Vec<AuditRecord> {
+    pub(crate) async fn log(&self) -> Vec<AuditRecord> {
         let query = AuditQuery { limit: 100_000, ..Default::default() };
         let mut records = self.registry.audit.store().query(&query).await.unwrap();
         records.reverse();

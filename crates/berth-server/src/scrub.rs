@@ -1,0 +1,193 @@
+//! The integrity scrub: reads every recorded blob through the blob store, hashes it, and
+//! records those whose bytes are missing, shorter than recorded, or do not hash to their
+//! digest (`berth_meta::ScrubStore`). A damaged blob is then not live to the registry:
+//! a `GET`/`HEAD` of it answers 404 `BLOB_UNKNOWN` (so a client pushing an image that
+//! needs it uploads it again rather than trusting bad bytes) and a manifest naming it is
+//! refused with `MANIFEST_BLOB_UNKNOWN`. Its bad bytes are then removed from the blob
+//! store (record first, bytes second), so that a push of the right bytes stores them
+//! afresh and repairs it (`link_blob` takes their key); a later run that finds its bytes
+//! sound (restored by hand) makes it live again too. If a push lands between the record
+//! and the removal, the filesystem's commit keeps the bad file and the removal then takes
+//! it: the blob is served as missing (an error, never wrong bytes) until the next run
+//! finds it missing and a push repairs it.
+//!
+//! Shaped like every background job: `run_once` does one run (the API and tests call
+//! it), `run` repeats it on a schedule. One run at a time across nodes: the `scrub`
+//! lease, renewed after each page of blobs; on one node, a flag.
+//!
+//! A read error other than "not found" is reported (`unreadable`) but does not mark the
+//! blob damaged: on S3 it may pass. Nothing here panics on what it reads, and a damaged
+//! file costs only its own check.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use berth_core::{DigestHasher, Error, ErrorKind};
+use berth_meta::{Finding, ScrubRun, StoredBlob};
+use berth_storage::{BlobStore, StorageError};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::Registry;
+
+/// The lease one scrub run holds.
+const LEASE: &str = "scrub";
+/// How long the lease lasts unless renewed (it is, after every page).
+const LEASE_TTL: i64 = 300;
+/// Blobs read from the store per query.
+const PAGE: u32 = 100;
+/// How often a run's counters are stored while it goes (what `berth scrub` shows).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts a run if none runs (on this node or, by the lease, another), and returns it
+/// as started; the run goes on in a task of its own. `None` if one runs already.
+pub async fn start(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
+    if registry.scrubbing.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let begun = begin(registry).await;
+    match begun {
+        Ok(Some(run)) => {
+            let registry = Arc::clone(registry);
+            let started = run.clone();
+            tokio::spawn(async move {
+                scrub(&registry, run).await;
+                registry.scrubbing.store(false, Ordering::SeqCst);
+            });
+            Ok(Some(started))
+        }
+        other => {
+            registry.scrubbing.store(false, Ordering::SeqCst);
+            other
+        }
+    }
+}
+
+/// One whole run, here; `None` if one runs already.
+pub async fn run_once(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
+    if registry.scrubbing.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let result = match begin(registry).await {
+        Ok(Some(run)) => Ok(Some(scrub(registry, run).await)),
+        other => other,
+    };
+    registry.scrubbing.store(false, Ordering::SeqCst);
+    result
+}
+
+/// Runs every `interval` (zero: never) until `shutdown` is cancelled.
+pub async fn run_every(registry: Arc<Registry>, interval: Duration, shutdown: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match run_once(&registry).await {
+            Ok(Some(run)) => tracing::info!(id = run.id, checked = run.checked, damaged = run.damaged, "scrub"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "scrub run could not start"),
+        }
+    }
+}
+
+async fn begin(registry: &Registry) -> Result<Option<ScrubRun>, Error> {
+    if !registry.meta.try_lease(LEASE, &registry.node_id, LEASE_TTL).await? {
+        return Ok(None);
+    }
+    registry.scrub.start_run(&registry.node_id).await.map(Some)
+}
+
+/// Checks every blob, recording what it finds; returns the run as stored at its end.
+async fn scrub(registry: &Registry, mut run: ScrubRun) -> ScrubRun {
+    let outcome = check_all(registry, &mut run).await;
+    run.finished_at = Some(berth_meta::now());
+    match outcome {
+        Ok(()) => run.state = "finished".into(),
+        Err(e) => {
+            tracing::warn!(error = %e, id = run.id, "scrub run failed");
+            run.state = "failed".into();
+            run.error =
+                Some(if e.kind == ErrorKind::Internal { "internal error (logged)".into() } else { e.message().into() });
+        }
+    }
+    if let Err(e) = registry.scrub.update_run(&run).await {
+        tracing::warn!(error = %e, id = run.id, "storing the end of a scrub run");
+    }
+    run
+}
+
+async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error> {
+    let mut last: Option<String> = None;
+    let mut reported = Instant::now();
+    loop {
+        let page = registry.scrub.blobs_after(last.as_deref(), PAGE).await?;
+        for blob in &page {
+            let reason = check(&*registry.blobs, blob).await;
+            run.checked += 1;
+            match reason {
+                Some(reason) => {
+                    let damage = berth_meta::scrub::is_damage(&reason);
+                    tracing::warn!(digest = %blob.digest, %reason, "scrub finding");
+                    let finding = Finding { digest: blob.digest.to_string(), reason };
+                    registry.scrub.record_finding(run.id, &finding).await?;
+                    if damage {
+                        run.damaged += 1;
+                        registry.meta.forget_blob(&blob.digest);
+                        if let Err(e) = registry.blobs.delete_blob(&blob.key).await {
+                            tracing::warn!(digest = %blob.digest, error = %e, "removing a damaged blob's bytes");
+                        }
+                    }
+                }
+                None => {
+                    run.bytes += blob.size;
+                    if blob.damaged {
+                        registry.scrub.clear_damage(&blob.digest).await?;
+                        registry.meta.forget_blob(&blob.digest);
+                    }
+                }
+            }
+            if reported.elapsed() >= PROGRESS_EVERY {
+                registry.scrub.update_run(run).await?;
+                reported = Instant::now();
+            }
+        }
+        match page.last() {
+            Some(blob) if page.len() == PAGE as usize => last = Some(blob.digest.to_string()),
+            _ => return Ok(()),
+        }
+        if !registry.meta.try_lease(LEASE, &registry.node_id, LEASE_TTL).await? {
+            return Err(Error::new(ErrorKind::Conflict).with_message("the scrub lease was lost to another node"));
+        }
+    }
+}
+
+/// What is wrong with a blob's stored bytes, or `None` if they hash to its digest.
+async fn check(blobs: &dyn BlobStore, blob: &StoredBlob) -> Option<String> {
+    let mut stream = match blobs.read_blob(&blob.key, None).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound) => return Some("missing".into()),
+        Err(e) => return Some(format!("unreadable: {e}")),
+    };
+    let mut hasher = DigestHasher::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => hasher.update(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("missing".into()),
+            Err(e) => return Some(format!("unreadable: {e}")),
+        }
+    }
+    let read = hasher.len();
+    if read < blob.size {
+        return Some(format!("truncated: {read} of {} bytes", blob.size));
+    }
+    let actual = hasher.finish();
+    if read > blob.size || actual != blob.digest {
+        return Some(format!("mismatch: {read} bytes hashing to {actual}, recorded {} bytes", blob.size));
+    }
+    None
+}

@@ -1,0 +1,126 @@
+//! The integrity scrub: one blob's bytes corrupted and another's truncated behind the
+//! server's back (files in the data directory, or objects overwritten in the bucket) are
+//! both reported by `berth scrub` (the built binary, against the running server) and no
+//! longer served, while everything else still is; a push of the right bytes repairs one. Runs on the embedded and the scale-out stores (`BERTH_TEST_BACKEND`).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::api::{assert_error, image_manifest, random_bytes};
+use crate::audit::Server;
+use crate::management::cli::{berth, stdout_of};
+use crate::support::admin;
+
+const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Waits for scrub run `id` to end; returns it with its findings.
+async fn finished(server: &Server, id: i64) -> Value {
+    for _ in 0..300 {
+        let run: Value = server.api.send(Method::GET, &format!("/api/v1/scrub/runs/{id}")).await.json().await.unwrap();
+        if run["state"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("scrub run {id} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refused_while_the_rest_is_served() {
+    let server = Server::start().await;
+    let api = &server.api;
+    let mut images = Vec::new();
+    for seed in 0..3u64 {
+        let (digest, body) = api.push_image("scrub/app", &format!("t{seed}"), OCI, seed).await;
+        images.push((digest, body));
+    }
+    // The layers of images 0 and 1 (1000 random bytes each) are damaged; image 2 is not.
+    let layers: Vec<(String, Vec<u8>)> = (0..3u64)
+        .map(|seed| {
+            let bytes = random_bytes(1000, seed);
+            (crate::api::sha256(&bytes), bytes)
+        })
+        .collect();
+    let storage = server.storage();
+    let entries = storage.blobs_by_digest().await;
+    let entry = |digest: &str| entries.iter().find(|(d, _)| d == digest).map(|(_, e)| e.clone()).unwrap();
+    let (corrupted, truncated) = (&layers[0], &layers[1]);
+    let mut flipped = corrupted.1.clone();
+    flipped[500] ^= 0xff;
+    storage.overwrite(&entry(&corrupted.0), &flipped).await;
+    storage.overwrite(&entry(&truncated.0), &truncated.1[..400]).await;
+
+    let config = tempfile::tempdir().unwrap();
+    let out = stdout_of(
+        berth(config.path())
+            .args(["scrub", "--url", &api.base, "--user", berth::ADMIN])
+            .env("BERTH_PASSWORD", admin().password),
+    );
+    assert!(out.contains(&format!("{}\tmismatch: 1000 bytes hashing to sha256:", corrupted.0)), "{out}");
+    assert!(out.contains(&format!("{}\ttruncated: 400 of 1000 bytes", truncated.0)), "{out}");
+    assert!(out.trim_end().ends_with(", 2 damaged"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("sha256:")).count(), 2, "only the two are reported: {out}");
+
+    // Refused, and their bad bytes removed from the blob store.
+    let kept = storage.blobs_by_digest().await;
+    for digest in [&corrupted.0, &truncated.0] {
+        assert!(!kept.iter().any(|(d, _)| d == digest), "{digest} still stored");
+        for method in [Method::GET, Method::HEAD] {
+            let r = api.send(method.clone(), &format!("/v2/scrub/app/blobs/{digest}")).await;
+            if method == Method::GET {
+                assert_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+            } else {
+                assert_eq!(r.status(), StatusCode::NOT_FOUND, "HEAD {digest}");
+            }
+        }
+    }
+    let served = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", layers[2].0)).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.bytes().await.unwrap(), layers[2].1);
+    for (digest, body) in &images {
+        let r = api.send(Method::GET, &format!("/v2/scrub/app/manifests/{digest}")).await;
+        assert_eq!(r.bytes().await.unwrap(), body);
+    }
+    // A manifest naming a damaged blob is refused, so that a client uploads it again.
+    let config_digest = api.push_blob("scrub/app", b"{\"other\":1}").await;
+    let body = image_manifest(OCI, (&config_digest, 11), &[(&truncated.0, 1000)], None);
+    let r = api.put_manifest("scrub/app", "needs-damaged", OCI, &body).await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    let runs: Value = api.send(Method::GET, "/api/v1/scrub/runs").await.json().await.unwrap();
+    let run = &runs[0];
+    assert_eq!(
+        (run["state"].as_str(), run["damaged"].as_u64(), run["error"].is_null()),
+        (Some("finished"), Some(2), true)
+    );
+    assert_eq!(run["checked"], run["blobs_total"]);
+
+    // The truncated blob pushed again: its new bytes are served, and a manifest naming it
+    // goes in; the next run finds only the corrupted one (whose bad bytes it removed).
+    api.push_blob("scrub/app", &truncated.1).await;
+    let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", truncated.0)).await;
+    assert_eq!(r.bytes().await.unwrap(), truncated.1);
+    assert_eq!(api.put_manifest("scrub/app", "needs-damaged", OCI, &body).await.status(), StatusCode::CREATED);
+    let r = api.send(Method::POST, "/api/v1/scrub/runs").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let run = finished(&server, id).await;
+    assert_eq!((run["state"].as_str(), run["damaged"].as_u64()), (Some("finished"), Some(1)), "{run}");
+    let findings: Vec<(&str, &str)> = run["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["digest"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(findings, vec![(corrupted.0.as_str(), "missing")]);
+    assert_error(
+        api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", corrupted.0)).await,
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+    )
+    .await;
+    let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", layers[2].0)).await;
+    assert_eq!(r.bytes().await.unwrap(), layers[2].1);
+}
