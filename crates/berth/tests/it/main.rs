@@ -17,6 +17,7 @@ mod keyless;
 mod management;
 mod memory_bounds;
 mod multinode;
+mod redirect;
 mod slow_clients;
 mod upload_claims;
 mod upload_limits;
