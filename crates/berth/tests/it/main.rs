@@ -12,6 +12,7 @@ mod clients_oras;
 mod clients_skopeo_podman;
 mod conformance;
 mod crash;
+mod deploy;
 mod fixtures;
 mod keyless;
 mod management;
