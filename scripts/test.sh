@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(skopeo podman buildah docker.io umoci uidmap postgresql)
+# systemd for systemd-analyze (deploy tests), curl for the redirect tests.
+apt_packages=(skopeo podman buildah docker.io umoci uidmap postgresql systemd curl)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +18,8 @@ if ((${#missing[@]})); then
 fi
 
 python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.2.*'
+# The deploy tests parse deploy/kubernetes/*.yaml with it.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet 'pyyaml==6.*'
 
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 

@@ -2,7 +2,7 @@
 //! `uploads.rs`.
 
 use axum::body::Body;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use berth_core::{Digest, Error, ErrorKind, RepoName};
 use berth_meta::BlobInfo;
@@ -36,10 +36,22 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
         .await?
         .ok_or_else(|| Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string()))?;
 
+    // Checked here even when redirecting, so a bad range gets the registry's error.
     let range = match ctx.header("range") {
         Some(value) => parse_range(value, size)?,
         None => None,
     };
+    if let Some(ttl) = reg.config.redirect_ttl
+        && *ctx.method == Method::GET
+    {
+        // The client repeats the request (its `Range` too) at the store's URL.
+        match reg.blobs.presign_get(&key, ttl).await {
+            Ok(Some(url)) => return redirect(digest, &url),
+            Ok(None) => {}
+            // Served through Berth instead: the pull still works, and the cause is logged.
+            Err(e) => tracing::warn!(%digest, error = %e, "presigning failed; serving the blob directly"),
+        }
+    }
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header("docker-content-digest", header_value(digest.as_str()))
@@ -54,7 +66,7 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
         None => (StatusCode::OK, size),
     };
     builder = builder.status(status).header(header::CONTENT_LENGTH, length);
-    let body = if *ctx.method == axum::http::Method::HEAD {
+    let body = if *ctx.method == Method::HEAD {
         Body::empty()
     } else {
         // Always the range meant, so a stored file shorter than recorded fails here, with
@@ -74,6 +86,17 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
         }))
     };
     builder.body(body).map_err(Error::internal)
+}
+
+/// `307 Temporary Redirect` to `url`, which serves the blob `digest`.
+fn redirect(digest: &Digest, url: &str) -> Result<Response, Error> {
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, HeaderValue::try_from(url).map_err(Error::internal)?)
+        .header("docker-content-digest", header_value(digest.as_str()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .map_err(Error::internal)
 }
 
 pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {

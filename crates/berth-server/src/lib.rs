@@ -56,6 +56,9 @@ pub struct RegistryConfig {
     /// Requests carrying upload bytes (a monolithic `POST`, `PATCH`, the closing `PUT`)
     /// in flight on this node at once; more are answered 429 with `Retry-After`.
     pub max_uploads: usize,
+    /// Blob `GET`s are answered 307 to a presigned URL of the blob store valid this long
+    /// (when the store can make one); `None` serves the bytes through Berth.
+    pub redirect_ttl: Option<Duration>,
 }
 
 impl Default for RegistryConfig {
@@ -66,6 +69,7 @@ impl Default for RegistryConfig {
             max_open_uploads: 1000,
             body_idle_timeout: Duration::from_secs(60),
             max_uploads: 1024,
+            redirect_ttl: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::Digest;
@@ -116,4 +117,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob; removing a missing one succeeds.
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError>;
+
+    /// A URL at which anyone may `GET` the blob `key` (with a `Range` if they like) for
+    /// `ttl`, without credentials: a presigned URL, for answering blob pulls with a
+    /// redirect; `None` when the store cannot make one (the filesystem has no URL). It
+    /// does not check that the blob exists; the caller has.
+    async fn presign_get(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
 }

@@ -256,6 +256,9 @@ fn parse_key(key: &str) -> Option<(&str, &str)> {
 /// Blobs and uploads in an S3 bucket; see the module docs for the layout.
 pub struct S3BlobStore {
     s3: AmazonS3,
+    /// Signs presigned URLs: `s3`, or a client of the public endpoint
+    /// ([`S3BlobStore::with_public_endpoint`]); it sends no requests.
+    signer: AmazonS3,
     prefix: Path,
     part_size: usize,
     budget: Budget,
@@ -272,56 +275,27 @@ impl S3BlobStore {
     pub fn new(config: S3Config) -> Result<S3BlobStore, S3ConfigError> {
         config.validate()?;
         let prefix = Path::parse(&config.prefix).map_err(|e| config_err(e.to_string()))?;
-        let allow_http = config.allow_http || config.endpoint.as_deref().is_some_and(is_loopback);
-        // No total timeout: a blob GET streams for as long as the registry's client reads.
-        // A stalled server is caught by the read timeout (first byte of the response, then
-        // between body frames), and object_store resumes broken GET streams itself.
-        let options = ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_timeout_disabled()
-            .with_connect_timeout(Duration::from_secs(10))
-            .with_read_timeout(Duration::from_secs(120));
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&config.bucket)
-            .with_region(&config.region)
-            .with_client_options(options)
-            .with_virtual_hosted_style_request(!config.path_style);
-        if let Some(endpoint) = &config.endpoint {
-            let endpoint = endpoint.trim_end_matches('/');
-            builder = if config.path_style {
-                builder.with_endpoint(endpoint)
-            } else {
-                // object_store takes a virtual-hosted endpoint as given: put the bucket in.
-                let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
-                builder.with_endpoint(format!("{scheme}://{}.{host}", config.bucket))
-            };
-        }
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (key_id, secret, token) = match (config.access_key_id, config.secret_access_key) {
-            (Some(k), Some(s)) => (Some(k), Some(s), config.session_token),
-            (None, None) => (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN")),
-            _ => return Err(config_err("give both access_key_id and secret_access_key, or neither")),
-        };
-        match (key_id, secret) {
-            (Some(k), Some(s)) => {
-                builder = builder.with_access_key_id(k).with_secret_access_key(s);
-                if let Some(t) = token {
-                    builder = builder.with_token(t);
-                }
-            }
-            (None, None) => {}
-            _ => return Err(config_err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")),
-        }
-        let s3 = builder.build().map_err(|e| config_err(e.to_string()))?;
-        Ok(S3BlobStore { s3, prefix, part_size: config.part_size, budget: Budget::new(config.append_budget) })
+        let s3 = client(&config, config.endpoint.as_deref())?;
+        Ok(S3BlobStore {
+            signer: s3.clone(),
+            s3,
+            prefix,
+            part_size: config.part_size,
+            budget: Budget::new(config.append_budget),
+        })
     }
 
-    /// A URL that lets anyone GET the blob `key` for `ttl`, for answering blob GETs with a
-    /// redirect. `None` if the key is not one of this store's or signing fails (e.g. no
-    /// credentials). It does not check that the blob exists.
-    pub async fn presigned_get(&self, key: &str, ttl: Duration) -> Option<String> {
-        let path = self.blob_path(key).ok()?;
-        self.s3.signed_url(http::Method::GET, &path, ttl).await.ok().map(|u| u.to_string())
+    /// Makes [`BlobStore::presign_get`] sign URLs for `endpoint` (e.g.
+    /// `https://s3.example.com`), the address clients reach the bucket at, instead of the
+    /// endpoint this store talks to (which may be an internal name). A presigned URL's
+    /// signature covers its host, so the URL must be signed for the host the client sends.
+    pub fn with_public_endpoint(mut self, config: &S3Config, endpoint: &str) -> Result<S3BlobStore, S3ConfigError> {
+        let parsed = endpoint.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(parsed, Some("http" | "https")) {
+            return Err(config_err(format!("public endpoint {endpoint:?} must be an http:// or https:// URL")));
+        }
+        self.signer = client(config, Some(endpoint))?;
+        Ok(self)
     }
 
     fn at(&self, parts: &[&str]) -> Path {
@@ -548,6 +522,51 @@ impl S3BlobStore {
     }
 }
 
+/// An S3 client of the bucket `config` names, at `endpoint` (`None`: AWS).
+fn client(config: &S3Config, endpoint: Option<&str>) -> Result<AmazonS3, S3ConfigError> {
+    let allow_http = config.allow_http || endpoint.is_some_and(is_loopback);
+    // No total timeout: a blob GET streams for as long as the registry's client reads.
+    // A stalled server is caught by the read timeout (first byte of the response, then
+    // between body frames), and object_store resumes broken GET streams itself.
+    let options = ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_timeout_disabled()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_read_timeout(Duration::from_secs(120));
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_client_options(options)
+        .with_virtual_hosted_style_request(!config.path_style);
+    if let Some(endpoint) = endpoint {
+        let endpoint = endpoint.trim_end_matches('/');
+        builder = if config.path_style {
+            builder.with_endpoint(endpoint)
+        } else {
+            // object_store takes a virtual-hosted endpoint as given: put the bucket in.
+            let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+            builder.with_endpoint(format!("{scheme}://{}.{host}", config.bucket))
+        };
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (key_id, secret, token) = match (&config.access_key_id, &config.secret_access_key) {
+        (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone()), config.session_token.clone()),
+        (None, None) => (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN")),
+        _ => return Err(config_err("give both access_key_id and secret_access_key, or neither")),
+    };
+    match (key_id, secret) {
+        (Some(k), Some(s)) => {
+            builder = builder.with_access_key_id(k).with_secret_access_key(s);
+            if let Some(t) = token {
+                builder = builder.with_token(t);
+            }
+        }
+        (None, None) => {}
+        _ => return Err(config_err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")),
+    }
+    builder.build().map_err(|e| config_err(e.to_string()))
+}
+
 #[async_trait]
 impl BlobStore for S3BlobStore {
     /// Costs no request: nothing is staged until bytes arrive.
@@ -723,5 +742,13 @@ impl BlobStore for S3BlobStore {
             }
         }
         Ok(())
+    }
+
+    /// Signed for the public endpoint when one is configured; signing is local (an HMAC
+    /// over the URL), unless credentials must first be fetched from the instance role.
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>, StorageError> {
+        let path = self.blob_path(key)?;
+        let url = self.signer.signed_url(http::Method::GET, &path, ttl).await.map_err(s3_err)?;
+        Ok(Some(url.into()))
     }
 }

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often the integrity scrub runs unless configured.
 pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a redirect's presigned URL is valid unless told otherwise.
+pub const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
+/// The longest validity S3 accepts for a presigned URL (SigV4): 7 days.
+const MAX_REDIRECT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -75,6 +79,14 @@ pub struct Config {
     pub pull_flush_interval: Duration,
     /// How often the integrity scrub re-hashes every blob (zero: never on its own).
     pub scrub_interval: Duration,
+    /// Answer blob `GET`s with 307 to a presigned URL of the bucket (S3 storage only;
+    /// refused at start with the filesystem store). `HEAD` is still answered by Berth.
+    pub redirect: bool,
+    /// The S3 endpoint clients can reach (e.g. `https://s3.example.com`), which redirects
+    /// send them to; `None`: the endpoint in `storage`.
+    pub redirect_endpoint: Option<String>,
+    /// How long a redirect's presigned URL is valid (at most 7 days).
+    pub redirect_ttl: Duration,
 }
 
 impl Config {
@@ -103,6 +115,9 @@ impl Config {
             retention_interval: Duration::from_secs(24 * 3600),
             pull_flush_interval: Duration::from_secs(60),
             scrub_interval: DEFAULT_SCRUB_INTERVAL,
+            redirect: false,
+            redirect_endpoint: None,
+            redirect_ttl: DEFAULT_REDIRECT_TTL,
         }
     }
 }
@@ -169,15 +184,13 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
 /// Opens the stores the config names and starts the audit log's writer.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let stores = open_database(config).await?;
-    let blobs: Arc<dyn BlobStore> = match &config.storage {
-        Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
-        None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
-    };
+    let blobs = open_blobs(config).await?;
     let registry_config = RegistryConfig {
         upload_ttl: config.upload_ttl,
         max_open_uploads: config.max_open_uploads,
         body_idle_timeout: config.body_idle_timeout,
         max_uploads: config.max_uploads,
+        redirect_ttl: config.redirect.then_some(config.redirect_ttl),
         ..RegistryConfig::default()
     };
     bootstrap::ensure_admin(&*stores.identity, config.admin_password.as_deref()).await?;
@@ -205,6 +218,30 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
+}
+
+/// The blob store the config names, set up to sign redirects if they are on.
+async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
+    if config.redirect && (config.redirect_ttl.is_zero() || config.redirect_ttl > MAX_REDIRECT_TTL) {
+        return Err(
+            format!("redirect TTL must be more than 0 and at most 7 days, not {:?}", config.redirect_ttl).into()
+        );
+    }
+    Ok(match &config.storage {
+        Some(s3) => {
+            let store = S3BlobStore::new(s3.clone())?;
+            match &config.redirect_endpoint {
+                Some(endpoint) if config.redirect => Arc::new(store.with_public_endpoint(s3, endpoint)?),
+                _ => Arc::new(store),
+            }
+        }
+        None if config.redirect => {
+            return Err("redirects (--redirect) need S3 storage (--storage s3://…): the filesystem store has no URL \
+                        to redirect to"
+                .into());
+        }
+        None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
+    })
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the

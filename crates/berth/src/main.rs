@@ -101,6 +101,17 @@ struct ServeArgs {
     /// (private); without it such a push is refused.
     #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS")]
     auto_create_projects: bool,
+    /// Answer blob GETs with 307 to a short-lived presigned URL of the bucket, so blob
+    /// bytes flow from S3 to clients directly (S3 storage only).
+    #[arg(long, env = "BERTH_REDIRECT")]
+    redirect: bool,
+    /// The S3 endpoint URL clients can reach, which redirects send them to. Default: the
+    /// endpoint of --storage.
+    #[arg(long, env = "BERTH_REDIRECT_ENDPOINT")]
+    redirect_endpoint: Option<String>,
+    /// How long a redirect's presigned URL is valid (at most 7 days).
+    #[arg(long, env = "BERTH_REDIRECT_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    redirect_ttl: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -154,6 +165,9 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         retention_interval: args.retention_interval,
         pull_flush_interval: args.pull_flush_interval,
         scrub_interval: args.scrub_interval,
+        redirect: args.redirect,
+        redirect_endpoint: args.redirect_endpoint,
+        redirect_ttl: args.redirect_ttl,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

@@ -290,11 +290,35 @@ async fn presigned_get_serves_the_blob() {
     let st = store.create_upload(id).await.unwrap();
     let (_, st) = store.append_upload(id, &st, 0, body(vec![b"hello world".to_vec()])).await.unwrap();
     let key = store.commit_upload(id, &st, 11, &Digest::of(b"hello world")).await.unwrap();
-    let url = store.presigned_get(&key, Duration::from_secs(60)).await.unwrap();
+    let url = store.presign_get(&key, Duration::from_secs(60)).await.unwrap().unwrap();
     let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status(), 200, "{url}");
     assert_eq!(&resp.bytes().await.unwrap()[..], b"hello world");
-    assert_eq!(store.presigned_get("not-a-key", Duration::from_secs(60)).await, None);
+    assert!(matches!(store.presign_get("not-a-key", Duration::from_secs(60)).await, Err(StorageError::NotFound)));
+}
+
+/// The URL is signed for the public endpoint (its host is part of the signature), so a
+/// client that reaches the bucket by that name is served, and the internal name is not
+/// what it is sent to.
+#[tokio::test]
+async fn presigned_get_is_signed_for_the_public_endpoint() {
+    let garage = Garage::start();
+    let public = garage.endpoint.replace("127.0.0.1", "localhost");
+    assert_ne!(public, garage.endpoint);
+    let store = store(&garage, "p").with_public_endpoint(&config(&garage, "p"), &public).unwrap();
+    let id = "0000abab-0000-4000-8000-000000000002";
+    let st = store.create_upload(id).await.unwrap();
+    let (_, st) = store.append_upload(id, &st, 0, body(vec![b"public bytes".to_vec()])).await.unwrap();
+    let key = store.commit_upload(id, &st, 12, &Digest::of(b"public bytes")).await.unwrap();
+    let url = store.presign_get(&key, Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(url.starts_with(&format!("{public}/")), "{url}");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"public bytes");
+    // The same signature presented under the internal name does not verify.
+    let internal = url.replacen(&public, &garage.endpoint, 1);
+    assert_eq!(reqwest::get(&internal).await.unwrap().status(), 403, "{internal}");
+    assert!(store.with_public_endpoint(&config(&garage, "p"), "s3.example.com").is_err());
 }
 
 #[tokio::test]

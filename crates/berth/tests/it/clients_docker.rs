@@ -51,14 +51,14 @@ const SCRUBBED_ENV: &[&str] = &[
 
 /// A private Docker engine. Dropping it stops dockerd (SIGTERM, then SIGKILL after 60 s)
 /// and the containerd it manages.
-struct Dockerd {
+pub(crate) struct Dockerd {
     /// Short, under `/tmp`: the socket path must fit in a `sockaddr_un` (~100 bytes).
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Dockerd {
-    fn start() -> Dockerd {
+    pub(crate) fn start() -> Dockerd {
         require("dockerd");
         require("docker");
         require("containerd");
@@ -122,7 +122,7 @@ impl Dockerd {
     }
 
     /// Runs `docker ARGS`, panicking with its output (and the daemon's log) if it fails.
-    fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.try_run(args);
         assert!(
             ok,
@@ -133,7 +133,7 @@ impl Dockerd {
     }
 
     /// Runs `docker ARGS`; returns (success, stdout, stderr).
-    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+    pub(crate) fn try_run(&self, args: &[&str]) -> (bool, String, String) {
         let out = self.cmd().args(args).output().unwrap_or_else(|e| panic!("running docker {args:?}: {e}"));
         (
             out.status.success(),
@@ -144,13 +144,13 @@ impl Dockerd {
 
     /// `docker login HOST` with the password on stdin; the CLI keeps the credentials in
     /// this daemon's private `DOCKER_CONFIG`. Returns the CLI's stdout.
-    fn login(&self, host: &str, creds: &Creds) -> String {
+    pub(crate) fn login(&self, host: &str, creds: &Creds) -> String {
         let mut login = self.cmd();
         login.args(["login", "--username", &creds.user, "--password-stdin", host]);
         run_with_input(&mut login, &creds.password)
     }
 
-    fn inspect(&self, image: &str) -> Value {
+    pub(crate) fn inspect(&self, image: &str) -> Value {
         let out = self.run(&["image", "inspect", image]);
         let mut list: Vec<Value> = serde_json::from_str(&out).unwrap();
         assert_eq!(list.len(), 1, "{out}");
@@ -233,7 +233,7 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// The `digest: sha256:…` that `docker push` reports, or `Digest: sha256:…` of `docker pull`.
-fn reported_digest(output: &str) -> String {
+pub(crate) fn reported_digest(output: &str) -> String {
     output
         .split(|c: char| c.is_whitespace())
         .skip_while(|w| !w.eq_ignore_ascii_case("digest:"))

@@ -230,7 +230,7 @@ pub(crate) fn oci_ref(dir: &Path, tag: &str) -> String {
 
 /// Asserts that the layout `copy` holds byte-identical copies of `image`'s manifest, config
 /// and layers, with the manifest tagged `tag`.
-fn assert_layout_holds(copy: &Path, tag: &str, image: &Image) {
+pub(crate) fn assert_layout_holds(copy: &Path, tag: &str, image: &Image) {
     assert_eq!(
         tagged_digest(copy, tag).as_deref(),
         Some(image.manifest_digest.as_str()),

@@ -370,6 +370,16 @@ impl TestServer {
         TestServer::start_in(backend, tempfile::tempdir().expect("temp dir"), |_| {})
     }
 
+    /// Starts a registry on the scale-out stores whatever `BERTH_TEST_BACKEND` says (this
+    /// pass's PostgreSQL and Garage, or its own), for tests of what only S3 can do.
+    pub fn start_scaleout(configure: impl FnOnce(&mut berth::Config)) -> TestServer {
+        let mut backend = Backend::from_env();
+        if backend.is_embedded() {
+            backend = Backend { scaleout: Some(ScaleOut::start()) };
+        }
+        TestServer::start_in(std::sync::Arc::new(backend), tempfile::tempdir().expect("temp dir"), configure)
+    }
+
     /// Starts a registry after `configure` has adjusted its config.
     pub fn start_with(configure: impl FnOnce(&mut berth::Config)) -> TestServer {
         let backend = std::sync::Arc::new(Backend::from_env());
