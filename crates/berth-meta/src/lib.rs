@@ -22,7 +22,7 @@ mod suite;
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PoolConfig};
 pub use sqlite::SqliteStore;
 
 /// A live blob as the registry knows it.

@@ -30,12 +30,15 @@ mod idle;
 pub mod janitor;
 pub mod listen;
 mod manifests;
+pub mod proxies;
 pub mod range;
 mod response;
+pub mod tls;
 mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
 pub use endpoint::Endpoint;
+pub use proxies::TrustedProxies;
 use response::ApiError;
 
 /// Tunables of the registry core. The defaults are `berth serve`'s.

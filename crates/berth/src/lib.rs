@@ -1,100 +1,30 @@
 //! Wiring: turns a [`Config`] into a running registry. The only place that names
 //! concrete backends.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{AuditStore, CachedStore, IdentityStore, MetadataStore, PgStore, PoolConfig, SqliteStore};
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
+use berth_server::tls::{self, TlsFiles};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
+pub use config::S3Url;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How long the audit log keeps an entry unless told otherwise: 90 days.
-pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Everything `berth serve` can be told.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Embedded mode: blobs under `<data_dir>/blobs`, staged uploads under
-    /// `<data_dir>/uploads`, metadata in `<data_dir>/berth.db`.
-    pub data_dir: PathBuf,
-    /// `postgres://…` for shared metadata; `None` for the embedded SQLite database.
-    pub database: Option<String>,
-    /// An S3 bucket for shared blob storage; `None` for files under the data directory.
-    pub storage: Option<S3Config>,
-    pub upload_ttl: Duration,
-    pub janitor_interval: Duration,
-    /// Uploads open at once in one repository; a `POST` beyond is refused (429).
-    pub max_open_uploads: u32,
-    /// Bytes of manifests and blob records the embedded mode keeps in memory, keys
-    /// included (unused in scale-out mode, which caches nothing).
-    pub manifest_cache_bytes: usize,
-    /// Time allowed for a request head (and an idle HTTP/1 keep-alive connection).
-    pub header_timeout: Duration,
-    /// A request body silent this long fails.
-    pub body_idle_timeout: Duration,
-    /// Connections open at once; at most three quarters of the open-file limit.
-    pub max_connections: usize,
-    /// Requests carrying upload bytes in flight at once; more get 429.
-    pub max_uploads: usize,
-    /// The password of the `admin` user created on first start (when no system
-    /// administrator exists); `None` takes `BERTH_ADMIN_PASSWORD`, else the file
-    /// `BERTH_ADMIN_PASSWORD_FILE` names, else generates one and prints it once on stderr.
-    pub admin_password: Option<String>,
-    /// The URL clients reach Berth at; the token realm is `<external_url>/token`.
-    /// `None`: `http://` and the request's `Host`.
-    pub external_url: Option<String>,
-    /// The token service's name (`service` in challenges, `iss`/`aud` in tokens).
-    pub service_name: String,
-    /// Lifetime of registry tokens.
-    pub token_ttl: Duration,
-    /// A system administrator's push into a missing project creates it (private).
-    pub auto_create_projects: bool,
-    /// Audit entries older than this are pruned.
-    pub audit_retention: Duration,
-}
-
-impl Config {
-    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
-        let (registry, limits) = (RegistryConfig::default(), ServeLimits::default());
-        let access = AccessConfig::default();
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
-            database: None,
-            storage: None,
-            upload_ttl: registry.upload_ttl,
-            janitor_interval: Duration::from_secs(600),
-            max_open_uploads: RegistryConfig::default().max_open_uploads,
-            manifest_cache_bytes: DEFAULT_CACHE_BYTES,
-            header_timeout: limits.header_timeout,
-            body_idle_timeout: registry.body_idle_timeout,
-            max_connections: limits.max_connections,
-            max_uploads: registry.max_uploads,
-            admin_password: None,
-            external_url: access.external_url,
-            service_name: access.service,
-            token_ttl: access.token_ttl,
-            auto_create_projects: access.auto_create_projects,
-            audit_retention: DEFAULT_AUDIT_RETENTION,
-        }
-    }
-}
 
 mod bootstrap;
 pub use bootstrap::ADMIN;
 pub mod cli;
+pub mod config;
+pub use config::{Config, ConfigError, DEFAULT_AUDIT_RETENTION};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -117,13 +47,20 @@ pub struct Stores {
 /// mode): `berth serve`'s, and the offline commands' on a stopped server's data.
 pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
-    let (stores, lock) = match &config.database {
+    let (stores, lock) = match &config.database.url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PgStore::open(url).await?;
+            let db = &config.database;
+            let pool = PoolConfig {
+                max_connections: db.max_connections,
+                acquire_timeout: db.acquire_timeout,
+                idle_timeout: db.idle_timeout,
+            };
+            let store = PgStore::connect(url, &pool).await?;
             let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
             (Stores { meta, identity, audit, lock: None }, None)
         }
-        Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
+        // Not the URL itself: it holds a password.
+        Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
         None => {
             // The embedded database belongs to one process, which is what makes its
             // read cache coherent: a second `berth serve` on the same directory stops here.
@@ -133,7 +70,7 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
             let stores = Stores {
-                meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
+                meta: Arc::new(CachedStore::new(store.clone(), config.limits.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store),
                 lock: None,
@@ -147,23 +84,24 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
 /// Opens the stores the config names and starts the audit log's writer.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let stores = open_database(config).await?;
-    let blobs: Arc<dyn BlobStore> = match &config.storage {
-        Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
+    let blobs: Arc<dyn BlobStore> = match config.s3() {
+        Some(s3) => Arc::new(S3BlobStore::new(s3)?),
         None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
     };
     let registry_config = RegistryConfig {
-        upload_ttl: config.upload_ttl,
-        max_open_uploads: config.max_open_uploads,
-        body_idle_timeout: config.body_idle_timeout,
-        max_uploads: config.max_uploads,
+        upload_ttl: config.jobs.upload_ttl,
+        max_open_uploads: config.limits.max_open_uploads,
+        body_idle_timeout: config.limits.body_idle_timeout,
+        max_uploads: config.limits.max_uploads,
         ..RegistryConfig::default()
     };
-    bootstrap::ensure_admin(&*stores.identity, config.admin_password.as_deref()).await?;
+    bootstrap::ensure_admin(&*stores.identity, config.auth.admin_password.as_deref()).await?;
     let access = AccessConfig {
-        service: config.service_name.clone(),
-        external_url: config.external_url.clone(),
-        token_ttl: config.token_ttl,
-        auto_create_projects: config.auto_create_projects,
+        service: config.auth.service_name.clone(),
+        external_url: config.listen.external_url.clone(),
+        https: config.tls.cert.is_some(),
+        token_ttl: config.auth.token_ttl,
+        auto_create_projects: config.auth.auto_create_projects,
         ..AccessConfig::default()
     };
     let tokens = Arc::new(TokenAuthorizer::open(Arc::clone(&stores.identity), access).await?);
@@ -185,23 +123,32 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
 /// background jobs alongside.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(TlsFiles { cert: cert.clone(), key: key.clone() })?),
+        (None, None) => None,
+        _ => return Err("tls.cert and tls.key: set both or neither".into()),
+    };
     let node = open(&config).await?;
     let registry = Arc::clone(&node.registry);
-    let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
-    let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
+    let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.jobs.janitor_interval, shutdown.clone()));
+    let pruner = AuditPruner::new(Arc::clone(&registry), config.jobs.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
     let app = berth_server::app(Arc::clone(&registry));
-    let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
+    let storage = config.s3().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
         addr = %listener.local_addr()?,
+        tls = tls.is_some(),
         storage = storage.as_deref().unwrap_or("data-dir"),
-        database = if config.database.is_some() { "postgres" } else { "sqlite" },
+        database = if config.database.url.is_some() { "postgres" } else { "sqlite" },
         data_dir = %config.data_dir.display(),
         "serving"
     );
     let limits = ServeLimits {
-        header_timeout: config.header_timeout,
-        max_connections: connection_bound(config.max_connections),
+        header_timeout: config.listen.header_timeout,
+        max_connections: connection_bound(config.listen.max_connections),
+        shutdown_timeout: config.listen.shutdown_timeout,
+        trusted_proxies: config.listen.trusted_proxies.clone(),
+        tls,
     };
     let served = listen::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
