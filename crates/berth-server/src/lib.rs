@@ -7,6 +7,7 @@
 //! This crate names no concrete storage or database: it is handed trait objects.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -89,6 +90,9 @@ pub struct Registry {
     uploads: Semaphore,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
+    /// Read-only mode: pushes, deletes and management writes are refused (one load per
+    /// write request; reads never look).
+    pub read_only: AtomicBool,
 }
 
 impl Registry {
@@ -112,6 +116,7 @@ impl Registry {
             claims: Arc::default(),
             uploads,
             tokens: None,
+            read_only: AtomicBool::new(false),
         }
     }
 
@@ -127,7 +132,13 @@ impl Registry {
 pub fn app(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/token", axum::routing::any(access::token_endpoint::token))
-        .nest("/api/v1", api::router())
+        .nest(
+            "/api/v1",
+            api::router().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&registry),
+                api::refuse_writes_when_read_only,
+            )),
+        )
         .fallback(dispatch)
         .with_state(registry)
 }
@@ -140,6 +151,9 @@ async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Re
         Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query(), peer };
     let result = match Endpoint::parse(parts.uri.path()) {
         Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
+        Ok(_) if !matches!(parts.method, Method::GET | Method::HEAD) && registry.read_only.load(Ordering::Relaxed) => {
+            Err(Error::new(ErrorKind::ReadOnly))
+        }
         Ok(endpoint) => handle(ctx, endpoint, body).await,
         Err(e) => Err(e),
     };

@@ -114,6 +114,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         registry_config,
     )
     .with_token_auth(tokens);
+    registry.read_only.store(config.read_only, std::sync::atomic::Ordering::Relaxed);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ mod listings;
 mod members;
 mod projects;
 mod robots;
+mod system;
 mod users;
 
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
@@ -73,6 +74,8 @@ routes! {
     delete "/robots/{name}" => robots::delete,
     post "/robots/{name}/secret" => robots::rotate,
     get "/audit" => audit::query,
+    get "/system/read-only" => system::get_read_only,
+    put "/system/read-only" => system::put_read_only,
     get "/openapi.json" => openapi,
 }
 
@@ -114,6 +117,8 @@ routes! {
         listings::tags,
         listings::artifacts,
         audit::query,
+        system::get_read_only,
+        system::put_read_only,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),
@@ -143,6 +148,23 @@ pub fn router() -> Router<Arc<Registry>> {
     routes()
         .method_not_allowed_fallback(|| async { ApiError(Error::new(ErrorKind::MethodNotAllowed)) })
         .fallback(|| async { ApiError(Error::new(ErrorKind::NotFound)) })
+}
+
+/// In read-only mode every management write is refused, except the one that turns
+/// read-only mode off (or on).
+pub(crate) async fn refuse_writes_when_read_only(
+    State(registry): State<Arc<Registry>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reads
+        && registry.read_only.load(std::sync::atomic::Ordering::Relaxed)
+        && !request.uri().path().ends_with("/system/read-only")
+    {
+        return ApiError(Error::new(ErrorKind::ReadOnly)).into_response();
+    }
+    next.run(request).await
 }
 
 /// The OpenAPI 3 document of this API.
