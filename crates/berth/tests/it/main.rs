@@ -18,6 +18,8 @@ mod keyless;
 mod management;
 mod memory_bounds;
 mod multinode;
+mod read_only;
+mod shutdown;
 mod slow_clients;
 mod tls;
 mod upload_claims;
