@@ -18,6 +18,7 @@ mod keyless;
 mod management;
 mod memory_bounds;
 mod multinode;
+mod proxies;
 mod read_only;
 mod shutdown;
 mod slow_clients;
