@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Denied,
     /// The endpoint exists but not with this method.
     MethodNotAllowed,
+    /// A push, delete or management write while the registry is read-only.
+    ReadOnly,
     /// No such endpoint.
     NotFound,
     TooManyRequests,
@@ -71,6 +73,7 @@ impl ErrorKind {
             Unauthorized => ("UNAUTHORIZED", 401, "authentication required"),
             Denied => ("DENIED", 403, "requested access to the resource is denied"),
             MethodNotAllowed => ("UNSUPPORTED", 405, "the operation is unsupported"),
+            ReadOnly => ("UNSUPPORTED", 405, "the registry is read-only: pushes and deletes are refused"),
             NotFound => ("UNSUPPORTED", 404, "no such endpoint"),
             TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
             PaginationInvalid => ("UNSUPPORTED", 400, "invalid pagination parameter"),
@@ -199,6 +202,7 @@ mod tests {
             Unauthorized,
             Denied,
             MethodNotAllowed,
+            ReadOnly,
             NotFound,
             TooManyRequests,
             PaginationInvalid,

@@ -26,7 +26,7 @@ pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PoolConfig};
 pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
 pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;

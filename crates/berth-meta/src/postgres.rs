@@ -1,6 +1,8 @@
 //! The PostgreSQL metadata store (scale-out mode): one pooled set of connections shared
 //! by every node of a deployment; the database carries all coordination.
 
+use std::time::Duration;
+
 use berth_core::{Descriptor, Digest, Error, ErrorKind, Reference, RepoName, Tag};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -23,6 +25,27 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
 ];
 
+/// The PostgreSQL pool of one node.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Connections open at most (sqlx's default is 10; a node serves many requests).
+    pub max_connections: u32,
+    /// A request waits this long for a free database connection, then fails.
+    pub acquire_timeout: Duration,
+    /// An idle connection is closed after this long (sqlx's default).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Clones share the pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -32,9 +55,21 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user:password@host:port/db`) and migrates.
+    /// Connects to `url` (`postgres://user:password@host:port/db`) with the default
+    /// pool and migrates.
     pub async fn open(url: &str) -> Result<PgStore, Error> {
-        let pool = PgPoolOptions::new().max_connections(16).connect(url).await.map_err(db_err)?;
+        PgStore::connect(url, &PoolConfig::default()).await
+    }
+
+    /// Connects to `url` with `pool`'s bounds and migrates.
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<PgStore, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout)
+            .idle_timeout(pool.idle_timeout)
+            .connect(url)
+            .await
+            .map_err(db_err)?;
         migrate(&pool).await?;
         Ok(PgStore { writer: pool.clone(), reader: pool })
     }

@@ -7,6 +7,7 @@
 //! This crate names no concrete storage or database: it is handed trait objects.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,14 +31,17 @@ mod idle;
 pub mod janitor;
 pub mod listen;
 mod manifests;
+pub mod proxies;
 pub mod range;
 mod response;
 pub mod retention;
 pub mod scrub;
+pub mod tls;
 mod uploads;
 
 pub use auth::{Access, Action, AllowAll, Authorizer, Credentials, Grants, Principal, Subject};
 pub use endpoint::Endpoint;
+pub use proxies::TrustedProxies;
 use response::ApiError;
 
 /// Tunables of the registry core. The defaults are `berth serve`'s.
@@ -102,6 +106,9 @@ pub struct Registry {
     pub retention: Option<Arc<dyn RetentionStore>>,
     /// When manifests and tags were last pulled, held until the next flush.
     pub pulls: retention::PullRecorder,
+    /// Read-only mode: pushes, deletes and management writes are refused (one load per
+    /// write request; reads never look).
+    pub read_only: AtomicBool,
 }
 
 impl Registry {
@@ -135,6 +142,7 @@ impl Registry {
             tokens: None,
             retention: None,
             pulls: retention::PullRecorder::default(),
+            read_only: AtomicBool::new(false),
         }
     }
 
@@ -156,7 +164,13 @@ impl Registry {
 pub fn app(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/token", axum::routing::any(access::token_endpoint::token))
-        .nest("/api/v1", api::router())
+        .nest(
+            "/api/v1",
+            api::router().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&registry),
+                api::refuse_writes_when_read_only,
+            )),
+        )
         .fallback(dispatch)
         .with_state(registry)
 }
@@ -169,6 +183,9 @@ async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Re
         Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query(), peer };
     let result = match Endpoint::parse(parts.uri.path()) {
         Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
+        Ok(_) if !matches!(parts.method, Method::GET | Method::HEAD) && registry.read_only.load(Ordering::Relaxed) => {
+            Err(Error::new(ErrorKind::ReadOnly))
+        }
         Ok(endpoint) => handle(ctx, endpoint, body).await,
         Err(e) => Err(e),
     };

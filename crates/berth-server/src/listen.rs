@@ -14,6 +14,15 @@
 //!   [`H2_PING_INTERVAL`], closing the connection when a ping goes unanswered for
 //!   [`H2_PING_TIMEOUT`], so a dead peer is noticed.
 //!
+//! With TLS (`tls.rs`) the handshake runs in the connection's task, never in the loop (a
+//! slow client costs its socket only), within the same [`ServeLimits::header_timeout`];
+//! HTTP/2 is then chosen by ALPN.
+//!
+//! On shutdown the loop stops accepting, open connections are told to close after their
+//! current request, and those requests may finish for [`ServeLimits::shutdown_timeout`];
+//! whatever still runs then is cut (an upload cut so is not acknowledged, and its client
+//! resumes it from the size the registry reports).
+//!
 //! Request bodies are bounded in time by the application (`body_idle_timeout`, see
 //! `idle.rs`), whatever serves it.
 
@@ -32,7 +41,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use crate::proxies::TrustedProxies;
 
 /// Largest HTTP/1 request head (request line and headers), which is also the largest
 /// read buffer of a connection: hyper answers a larger head with 431. Large enough that
@@ -50,8 +62,9 @@ pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// (out of file descriptors or memory), instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Bounds on connections. The defaults are `berth serve`'s.
-#[derive(Clone, Debug)]
+/// Bounds on connections, and what a connection is served with. The defaults are
+/// `berth serve`'s.
+#[derive(Clone)]
 pub struct ServeLimits {
     /// Time allowed for a complete request head: from accept to the first request, and
     /// between requests of one HTTP/1 connection (so it is also the keep-alive idle
@@ -59,11 +72,24 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
     /// Connections open at once (nginx: 512 per worker; distribution and zot: no limit).
     pub max_connections: usize,
+    /// After shutdown begins, requests in flight may finish for this long (30 s, as
+    /// Kubernetes' default grace period).
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: TrustedProxies,
+    /// TLS on every connection, or plain HTTP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ServeLimits {
     fn default() -> ServeLimits {
-        ServeLimits { header_timeout: Duration::from_secs(30), max_connections: 10_000 }
+        ServeLimits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            trusted_proxies: TrustedProxies::default(),
+            tls: None,
+        }
     }
 }
 
@@ -84,6 +110,7 @@ pub async fn serve(
     // nginx and Go's netutil.LimitListener do the same.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let proxies = Arc::new(limits.trusted_proxies.clone());
     loop {
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
@@ -106,29 +133,56 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let builder = Arc::clone(&builder);
         let router = router.clone();
-        let header_timeout = limits.header_timeout;
+        let (header_timeout, tls) = (limits.header_timeout, limits.tls.clone());
+        let proxies = Arc::clone(&proxies);
         tokio::spawn(async move {
             let started = Arc::new(AtomicBool::new(false));
-            let service = Service { router, started: Arc::clone(&started), peer: PeerAddr(peer) };
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-            let mut conn = std::pin::pin!(conn);
-            // hyper times the head of each HTTP/1 request, but not the bytes it reads to
-            // tell HTTP/1 from HTTP/2, nor an HTTP/2 connection that opens no stream:
-            // a connection that has started no request by then is closed here.
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = tokio::time::sleep(header_timeout) => {
-                    if started.load(Ordering::Relaxed) {
-                        let _ = conn.await;
-                    }
+            let service = Service { router, started: Arc::clone(&started), peer: PeerAddr(peer), proxies };
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            match tls {
+                None => connection(&builder, watcher, TokioIo::new(stream), service, deadline).await,
+                Some(tls) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, tls.accept(stream)).await else {
+                        return drop(slot);
+                    };
+                    connection(&builder, watcher, TokioIo::new(stream), service, deadline).await;
                 }
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?limits.shutdown_timeout, "requests still running at the shutdown deadline were cut");
+    }
     Ok(())
+}
+
+/// Serves one connection until it ends; one that has started no request by `deadline`
+/// is closed.
+async fn connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TokioIo<IO>,
+    service: Service,
+    deadline: tokio::time::Instant,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let started = Arc::clone(&service.started);
+    let conn = watcher.watch(builder.serve_connection(io, service));
+    let mut conn = std::pin::pin!(conn);
+    // hyper times the head of each HTTP/1 request, but not the bytes it reads to tell
+    // HTTP/1 from HTTP/2, nor an HTTP/2 connection that opens no stream: a connection
+    // that has started no request by then is closed here.
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = tokio::time::sleep_until(deadline) => {
+            if started.load(Ordering::Relaxed) {
+                let _ = conn.await;
+            }
+        }
+    }
 }
 
 fn builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
@@ -161,9 +215,11 @@ struct Service {
     router: Router,
     started: Arc<AtomicBool>,
     peer: PeerAddr,
+    proxies: Arc<TrustedProxies>,
 }
 
-/// The client's address, in every request's extensions.
+/// The client's address, in every request's extensions: the peer's, or the one a
+/// trusted proxy forwarded (`proxies.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
@@ -173,7 +229,13 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = RouteFuture<Infallible>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
+        let peer = if self.proxies.is_empty() {
+            self.peer
+        } else {
+            let client = self.proxies.client(self.peer.0.ip(), request.headers());
+            PeerAddr(std::net::SocketAddr::new(client, self.peer.0.port()))
+        };
+        request.extensions_mut().insert(peer);
         if !self.started.load(Ordering::Relaxed) {
             self.started.store(true, Ordering::Relaxed);
         }

@@ -1,7 +1,7 @@
 //! First start: the system administrator `admin`, created when no administrator exists.
 //!
-//! Its password is, in order: `Config.admin_password`, `BERTH_ADMIN_PASSWORD`, the
-//! contents of the file `BERTH_ADMIN_PASSWORD_FILE` names (without its trailing newline),
+//! Its password is `auth.admin_password` (which the config takes from the file, the file
+//! `auth.admin_password_file` names, `BERTH_ADMIN_PASSWORD` or `BERTH_ADMIN_PASSWORD_FILE`),
 //! or a random one printed once on stderr (straight to stderr, not through the log, so
 //! that log collection never keeps it).
 
@@ -17,13 +17,6 @@ pub const ADMIN: &str = "admin";
 fn admin_password(configured: Option<&str>) -> Result<(String, bool), BoxError> {
     if let Some(p) = configured {
         return Ok((p.to_owned(), false));
-    }
-    if let Ok(p) = std::env::var("BERTH_ADMIN_PASSWORD") {
-        return Ok((p, false));
-    }
-    if let Ok(path) = std::env::var("BERTH_ADMIN_PASSWORD_FILE") {
-        let contents = std::fs::read_to_string(&path).map_err(|e| format!("BERTH_ADMIN_PASSWORD_FILE {path}: {e}"))?;
-        return Ok((contents.trim_end_matches(['\r', '\n']).to_owned(), false));
     }
     Ok((password::random_secret(), true))
 }

@@ -1,13 +1,11 @@
 //! Wiring: turns a [`Config`] into a running registry. The only place that names
 //! concrete backends.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{
-    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, PolicyStore, RetentionStore,
+    AuditStore, CachedStore, IdentityStore, MetadataStore, PgStore, PolicyStore, PoolConfig, RetentionStore,
     ScrubStore, SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
@@ -15,14 +13,14 @@ use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
 use berth_server::retention::{self, RetentionJob};
+use berth_server::tls::{self, TlsFiles};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
+pub use config::S3Url;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How long the audit log keeps an entry unless told otherwise: 90 days.
-pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often the integrity scrub runs unless configured.
 pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a redirect's presigned URL is valid unless told otherwise.
@@ -32,99 +30,11 @@ const MAX_REDIRECT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Everything `berth serve` can be told.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Embedded mode: blobs under `<data_dir>/blobs`, staged uploads under
-    /// `<data_dir>/uploads`, metadata in `<data_dir>/berth.db`.
-    pub data_dir: PathBuf,
-    /// `postgres://…` for shared metadata; `None` for the embedded SQLite database.
-    pub database: Option<String>,
-    /// An S3 bucket for shared blob storage; `None` for files under the data directory.
-    pub storage: Option<S3Config>,
-    pub upload_ttl: Duration,
-    pub janitor_interval: Duration,
-    /// Uploads open at once in one repository; a `POST` beyond is refused (429).
-    pub max_open_uploads: u32,
-    /// Bytes of manifests and blob records the embedded mode keeps in memory, keys
-    /// included (unused in scale-out mode, which caches nothing).
-    pub manifest_cache_bytes: usize,
-    /// Time allowed for a request head (and an idle HTTP/1 keep-alive connection).
-    pub header_timeout: Duration,
-    /// A request body silent this long fails.
-    pub body_idle_timeout: Duration,
-    /// Connections open at once; at most three quarters of the open-file limit.
-    pub max_connections: usize,
-    /// Requests carrying upload bytes in flight at once; more get 429.
-    pub max_uploads: usize,
-    /// The password of the `admin` user created on first start (when no system
-    /// administrator exists); `None` takes `BERTH_ADMIN_PASSWORD`, else the file
-    /// `BERTH_ADMIN_PASSWORD_FILE` names, else generates one and prints it once on stderr.
-    pub admin_password: Option<String>,
-    /// The URL clients reach Berth at; the token realm is `<external_url>/token`.
-    /// `None`: `http://` and the request's `Host`.
-    pub external_url: Option<String>,
-    /// The token service's name (`service` in challenges, `iss`/`aud` in tokens).
-    pub service_name: String,
-    /// Lifetime of registry tokens.
-    pub token_ttl: Duration,
-    /// A system administrator's push into a missing project creates it (private).
-    pub auto_create_projects: bool,
-    /// Audit entries older than this are pruned.
-    pub audit_retention: Duration,
-    /// How often retention policies run (one node at a time: the `retention` lease).
-    pub retention_interval: Duration,
-    /// How often the pull times held in memory are written, in one batch.
-    pub pull_flush_interval: Duration,
-    /// How often the integrity scrub re-hashes every blob (zero: never on its own).
-    pub scrub_interval: Duration,
-    /// Answer blob `GET`s with 307 to a presigned URL of the bucket (S3 storage only;
-    /// refused at start with the filesystem store). `HEAD` is still answered by Berth.
-    pub redirect: bool,
-    /// The S3 endpoint clients can reach (e.g. `https://s3.example.com`), which redirects
-    /// send them to; `None`: the endpoint in `storage`.
-    pub redirect_endpoint: Option<String>,
-    /// How long a redirect's presigned URL is valid (at most 7 days).
-    pub redirect_ttl: Duration,
-}
-
-impl Config {
-    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
-        let (registry, limits) = (RegistryConfig::default(), ServeLimits::default());
-        let access = AccessConfig::default();
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
-            database: None,
-            storage: None,
-            upload_ttl: registry.upload_ttl,
-            janitor_interval: Duration::from_secs(600),
-            max_open_uploads: RegistryConfig::default().max_open_uploads,
-            manifest_cache_bytes: DEFAULT_CACHE_BYTES,
-            header_timeout: limits.header_timeout,
-            body_idle_timeout: registry.body_idle_timeout,
-            max_connections: limits.max_connections,
-            max_uploads: registry.max_uploads,
-            admin_password: None,
-            external_url: access.external_url,
-            service_name: access.service,
-            token_ttl: access.token_ttl,
-            auto_create_projects: access.auto_create_projects,
-            audit_retention: DEFAULT_AUDIT_RETENTION,
-            retention_interval: Duration::from_secs(24 * 3600),
-            pull_flush_interval: Duration::from_secs(60),
-            scrub_interval: DEFAULT_SCRUB_INTERVAL,
-            redirect: false,
-            redirect_endpoint: None,
-            redirect_ttl: DEFAULT_REDIRECT_TTL,
-        }
-    }
-}
-
 mod bootstrap;
 pub use bootstrap::ADMIN;
 pub mod cli;
+pub mod config;
+pub use config::{Config, ConfigError, DEFAULT_AUDIT_RETENTION};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -150,14 +60,21 @@ pub struct Stores {
 /// mode): `berth serve`'s, and the offline commands' on a stopped server's data.
 pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
-    let (stores, lock) = match &config.database {
+    let (stores, lock) = match &config.database.url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PgStore::open(url).await?;
+            let db = &config.database;
+            let pool = PoolConfig {
+                max_connections: db.max_connections,
+                acquire_timeout: db.acquire_timeout,
+                idle_timeout: db.idle_timeout,
+            };
+            let store = PgStore::connect(url, &pool).await?;
             let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
             let (policy, scrub, retention) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
             (Stores { meta, identity, audit, policy, scrub, retention, lock: None }, None)
         }
-        Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
+        // Not the URL itself: it holds a password.
+        Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
         None => {
             // The embedded database belongs to one process, which is what makes its
             // read cache coherent: a second `berth serve` on the same directory stops here.
@@ -167,7 +84,7 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
             let stores = Stores {
-                meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
+                meta: Arc::new(CachedStore::new(store.clone(), config.limits.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
                 retention: Arc::new(store.clone()),
@@ -186,19 +103,20 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let stores = open_database(config).await?;
     let blobs = open_blobs(config).await?;
     let registry_config = RegistryConfig {
-        upload_ttl: config.upload_ttl,
-        max_open_uploads: config.max_open_uploads,
-        body_idle_timeout: config.body_idle_timeout,
-        max_uploads: config.max_uploads,
-        redirect_ttl: config.redirect.then_some(config.redirect_ttl),
+        upload_ttl: config.jobs.upload_ttl,
+        max_open_uploads: config.limits.max_open_uploads,
+        body_idle_timeout: config.limits.body_idle_timeout,
+        max_uploads: config.limits.max_uploads,
+        redirect_ttl: config.storage.redirect.then_some(config.storage.redirect_ttl),
         ..RegistryConfig::default()
     };
-    bootstrap::ensure_admin(&*stores.identity, config.admin_password.as_deref()).await?;
+    bootstrap::ensure_admin(&*stores.identity, config.auth.admin_password.as_deref()).await?;
     let access = AccessConfig {
-        service: config.service_name.clone(),
-        external_url: config.external_url.clone(),
-        token_ttl: config.token_ttl,
-        auto_create_projects: config.auto_create_projects,
+        service: config.auth.service_name.clone(),
+        external_url: config.listen.external_url.clone(),
+        https: config.tls.cert.is_some(),
+        token_ttl: config.auth.token_ttl,
+        auto_create_projects: config.auth.auto_create_projects,
         ..AccessConfig::default()
     };
     let tokens = Arc::new(TokenAuthorizer::open(Arc::clone(&stores.identity), access).await?);
@@ -214,6 +132,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     )
     .with_token_auth(tokens)
     .with_retention(stores.retention);
+    registry.read_only.store(config.read_only, std::sync::atomic::Ordering::Relaxed);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
@@ -222,20 +141,21 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
 
 /// The blob store the config names, set up to sign redirects if they are on.
 async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
-    if config.redirect && (config.redirect_ttl.is_zero() || config.redirect_ttl > MAX_REDIRECT_TTL) {
+    let storage = &config.storage;
+    if storage.redirect && (storage.redirect_ttl.is_zero() || storage.redirect_ttl > MAX_REDIRECT_TTL) {
         return Err(
-            format!("redirect TTL must be more than 0 and at most 7 days, not {:?}", config.redirect_ttl).into()
+            format!("redirect TTL must be more than 0 and at most 7 days, not {:?}", storage.redirect_ttl).into()
         );
     }
-    Ok(match &config.storage {
+    Ok(match config.s3() {
         Some(s3) => {
             let store = S3BlobStore::new(s3.clone())?;
-            match &config.redirect_endpoint {
-                Some(endpoint) if config.redirect => Arc::new(store.with_public_endpoint(s3, endpoint)?),
+            match &storage.redirect_endpoint {
+                Some(endpoint) if storage.redirect => Arc::new(store.with_public_endpoint(&s3, endpoint)?),
                 _ => Arc::new(store),
             }
         }
-        None if config.redirect => {
+        None if storage.redirect => {
             return Err("redirects (--redirect) need S3 storage (--storage s3://…): the filesystem store has no URL \
                         to redirect to"
                 .into());
@@ -247,29 +167,38 @@ async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
 /// background jobs alongside.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(TlsFiles { cert: cert.clone(), key: key.clone() })?),
+        (None, None) => None,
+        _ => return Err("tls.cert and tls.key: set both or neither".into()),
+    };
     let node = open(&config).await?;
     let registry = Arc::clone(&node.registry);
-    let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
-    let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
+    let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.jobs.janitor_interval, shutdown.clone()));
+    let pruner = AuditPruner::new(Arc::clone(&registry), config.jobs.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
     let flusher =
-        tokio::spawn(retention::flush_pulls(Arc::clone(&registry), config.pull_flush_interval, shutdown.clone()));
+        tokio::spawn(retention::flush_pulls(Arc::clone(&registry), config.jobs.pull_flush_interval, shutdown.clone()));
     let retention =
-        tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.retention_interval, shutdown.clone()));
-    let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.scrub_interval, shutdown.clone());
+        tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.jobs.retention_interval, shutdown.clone()));
+    let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.jobs.scrub_interval, shutdown.clone());
     let scrub = tokio::spawn(scrub);
     let app = berth_server::app(Arc::clone(&registry));
-    let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
+    let storage = config.s3().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
         addr = %listener.local_addr()?,
+        tls = tls.is_some(),
         storage = storage.as_deref().unwrap_or("data-dir"),
-        database = if config.database.is_some() { "postgres" } else { "sqlite" },
+        database = if config.database.url.is_some() { "postgres" } else { "sqlite" },
         data_dir = %config.data_dir.display(),
         "serving"
     );
     let limits = ServeLimits {
-        header_timeout: config.header_timeout,
-        max_connections: connection_bound(config.max_connections),
+        header_timeout: config.listen.header_timeout,
+        max_connections: connection_bound(config.listen.max_connections),
+        shutdown_timeout: config.listen.shutdown_timeout,
+        trusted_proxies: config.listen.trusted_proxies.clone(),
+        tls,
     };
     let served = listen::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -23,157 +22,252 @@ struct Cli {
 enum Command {
     /// Serve the registry.
     Serve(ServeArgs),
+    /// Check or write a config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     #[command(flatten)]
     Manage(berth::cli::Command),
 }
 
-#[derive(clap::Args)]
+/// `berth serve`'s flags, in the config file's sections. Every one is optional: one not
+/// given (nor its `BERTH_…` variable) leaves the file's value, or the default (see
+/// `berth config example`). Each field is named as its key in the file.
+#[derive(clap::Args, serde::Serialize)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:5000")]
-    listen: SocketAddr,
-    /// Where blobs, staged uploads and the metadata database live.
-    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
-    data_dir: PathBuf,
-    /// Shared metadata database (`postgres://USER:PASSWORD@HOST:PORT/DB`) for scale-out;
-    /// without it, metadata is an embedded SQLite database in the data directory.
-    #[arg(long, env = "BERTH_DATABASE")]
-    database: Option<String>,
-    /// Shared blob storage (`s3://BUCKET/PREFIX?endpoint=URL&region=REGION&path_style=true`,
-    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); without it, blobs are
-    /// files in the data directory.
-    #[arg(long, env = "BERTH_STORAGE", value_parser = berth::S3Config::from_url)]
-    storage: Option<berth::S3Config>,
-    /// Abandon uploads idle for this long (e.g. 24h, 30m).
-    #[arg(long, env = "BERTH_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
-    upload_ttl: Duration,
-    /// How often the upload janitor runs.
-    #[arg(long, env = "BERTH_JANITOR_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
-    janitor_interval: Duration,
-    /// Uploads open at once in one repository; a POST beyond is refused (429) until one
-    /// finishes, is cancelled or expires.
-    #[arg(long, env = "BERTH_MAX_OPEN_UPLOADS", default_value_t = 1000)]
-    max_open_uploads: u32,
-    /// Bytes of manifests and blob records kept in memory in embedded mode, keys included.
-    #[arg(long, env = "BERTH_MANIFEST_CACHE_BYTES", default_value_t = berth_meta::DEFAULT_CACHE_BYTES)]
-    manifest_cache_bytes: usize,
-    /// Close a connection that has not sent a complete request head within this long of
-    /// connecting or (HTTP/1) of its previous request.
-    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    header_timeout: Duration,
-    /// Fail a request whose body sends no bytes for this long (an upload is then not
-    /// advanced).
-    #[arg(long, env = "BERTH_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    body_idle_timeout: Duration,
-    /// Connections open at once; at the limit, new ones wait until one closes. Lowered to
-    /// three quarters of the open-file limit if that is smaller.
-    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value = "10000")]
-    max_connections: NonZeroUsize,
-    /// Requests carrying upload bytes in flight at once; more are answered 429.
-    #[arg(long, env = "BERTH_MAX_UPLOADS", default_value = "1024")]
-    max_uploads: NonZeroUsize,
-    /// Keep audit log entries this long; older ones are pruned (hourly, by one node).
-    #[arg(long, env = "BERTH_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
-    audit_retention: Duration,
-    /// How often retention policies run (by one node: the `retention` lease).
-    #[arg(long, env = "BERTH_RETENTION_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
-    retention_interval: Duration,
-    /// How often pull times (kept in memory, for retention's "pulled" rules) are written
-    /// to the database, in one batch; also when the server stops.
-    #[arg(long, env = "BERTH_PULL_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
-    pull_flush_interval: Duration,
-    /// Re-hash every stored blob this often (one node at a time; `0s`: only on demand,
-    /// `berth scrub`).
-    #[arg(long, env = "BERTH_SCRUB_INTERVAL", default_value = "7days", value_parser = humantime::parse_duration)]
-    scrub_interval: Duration,
+    /// A TOML file with the settings (see `berth config example`); flags and `BERTH_…`
+    /// variables override it.
+    #[arg(long, env = "BERTH_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Where blobs, staged uploads and the metadata database live [default: ./berth-data].
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Refuse pushes and deletes; pulls continue.
+    #[arg(long, env = "BERTH_READ_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    read_only: Option<bool>,
+    #[command(flatten)]
+    listen: ListenArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    jobs: JobsArgs,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct ListenArgs {
+    /// Address to listen on [default: 0.0.0.0:5000].
+    #[arg(long = "listen", env = "BERTH_LISTEN")]
+    address: Option<SocketAddr>,
     /// The URL clients reach Berth at (e.g. https://registry.example.com behind a TLS
-    /// proxy); the token realm in challenges is URL/token. Default: http:// and the
-    /// request's Host.
+    /// proxy); the token realm in challenges is URL/token. Default: the request's Host.
     #[arg(long, env = "BERTH_EXTERNAL_URL")]
     external_url: Option<String>,
-    /// The token service's name: `service` in challenges, issuer and audience of tokens.
-    #[arg(long, env = "BERTH_SERVICE_NAME", default_value = "berth")]
-    service_name: String,
-    /// Lifetime of the registry tokens /token issues.
-    #[arg(long, env = "BERTH_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
-    token_ttl: Duration,
-    /// Let a system administrator's push into a project that does not exist create it
-    /// (private); without it such a push is refused.
-    #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS")]
-    auto_create_projects: bool,
+    /// Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "BERTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// Close a connection that has not sent a complete request head within this long of
+    /// connecting or (HTTP/1) of its previous request [default: 30s].
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_parser = duration)]
+    header_timeout: Option<String>,
+    /// Connections open at once; at the limit, new ones wait until one closes. Lowered to
+    /// three quarters of the open-file limit if that is smaller [default: 10000].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    max_connections: Option<NonZeroUsize>,
+    /// On SIGTERM/SIGINT, let requests in flight finish for this long [default: 30s].
+    #[arg(long, env = "BERTH_SHUTDOWN_TIMEOUT", value_parser = duration)]
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct TlsArgs {
+    /// Serve HTTPS with this certificate chain (PEM); re-read when it changes.
+    #[arg(long = "tls-cert", env = "BERTH_TLS_CERT")]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long = "tls-key", env = "BERTH_TLS_KEY")]
+    key: Option<PathBuf>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct StorageArgs {
+    /// Shared blob storage (`s3://BUCKET/PREFIX?endpoint=URL&region=REGION&path_style=true`,
+    /// credentials from the file or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); without it,
+    /// blobs are files in the data directory.
+    #[arg(id = "storage", long = "storage", env = "BERTH_STORAGE")]
+    url: Option<String>,
     /// Answer blob GETs with 307 to a short-lived presigned URL of the bucket, so blob
     /// bytes flow from S3 to clients directly (S3 storage only).
-    #[arg(long, env = "BERTH_REDIRECT")]
-    redirect: bool,
-    /// The S3 endpoint URL clients can reach, which redirects send them to. Default: the
-    /// endpoint of --storage.
-    #[arg(long, env = "BERTH_REDIRECT_ENDPOINT")]
+    #[arg(long = "redirect", env = "BERTH_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
+    redirect: Option<bool>,
+    /// The S3 endpoint URL clients can reach, which redirects send them to [default: the
+    /// endpoint of --storage].
+    #[arg(long = "redirect-endpoint", env = "BERTH_REDIRECT_ENDPOINT")]
     redirect_endpoint: Option<String>,
-    /// How long a redirect's presigned URL is valid (at most 7 days).
-    #[arg(long, env = "BERTH_REDIRECT_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
-    redirect_ttl: Duration,
+    /// How long a redirect's presigned URL is valid, at most 7 days [default: 5m].
+    #[arg(long = "redirect-ttl", env = "BERTH_REDIRECT_TTL", value_parser = duration)]
+    redirect_ttl: Option<String>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct DatabaseArgs {
+    /// Shared metadata database (`postgres://USER:PASSWORD@HOST:PORT/DB`) for scale-out;
+    /// without it, metadata is an embedded SQLite database in the data directory.
+    #[arg(id = "database", long = "database", env = "BERTH_DATABASE", hide_env_values = true)]
+    url: Option<String>,
+    /// PostgreSQL connections per node [default: 16].
+    #[arg(id = "database-max-connections", long = "database-max-connections", env = "BERTH_DATABASE_MAX_CONNECTIONS")]
+    max_connections: Option<u32>,
+    /// Wait this long for a free PostgreSQL connection [default: 30s].
+    #[arg(id = "database-acquire-timeout", long = "database-acquire-timeout", env = "BERTH_DATABASE_ACQUIRE_TIMEOUT", value_parser = duration)]
+    acquire_timeout: Option<String>,
+    /// Close PostgreSQL connections idle this long [default: 10m].
+    #[arg(id = "database-idle-timeout", long = "database-idle-timeout", env = "BERTH_DATABASE_IDLE_TIMEOUT", value_parser = duration)]
+    idle_timeout: Option<String>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct AuthArgs {
+    /// The first administrator's password (created on first start).
+    #[arg(long = "admin-password", env = "BERTH_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// A file holding it.
+    #[arg(long = "admin-password-file", env = "BERTH_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
+    /// The token service's name: `service` in challenges, issuer and audience of tokens
+    /// [default: berth].
+    #[arg(long, env = "BERTH_SERVICE_NAME")]
+    service_name: Option<String>,
+    /// Lifetime of the registry tokens /token issues [default: 5m].
+    #[arg(long, env = "BERTH_TOKEN_TTL", value_parser = duration)]
+    token_ttl: Option<String>,
+    /// Let a system administrator's push into a project that does not exist create it
+    /// (private); without it such a push is refused.
+    #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS", num_args = 0..=1, default_missing_value = "true")]
+    auto_create_projects: Option<bool>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct LimitsArgs {
+    /// Uploads open at once in one repository; a POST beyond is refused (429) until one
+    /// finishes, is cancelled or expires [default: 1000].
+    #[arg(long, env = "BERTH_MAX_OPEN_UPLOADS")]
+    max_open_uploads: Option<u32>,
+    /// Requests carrying upload bytes in flight at once; more are answered 429
+    /// [default: 1024].
+    #[arg(long, env = "BERTH_MAX_UPLOADS")]
+    max_uploads: Option<NonZeroUsize>,
+    /// Fail a request whose body sends no bytes for this long (an upload is then not
+    /// advanced) [default: 60s].
+    #[arg(long, env = "BERTH_BODY_IDLE_TIMEOUT", value_parser = duration)]
+    body_idle_timeout: Option<String>,
+    /// Bytes of manifests and blob records kept in memory in embedded mode, keys included
+    /// [default: 64 MiB].
+    #[arg(long, env = "BERTH_MANIFEST_CACHE_BYTES")]
+    manifest_cache_bytes: Option<usize>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct JobsArgs {
+    /// Abandon uploads idle for this long (e.g. 24h, 30m) [default: 24h].
+    #[arg(long, env = "BERTH_UPLOAD_TTL", value_parser = duration)]
+    upload_ttl: Option<String>,
+    /// How often the upload janitor runs [default: 10m].
+    #[arg(long, env = "BERTH_JANITOR_INTERVAL", value_parser = duration)]
+    janitor_interval: Option<String>,
+    /// Keep audit log entries this long; older ones are pruned (hourly, by one node)
+    /// [default: 90days].
+    #[arg(long, env = "BERTH_AUDIT_RETENTION", value_parser = duration)]
+    audit_retention: Option<String>,
+    /// How often retention policies run (by one node: the `retention` lease) [default: 24h].
+    #[arg(long, env = "BERTH_RETENTION_INTERVAL", value_parser = duration)]
+    retention_interval: Option<String>,
+    /// How often pull times (kept in memory, for retention's "pulled" rules) are written
+    /// to the database, in one batch; also when the server stops [default: 60s].
+    #[arg(long, env = "BERTH_PULL_FLUSH_INTERVAL", value_parser = duration)]
+    pull_flush_interval: Option<String>,
+    /// Re-hash every stored blob this often (one node at a time; `0s`: only on demand,
+    /// `berth scrub`) [default: 7days].
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_parser = duration)]
+    scrub_interval: Option<String>,
+}
+
+/// A duration flag, checked as it is parsed and passed on as written.
+fn duration(text: &str) -> Result<String, humantime::DurationError> {
+    humantime::parse_duration(text).map(|_| text.to_owned())
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file: exit 0 if `berth serve --config FILE` would accept it, else
+    /// print what is wrong and exit 1.
+    Check { file: PathBuf },
+    /// Print a commented example config file, every setting at its default.
+    Example,
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.command {
+        Command::Serve(args) => match berth::Config::load(args.config.as_deref(), args) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let level = config.as_ref().map_or("info", |c| c.logging.level.as_str());
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(level)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
-    let is_serve = matches!(cli.command, Command::Serve(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Manage(command) => berth::cli::run(command).await,
+        match (cli.command, config) {
+            (Command::Serve(_), Some(config)) => serve(config).await,
+            (Command::Serve(_), None) => unreachable!("the config was loaded above"),
+            (Command::Config { command }, _) => config_command(command),
+            (Command::Manage(command), _) => berth::cli::run(command).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if !is_serve => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
         Err(e) => {
-            tracing::error!(error = %e, "berth failed");
+            eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
-    let config = berth::Config {
-        listen: args.listen,
-        data_dir: args.data_dir,
-        database: args.database,
-        storage: args.storage,
-        upload_ttl: args.upload_ttl,
-        janitor_interval: args.janitor_interval,
-        max_open_uploads: args.max_open_uploads,
-        manifest_cache_bytes: args.manifest_cache_bytes,
-        header_timeout: args.header_timeout,
-        body_idle_timeout: args.body_idle_timeout,
-        max_connections: args.max_connections.get(),
-        max_uploads: args.max_uploads.get(),
-        admin_password: None,
-        external_url: args.external_url,
-        service_name: args.service_name,
-        token_ttl: args.token_ttl,
-        auto_create_projects: args.auto_create_projects,
-        audit_retention: args.audit_retention,
-        retention_interval: args.retention_interval,
-        pull_flush_interval: args.pull_flush_interval,
-        scrub_interval: args.scrub_interval,
-        redirect: args.redirect,
-        redirect_endpoint: args.redirect_endpoint,
-        redirect_ttl: args.redirect_ttl,
-    };
+fn config_command(command: ConfigCommand) -> Result<(), berth::BoxError> {
+    match command {
+        ConfigCommand::Check { file } => {
+            berth::Config::load(Some(&file), serde_json::json!({}))?;
+            println!("{}: ok", file.display());
+        }
+        ConfigCommand::Example => print!("{}", berth::config::EXAMPLE),
+    }
+    Ok(())
+}
+
+async fn serve(config: berth::Config) -> Result<(), berth::BoxError> {
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen.address).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -186,7 +280,11 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    berth::serve(config, listener, shutdown).await
+    let result = berth::serve(config, listener, shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "berth failed");
+    }
+    result
 }
 
 #[cfg(test)]

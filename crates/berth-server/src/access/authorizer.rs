@@ -54,8 +54,11 @@ pub struct AccessConfig {
     /// `service` of the challenge, `iss` and `aud` of tokens.
     pub service: String,
     /// The URL clients reach Berth at (`https://registry.example.com`); the token realm
-    /// is under it. `None`: `http://` and the request's `Host`.
+    /// is under it. `None`: `http://` (`https://` when [`AccessConfig::https`]) and the
+    /// request's `Host`.
     pub external_url: Option<String>,
+    /// Berth serves TLS itself.
+    pub https: bool,
     pub token_ttl: Duration,
     pub refresh_ttl: Duration,
     /// A system administrator's push into a missing project creates it (private).
@@ -68,6 +71,7 @@ impl Default for AccessConfig {
         AccessConfig {
             service: "berth".into(),
             external_url: None,
+            https: false,
             token_ttl: DEFAULT_TOKEN_TTL,
             refresh_ttl: DEFAULT_REFRESH_TTL,
             auto_create_projects: false,
@@ -173,7 +177,7 @@ impl TokenAuthorizer {
     pub fn realm(&self, headers: &HeaderMap) -> String {
         match &self.config.external_url {
             Some(url) => format!("{}/token", url.trim_end_matches('/')),
-            None => format!("http://{}/token", host(headers)),
+            None => format!("{}://{}/token", if self.config.https { "https" } else { "http" }, host(headers)),
         }
     }
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,7 @@ mod projects;
 mod retention;
 mod robots;
 mod scrub;
+mod system;
 mod users;
 
 pub(crate) use listings::project_repositories;
@@ -92,6 +93,8 @@ routes! {
     post "/scrub/runs" => scrub::start,
     get "/scrub/runs" => scrub::list,
     get "/scrub/runs/{id}" => scrub::get,
+    get "/system/read-only" => system::get_read_only,
+    put "/system/read-only" => system::put_read_only,
     get "/openapi.json" => openapi,
 }
 
@@ -145,6 +148,8 @@ routes! {
         scrub::start,
         scrub::list,
         scrub::get,
+        system::get_read_only,
+        system::put_read_only,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),
@@ -174,6 +179,23 @@ pub fn router() -> Router<Arc<Registry>> {
     routes()
         .method_not_allowed_fallback(|| async { ApiError(Error::new(ErrorKind::MethodNotAllowed)) })
         .fallback(|| async { ApiError(Error::new(ErrorKind::NotFound)) })
+}
+
+/// In read-only mode every management write is refused, except the one that turns
+/// read-only mode off (or on).
+pub(crate) async fn refuse_writes_when_read_only(
+    State(registry): State<Arc<Registry>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reads
+        && registry.read_only.load(std::sync::atomic::Ordering::Relaxed)
+        && !request.uri().path().ends_with("/system/read-only")
+    {
+        return ApiError(Error::new(ErrorKind::ReadOnly)).into_response();
+    }
+    next.run(request).await
 }
 
 /// The OpenAPI 3 document of this API.

@@ -24,7 +24,8 @@ pub struct Offline {
 
 impl Offline {
     async fn open(&self) -> Result<crate::Stores, BoxError> {
-        let config = crate::Config { database: self.database.clone(), ..crate::Config::with_data_dir(&self.data_dir) };
+        let mut config = crate::Config::with_data_dir(&self.data_dir);
+        config.database.url = self.database.clone();
         crate::open_database(&config).await
     }
 }

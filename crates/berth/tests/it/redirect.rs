@@ -23,11 +23,11 @@ use crate::support::{Creds, TestServer, admin, client_as, require, run};
 fn redirecting_server() -> (TestServer, String) {
     let mut public = String::new();
     let server = TestServer::start_scaleout(|config| {
-        let internal = config.storage.as_ref().and_then(|s| s.endpoint.clone()).expect("an S3 endpoint");
+        let internal = config.s3().and_then(|s| s.endpoint.clone()).expect("an S3 endpoint");
         public = internal.replace("127.0.0.1", "localhost");
         assert_ne!(public, internal, "the public endpoint must differ from {internal}");
-        config.redirect = true;
-        config.redirect_endpoint = Some(public.clone());
+        config.storage.redirect = true;
+        config.storage.redirect_endpoint = Some(public.clone());
     });
     (server, public)
 }
@@ -124,7 +124,7 @@ fn skopeo_copies_an_image_out_through_redirects_and_it_verifies() {
 async fn redirects_on_the_filesystem_store_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = berth::Config::with_data_dir(dir.path());
-    config.redirect = true;
+    config.storage.redirect = true;
     let err = berth::open(&config).await.err().expect("redirects on the filesystem store must be refused");
     assert!(err.to_string().contains("need S3 storage"), "{err}");
 }

@@ -239,7 +239,7 @@ async fn kept_by_pulls(mgmt: &Mgmt, project: &str) -> Vec<(String, Vec<String>)>
 
 #[tokio::test]
 async fn a_pull_counts_for_retention_once_the_recorder_has_flushed() {
-    let server = TestServer::start_with(|c| c.pull_flush_interval = Duration::from_millis(300));
+    let server = TestServer::start_with(|c| c.jobs.pull_flush_interval = Duration::from_millis(300));
     let mgmt = Mgmt::new(&server, Some(&admin()));
     let api = Api::new(server.url());
     create_project(&mgmt, "pull").await;
@@ -266,7 +266,7 @@ async fn a_pull_counts_for_retention_once_the_recorder_has_flushed() {
 
 #[tokio::test]
 async fn pull_times_held_in_memory_are_written_when_the_server_stops_gracefully() {
-    let server = TestServer::start_with(|c| c.pull_flush_interval = Duration::from_secs(3600));
+    let server = TestServer::start_with(|c| c.jobs.pull_flush_interval = Duration::from_secs(3600));
     let mgmt = Mgmt::new(&server, Some(&admin()));
     let api = Api::new(server.url());
     create_project(&mgmt, "grace").await;
@@ -327,7 +327,7 @@ async fn the_cli_sets_shows_dry_runs_and_runs_a_policy() {
 
 #[tokio::test]
 async fn the_schedule_runs_every_projects_policy_on_the_lease_holder() {
-    let server = TestServer::start_with(|c| c.retention_interval = Duration::from_millis(500));
+    let server = TestServer::start_with(|c| c.jobs.retention_interval = Duration::from_millis(500));
     let mgmt = Mgmt::new(&server, Some(&admin()));
     let api = Api::new(server.url());
     create_project(&mgmt, "sched").await;

@@ -207,8 +207,8 @@ async fn pulls_stay_fast_while_a_thousand_idle_connections_and_600_stalled_uploa
 #[tokio::test]
 async fn uploads_past_the_in_flight_bound_are_answered_429_with_retry_after() {
     let server = TestServer::start_with(|c| {
-        c.max_uploads = 2;
-        c.body_idle_timeout = Duration::from_secs(3);
+        c.limits.max_uploads = 2;
+        c.limits.body_idle_timeout = Duration::from_secs(3);
     });
     let api = Api::new(server.url());
     let blob = api.push_blob("bound/app", b"pulled while uploads are refused").await;
@@ -251,8 +251,8 @@ async fn uploads_past_the_in_flight_bound_are_answered_429_with_retry_after() {
 async fn a_connection_past_the_limit_waits_until_one_closes() {
     let header_timeout = Duration::from_secs(2);
     let server = TestServer::start_with(|c| {
-        c.max_connections = 20;
-        c.header_timeout = header_timeout;
+        c.listen.max_connections = 20;
+        c.listen.header_timeout = header_timeout;
     });
     // `wait_ready`'s connection has closed by now; these take every slot.
     let start = Instant::now();
@@ -280,7 +280,7 @@ async fn a_connection_past_the_limit_waits_until_one_closes() {
 async fn http2_prior_knowledge_is_served_and_a_silent_http2_connection_is_closed() {
     crate::support::require("curl");
     let header_timeout = Duration::from_secs(2);
-    let server = TestServer::start_with(|c| c.header_timeout = header_timeout);
+    let server = TestServer::start_with(|c| c.listen.header_timeout = header_timeout);
     let out = crate::support::run(std::process::Command::new("curl").args([
         "-sS",
         "--http2-prior-knowledge",

@@ -71,8 +71,8 @@ pub fn admin() -> Creds {
 /// pushes by a system administrator create the project they name (tests push to many
 /// projects and have no management API to create them with).
 pub fn configure_access(config: &mut berth::Config) {
-    config.admin_password = Some(admin().password);
-    config.auto_create_projects = true;
+    config.auth.admin_password = Some(admin().password);
+    config.auth.auto_create_projects = true;
 }
 
 /// The environment of a `berth` process for the same (see [`configure_access`]).
@@ -318,8 +318,8 @@ impl Backend {
 
     pub fn configure(&self, config: &mut berth::Config) {
         if let Some(s) = &self.scaleout {
-            config.database = Some(s.database.clone());
-            config.storage = Some(s.s3());
+            config.database.url = Some(s.database.clone());
+            config.storage.url = Some(s.s3().into());
         }
     }
 
@@ -409,6 +409,7 @@ impl TestServer {
         backend.configure(&mut config);
         configure_access(&mut config);
         configure(&mut config);
+        let tls = config.tls.cert.is_some();
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -422,7 +423,11 @@ impl TestServer {
             });
         });
         let server = TestServer { addr, backend, dir, shutdown, thread: Some(thread) };
-        wait_ready(addr);
+        if tls {
+            wait_ready_tls(addr)
+        } else {
+            wait_ready(addr)
+        }
         server
     }
 
@@ -489,6 +494,24 @@ pub fn wait_ready(addr: SocketAddr) {
     panic!("registry at {addr} did not become ready");
 }
 
+/// Polls `GET /v2/` over HTTPS (as the admin, any certificate accepted) until it answers
+/// 200 (at most 10 s).
+pub fn wait_ready_tls(addr: SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let url = format!("https://{addr}/v2/");
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-u", &admin().pair(), &url])
+            .output()
+            .expect("run curl");
+        if out.stdout == b"200" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("registry at https://{addr} did not become ready");
+}
+
 /// The `berth` binary running as a child process (killable).
 pub struct BerthProcess {
     pub addr: SocketAddr,
@@ -506,6 +529,14 @@ impl BerthProcess {
     /// Starts `berth serve` with extra arguments and environment variables, and the
     /// admin's password in its environment.
     pub fn spawn_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> BerthProcess {
+        let process = BerthProcess::launch(data_dir, args, envs);
+        wait_ready(process.addr);
+        process
+    }
+
+    /// The same, returning as soon as it logs its address, without asking it anything
+    /// (for a server that speaks TLS).
+    pub fn launch(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> BerthProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -542,7 +573,6 @@ impl BerthProcess {
             .expect("berth did not report its address")
             .parse()
             .expect("berth reported a bad address");
-        wait_ready(addr);
         BerthProcess { addr, child, log }
     }
 
@@ -557,6 +587,24 @@ impl BerthProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, then its exit status once it has exited (panics if it takes over `within`).
+    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) }, 0, "SIGTERM");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "berth still running {within:?} after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown, no flush.

@@ -16,7 +16,7 @@ async fn post(api: &Api, repo: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn uploads_beyond_the_open_upload_limit_of_a_repository_are_refused_with_429() {
-    let server = TestServer::start_with(|c| c.max_open_uploads = 3);
+    let server = TestServer::start_with(|c| c.limits.max_open_uploads = 3);
     let api = Api::new(server.url());
     let layer = api.push_blob("limited/source", b"a layer to mount").await;
 
@@ -66,7 +66,7 @@ async fn one_janitor_pass_expires_3000_abandoned_uploads() {
     let mut config = berth::Config::with_data_dir(dir.path().join("data"));
     backend.configure(&mut config);
     crate::support::configure_access(&mut config);
-    config.upload_ttl = Duration::from_secs(1);
+    config.jobs.upload_ttl = Duration::from_secs(1);
     let node = berth::open(&config).await.unwrap();
     let registry = Arc::clone(&node.registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -72,7 +72,7 @@ async fn an_unsigned_token_is_refused() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused() {
-    let s = Setup::start_with(|c| c.token_ttl = Duration::from_secs(1)).await;
+    let s = Setup::start_with(|c| c.auth.token_ttl = Duration::from_secs(1)).await;
     s.push_as_admin("team/app", "1").await;
     let token = s.token(Some("admin"), "repository:team/app:pull").await;
     assert_eq!(s.pull(&Auth::Bearer(token.clone()), "team/app", "1").await.status(), StatusCode::OK);

@@ -48,8 +48,8 @@ async fn anonymous_requests_get_the_exact_challenge_for_what_they_need() {
 #[tokio::test]
 async fn the_realm_is_under_the_external_url_when_one_is_set() {
     let s = Setup::start_with(|c| {
-        c.external_url = Some("https://registry.example.com/".into());
-        c.service_name = "registry.example.com".into();
+        c.listen.external_url = Some("https://registry.example.com/".into());
+        c.auth.service_name = "registry.example.com".into();
     })
     .await;
     let r = s.req(Method::GET, "/v2/team/x/tags/list").send().await.unwrap();
@@ -275,7 +275,7 @@ async fn robots_log_in_with_their_secret_and_stay_inside_their_projects() {
 
 #[tokio::test]
 async fn a_push_into_a_missing_project_is_refused_saying_so_unless_admins_may_create_it() {
-    let s = Setup::start_with(|c| c.auto_create_projects = false).await;
+    let s = Setup::start_with(|c| c.auth.auto_create_projects = false).await;
     let r = s.push(&admin(), "newproj/app", "1").await;
     let message = "project \"newproj\" does not exist (create it first, or start berth with --auto-create-projects)";
     assert_error(r, StatusCode::FORBIDDEN, "DENIED", message).await;

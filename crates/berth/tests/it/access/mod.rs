@@ -37,7 +37,7 @@ impl Setup {
     pub async fn start_with(configure: impl FnOnce(&mut berth::Config)) -> Setup {
         let server = TestServer::start_with(|c| {
             // The harness's admin password (`support::admin`) is set already.
-            c.auto_create_projects = true;
+            c.auth.auto_create_projects = true;
             configure(c);
         });
         let (store, audit): (Arc<dyn IdentityStore>, Arc<dyn AuditStore>) = match &server.backend().scaleout {

@@ -87,8 +87,8 @@ async fn invalid_names_are_refused_before_anything_happens() {
 #[tokio::test]
 async fn abandoned_uploads_expire_and_their_bytes_are_removed() {
     let s = TestServer::start_with(|c| {
-        c.upload_ttl = Duration::from_secs(1);
-        c.janitor_interval = Duration::from_millis(200);
+        c.jobs.upload_ttl = Duration::from_secs(1);
+        c.jobs.janitor_interval = Duration::from_millis(200);
     });
     let api = Api::new(s.url());
     let loc = api.start_upload("expire").await;
