@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub mod audit;
 mod cache;
 mod clock;
+pub mod gc;
 pub mod identity;
 mod postgres;
 mod sql;
@@ -21,6 +22,7 @@ mod suite;
 
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
+pub use gc::{GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

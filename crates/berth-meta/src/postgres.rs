@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
+use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
@@ -15,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (4, include_str!("../migrations/postgres/0004_gc.sql")),
 ];
 
 /// Clones share the pool.
@@ -67,12 +69,30 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
     tx.commit().await.map_err(db_err)
 }
 
+/// The row-lock clauses of the shared SQL: PostgreSQL row locks (see `sql_store!` and `gc`).
+macro_rules! row_lock {
+    (share) => {
+        " FOR SHARE"
+    };
+    (update) => {
+        " FOR UPDATE"
+    };
+}
+
 sql_store!(PgStore);
+gc_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_gc_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("gc")).await.unwrap();
+        crate::gc::suite::run(&store).await;
+    }
     #[tokio::test]
     async fn postgres_store_passes_the_shared_suite() {
         let pg = berth_testkit::Postgres::start();

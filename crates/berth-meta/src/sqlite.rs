@@ -18,6 +18,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::audit::sql::audit_store;
+use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
@@ -27,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../migrations/sqlite/0003_identity.sql")),
+    (4, include_str!("../migrations/sqlite/0004_gc.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -170,12 +172,37 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The row-lock clauses of the shared SQL: SQLite has one writer: write transactions run one at a time already.
+macro_rules! row_lock {
+    (share) => {
+        ""
+    };
+    (update) => {
+        ""
+    };
+}
+
 sql_store!(SqliteStore);
+gc_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_gc_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::gc::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn cached_sqlite_store_passes_the_gc_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::gc::suite::run(&crate::CachedStore::new(store, 1 << 20)).await;
+    }
     #[tokio::test]
     async fn sqlite_store_passes_the_shared_suite() {
         let dir = tempfile::tempdir().unwrap();
