@@ -8,6 +8,7 @@
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use berth_core::Digest;
@@ -65,6 +66,20 @@ impl From<io::Error> for StorageError {
     }
 }
 
+/// A blob as the store holds it, seen by a listing (garbage collection's full sweep looks
+/// for bytes no record names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The store's own name for it: listings page by it, [`BlobStore::delete_stored`]
+    /// takes it, [`BlobStore::stored_name`] maps a storage key to it.
+    pub name: String,
+    /// Its digest, when the name says it (the filesystem's does; an S3 object is named
+    /// after its upload).
+    pub digest: Option<Digest>,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
 /// A backend's record of an upload's progress beyond its bytes (for S3: the multipart
 /// upload id, the parts so far, a pending tail). Kept in the metadata store with the
 /// upload, so that any node can continue it. Empty for the filesystem.
@@ -116,4 +131,15 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob; removing a missing one succeeds.
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Up to `limit` stored blobs with names after `after`, sorted by name: one page of
+    /// everything the store holds (S3: one listing request per 1,000).
+    async fn list_blobs(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredBlob>, StorageError>;
+
+    /// The name a listing gives the blob stored under `key`.
+    fn stored_name(&self, key: &str) -> Option<String>;
+
+    /// Removes blobs by their listing names, in batches where the store has them (S3's
+    /// `DeleteObjects`); removing a missing one succeeds.
+    async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError>;
 }
