@@ -28,6 +28,7 @@ mod claims;
 pub mod endpoint;
 mod idle;
 pub mod janitor;
+pub mod lifecycle;
 pub mod listen;
 mod manifests;
 pub mod range;
@@ -86,6 +87,10 @@ pub struct Registry {
     uploads: Semaphore,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<access::authorizer::TokenAuthorizer>>,
+    /// The garbage collector, when configured (`with_gc`).
+    pub gc: Option<lifecycle::gc::Gc>,
+    /// Held by an upload's commit-and-link and by GC's removal of the same digest.
+    pub blob_locks: lifecycle::BlobLocks,
 }
 
 impl Registry {
@@ -109,7 +114,16 @@ impl Registry {
             claims: Arc::default(),
             uploads,
             tokens: None,
+            gc: None,
+            blob_locks: lifecycle::BlobLocks::default(),
         }
+    }
+
+    /// Collects garbage with `gc` (scheduled by `lifecycle::gc::Collector`, on demand
+    /// through the management API).
+    pub fn with_gc(mut self, gc: lifecycle::gc::Gc) -> Registry {
+        self.gc = Some(gc);
+        self
     }
 
     /// Authorizes with `tokens` and serves its `/token`.

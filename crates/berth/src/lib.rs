@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, GcStore, IdentityStore, MetadataStore, PgStore, SqliteStore,
+};
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
+use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};
 use berth_server::listen::{self, ServeLimits};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
@@ -63,12 +66,22 @@ pub struct Config {
     pub auto_create_projects: bool,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
+    /// Garbage collection reviews a candidate once it has been queued this long (and
+    /// removes blob-store objects with no record once this old); `0s` allowed.
+    pub gc_grace: Duration,
+    /// Between scheduled garbage collection runs.
+    pub gc_interval: Duration,
+    /// Between scheduled full runs (which also check everything and sweep the blob store).
+    pub gc_full_interval: Duration,
+    /// Garbage collection removes untagged manifests no index references.
+    pub gc_delete_untagged: bool,
 }
 
 impl Config {
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         let (registry, limits) = (RegistryConfig::default(), ServeLimits::default());
         let access = AccessConfig::default();
+        let gc = GcConfig::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
@@ -88,6 +101,10 @@ impl Config {
             token_ttl: access.token_ttl,
             auto_create_projects: access.auto_create_projects,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            gc_grace: gc.grace,
+            gc_interval: gc.interval,
+            gc_full_interval: gc.full_interval,
+            gc_delete_untagged: gc.delete_untagged,
         }
     }
 }
@@ -105,11 +122,14 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
-/// The database's three stores, and the data directory's lock in embedded mode.
+/// The database's stores, and the data directory's lock in embedded mode.
 pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
+    /// The registry's store again, as the garbage collector sees it (through the same
+    /// cache in embedded mode, so that what GC removes leaves the cache too).
+    pub gc: Arc<dyn GcStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -119,9 +139,9 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PgStore::open(url).await?;
-            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
-            (Stores { meta, identity, audit, lock: None }, None)
+            let store = Arc::new(PgStore::open(url).await?);
+            let (identity, audit) = (Arc::clone(&store), Arc::clone(&store));
+            (Stores { meta: store.clone(), identity, audit, gc: store, lock: None }, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -132,10 +152,12 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // One database, its pools shared by the clones: the registry's tables behind
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
+            let cached = Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes));
             let stores = Stores {
-                meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
+                meta: cached.clone(),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store),
+                gc: cached,
                 lock: None,
             };
             (stores, Some(lock))
@@ -175,11 +197,21 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         AuditLog::new(stores.audit),
         registry_config,
     )
-    .with_token_auth(tokens);
+    .with_token_auth(tokens)
+    .with_gc(Gc::new(stores.gc, gc_config(config)));
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
+}
+
+fn gc_config(config: &Config) -> GcConfig {
+    GcConfig {
+        grace: config.gc_grace,
+        interval: config.gc_interval,
+        full_interval: config.gc_full_interval,
+        delete_untagged: config.gc_delete_untagged,
+    }
 }
 
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
@@ -190,6 +222,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
+    let collector = tokio::spawn(Collector::new(Arc::clone(&registry)).run(shutdown.clone()));
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -207,6 +240,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     shutdown.cancel();
     janitor.await?;
     pruner.await?;
+    collector.await?;
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);

@@ -86,6 +86,21 @@ struct ServeArgs {
     /// Lifetime of the registry tokens /token issues.
     #[arg(long, env = "BERTH_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
+    /// Garbage collection removes what became unreferenced once it has been so for this
+    /// long (and blob-store objects with no record once this old); 0s allowed.
+    #[arg(long, env = "BERTH_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    gc_grace: Duration,
+    /// Between scheduled garbage collection runs (each reviews what changed since).
+    #[arg(long, env = "BERTH_GC_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    gc_interval: Duration,
+    /// Between scheduled full garbage collection runs (a check of everything, and a sweep
+    /// of the blob store for bytes with no record).
+    #[arg(long, env = "BERTH_GC_FULL_INTERVAL", default_value = "7days", value_parser = humantime::parse_duration)]
+    gc_full_interval: Duration,
+    /// Garbage collection also removes untagged manifests that no index references
+    /// (default: kept).
+    #[arg(long, env = "BERTH_GC_DELETE_UNTAGGED")]
+    gc_delete_untagged: bool,
     /// Let a system administrator's push into a project that does not exist create it
     /// (private); without it such a push is refused.
     #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS")]
@@ -140,6 +155,10 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         token_ttl: args.token_ttl,
         auto_create_projects: args.auto_create_projects,
         audit_retention: args.audit_retention,
+        gc_grace: args.gc_grace,
+        gc_interval: args.gc_interval,
+        gc_full_interval: args.gc_full_interval,
+        gc_delete_untagged: args.gc_delete_untagged,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

@@ -1,5 +1,6 @@
-//! The management API under `/api/v1`: users, projects, members, robots, the audit log
-//! and per-project listings (what a UI needs), as JSON, and its OpenAPI document.
+//! The management API under `/api/v1`: users, projects, members, robots, the audit log,
+//! per-project listings (what a UI needs) and garbage collection, as JSON, and its OpenAPI
+//! document.
 //!
 //! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
 //! authorizes through the same seam as `/v2` ([`crate::Authorizer`]) before touching a
@@ -26,6 +27,7 @@ use crate::response::ApiError;
 use crate::{Access, Credentials, Principal, Registry, listen};
 
 mod audit;
+mod gc;
 mod listings;
 mod members;
 mod projects;
@@ -73,6 +75,8 @@ routes! {
     delete "/robots/{name}" => robots::delete,
     post "/robots/{name}/secret" => robots::rotate,
     get "/audit" => audit::query,
+    post "/gc" => gc::run,
+    get "/gc/runs" => gc::runs,
     get "/openapi.json" => openapi,
 }
 
@@ -114,6 +118,8 @@ routes! {
         listings::tags,
         listings::artifacts,
         audit::query,
+        gc::run,
+        gc::runs,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),

@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot` and `audit` call a running server's management API (`client.rs`); `user
+//! `robot`, `audit` and `gc` (`gc.rs`) call a running server's management API (`client.rs`); `user
 //! import-htpasswd` and `admin reset-password` work on a stopped server's data
 //! (`offline.rs`). Not `berth serve` (that is `main.rs`).
 
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::BoxError;
 
 pub mod client;
+mod gc;
 mod offline;
 
 use client::{Client, Login, Remote, segment};
@@ -78,6 +79,8 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Garbage collection: run now (`--dry-run` lists what would go), or `runs`.
+    Gc(gc::GcArgs),
     /// Recovery on a stopped server's data.
     Admin {
         #[command(subcommand)]
@@ -264,6 +267,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
             }
             Ok(())
         }
+        Command::Gc(args) => gc::gc(args).await,
         Command::Admin { command } => offline::admin(command).await,
     }
 }
