@@ -29,8 +29,9 @@ use crate::blobs::storage_err;
 /// Candidates of each kind (blobs, manifests, orphans) one run decides on; the next run
 /// takes the rest.
 pub const MAX_RUN: usize = 10_000;
-/// The `gc` lease's lifetime; the running node renews it every third of it.
-const LEASE: Duration = Duration::from_secs(60);
+/// The `gc` lease's lifetime; the running node renews it every third of it. A node that
+/// dies mid-run holds up the next run on another node this long at most.
+const LEASE: Duration = Duration::from_secs(15);
 /// Records and blob-store names read per page by a full run.
 const PAGE: usize = 1_000;
 

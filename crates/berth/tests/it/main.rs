@@ -13,6 +13,7 @@ mod clients_skopeo_podman;
 mod conformance;
 mod crash;
 mod fixtures;
+mod gc;
 mod keyless;
 mod management;
 mod memory_bounds;
