@@ -69,10 +69,14 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
     tx.commit().await.map_err(db_err)
 }
 
-/// The row-lock clauses of the shared SQL: PostgreSQL row locks (see `sql_store!` and `gc`).
+/// The row-lock clauses of the shared SQL: PostgreSQL row locks (see `sql_store!` and `gc`);
+/// `skip` takes the rows not locked by others, without waiting.
 macro_rules! row_lock {
     (share) => {
         " FOR SHARE"
+    };
+    (skip) => {
+        " FOR UPDATE SKIP LOCKED"
     };
     (update) => {
         " FOR UPDATE"

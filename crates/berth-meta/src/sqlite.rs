@@ -177,6 +177,9 @@ macro_rules! row_lock {
     (share) => {
         ""
     };
+    (skip) => {
+        ""
+    };
     (update) => {
         ""
     };

@@ -61,21 +61,22 @@ macro_rules! queue_tagged {
 }
 
 /// Queues what manifest `$digest` of `$repo` references (blobs, child manifests) and its
-/// referrers: run before it is deleted.
+/// referrers: run before it is deleted. Rows are queued (locked) in digest order, so two
+/// such transactions sharing candidates never wait for each other in a cycle.
 macro_rules! queue_children {
     ($tx:expr, $repo:expr, $digest:expr, $now:expr) => {
         async {
             for sql in [
                 "INSERT INTO gc_blob_review (digest, queued_at, reason)
                  SELECT child_digest, $3, 'manifest' FROM manifest_refs
-                 WHERE repo = $1 AND manifest_digest = $2 AND kind = 'blob'
+                 WHERE repo = $1 AND manifest_digest = $2 AND kind = 'blob' ORDER BY child_digest
                  ON CONFLICT (digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
                 "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
                  SELECT repo, child_digest, $3, 'parent' FROM manifest_refs
-                 WHERE repo = $1 AND manifest_digest = $2 AND kind = 'manifest'
+                 WHERE repo = $1 AND manifest_digest = $2 AND kind = 'manifest' ORDER BY child_digest
                  ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
                 "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
-                 SELECT repo, digest, $3, 'subject' FROM manifests WHERE repo = $1 AND subject = $2
+                 SELECT repo, digest, $3, 'subject' FROM manifests WHERE repo = $1 AND subject = $2 ORDER BY digest
                  ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
             ] {
                 sqlx::query(sql)
@@ -321,9 +322,27 @@ macro_rules! gc_store {
 
             async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), berth_core::Error> {
                 let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                // Entries a concurrent write is queueing again right now are skipped (on
+                // PostgreSQL): they stay, queued afresh, and this never waits for a lock.
                 for (clear, sql) in [
-                    (blobs, "DELETE FROM gc_blob_review WHERE queued_at < $1"),
-                    (manifests, "DELETE FROM gc_manifest_review WHERE queued_at < $1"),
+                    (
+                        blobs,
+                        concat!(
+                            "DELETE FROM gc_blob_review WHERE digest IN
+                               (SELECT digest FROM gc_blob_review WHERE queued_at < $1",
+                            row_lock!(skip),
+                            ")"
+                        ),
+                    ),
+                    (
+                        manifests,
+                        concat!(
+                            "DELETE FROM gc_manifest_review WHERE (repo, digest) IN
+                               (SELECT repo, digest FROM gc_manifest_review WHERE queued_at < $1",
+                            row_lock!(skip),
+                            ")"
+                        ),
+                    ),
                 ] {
                     if clear {
                         sqlx::query(sql).bind(before).execute(&mut *tx).await.map_err($crate::sql::db_err)?;
