@@ -321,8 +321,8 @@ impl<M: MetadataStore + GcStore> GcStore for CachedStore<M> {
     async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error> {
         self.inner.doomed_blobs(limit).await
     }
-    async fn forget_blob(&self, digest: &Digest, key: &str) -> Result<bool, Error> {
-        self.inner.forget_blob(digest, key).await
+    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error> {
+        self.inner.forget_blob(digest, key, tombstone).await
     }
     async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), Error> {
         self.inner.clear_reviewed(before, blobs, manifests).await

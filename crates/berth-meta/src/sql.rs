@@ -77,6 +77,7 @@ macro_rules! sql_store {
                     "INSERT INTO blobs (digest, size, storage_key, state, created_at) VALUES ($1, $2, $3, 'live', $4)
                      ON CONFLICT (digest) DO UPDATE SET
                        storage_key = CASE WHEN blobs.state = 'live' THEN blobs.storage_key ELSE excluded.storage_key END,
+                       size = CASE WHEN blobs.state = 'live' THEN blobs.size ELSE excluded.size END,
                        state = CASE WHEN blobs.state = 'live' OR blobs.storage_key <> excluded.storage_key
                                     THEN 'live' ELSE 'deleting' END
                      RETURNING storage_key, state",

@@ -457,6 +457,10 @@ impl BlobStore for FsBlobStore {
         Some(key.to_owned())
     }
 
+    fn key_per_digest(&self) -> bool {
+        true
+    }
+
     async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError> {
         let paths = names.iter().map(|n| self.blob_path(n)).collect::<Result<Vec<_>, _>>()?;
         blocking(move || paths.iter().try_for_each(|p| remove_if_present(p))).await

@@ -139,6 +139,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The name a listing gives the blob stored under `key`.
     fn stored_name(&self, key: &str) -> Option<String>;
 
+    /// Every copy of a digest has the same key (the filesystem); otherwise each commit
+    /// has its own (S3: the upload's id).
+    fn key_per_digest(&self) -> bool {
+        false
+    }
+
     /// Removes blobs by their listing names, in batches where the store has them (S3's
     /// `DeleteObjects`); removing a missing one succeeds.
     async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError>;

@@ -136,8 +136,11 @@ pub trait GcStore: Send + Sync + 'static {
     /// Blobs marked `deleting` (this run's, or left by a run that crashed), up to `limit`.
     async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error>;
 
-    /// Deletes the record of a blob marked `deleting` under `key`, whose bytes are gone.
-    async fn forget_blob(&self, digest: &Digest, key: &str) -> Result<bool, Error>;
+    /// Deletes the record of a blob marked `deleting` under `key`, whose bytes are gone; with
+    /// `tombstone`, keeps it (an hour) as a record that those bytes are gone, so that a
+    /// commit that found them just before they went (an S3 commit deduplicating through its
+    /// marker) cannot link them afterwards: `link_blob` refuses a `deleting` blob's own key.
+    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error>;
 
     /// Drops the queue entries queued before `before` (reviewed: kept or removed), of
     /// blobs and of manifests as asked.

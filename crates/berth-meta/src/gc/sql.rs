@@ -291,7 +291,8 @@ macro_rules! gc_store {
 
             async fn doomed_blobs(&self, limit: u32) -> Result<Vec<$crate::gc::GarbageBlob>, berth_core::Error> {
                 let rows = sqlx::query(
-                    "SELECT digest, storage_key, size FROM blobs WHERE state = 'deleting' ORDER BY digest LIMIT $1",
+                    "SELECT digest, storage_key, size FROM blobs WHERE state = 'deleting' AND size >= 0
+                     ORDER BY digest LIMIT $1",
                 )
                 .bind(limit as i64)
                 .fetch_all(&self.writer)
@@ -308,14 +309,26 @@ macro_rules! gc_store {
                     .collect()
             }
 
-            async fn forget_blob(&self, digest: &Digest, key: &str) -> Result<bool, berth_core::Error> {
-                let done =
-                    sqlx::query("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND storage_key = $2")
-                        .bind(digest.as_str())
-                        .bind(key)
-                        .execute(&self.writer)
-                        .await
-                        .map_err($crate::sql::db_err)?;
+            async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, berth_core::Error> {
+                // A tombstone is a `deleting` record of size -1; it goes an hour later.
+                let now = $crate::now();
+                let done = sqlx::query(if tombstone {
+                    "UPDATE blobs SET size = -1, created_at = $3
+                     WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND size >= 0"
+                } else {
+                    "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND $3 = $3"
+                })
+                .bind(digest.as_str())
+                .bind(key)
+                .bind(now)
+                .execute(&self.writer)
+                .await
+                .map_err($crate::sql::db_err)?;
+                sqlx::query("DELETE FROM blobs WHERE state = 'deleting' AND size < 0 AND created_at < $1")
+                    .bind(now - 3600)
+                    .execute(&self.writer)
+                    .await
+                    .map_err($crate::sql::db_err)?;
                 self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }

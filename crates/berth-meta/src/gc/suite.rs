@@ -107,12 +107,21 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     let err = store.link_blob(&repo, &config, &info("k/config"), None).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BlobUnknown);
     assert_eq!(store.link_blob(&repo, &loose, &info("k/loose2"), None).await.unwrap(), "k/loose2");
-    assert!(!store.forget_blob(&loose, "k/loose").await.unwrap(), "revived: its record stays");
+    assert!(!store.forget_blob(&loose, "k/loose", false).await.unwrap(), "revived: its record stays");
     assert_eq!(store.repo_blob(&repo, &loose).await.unwrap(), Some(info("k/loose2")));
     assert!(store.blob_recorded(&config).await.unwrap());
-    assert!(store.forget_blob(&config, "k/config").await.unwrap());
+    assert!(store.forget_blob(&config, "k/config", false).await.unwrap());
     assert!(!store.blob_recorded(&config).await.unwrap());
     assert!(store.doomed_blobs(10).await.unwrap().is_empty());
+    // A tombstone: the record stays, not doomed again, and its own bytes are never linked.
+    store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap();
+    assert_eq!(store.doom_blob(&config, crate::now() + 1).await.unwrap(), Some(info("k/config2")));
+    assert!(store.forget_blob(&config, "k/config2", true).await.unwrap());
+    assert!(store.doomed_blobs(10).await.unwrap().is_empty());
+    let err = store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BlobUnknown);
+    assert_eq!(store.link_blob(&repo, &config, &info("k/config3"), None).await.unwrap(), "k/config3");
+    assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), Some(info("k/config3")), "size restored");
 
     // A manifest put naming a doomed blob fails cleanly.
     assert_eq!(store.doom_blob(&layer, crate::now() + 1).await.unwrap().map(|b| b.key), Some("k/layer".into()));
@@ -128,9 +137,9 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     // Clearing drops what was reviewed; the consistency check queues what is unreferenced.
     store.clear_reviewed(crate::now() + 1, true, true).await.unwrap();
     assert_eq!(store.due_count(crate::now() + 1).await.unwrap(), 0);
-    assert_eq!(store.queue_unreferenced(false).await.unwrap(), 1, "the live, unreferenced loose blob");
+    assert_eq!(store.queue_unreferenced(false).await.unwrap(), 2, "the live, unreferenced loose and config blobs");
     let keys = store.blob_keys(None, 10).await.unwrap();
-    assert_eq!(keys.len(), 2, "loose, and layer while deleting: {keys:?}");
+    assert_eq!(keys.len(), 3, "config, loose, and layer while deleting: {keys:?}");
     assert_eq!(store.blob_keys(Some(&keys[0].0), 10).await.unwrap(), keys[1..].to_vec());
 
     // Runs are recorded and listed newest first.

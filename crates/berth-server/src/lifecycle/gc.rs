@@ -218,7 +218,10 @@ impl<'a> Run<'a> {
     /// Removes the bytes of a blob marked `deleting`, then its record.
     async fn remove_bytes(&mut self, blob: GarbageBlob) -> Result<(), Error> {
         self.reg.blobs.delete_blob(&blob.key).await.map_err(storage_err)?;
-        if self.gc.store.forget_blob(&blob.digest, &blob.key).await? {
+        // Where keys are per commit, a tombstone keeps a commit that found these bytes just
+        // before they went from linking them (one key per digest: `BlobLocks` does that).
+        let tombstone = !self.reg.blobs.key_per_digest();
+        if self.gc.store.forget_blob(&blob.digest, &blob.key, tombstone).await? {
             self.removed_blob(blob);
         }
         Ok(())
