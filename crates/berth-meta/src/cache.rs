@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use berth_core::{Digest, Error, Reference, RepoName, Tag};
 
 use crate::clock::{ClockMap, HeapSize};
+use crate::gc::{GarbageBlob, GarbageManifest, GcRun, GcStore};
 use crate::{Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, UploadRecord};
 
 /// The cache's budget when none is configured.
@@ -187,7 +188,7 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         result
     }
 
-    fn forget_blob(&self, digest: &Digest) {
+    fn uncache_blob(&self, digest: &Digest) {
         self.invalidate(|entries| {
             entries.remove(&Key::Blob(digest.clone()));
         });
@@ -288,6 +289,64 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         page: PageSpec<'_>,
     ) -> Result<Referrers, Error> {
         self.inner.referrers(repo, subject, artifact_type, page).await
+    }
+}
+
+/// Garbage collection goes through the cache too: what it removes is invalidated here.
+#[async_trait]
+impl<M: MetadataStore + GcStore> GcStore for CachedStore<M> {
+    async fn remove_manifest(&self, repo: &RepoName, digest: &Digest, delete_untagged: bool) -> Result<bool, Error> {
+        let removed = self.inner.remove_manifest(repo, digest, delete_untagged).await;
+        // Untagged when removed: no tag entry can point to it.
+        self.invalidate(|entries| {
+            entries.remove(&Key::Manifest(repo.clone(), digest.clone()));
+        });
+        removed
+    }
+
+    async fn doom_blob(&self, digest: &Digest, before: i64) -> Result<Option<BlobInfo>, Error> {
+        let doomed = self.inner.doom_blob(digest, before).await;
+        self.invalidate(|entries| {
+            entries.remove(&Key::Blob(digest.clone()));
+            entries.retain(|k, _| !matches!(k, Key::Link(_, d) if d == digest));
+        });
+        doomed
+    }
+
+    // Everything else reads, or writes only what the cache does not hold.
+
+    async fn due_count(&self, before: i64) -> Result<u64, Error> {
+        self.inner.due_count(before).await
+    }
+    async fn garbage_blobs(&self, before: i64, limit: u32) -> Result<Vec<GarbageBlob>, Error> {
+        self.inner.garbage_blobs(before, limit).await
+    }
+    async fn garbage_manifests(&self, before: i64, untagged: bool, limit: u32) -> Result<Vec<GarbageManifest>, Error> {
+        self.inner.garbage_manifests(before, untagged, limit).await
+    }
+    async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error> {
+        self.inner.doomed_blobs(limit).await
+    }
+    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error> {
+        self.inner.forget_blob(digest, key, tombstone).await
+    }
+    async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), Error> {
+        self.inner.clear_reviewed(before, blobs, manifests).await
+    }
+    async fn queue_unreferenced(&self, delete_untagged: bool) -> Result<u64, Error> {
+        self.inner.queue_unreferenced(delete_untagged).await
+    }
+    async fn blob_keys(&self, after: Option<&str>, limit: u32) -> Result<Vec<(String, String)>, Error> {
+        self.inner.blob_keys(after, limit).await
+    }
+    async fn blob_recorded(&self, digest: &Digest) -> Result<bool, Error> {
+        self.inner.blob_recorded(digest).await
+    }
+    async fn record_run(&self, run: &GcRun) -> Result<i64, Error> {
+        self.inner.record_run(run).await
+    }
+    async fn runs(&self, before_id: Option<i64>, limit: u32) -> Result<Vec<GcRun>, Error> {
+        self.inner.runs(before_id, limit).await
     }
 }
 

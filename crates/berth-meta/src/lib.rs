@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub mod audit;
 mod cache;
 mod clock;
+pub mod gc;
 pub mod identity;
 pub mod policy;
 mod postgres;
@@ -24,6 +25,7 @@ mod suite;
 
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
+pub use gc::{GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::{PgStore, PoolConfig};
@@ -207,7 +209,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Drops whatever a cache in front of the store holds about a blob whose state changed
     /// behind it (the scrub found it damaged, or sound again). A store without a cache has
     /// nothing to drop.
-    fn forget_blob(&self, _digest: &Digest) {}
+    fn uncache_blob(&self, _digest: &Digest) {}
 
     /// Takes or renews the lease `name` for `holder` until `ttl_secs` from now; `false`
     /// if another holder's lease has not expired.

@@ -8,6 +8,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
+use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
@@ -20,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_registry.sql")),
     (2, include_str!("../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../migrations/postgres/0003_identity.sql")),
+    (4, include_str!("../migrations/postgres/0004_gc.sql")),
     (5, include_str!("../migrations/postgres/0005_policies.sql")),
     (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
@@ -108,7 +110,22 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
     tx.commit().await.map_err(db_err)
 }
 
+/// The row-lock clauses of the shared SQL: PostgreSQL row locks (see `sql_store!` and `gc`);
+/// `skip` takes the rows not locked by others, without waiting.
+macro_rules! row_lock {
+    (share) => {
+        " FOR SHARE"
+    };
+    (skip) => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+    (update) => {
+        " FOR UPDATE"
+    };
+}
+
 sql_store!(PgStore);
+gc_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 retention_store!(PgStore);
@@ -119,6 +136,13 @@ policy_checks!(PgStore, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_gc_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("gc")).await.unwrap();
+        crate::gc::suite::run(&store).await;
+    }
     #[tokio::test]
     async fn postgres_store_passes_the_shared_suite() {
         let pg = berth_testkit::Postgres::start();

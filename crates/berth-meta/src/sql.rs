@@ -8,6 +8,13 @@
 /// Implements `MetadataStore` for a struct with `writer` and `reader` pools and an
 /// `async fn durable(&self) -> Result<(), Error>` that makes every write committed so far
 /// durable (called after each write that acknowledges something; see the trait's docs).
+/// The expanding module defines `row_lock!(share)` and `row_lock!(update)`: the dialect's
+/// row-lock clause (PostgreSQL's `FOR SHARE`/`FOR UPDATE`; nothing on SQLite, whose one
+/// writer serializes write transactions already).
+///
+/// Every write that can leave content unreferenced queues it for garbage collection in
+/// its own transaction (`gc::sql`): a tag moved or deleted, a manifest deleted or pushed
+/// untagged, a blob linked or unlinked.
 macro_rules! sql_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -68,13 +75,17 @@ macro_rules! sql_store {
                     .map_err(db_err)?;
                 Self::repair_damaged(&mut tx, digest, &blob.key).await?;
                 // A live blob keeps its bytes; one being deleted by GC comes back to life
-                // with the bytes the caller just committed.
-                let key: String = sqlx::query(
+                // with the bytes the caller just committed, unless those are the very
+                // bytes being deleted (a store that deduplicates found them): then it stays
+                // `deleting` and the link fails, cleanly.
+                let row = sqlx::query(
                     "INSERT INTO blobs (digest, size, storage_key, state, created_at) VALUES ($1, $2, $3, 'live', $4)
                      ON CONFLICT (digest) DO UPDATE SET
                        storage_key = CASE WHEN blobs.state = 'live' THEN blobs.storage_key ELSE excluded.storage_key END,
-                       state = 'live'
-                     RETURNING storage_key",
+                       size = CASE WHEN blobs.state = 'live' THEN blobs.size ELSE excluded.size END,
+                       state = CASE WHEN blobs.state = 'live' OR blobs.storage_key <> excluded.storage_key
+                                    THEN 'live' ELSE 'deleting' END
+                     RETURNING storage_key, state",
                 )
                 .bind(digest.as_str())
                 .bind(blob.size as i64)
@@ -82,8 +93,13 @@ macro_rules! sql_store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db_err)?
-                .get(0);
+                .map_err(db_err)?;
+                let (key, state): (String, String) = (row.get(0), row.get(1));
+                if state != "live" {
+                    return Err($crate::gc::being_collected(digest));
+                }
+                // Uploaded, or mounted: maybe never referenced.
+                $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), now, "upload")?;
                 Self::check_quota(&mut tx, repo, digest, blob.size).await?;
                 sqlx::query(
                     "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -103,12 +119,17 @@ macro_rules! sql_store {
             }
 
             async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
                     .bind(repo.as_str())
                     .bind(digest.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                if done.rows_affected() > 0 {
+                    $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), now(), "unlink")?;
+                }
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -237,11 +258,14 @@ macro_rules! sql_store {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let mut missing = Vec::new();
                 for blob in &m.parsed.blobs {
-                    let found = sqlx::query(
+                    // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
+                    // for this put, or this check waits for GC's and sees its outcome.
+                    let found = sqlx::query(concat!(
                         "SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
                          WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
                            AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
-                    )
+                        row_lock!(share)
+                    ))
                     .bind(repo)
                     .bind(blob.as_str())
                     .fetch_optional(&mut *tx)
@@ -251,14 +275,19 @@ macro_rules! sql_store {
                         missing.push(blob.to_string());
                     }
                 }
-                for child in &m.parsed.manifests {
-                    let found = sqlx::query("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
+                for child in m.parsed.manifests.iter().chain([m.digest]) {
+                    // Locked likewise against GC deleting a child, or this very manifest
+                    // (re-pushed to tag it): which is not missing, only about to be inserted.
+                    let found = sqlx::query(concat!(
+                        "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2",
+                        row_lock!(share)
+                    ))
                         .bind(repo)
                         .bind(child.as_str())
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    if found.is_none() {
+                    if found.is_none() && child != m.digest {
                         missing.push(child.to_string());
                     }
                 }
@@ -294,6 +323,10 @@ macro_rules! sql_store {
                 .map_err(db_err)?
                 .rows_affected()
                     == 1;
+                if inserted && m.tags.is_empty() {
+                    // Pushed by digest: nothing may ever tag or reference it.
+                    $crate::gc::sql::queue_manifest!(&mut *tx, repo, m.digest.as_str(), now, "untagged")?;
+                }
                 if inserted {
                     let refs = m.parsed.blobs.iter().map(|d| (d, "blob"))
                         .chain(m.parsed.manifests.iter().map(|d| (d, "manifest")));
@@ -313,6 +346,7 @@ macro_rules! sql_store {
                 }
                 Self::check_tag_moves(&mut tx, m.repo, m.digest, m.tags, now).await?;
                 for tag in m.tags {
+                    $crate::gc::sql::queue_tagged!(&mut *tx, repo, tag.as_str(), m.digest.as_str(), now)?;
                     sqlx::query(
                         "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
@@ -361,25 +395,25 @@ macro_rules! sql_store {
 
             async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
                 self.check_immutable_delete(repo, None, Some(digest)).await?;
-                // Tags and references go with it (ON DELETE CASCADE).
-                let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(digest.as_str())
-                    .execute(&self.writer)
-                    .await
-                    .map_err(db_err)?;
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                // What it referenced may be garbage now: queued before the references go.
+                let deleted = $crate::gc::sql::delete_manifest!(tx, repo.as_str(), digest.as_str())?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
-                Ok(done.rows_affected() > 0)
+                Ok(deleted > 0)
             }
 
             async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
                 self.check_immutable_delete(repo, Some(tag), None).await?;
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                $crate::gc::sql::queue_tagged!(&mut *tx, repo.as_str(), tag.as_str(), "", now())?;
                 let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
                     .bind(repo.as_str())
                     .bind(tag.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok(done.rows_affected() > 0)
             }

@@ -8,7 +8,7 @@ fn repo(s: &str) -> RepoName {
     RepoName::parse(s).unwrap()
 }
 
-fn image_manifest(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Vec<u8> {
+pub(crate) fn image_manifest(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Vec<u8> {
     let subject = subject
         .map(|s| format!(r#","subject":{{"mediaType":"{}","digest":"{s}","size":1}}"#, MediaType::OCI_MANIFEST))
         .unwrap_or_default();

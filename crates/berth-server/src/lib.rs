@@ -29,6 +29,7 @@ mod claims;
 pub mod endpoint;
 mod idle;
 pub mod janitor;
+pub mod lifecycle;
 pub mod listen;
 mod manifests;
 pub mod proxies;
@@ -109,6 +110,10 @@ pub struct Registry {
     /// Read-only mode: pushes, deletes and management writes are refused (one load per
     /// write request; reads never look).
     pub read_only: AtomicBool,
+    /// The garbage collector, when configured (`with_gc`).
+    pub gc: Option<lifecycle::gc::Gc>,
+    /// Held by an upload's commit-and-link and by GC's removal of the same digest.
+    pub blob_locks: lifecycle::BlobLocks,
 }
 
 impl Registry {
@@ -143,7 +148,16 @@ impl Registry {
             retention: None,
             pulls: retention::PullRecorder::default(),
             read_only: AtomicBool::new(false),
+            gc: None,
+            blob_locks: lifecycle::BlobLocks::default(),
         }
+    }
+
+    /// Collects garbage with `gc` (scheduled by `lifecycle::gc::Collector`, on demand
+    /// through the management API).
+    pub fn with_gc(mut self, gc: lifecycle::gc::Gc) -> Registry {
+        self.gc = Some(gc);
+        self
     }
 
     /// Keeps pull times and retention policies in `store`.

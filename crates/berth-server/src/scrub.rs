@@ -137,7 +137,7 @@ async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error>
                     registry.scrub.record_finding(run.id, &finding).await?;
                     if damage {
                         run.damaged += 1;
-                        registry.meta.forget_blob(&blob.digest);
+                        registry.meta.uncache_blob(&blob.digest);
                         if let Err(e) = registry.blobs.delete_blob(&blob.key).await {
                             tracing::warn!(digest = %blob.digest, error = %e, "removing a damaged blob's bytes");
                         }
@@ -147,7 +147,7 @@ async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error>
                     run.bytes += blob.size;
                     if blob.damaged {
                         registry.scrub.clear_damage(&blob.digest).await?;
-                        registry.meta.forget_blob(&blob.digest);
+                        registry.meta.uncache_blob(&blob.digest);
                     }
                 }
             }

@@ -165,8 +165,12 @@ async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<boo
             continue;
         }
         if let Some(info) = meta.repo_blob(from, digest).await? {
-            meta.link_blob(repo, digest, &info, None).await?;
-            return Ok(true);
+            match meta.link_blob(repo, digest, &info, None).await {
+                Ok(_) => return Ok(true),
+                // Garbage collection is removing it right now: not mountable.
+                Err(e) if e.kind == ErrorKind::BlobUnknown => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(false)
@@ -370,6 +374,8 @@ async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Dige
     // Bytes first (durable), metadata second: a crash in between leaves an unrecorded
     // blob, never a recorded one without bytes. Committing again after such a crash
     // finds the bytes where the first commit put them.
+    // GC removing this digest's bytes waits for this commit-and-link, or this waits for it.
+    let _stripe = reg.blob_locks.lock(digest).await;
     let key = match reg.blobs.commit_upload(&id, &state, size, digest).await {
         Ok(key) => key,
         Err(e) => {

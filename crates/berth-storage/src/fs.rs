@@ -39,7 +39,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
 
-use crate::{BlobStore, ByteStream, StorageError, UploadState};
+use crate::{BlobStore, ByteStream, StorageError, StoredBlob, UploadState};
 
 mod serve;
 use serve::serve;
@@ -446,6 +446,66 @@ impl BlobStore for FsBlobStore {
         let path = self.blob_path(key)?;
         blocking(move || remove_if_present(&path)).await
     }
+
+    async fn list_blobs(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredBlob>, StorageError> {
+        let root = self.blobs.join("sha256");
+        let after = after.unwrap_or("").to_owned();
+        blocking(move || list_blobs(&root, &after, limit)).await
+    }
+
+    fn stored_name(&self, key: &str) -> Option<String> {
+        Some(key.to_owned())
+    }
+
+    fn key_per_digest(&self) -> bool {
+        true
+    }
+
+    async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError> {
+        let paths = names.iter().map(|n| self.blob_path(n)).collect::<Result<Vec<_>, _>>()?;
+        blocking(move || paths.iter().try_for_each(|p| remove_if_present(p))).await
+    }
+}
+
+/// Up to `limit` blobs under `root` (`blobs/sha256`) named after `after`, sorted: the
+/// shards in order, each read whole (a shard holds 1/256 of the blobs).
+fn list_blobs(root: &Path, after: &str, limit: usize) -> Result<Vec<StoredBlob>, StorageError> {
+    let sorted = |dir: &Path| -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    };
+    let mut found = Vec::new();
+    for shard in sorted(root)? {
+        if found.len() >= limit {
+            break;
+        }
+        if !after.is_empty() && *format!("sha256/{shard}/~") <= *after {
+            continue;
+        }
+        for file in sorted(&root.join(&shard))? {
+            let name = format!("sha256/{shard}/{file}");
+            if *name <= *after {
+                continue;
+            }
+            let meta = match std::fs::metadata(root.join(&shard).join(&file)) {
+                Ok(m) if m.is_file() => m,
+                // Removed since the directory was read, or not a blob.
+                _ => continue,
+            };
+            let digest = Digest::parse(&format!("sha256:{file}")).ok();
+            found.push(StoredBlob { name, digest, size: meta.len(), modified: meta.modified()? });
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

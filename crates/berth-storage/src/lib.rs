@@ -8,7 +8,7 @@
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use berth_core::Digest;
@@ -64,6 +64,20 @@ impl From<io::Error> for StorageError {
             _ => StorageError::Io(e),
         }
     }
+}
+
+/// A blob as the store holds it, seen by a listing (garbage collection's full sweep looks
+/// for bytes no record names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The store's own name for it: listings page by it, [`BlobStore::delete_stored`]
+    /// takes it, [`BlobStore::stored_name`] maps a storage key to it.
+    pub name: String,
+    /// Its digest, when the name says it (the filesystem's does; an S3 object is named
+    /// after its upload).
+    pub digest: Option<Digest>,
+    pub size: u64,
+    pub modified: SystemTime,
 }
 
 /// A backend's record of an upload's progress beyond its bytes (for S3: the multipart
@@ -125,4 +139,21 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn presign_get(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StorageError> {
         Ok(None)
     }
+
+    /// Up to `limit` stored blobs with names after `after`, sorted by name: one page of
+    /// everything the store holds (S3: one listing request per 1,000).
+    async fn list_blobs(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredBlob>, StorageError>;
+
+    /// The name a listing gives the blob stored under `key`.
+    fn stored_name(&self, key: &str) -> Option<String>;
+
+    /// Every copy of a digest has the same key (the filesystem); otherwise each commit
+    /// has its own (S3: the upload's id).
+    fn key_per_digest(&self) -> bool {
+        false
+    }
+
+    /// Removes blobs by their listing names, in batches where the store has them (S3's
+    /// `DeleteObjects`); removing a missing one succeeds.
+    async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError>;
 }

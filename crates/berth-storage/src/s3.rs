@@ -92,7 +92,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_core::Digest;
@@ -105,7 +105,7 @@ use object_store::signer::Signer;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::{BlobStore, ByteStream, StorageError, UploadState};
+use crate::{BlobStore, ByteStream, StorageError, StoredBlob, UploadState};
 
 /// S3's minimum size of every part but the last.
 pub const MIN_PART_SIZE: usize = 5 << 20;
@@ -750,5 +750,52 @@ impl BlobStore for S3BlobStore {
         let path = self.blob_path(key)?;
         let url = self.signer.signed_url(http::Method::GET, &path, ttl).await.map_err(s3_err)?;
         Ok(Some(url.into()))
+    }
+
+    async fn list_blobs(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredBlob>, StorageError> {
+        let prefix = self.at(&["objects"]);
+        // `start-after` pushed down: one ListObjectsV2 request per 1,000 objects, and no
+        // more requests than the page needs (the stream is dropped once it is full).
+        let listing = match after {
+            Some(id) => self.s3.list_with_offset(Some(&prefix), &self.object(id)),
+            None => self.s3.list(Some(&prefix)),
+        };
+        let mut found: Vec<StoredBlob> = listing
+            .map_err(s3_err)
+            .try_filter_map(|meta| async move {
+                let Some(id) = meta.location.filename().filter(|id| check_id(id).is_ok()) else {
+                    return Ok(None);
+                };
+                let millis = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+                Ok(Some(StoredBlob {
+                    name: id.to_owned(),
+                    digest: None,
+                    size: meta.size,
+                    modified: UNIX_EPOCH + Duration::from_millis(millis),
+                }))
+            })
+            .take(limit)
+            .try_collect()
+            .await?;
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    fn stored_name(&self, key: &str) -> Option<String> {
+        parse_key(key).map(|(_, id)| id.to_owned())
+    }
+
+    async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError> {
+        let paths = names.iter().map(|id| check_id(id).map(|()| self.object(id))).collect::<Result<Vec<_>, _>>()?;
+        // DeleteObjects: up to 1,000 keys a request. A dedupe marker naming a removed
+        // object is harmless (a commit checks that the object it names exists).
+        let mut deleted = self.s3.delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed());
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(s3_err(e)),
+            }
+        }
+        Ok(())
     }
 }

@@ -89,6 +89,27 @@ pub async fn run(store: &dyn BlobStore) {
     let small = store.commit_upload(id3, &state3, 11, &Digest::of(b"hello world")).await.unwrap();
     assert_eq!(collect(store.read_blob(&small, None).await.unwrap()).await, b"hello world");
 
+    // Listing: every stored blob under its store name, in pages; removal by name.
+    let names = [store.stored_name(&key).unwrap(), store.stored_name(&small).unwrap()];
+    let listed = store.list_blobs(None, 100).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (name, size, d) in [(&names[0], content.len() as u64, &digest), (&names[1], 11, &Digest::of(b"hello world"))] {
+        let found = listed.iter().find(|b| &b.name == name).expect("a stored blob is listed");
+        assert_eq!(found.size, size);
+        assert!(found.digest.as_ref().is_none_or(|listed| listed == d));
+        let age = found.modified.elapsed().unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(600), "modified {age:?} ago");
+    }
+    let first = store.list_blobs(None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0], listed[0], "sorted by name");
+    assert_eq!(store.list_blobs(Some(&first[0].name), 100).await.unwrap(), listed[1..].to_vec());
+    assert!(store.list_blobs(Some(&listed[1].name), 100).await.unwrap().is_empty());
+    store.delete_stored(&names[1..]).await.unwrap();
+    store.delete_stored(&names[1..]).await.unwrap();
+    assert_eq!(store.blob_size(&small).await.unwrap(), None);
+    assert_eq!(store.list_blobs(None, 100).await.unwrap().len(), 1);
+
     // Deleting is idempotent.
     store.delete_blob(&key).await.unwrap();
     store.delete_blob(&key).await.unwrap();

@@ -168,6 +168,18 @@ pub struct Jobs {
     /// How often the integrity scrub re-hashes every blob (zero: never on its own).
     #[serde(with = "duration")]
     pub scrub_interval: Duration,
+    /// Garbage collection reviews a candidate once it has been queued this long (and
+    /// removes blob-store objects with no record once this old); `0s` allowed.
+    #[serde(with = "duration")]
+    pub gc_grace: Duration,
+    /// Between scheduled garbage collection runs.
+    #[serde(with = "duration")]
+    pub gc_interval: Duration,
+    /// Between scheduled full runs (which also check everything and sweep the blob store).
+    #[serde(with = "duration")]
+    pub gc_full_interval: Duration,
+    /// Garbage collection removes untagged manifests no index references.
+    pub gc_delete_untagged: bool,
 }
 
 /// `[logging]`.
@@ -249,6 +261,7 @@ impl Default for Limits {
 
 impl Default for Jobs {
     fn default() -> Jobs {
+        let gc = berth_server::lifecycle::gc::GcConfig::default();
         Jobs {
             upload_ttl: RegistryConfig::default().upload_ttl,
             janitor_interval: Duration::from_secs(600),
@@ -256,6 +269,10 @@ impl Default for Jobs {
             retention_interval: Duration::from_secs(24 * 3600),
             pull_flush_interval: Duration::from_secs(60),
             scrub_interval: crate::DEFAULT_SCRUB_INTERVAL,
+            gc_grace: gc.grace,
+            gc_interval: gc.interval,
+            gc_full_interval: gc.full_interval,
+            gc_delete_untagged: gc.delete_untagged,
         }
     }
 }

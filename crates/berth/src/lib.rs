@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{
-    AuditStore, CachedStore, IdentityStore, MetadataStore, PgStore, PolicyStore, PoolConfig, RetentionStore,
+    AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, PgStore, PolicyStore, PoolConfig, RetentionStore,
     ScrubStore, SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
+use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};
 use berth_server::listen::{self, ServeLimits};
 use berth_server::retention::{self, RetentionJob};
 use berth_server::tls::{self, TlsFiles};
@@ -53,6 +54,9 @@ pub struct Stores {
     pub retention: Arc<dyn RetentionStore>,
     pub policy: Arc<dyn PolicyStore>,
     pub scrub: Arc<dyn ScrubStore>,
+    /// The registry's store again, as the garbage collector sees it (through the same
+    /// cache in embedded mode, so that what GC removes leaves the cache too).
+    pub gc: Arc<dyn GcStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -70,8 +74,9 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             };
             let store = PgStore::connect(url, &pool).await?;
             let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-            let (policy, scrub, retention) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
-            (Stores { meta, identity, audit, policy, scrub, retention, lock: None }, None)
+            let (policy, scrub, retention) =
+                (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
+            (Stores { meta, identity, audit, policy, scrub, retention, gc: Arc::new(store), lock: None }, None)
         }
         // Not the URL itself: it holds a password.
         Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
@@ -83,13 +88,15 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // One database, its pools shared by the clones: the registry's tables behind
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
+            let cached = Arc::new(CachedStore::new(store.clone(), config.limits.manifest_cache_bytes));
             let stores = Stores {
-                meta: Arc::new(CachedStore::new(store.clone(), config.limits.manifest_cache_bytes)),
+                meta: cached.clone(),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
                 retention: Arc::new(store.clone()),
                 policy: Arc::new(store.clone()),
                 scrub: Arc::new(store),
+                gc: cached,
                 lock: None,
             };
             (stores, Some(lock))
@@ -131,7 +138,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         registry_config,
     )
     .with_token_auth(tokens)
-    .with_retention(stores.retention);
+    .with_retention(stores.retention)
+    .with_gc(Gc::new(stores.gc, gc_config(config)));
     registry.read_only.store(config.read_only, std::sync::atomic::Ordering::Relaxed);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
@@ -164,6 +172,15 @@ async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
     })
 }
 
+fn gc_config(config: &Config) -> GcConfig {
+    GcConfig {
+        grace: config.jobs.gc_grace,
+        interval: config.jobs.gc_interval,
+        full_interval: config.jobs.gc_full_interval,
+        delete_untagged: config.jobs.gc_delete_untagged,
+    }
+}
+
 /// Serves the registry on `listener` until `shutdown` is cancelled, running the
 /// background jobs alongside.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BoxError> {
@@ -183,6 +200,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.jobs.retention_interval, shutdown.clone()));
     let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.jobs.scrub_interval, shutdown.clone());
     let scrub = tokio::spawn(scrub);
+    let collector = tokio::spawn(Collector::new(Arc::clone(&registry)).run(shutdown.clone()));
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.s3().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -213,6 +231,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
     }
     scrub.await?;
+    collector.await?;
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);

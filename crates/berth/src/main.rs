@@ -199,6 +199,22 @@ struct JobsArgs {
     /// `berth scrub`) [default: 7days].
     #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_parser = duration)]
     scrub_interval: Option<String>,
+    /// Garbage collection removes what became unreferenced once it has been so for this
+    /// long (and blob-store objects with no record once this old); 0s allowed [default: 1h].
+    #[arg(long, env = "BERTH_GC_GRACE", value_parser = duration)]
+    gc_grace: Option<String>,
+    /// Between scheduled garbage collection runs (each reviews what changed since)
+    /// [default: 1h].
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_parser = duration)]
+    gc_interval: Option<String>,
+    /// Between scheduled full garbage collection runs (a check of everything, and a sweep
+    /// of the blob store for bytes with no record) [default: 7days].
+    #[arg(long, env = "BERTH_GC_FULL_INTERVAL", value_parser = duration)]
+    gc_full_interval: Option<String>,
+    /// Garbage collection also removes untagged manifests that no index references
+    /// [default: kept].
+    #[arg(long, env = "BERTH_GC_DELETE_UNTAGGED", num_args = 0..=1, default_missing_value = "true")]
+    gc_delete_untagged: Option<bool>,
 }
 
 /// A duration flag, checked as it is parsed and passed on as written.

@@ -25,7 +25,7 @@ pub async fn run(meta: &dyn MetadataStore, scrub: &dyn ScrubStore) {
     assert!(meta.repo_blob(&repo, &bad).await.unwrap().is_some(), "live (and cached, if the store caches)");
     let finding = Finding { digest: bad.to_string(), reason: "truncated: 1 of 3 bytes".into() };
     scrub.record_finding(run.id, &finding).await.unwrap();
-    meta.forget_blob(&bad);
+    meta.uncache_blob(&bad);
     let unreadable = Finding { digest: good.to_string(), reason: "unreadable: I/O error".into() };
     scrub.record_finding(run.id, &unreadable).await.unwrap();
     let mut findings = vec![finding.clone(), unreadable];
@@ -56,12 +56,12 @@ pub async fn run(meta: &dyn MetadataStore, scrub: &dyn ScrubStore) {
 
     // Sound again (bytes restored): live again.
     scrub.clear_damage(&bad).await.unwrap();
-    meta.forget_blob(&bad);
+    meta.uncache_blob(&bad);
     assert!(meta.repo_blob(&repo, &bad).await.unwrap().is_some());
 
     // Damaged again, then pushed again: the new bytes' key wins, and it is live.
     scrub.record_finding(run.id, &finding).await.unwrap();
-    meta.forget_blob(&bad);
+    meta.uncache_blob(&bad);
     assert_eq!(meta.repo_blob(&repo, &bad).await.unwrap(), None);
     let fresh = BlobInfo { size: 3, key: "kb-fresh".into() };
     assert_eq!(meta.link_blob(&repo, &bad, &fresh, None).await.unwrap(), "kb-fresh");

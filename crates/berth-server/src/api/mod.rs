@@ -1,5 +1,5 @@
 //! The management API under `/api/v1`: users, projects, members, robots, the audit log,
-//! per-project listings (what a UI needs) and retention policies, as JSON, and its OpenAPI
+//! per-project listings (what a UI needs), retention policies and garbage collection, as JSON, and its OpenAPI
 //! document.
 //!
 //! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
@@ -27,6 +27,7 @@ use crate::response::ApiError;
 use crate::{Access, Credentials, Principal, Registry, listen};
 
 mod audit;
+mod gc;
 mod keys;
 mod listings;
 mod members;
@@ -95,6 +96,8 @@ routes! {
     get "/scrub/runs/{id}" => scrub::get,
     get "/system/read-only" => system::get_read_only,
     put "/system/read-only" => system::put_read_only,
+    post "/gc" => gc::run,
+    get "/gc/runs" => gc::runs,
     get "/openapi.json" => openapi,
 }
 
@@ -150,6 +153,8 @@ routes! {
         scrub::get,
         system::get_read_only,
         system::put_read_only,
+        gc::run,
+        gc::runs,
         openapi,
     ),
     components(schemas(ErrorBody, ErrorEntry)),

@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot`, `audit`, `retention` and `scrub` call a running server's management API (`client.rs`); `user
+//! `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call a running server's management API (`client.rs`); `user
 //! import-htpasswd` and `admin reset-password` work on a stopped server's data
 //! (`offline.rs`). Not `berth serve` (that is `main.rs`).
 
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::BoxError;
 
 pub mod client;
+mod gc;
 mod offline;
 mod policies;
 mod retention;
@@ -104,6 +105,8 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Garbage collection: run now (`--dry-run` lists what would go), or `runs`.
+    Gc(gc::GcArgs),
     /// Recovery on a stopped server's data.
     Admin {
         #[command(subcommand)]
@@ -313,6 +316,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
         }
         Command::Keys { command, remote } => keys(command, &Client::new(&remote)?).await,
         Command::Retention { command, remote } => retention::retention(command, &Client::new(&remote)?).await,
+        Command::Gc(args) => gc::gc(args).await,
         Command::Admin { command } => offline::admin(command).await,
     }
 }

@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod fixtures;
+mod gc;
 mod keyless;
 mod management;
 mod memory_bounds;

@@ -270,6 +270,22 @@ impl Storage {
         }
     }
 
+    /// Writes an entry behind the server's back: `name` below `blobs/` (a file) or below
+    /// `registry/objects/` (an object).
+    pub async fn put_blob(&self, name: &str, bytes: &[u8]) {
+        match self {
+            Storage::Files(data) => {
+                let path = data.join("blobs").join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            }
+            Storage::Bucket(s3) => {
+                let path = object_store::path::Path::from(format!("registry/objects/{name}"));
+                s3.put(&path, bytes.to_vec().into()).await.unwrap();
+            }
+        }
+    }
+
     /// Removes an entry behind the server's back.
     pub async fn remove(&self, entry: &str) {
         match self {

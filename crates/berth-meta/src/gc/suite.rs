@@ -1,0 +1,171 @@
+//! The behaviour every [`GcStore`] backend must show; each backend's tests call [`run`]
+//! with a fresh database.
+
+use berth_core::{Digest, ErrorKind, MediaType, RepoName, Tag, manifest};
+
+use super::{GcKind, GcRun, GcStore};
+use crate::{BlobInfo, MetadataStore, NewManifest};
+
+async fn put(store: &dyn MetadataStore, repo: &RepoName, body: &[u8], tags: &[Tag]) -> Digest {
+    let media_type =
+        serde_json::from_slice::<serde_json::Value>(body).unwrap()["mediaType"].as_str().unwrap().to_owned();
+    let parsed = manifest::parse(Some(&media_type), body).unwrap();
+    let digest = Digest::of(body);
+    store.put_manifest(NewManifest { repo, digest: &digest, parsed: &parsed, body, tags }).await.unwrap();
+    digest
+}
+
+fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Vec<u8> {
+    crate::suite::image_manifest(config, layer, subject)
+}
+
+fn index(child: &Digest) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{child}","size":1}}]}}"#,
+        MediaType::OCI_INDEX,
+        MediaType::OCI_MANIFEST
+    )
+    .into_bytes()
+}
+
+pub async fn run<S: MetadataStore + GcStore>(store: &S) {
+    let repo = RepoName::parse("team/app").unwrap();
+    let info = |key: &str| BlobInfo { size: 10, key: key.to_owned() };
+    let (config, layer, loose) = (Digest::of(b"config"), Digest::of(b"layer"), Digest::of(b"loose"));
+    for (d, k) in [(&config, "k/config"), (&layer, "k/layer"), (&loose, "k/loose")] {
+        store.link_blob(&repo, d, &info(k), None).await.unwrap();
+    }
+    let tag = Tag::parse("v1").unwrap();
+    let image_digest = put(store, &repo, &image(&config, &layer, None), std::slice::from_ref(&tag)).await;
+    // Everything queued so far is due with a cutoff in the future; nothing is with one in the past.
+    let due = crate::now() + 1;
+    assert_eq!(store.due_count(crate::now() - 60).await.unwrap(), 0);
+    assert_eq!(store.due_count(due).await.unwrap(), 3, "the three uploaded blobs");
+
+    // Blobs: only the unreferenced one is garbage.
+    let garbage: Vec<_> = store.garbage_blobs(due, 100).await.unwrap().into_iter().map(|b| b.digest).collect();
+    assert_eq!(garbage, vec![loose.clone()]);
+    assert_eq!(store.garbage_blobs(crate::now() - 60, 100).await.unwrap(), vec![], "not due before its grace");
+
+    // A tagged manifest is kept; an untagged one only if untagged manifests are kept.
+    assert!(store.garbage_manifests(due, true, 100).await.unwrap().is_empty());
+    assert!(store.delete_tag(&repo, &tag).await.unwrap());
+    assert!(store.garbage_manifests(due, false, 100).await.unwrap().is_empty(), "untagged are kept by default");
+    let found = store.garbage_manifests(due, true, 100).await.unwrap();
+    assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&image_digest]);
+
+    // A manifest an index references is in use, untagged or not; the index pushed by
+    // digest is queued, and garbage when untagged manifests go.
+    let index_digest = put(store, &repo, &index(&image_digest), &[]).await;
+    let due = crate::now() + 1;
+    let found = store.garbage_manifests(due, true, 100).await.unwrap();
+    assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&index_digest]);
+
+    // An artifact whose subject is not there is garbage even when untagged ones are kept.
+    let orphan = put(store, &repo, &image(&config, &layer, Some(&Digest::of(b"gone"))), &[]).await;
+    let referrer = put(store, &repo, &image(&config, &layer, Some(&index_digest)), &[]).await;
+    let due = crate::now() + 1;
+    let found = store.garbage_manifests(due, false, 100).await.unwrap();
+    assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&orphan]);
+
+    // Removing re-checks: a tagged manifest is not removed; the index is, and what it
+    // referenced (its child, its referrer) is queued, then garbage in turn.
+    assert!(!store.remove_manifest(&repo, &image_digest, true).await.unwrap(), "referenced by the index");
+    assert!(store.remove_manifest(&repo, &index_digest, true).await.unwrap());
+    assert!(!store.remove_manifest(&repo, &index_digest, true).await.unwrap(), "gone already");
+    let due = crate::now() + 1;
+    let mut found: Vec<_> =
+        store.garbage_manifests(due, false, 100).await.unwrap().into_iter().map(|m| m.digest).collect();
+    found.sort();
+    let mut expected = vec![orphan.clone(), referrer.clone()];
+    expected.sort();
+    assert_eq!(found, expected, "the referrer's subject is gone");
+    for d in [&image_digest, &orphan, &referrer] {
+        assert!(store.remove_manifest(&repo, d, true).await.unwrap());
+    }
+    let due = crate::now() + 1;
+    let mut garbage: Vec<_> = store.garbage_blobs(due, 100).await.unwrap().into_iter().map(|b| b.digest).collect();
+    garbage.sort();
+    let mut all = vec![config.clone(), layer.clone(), loose.clone()];
+    all.sort();
+    assert_eq!(garbage, all, "nothing references any blob now");
+
+    // A blob queued again after the cutoff (uploaded again) is not doomed.
+    store.link_blob(&repo, &layer, &info("k/layer"), None).await.unwrap();
+    assert_eq!(store.doom_blob(&layer, crate::now() - 1).await.unwrap(), None);
+
+    // Doomed: marked deleting, unreadable, its links gone; a link of the same bytes fails
+    // cleanly, one of new bytes brings it back.
+    assert_eq!(store.doom_blob(&config, due).await.unwrap(), Some(info("k/config")));
+    assert_eq!(store.doom_blob(&loose, due).await.unwrap(), Some(info("k/loose")));
+    assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), None);
+    assert_eq!(store.blob(&config).await.unwrap(), None);
+    let doomed: Vec<_> = store.doomed_blobs(10).await.unwrap().into_iter().map(|b| b.digest).collect();
+    let mut expected = vec![config.clone(), loose.clone()];
+    expected.sort();
+    assert_eq!(doomed, expected);
+    let err = store.link_blob(&repo, &config, &info("k/config"), None).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BlobUnknown);
+    assert_eq!(store.link_blob(&repo, &loose, &info("k/loose2"), None).await.unwrap(), "k/loose2");
+    assert!(!store.forget_blob(&loose, "k/loose", false).await.unwrap(), "revived: its record stays");
+    assert_eq!(store.repo_blob(&repo, &loose).await.unwrap(), Some(info("k/loose2")));
+    assert!(store.blob_recorded(&config).await.unwrap());
+    assert!(store.forget_blob(&config, "k/config", false).await.unwrap());
+    assert!(!store.blob_recorded(&config).await.unwrap());
+    assert!(store.doomed_blobs(10).await.unwrap().is_empty());
+    // A tombstone: the record stays, not doomed again, and its own bytes are never linked.
+    store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap();
+    assert_eq!(store.doom_blob(&config, crate::now() + 1).await.unwrap(), Some(info("k/config2")));
+    assert!(store.forget_blob(&config, "k/config2", true).await.unwrap());
+    assert!(store.doomed_blobs(10).await.unwrap().is_empty());
+    let err = store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BlobUnknown);
+    assert_eq!(store.link_blob(&repo, &config, &info("k/config3"), None).await.unwrap(), "k/config3");
+    assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), Some(info("k/config3")), "size restored");
+
+    // A manifest put naming a doomed blob fails cleanly.
+    assert_eq!(store.doom_blob(&layer, crate::now() + 1).await.unwrap().map(|b| b.key), Some("k/layer".into()));
+    let body = image(&loose, &layer, None);
+    let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
+    let digest = Digest::of(&body);
+    let err = store
+        .put_manifest(NewManifest { repo: &repo, digest: &digest, parsed: &parsed, body: &body, tags: &[] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ManifestBlobUnknown);
+
+    // Clearing drops what was reviewed; the consistency check queues what is unreferenced.
+    store.clear_reviewed(crate::now() + 1, true, true).await.unwrap();
+    assert_eq!(store.due_count(crate::now() + 1).await.unwrap(), 0);
+    assert_eq!(store.queue_unreferenced(false).await.unwrap(), 2, "the live, unreferenced loose and config blobs");
+    let keys = store.blob_keys(None, 10).await.unwrap();
+    assert_eq!(keys.len(), 3, "config, loose, and layer while deleting: {keys:?}");
+    assert_eq!(store.blob_keys(Some(&keys[0].0), 10).await.unwrap(), keys[1..].to_vec());
+
+    // Runs are recorded and listed newest first.
+    let mut run = GcRun {
+        id: 0,
+        kind: GcKind::Full,
+        dry_run: true,
+        started_ms: 1_000,
+        duration_ms: 5,
+        candidates: 7,
+        manifests_removed: 1,
+        blobs_removed: 2,
+        bytes_freed: 30,
+        orphans_removed: 1,
+        orphan_bytes: 4,
+        error: None,
+    };
+    let first = store.record_run(&run).await.unwrap();
+    run.kind = GcKind::Incremental;
+    run.dry_run = false;
+    run.error = Some("stopped".into());
+    let second = store.record_run(&run).await.unwrap();
+    assert!(second > first);
+    let runs = store.runs(None, 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0], GcRun { id: second, ..run.clone() });
+    assert_eq!((runs[1].kind, runs[1].dry_run, runs[1].error.as_deref()), (GcKind::Full, true, None));
+    assert_eq!(store.runs(Some(second), 10).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![first]);
+}

@@ -1,0 +1,364 @@
+//! The garbage collector's runner: one run at a time across nodes (the `gc` lease, renewed
+//! while it runs, plus a per-node mutex), on a schedule ([`Collector::run`]) and on demand
+//! ([`collect`], behind `POST /api/v1/gc`), optionally a dry run.
+//!
+//! A run decides first and acts second. It reads, from the review queues, the candidates
+//! due (queued before its start minus the grace period) that are garbage now; a dry run
+//! stops there and reports them. A real run then removes each one, re-checked in its own
+//! transaction ([`GcStore`]); what a removal makes unreferenced is queued afresh and
+//! reviewed by a later run, so a dry run lists exactly what the real run that follows
+//! removes (when nothing else changes in between). Blobs go metadata first, bytes second:
+//! marked `deleting` with their links dropped, bytes removed, record deleted; a crash in
+//! between leaves a `deleting` record that the next run finishes (the first thing a run
+//! does). A full run also queues everything unreferenced (the consistency check) and
+//! removes blob-store objects no record names, older than the grace period.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_core::access::project_of;
+use berth_core::{Error, ErrorKind};
+use berth_meta::{AuditEvent, GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
+use berth_storage::StoredBlob;
+use tokio_util::sync::CancellationToken;
+
+use crate::Registry;
+use crate::blobs::storage_err;
+
+/// Candidates of each kind (blobs, manifests, orphans) one run decides on; the next run
+/// takes the rest.
+pub const MAX_RUN: usize = 10_000;
+/// The `gc` lease's lifetime; the running node renews it every third of it. A node that
+/// dies mid-run holds up the next run on another node this long at most.
+const LEASE: Duration = Duration::from_secs(15);
+/// Records and blob-store names read per page by a full run.
+const PAGE: usize = 1_000;
+
+/// The collector's settings.
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// A candidate is reviewed once queued this long (and an orphan removed once this old).
+    pub grace: Duration,
+    /// Between scheduled runs (incremental).
+    pub interval: Duration,
+    /// Between scheduled full runs.
+    pub full_interval: Duration,
+    /// Untagged, unreferenced manifests are removed (default: kept).
+    pub delete_untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> GcConfig {
+        GcConfig {
+            grace: Duration::from_secs(3600),
+            interval: Duration::from_secs(3600),
+            full_interval: Duration::from_secs(7 * 24 * 3600),
+            delete_untagged: false,
+        }
+    }
+}
+
+/// The collector's part of the registry: its store, settings, and this node's run lock.
+pub struct Gc {
+    pub store: Arc<dyn GcStore>,
+    pub config: GcConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Gc {
+    pub fn new(store: Arc<dyn GcStore>, config: GcConfig) -> Gc {
+        Gc { store, config, running: tokio::sync::Mutex::new(()) }
+    }
+}
+
+/// What a run is asked to do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GcRequest {
+    pub full: bool,
+    pub dry_run: bool,
+}
+
+/// A run's result: the recorded figures and what was (or would be) removed.
+#[derive(Clone, Debug)]
+pub struct GcReport {
+    pub run: GcRun,
+    pub manifests: Vec<GarbageManifest>,
+    pub blobs: Vec<GarbageBlob>,
+    pub orphans: Vec<StoredBlob>,
+}
+
+/// Runs the collector once, now, if no run is in progress on any node (else `CONFLICT`).
+pub async fn collect(reg: &Registry, request: GcRequest) -> Result<GcReport, Error> {
+    let gc = reg.gc.as_ref().ok_or_else(|| Error::internal("garbage collection is not configured"))?;
+    let busy = || Error::new(ErrorKind::Conflict).with_message("a garbage collection run is in progress");
+    let _running = gc.running.try_lock().map_err(|_| busy())?;
+    if !reg.meta.try_lease("gc", &reg.node_id, LEASE.as_secs() as i64).await? {
+        return Err(busy());
+    }
+    // Renewed while the run goes on; released (expired) when it ends.
+    let done = CancellationToken::new();
+    let renewer = tokio::spawn(renew(Arc::clone(&reg.meta), reg.node_id.clone(), done.clone()));
+    let mut run = Run::new(reg, gc, request);
+    let outcome = run.go().await;
+    done.cancel();
+    let _ = renewer.await;
+    if let Err(e) = reg.meta.try_lease("gc", &reg.node_id, -1).await {
+        tracing::warn!(error = %e, "releasing the gc lease");
+    }
+    let mut report = run.report;
+    report.run.duration_ms = run.started.elapsed().as_millis() as i64;
+    if let Err(e) = &outcome {
+        // Recorded too, with what it did before it stopped; the cause is in the log.
+        tracing::warn!(error = %e, "garbage collection run stopped early");
+        report.run.error = Some(format!("stopped early ({})", e.kind.wire().0));
+    }
+    report.run.id = gc.store.record_run(&report.run).await?;
+    outcome.map(|()| report)
+}
+
+async fn renew(meta: Arc<dyn berth_meta::MetadataStore>, holder: String, done: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(LEASE / 3) => {}
+        }
+        if let Err(e) = meta.try_lease("gc", &holder, LEASE.as_secs() as i64).await {
+            tracing::warn!(error = %e, "renewing the gc lease");
+        }
+    }
+}
+
+/// One run in progress.
+struct Run<'a> {
+    reg: &'a Registry,
+    gc: &'a Gc,
+    request: GcRequest,
+    /// Candidates queued before this (Unix seconds) are due.
+    before: i64,
+    started: Instant,
+    report: GcReport,
+}
+
+impl<'a> Run<'a> {
+    fn new(reg: &'a Registry, gc: &'a Gc, request: GcRequest) -> Run<'a> {
+        let kind = if request.full { GcKind::Full } else { GcKind::Incremental };
+        let run = GcRun {
+            id: 0,
+            kind,
+            dry_run: request.dry_run,
+            started_ms: crate::audit::now_ms(),
+            duration_ms: 0,
+            candidates: 0,
+            manifests_removed: 0,
+            blobs_removed: 0,
+            bytes_freed: 0,
+            orphans_removed: 0,
+            orphan_bytes: 0,
+            error: None,
+        };
+        Run {
+            reg,
+            gc,
+            request,
+            before: berth_meta::now() - gc.config.grace.as_secs() as i64,
+            started: Instant::now(),
+            report: GcReport { run, manifests: Vec::new(), blobs: Vec::new(), orphans: Vec::new() },
+        }
+    }
+
+    async fn go(&mut self) -> Result<(), Error> {
+        let (reg, store) = (self.reg, &self.gc.store);
+        // A run that crashed left blobs marked `deleting`: they go first.
+        self.finish_doomed().await?;
+        if self.request.full && !self.request.dry_run {
+            store.queue_unreferenced(self.gc.config.delete_untagged).await?;
+        }
+        self.report.run.candidates = store.due_count(self.before).await?;
+        // Every decision first, against one state; then the removals.
+        let limit = MAX_RUN as u32;
+        let blobs = store.garbage_blobs(self.before, limit).await?;
+        let manifests = store.garbage_manifests(self.before, self.gc.config.delete_untagged, limit).await?;
+        let complete = (blobs.len() < MAX_RUN, manifests.len() < MAX_RUN);
+        if self.request.dry_run {
+            self.report.manifests.extend(manifests);
+            for blob in blobs {
+                self.removed_blob(blob);
+            }
+        } else {
+            for m in manifests {
+                if store.remove_manifest(&m.repo, &m.digest, self.gc.config.delete_untagged).await? {
+                    self.audit_removal(&m).await;
+                    self.report.manifests.push(m);
+                }
+            }
+            for blob in blobs {
+                let _stripe = reg.blob_locks.lock(&blob.digest).await;
+                if let Some(info) = store.doom_blob(&blob.digest, self.before).await? {
+                    let doomed = GarbageBlob { key: info.key, size: info.size, ..blob };
+                    self.remove_bytes(doomed).await?;
+                }
+            }
+            // Whatever was due is reviewed now, unless a kind had more than one run takes.
+            store.clear_reviewed(self.before, complete.0, complete.1).await?;
+        }
+        self.report.run.manifests_removed = self.report.manifests.len() as u64;
+        if self.request.full {
+            self.sweep_orphans().await?;
+        }
+        Ok(())
+    }
+
+    fn removed_blob(&mut self, blob: GarbageBlob) {
+        self.report.run.blobs_removed += 1;
+        self.report.run.bytes_freed += blob.size;
+        self.report.blobs.push(blob);
+    }
+
+    /// Removes the bytes of a blob marked `deleting`, then its record.
+    async fn remove_bytes(&mut self, blob: GarbageBlob) -> Result<(), Error> {
+        self.reg.blobs.delete_blob(&blob.key).await.map_err(storage_err)?;
+        // Where keys are per commit, a tombstone keeps a commit that found these bytes just
+        // before they went from linking them (one key per digest: `BlobLocks` does that).
+        let tombstone = !self.reg.blobs.key_per_digest();
+        if self.gc.store.forget_blob(&blob.digest, &blob.key, tombstone).await? {
+            self.removed_blob(blob);
+        }
+        Ok(())
+    }
+
+    /// Finishes the blobs marked `deleting` (a dry run lists them: the real run removes them).
+    async fn finish_doomed(&mut self) -> Result<(), Error> {
+        let reg = self.reg;
+        loop {
+            let doomed = self.gc.store.doomed_blobs(PAGE as u32).await?;
+            let last = doomed.len() < PAGE;
+            for blob in doomed {
+                if self.request.dry_run {
+                    self.removed_blob(blob);
+                } else {
+                    let _stripe = reg.blob_locks.lock(&blob.digest).await;
+                    self.remove_bytes(blob).await?;
+                }
+            }
+            if last || self.request.dry_run || self.report.blobs.len() >= MAX_RUN {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn audit_removal(&self, m: &GarbageManifest) {
+        let event = AuditEvent {
+            at_ms: crate::audit::now_ms(),
+            actor: Some("gc".to_owned()),
+            address: "-".to_owned(),
+            operation: "gc.manifest.delete".to_owned(),
+            project: Some(project_of(&m.repo).to_owned()),
+            resource: Some(format!("{}@{}", m.repo, m.digest)),
+            outcome: "success".to_owned(),
+            detail: None,
+            count: 1,
+        };
+        self.reg.audit.record(event).await;
+    }
+
+    /// Removes blob-store objects that no record names and that are older than the grace
+    /// period (and than the snapshot of records, so that a blob committed and recorded
+    /// during the sweep is never taken for an orphan).
+    async fn sweep_orphans(&mut self) -> Result<(), Error> {
+        let cutoff = SystemTime::now() - self.gc.config.grace;
+        let mut known = HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.gc.store.blob_keys(after.as_deref(), PAGE as u32).await?;
+            let last = page.len() < PAGE;
+            after = page.last().map(|(digest, _)| digest.clone());
+            known.extend(page.into_iter().filter_map(|(_, key)| self.reg.blobs.stored_name(&key)));
+            if last {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.reg.blobs.list_blobs(after.as_deref(), PAGE).await.map_err(storage_err)?;
+            let last = page.len() < PAGE;
+            after = page.last().map(|b| b.name.clone());
+            let orphans: Vec<StoredBlob> =
+                page.into_iter().filter(|b| b.modified < cutoff && !known.contains(&b.name)).collect();
+            self.remove_orphans(orphans).await?;
+            if last || self.report.orphans.len() >= MAX_RUN {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn remove_orphans(&mut self, orphans: Vec<StoredBlob>) -> Result<(), Error> {
+        let reg = self.reg;
+        let mut batch = Vec::new();
+        for orphan in orphans {
+            if self.request.dry_run {
+                self.removed_orphan(orphan);
+                continue;
+            }
+            match &orphan.digest {
+                // The name is the digest (a filesystem store): an upload of the same
+                // content could adopt these bytes; re-checked under its lock.
+                Some(digest) => {
+                    let _stripe = reg.blob_locks.lock(digest).await;
+                    if !self.gc.store.blob_recorded(digest).await? {
+                        reg.blobs.delete_stored(std::slice::from_ref(&orphan.name)).await.map_err(storage_err)?;
+                        self.removed_orphan(orphan);
+                    }
+                }
+                None => batch.push(orphan),
+            }
+        }
+        let names: Vec<String> = batch.iter().map(|b| b.name.clone()).collect();
+        self.reg.blobs.delete_stored(&names).await.map_err(storage_err)?;
+        for orphan in batch {
+            self.removed_orphan(orphan);
+        }
+        Ok(())
+    }
+
+    fn removed_orphan(&mut self, orphan: StoredBlob) {
+        self.report.run.orphans_removed += 1;
+        self.report.run.orphan_bytes += orphan.size;
+        self.report.orphans.push(orphan);
+    }
+}
+
+/// The scheduled collector: an incremental run every `interval`, a full one every
+/// `full_interval`, on whichever node gets the `gc` lease.
+pub struct Collector {
+    registry: Arc<Registry>,
+}
+
+impl Collector {
+    pub fn new(registry: Arc<Registry>) -> Collector {
+        Collector { registry }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Some(gc) = self.registry.gc.as_ref() else { return };
+        let (interval, full_interval) = (gc.config.interval, gc.config.full_interval);
+        let mut last_full = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let full = last_full.elapsed() >= full_interval;
+            match collect(&self.registry, GcRequest { full, dry_run: false }).await {
+                Ok(report) => {
+                    if full {
+                        last_full = Instant::now();
+                    }
+                    tracing::info!(run = ?report.run, "garbage collection");
+                }
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => tracing::warn!(error = %e, "garbage collection run failed"),
+            }
+        }
+    }
+}

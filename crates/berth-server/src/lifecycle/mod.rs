@@ -1,0 +1,39 @@
+//! Storage lifecycle jobs (issue 10): garbage collection (`gc.rs`), and what they share
+//! with the write path.
+//!
+//! [`BlobLocks`] is the per-node lock that keeps a blob's bytes from being removed while an
+//! upload of the same content commits: the filesystem store gives every copy of a digest
+//! the same key, so an upload committing while GC removes that key could record bytes that
+//! are gone. The upload's commit-and-link and GC's doom-remove-forget of one digest hold
+//! the same stripe; across nodes (S3), keys are per upload and `link_blob` refuses to
+//! revive a blob with the very key being removed.
+
+use std::hash::{Hash, Hasher};
+
+use berth_core::Digest;
+use tokio::sync::{Mutex, MutexGuard};
+
+pub mod gc;
+
+/// Stripes: distinct digests rarely share one, and the table stays small.
+const STRIPES: usize = 64;
+
+/// Per-digest locks, striped (uncontended: one atomic operation).
+pub struct BlobLocks {
+    stripes: Vec<Mutex<()>>,
+}
+
+impl Default for BlobLocks {
+    fn default() -> BlobLocks {
+        BlobLocks { stripes: (0..STRIPES).map(|_| Mutex::new(())).collect() }
+    }
+}
+
+impl BlobLocks {
+    /// Waits for the stripe of `digest`.
+    pub async fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        digest.as_str().hash(&mut hasher);
+        self.stripes[(hasher.finish() % STRIPES as u64) as usize].lock().await
+    }
+}
