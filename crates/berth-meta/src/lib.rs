@@ -13,6 +13,7 @@ pub mod audit;
 mod cache;
 mod clock;
 pub mod identity;
+pub mod ops;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,6 +23,7 @@ mod suite;
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
+pub use ops::{OpsStore, PoolUsage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

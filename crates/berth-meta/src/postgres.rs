@@ -7,6 +7,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::ops::sql::ops_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -37,6 +38,10 @@ impl PgStore {
     /// concurrent commits share WAL flushes already.
     async fn durable(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn pools(&self) -> [(&'static str, &PgPool); 1] {
+        [("shared", &self.reader)]
     }
 }
 
@@ -70,6 +75,7 @@ async fn migrate(pool: &PgPool) -> Result<(), Error> {
 sql_store!(PgStore);
 identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
+ops_store!(PgStore, "CASE WHEN strpos(rb.repo, '/') > 0 THEN split_part(rb.repo, '/', 1) ELSE 'library' END");
 
 #[cfg(test)]
 mod tests {
@@ -86,6 +92,13 @@ mod tests {
         let store = super::PgStore::open(&pg.database("identity")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_ops_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("ops")).await.unwrap();
+        crate::ops::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::audit::sql::audit_store;
 use crate::identity::sql::identity_store;
+use crate::ops::sql::ops_store;
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
 use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
 
@@ -142,6 +143,10 @@ impl SqliteStore {
     async fn durable(&self) -> Result<(), Error> {
         self.wal.sync().await
     }
+
+    fn pools(&self) -> [(&'static str, &SqlitePool); 2] {
+        [("writer", &self.writer), ("reader", &self.reader)]
+    }
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
@@ -173,6 +178,10 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
 sql_store!(SqliteStore);
 identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
+ops_store!(
+    SqliteStore,
+    "CASE WHEN instr(rb.repo, '/') > 0 THEN substr(rb.repo, 1, instr(rb.repo, '/') - 1) ELSE 'library' END"
+);
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +198,13 @@ mod tests {
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_ops_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::ops::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -446,6 +446,11 @@ impl BlobStore for FsBlobStore {
         let path = self.blob_path(key)?;
         blocking(move || remove_if_present(&path)).await
     }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        let blobs = self.blobs.clone();
+        blocking(move || std::fs::metadata(&blobs).map(|_| ()).map_err(StorageError::from)).await
+    }
 }
 
 #[cfg(test)]

@@ -116,4 +116,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob; removing a missing one succeeds.
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Whether the store answers at all (a readiness probe): one cheap request that
+    /// touches no blob (a `stat` of the blob directory, a `HEAD` in the bucket).
+    async fn probe(&self) -> Result<(), StorageError>;
 }
