@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, PgStore, SqliteStore};
+use berth_meta::{
+    AuditStore, CachedStore, DEFAULT_CACHE_BYTES, IdentityStore, MetadataStore, OpsStore, PgStore, SqliteStore,
+};
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::listen::{self, ServeLimits};
+use berth_server::observe::stores::Timed;
+use berth_server::observe::{JobOutcome, Metrics};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore};
@@ -21,6 +25,19 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often each node recomputes `berth_storage_bytes` (one scan of `repo_blobs`).
+const STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How log lines are written (on stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
 
 /// Everything `berth serve` can be told.
 #[derive(Clone, Debug)]
@@ -63,6 +80,14 @@ pub struct Config {
     pub auto_create_projects: bool,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
+    /// Record metrics and serve `/metrics` (off: nothing is recorded, `/metrics` is 404).
+    pub metrics: bool,
+    /// A second listen address serving `/metrics` without credentials (and the probes),
+    /// meant for a private interface; on the main address `/metrics` is a system
+    /// administrator's.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How `berth serve` writes its log (read by `main`, which sets up logging).
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -88,6 +113,9 @@ impl Config {
             token_ttl: access.token_ttl,
             auto_create_projects: access.auto_create_projects,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            metrics: true,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -105,23 +133,35 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
-/// The database's three stores, and the data directory's lock in embedded mode.
+/// The database's stores, and the data directory's lock in embedded mode.
 pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub identity: Arc<dyn IdentityStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub ops: Arc<dyn OpsStore>,
     lock: Option<std::fs::File>,
 }
 
 /// Opens the database the config names (taking the data directory's lock in embedded
 /// mode): `berth serve`'s, and the offline commands' on a stopped server's data.
 pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
+    open_database_timed(config, Arc::new(Metrics::new(false))).await
+}
+
+/// [`open_database`], the registry's store timed into `metrics`.
+async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let (stores, lock) = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::open(url).await?;
-            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store));
-            (Stores { meta, identity, audit, lock: None }, None)
+            let stores = Stores {
+                meta: Arc::new(Timed::database(store.clone(), metrics)),
+                identity: Arc::new(store.clone()),
+                audit: Arc::new(store.clone()),
+                ops: Arc::new(store),
+                lock: None,
+            };
+            (stores, None)
         }
         Some(other) => return Err(format!("unsupported database URL {other:?}: expected postgres://").into()),
         None => {
@@ -133,9 +173,11 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
             let stores = Stores {
-                meta: Arc::new(CachedStore::new(store.clone(), config.manifest_cache_bytes)),
+                // Timed inside the cache: a hit is not a database operation.
+                meta: Arc::new(CachedStore::new(Timed::database(store.clone(), metrics), config.manifest_cache_bytes)),
                 identity: Arc::new(store.clone()),
-                audit: Arc::new(store),
+                audit: Arc::new(store.clone()),
+                ops: Arc::new(store),
                 lock: None,
             };
             (stores, Some(lock))
@@ -146,10 +188,11 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
 
 /// Opens the stores the config names and starts the audit log's writer.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
-    let stores = open_database(config).await?;
+    let metrics = Arc::new(Metrics::new(config.metrics));
+    let stores = open_database_timed(config, Arc::clone(&metrics)).await?;
     let blobs: Arc<dyn BlobStore> = match &config.storage {
-        Some(s3) => Arc::new(S3BlobStore::new(s3.clone())?),
-        None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
+        Some(s3) => Arc::new(Timed::blobs(S3BlobStore::new(s3.clone())?, Arc::clone(&metrics))),
+        None => Arc::new(Timed::blobs(FsBlobStore::open(&config.data_dir).await?, Arc::clone(&metrics))),
     };
     let registry_config = RegistryConfig {
         upload_ttl: config.upload_ttl,
@@ -175,7 +218,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         AuditLog::new(stores.audit),
         registry_config,
     )
-    .with_token_auth(tokens);
+    .with_token_auth(tokens)
+    .with_observability(metrics, stores.ops);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
@@ -190,6 +234,17 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
+    let usage = tokio::spawn(storage_gauge(Arc::clone(&registry), shutdown.clone()));
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics");
+            let app = berth_server::metrics_app(Arc::clone(&registry));
+            let limits = ServeLimits { header_timeout: config.header_timeout, max_connections: 64 };
+            Some(tokio::spawn(listen::serve(listener, app, limits, shutdown.clone())))
+        }
+        None => None,
+    };
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.storage.as_ref().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -207,10 +262,38 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     shutdown.cancel();
     janitor.await?;
     pruner.await?;
+    usage.await?;
+    if let Some(server) = metrics_server {
+        server.await??;
+    }
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);
     Ok(served?)
+}
+
+/// Keeps `berth_storage_bytes` current: every node computes it every
+/// [`STORAGE_GAUGE_INTERVAL`] (a gauge each node exposes; no lease, the query only reads).
+async fn storage_gauge(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let Some(ops) = registry.ops.clone().filter(|_| registry.metrics.enabled()) else { return };
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = match ops.storage_by_project().await {
+            Ok(usage) => {
+                registry.metrics.set_storage(&usage);
+                JobOutcome::Ok
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "computing storage per project failed");
+                JobOutcome::Failed
+            }
+        };
+        registry.metrics.job_run("storage-usage", outcome, started.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STORAGE_GAUGE_INTERVAL) => {}
+        }
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit (each connection

@@ -90,15 +90,36 @@ struct ServeArgs {
     /// (private); without it such a push is refused.
     #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS")]
     auto_create_projects: bool,
+    /// Record Prometheus metrics and serve /metrics (`--metrics false`: record nothing).
+    #[arg(long, env = "BERTH_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    metrics: bool,
+    /// Also serve /metrics (without credentials) and the health probes on this address,
+    /// e.g. a private interface; on the main address /metrics needs a system administrator.
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// How the log is written on stderr: text (for people) or json (one object per line).
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = berth::LogFormat::Text)]
+    log_format: berth::LogFormat,
+}
+
+/// Logs on stderr, filtered by `BERTH_LOG` (default `info`).
+fn init_logging(format: berth::LogFormat) {
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr);
+    match format {
+        berth::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The request span (its id) rides along as `span`; fields at the top level.
+        berth::LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Manage(_) => berth::LogFormat::Text,
+    });
     let is_serve = matches!(cli.command, Command::Serve(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
@@ -140,6 +161,9 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         token_ttl: args.token_ttl,
         auto_create_projects: args.auto_create_projects,
         audit_retention: args.audit_retention,
+        metrics: args.metrics,
+        metrics_listen: args.metrics_listen,
+        log_format: args.log_format,
     };
     match berth::raise_nofile_limit() {
         Ok(limit) => tracing::info!(limit, "open files"),

@@ -175,6 +175,8 @@ pub(crate) struct Caller {
     headers: HeaderMap,
     peer: Option<IpAddr>,
     query: Option<String>,
+    /// Where the access log learns who the request was authorized as.
+    principal: Option<crate::observe::http::PrincipalSlot>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -185,13 +187,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             headers: parts.headers.clone(),
             peer: parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip()),
             query: parts.uri.query().map(str::to_owned),
+            principal: parts.extensions.get::<crate::observe::http::PrincipalSlot>().cloned(),
         })
     }
 }
 
 impl Caller {
     async fn authorize(&self, registry: &Registry, access: Access<'_>) -> Result<Principal, Error> {
-        registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await
+        let result = registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await;
+        crate::observe::http::authorized(registry, self.principal.as_ref(), &self.headers, &result);
+        result
     }
 
     /// Records a change the caller made, once it succeeded: who, from where, what (a
