@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-/// How often each node recomputes `berth_storage_bytes` (one scan of `repo_blobs`).
-const STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often each node recomputes `berth_storage_bytes` unless told otherwise (one scan
+/// of `repo_blobs`).
+pub const DEFAULT_STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How log lines are written (on stderr).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -86,6 +87,8 @@ pub struct Config {
     /// meant for a private interface; on the main address `/metrics` is a system
     /// administrator's.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often `berth_storage_bytes` (bytes per project) is recomputed.
+    pub metrics_storage_interval: Duration,
     /// How `berth serve` writes its log (read by `main`, which sets up logging).
     pub log_format: LogFormat,
 }
@@ -115,6 +118,7 @@ impl Config {
             audit_retention: DEFAULT_AUDIT_RETENTION,
             metrics: true,
             metrics_listen: None,
+            metrics_storage_interval: DEFAULT_STORAGE_GAUGE_INTERVAL,
             log_format: LogFormat::Text,
         }
     }
@@ -234,7 +238,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.janitor_interval, shutdown.clone()));
     let pruner = AuditPruner::new(Arc::clone(&registry), config.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
-    let usage = tokio::spawn(storage_gauge(Arc::clone(&registry), shutdown.clone()));
+    let usage = storage_gauge(Arc::clone(&registry), config.metrics_storage_interval, shutdown.clone());
+    let usage = tokio::spawn(usage);
     let metrics_server = match config.metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
@@ -272,9 +277,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     Ok(served?)
 }
 
-/// Keeps `berth_storage_bytes` current: every node computes it every
-/// [`STORAGE_GAUGE_INTERVAL`] (a gauge each node exposes; no lease, the query only reads).
-async fn storage_gauge(registry: Arc<Registry>, shutdown: CancellationToken) {
+/// Keeps `berth_storage_bytes` current: every node computes it every `interval` (a gauge
+/// each node exposes; no lease, the query only reads).
+async fn storage_gauge(registry: Arc<Registry>, interval: Duration, shutdown: CancellationToken) {
     let Some(ops) = registry.ops.clone().filter(|_| registry.metrics.enabled()) else { return };
     loop {
         let started = std::time::Instant::now();
@@ -291,7 +296,7 @@ async fn storage_gauge(registry: Arc<Registry>, shutdown: CancellationToken) {
         registry.metrics.job_run("storage-usage", outcome, started.elapsed());
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STORAGE_GAUGE_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

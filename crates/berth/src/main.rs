@@ -97,6 +97,9 @@ struct ServeArgs {
     /// e.g. a private interface; on the main address /metrics needs a system administrator.
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// How often the storage-per-project gauge is recomputed (one scan of the blob links).
+    #[arg(long, env = "BERTH_METRICS_STORAGE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    metrics_storage_interval: Duration,
     /// How the log is written on stderr: text (for people) or json (one object per line).
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = berth::LogFormat::Text)]
     log_format: berth::LogFormat,
@@ -163,6 +166,7 @@ async fn serve(args: ServeArgs) -> Result<(), berth::BoxError> {
         audit_retention: args.audit_retention,
         metrics: args.metrics,
         metrics_listen: args.metrics_listen,
+        metrics_storage_interval: args.metrics_storage_interval,
         log_format: args.log_format,
     };
     match berth::raise_nofile_limit() {
