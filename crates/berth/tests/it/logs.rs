@@ -107,3 +107,31 @@ async fn json_log_lines_carry_the_response_request_id_and_no_credentials() {
     let token_lines: Vec<Value> = lines(&server).into_iter().filter(|l| l["path"] == "/token").collect();
     assert_eq!(token_lines.len(), 1, "{token_lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_is_logged_once_at_error_with_its_cause_and_request_id() {
+    let backend = Backend::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = backend.spawn_env(&data, &[("BERTH_LOG_FORMAT", "json")]);
+    let api = crate::api::Api::new(server.url());
+    let digest = api.push_blob("library/lost", &crate::api::random_bytes(4096, 31)).await;
+    let storage = backend.storage(&data);
+    let (_, entry) = storage.blobs_by_digest().await.into_iter().find(|(d, _)| *d == digest).expect("the blob's bytes");
+    // The bytes go, the record stays: the GET fails inside the server.
+    storage.remove(&entry).await;
+
+    let r = api.send(reqwest::Method::GET, &format!("/v2/library/lost/blobs/{digest}")).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let id = request_id(&r);
+    let line = access_lines(&server, &id).await;
+    assert_eq!(line.len(), 1, "{line:?}");
+    assert_eq!(line[0]["status"], 500);
+    let errors: Vec<Value> = lines(&server).into_iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["span"]["id"], id.as_str(), "{errors:?}");
+    assert_eq!(errors[0]["message"], "request failed");
+    // The cause is in the log (it is not in the response).
+    let cause = errors[0]["error"].as_str().unwrap();
+    assert!(cause.starts_with("UNKNOWN: internal error (") && cause.ends_with(')'), "{cause}");
+}
