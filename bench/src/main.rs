@@ -9,6 +9,7 @@
 
 mod auth;
 mod http;
+mod metrics_off;
 mod report;
 use report::report;
 mod servers;
@@ -85,118 +86,6 @@ const MIB: usize = 1 << 20;
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// One figure of the table.
-#[derive(Clone, Copy)]
-struct Metric {
-    key: &'static str,
-    label: &'static str,
-    unit: &'static str,
-    higher_is_better: bool,
-}
-
-const METRICS: &[Metric] = &[
-    Metric { key: "push_mono", label: "{big} layer push, monolithic", unit: "MB/s", higher_is_better: true },
-    Metric { key: "push_chunked", label: "{big} layer push, {chunk} chunks", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "push_mono_probe",
-        label: "{big} monolithic push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_chunked_probe",
-        label: "{big} chunked push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_mono_cores",
-        label: "CPU during the monolithic push: server + client, in cores (of 2)",
-        unit: "cores",
-        higher_is_better: false,
-    },
-    Metric { key: "pull_big", label: "{big} layer pull, one GET", unit: "MB/s", higher_is_better: true },
-    Metric { key: "pull_ranged", label: "{big} layer pull, {chunk} ranges", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "small_layers",
-        label: "push of {small} small layers (4–64 KiB), 8 concurrent",
-        unit: "s",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "manifest_rps",
-        label: "manifest GET by tag (~1 KB), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric { key: "manifest_p50", label: "manifest GET p50", unit: "ms", higher_is_better: false },
-    Metric { key: "manifest_p99", label: "manifest GET p99", unit: "ms", higher_is_better: false },
-    Metric { key: "head_rps", label: "blob HEAD, 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "get_1m", label: "1 MiB blob GET, 64 conns", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "setup_puts",
-        label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "tags_rps",
-        label: "tag list ({repos} repos × {tags} tags), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "catalog_rps",
-        label: "catalog, n=100 ({repos} repos), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_anon_rps",
-        label: "manifest GET, public project, anonymous, 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_token_rps",
-        label: "manifest GET, public project, bearer token (one `/token` per connection), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "token_ratio",
-        label: "authenticated ÷ anonymous manifest GETs (the two rows above; ≥ 80 % required)",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "idle_rss",
-        label: "idle resident memory (VmRSS 0.5 s after start)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "peak_rss",
-        label: "peak resident memory (VmHWM after all workloads)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
-];
-
-impl Metric {
-    /// The label with this run's sizes filled in.
-    fn label(&self, s: Sizes) -> String {
-        let size = |b: usize| if b >= 1 << 30 { format!("{} GiB", b >> 30) } else { format!("{} MiB", b >> 20) };
-        self.label
-            .replace("{big}", &size(s.big))
-            .replace("{chunk}", &size(s.chunk))
-            .replace("{small}", &s.small_layers.to_string())
-            .replace("{repos}", &s.repos.to_string())
-            .replace("{tags}", &s.tags.to_string())
-    }
-}
 
 /// Deterministic incompressible bytes.
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -368,16 +257,8 @@ async fn run_server(
     // 3–5. Fixed-time loads.
     let duration = Duration::from_secs_f64(sizes.seconds);
     if on("manifest") {
-        let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
         phase("manifest GET load");
-        let l = http::load(
-            &target,
-            CONNS,
-            duration,
-            Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])),
-            StatusCode::OK,
-        )
-        .await?;
+        let l = metrics_off::manifest_load(&target, duration).await?;
         out.insert("manifest_rps", l.rps());
         out.insert("manifest_p50", l.p50_ms);
         out.insert("manifest_p99", l.p99_ms);
@@ -780,6 +661,10 @@ async fn main() -> Result<(), BoxError> {
                 results.entry(name).or_default().entry(k).or_default().push(v);
             }
             drop(server);
+            if name == "Berth" && on("manifest") {
+                let got = results.entry(name).or_default();
+                metrics_off::measure(&args.berth, &dir, &admin_password, sizes.seconds, got).await?;
+            }
             let (busy1, own1) = cpu_seconds();
             let others =
                 ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;

@@ -67,9 +67,14 @@ pub struct ScaleOut {
 /// Starts Berth with `admin_password` for its `admin` (whose pushes create the projects
 /// they name, as the workloads push to several).
 pub fn berth(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>, admin_password: &str) -> Server {
+    berth_with(bin, dir, scaleout, admin_password, &[])
+}
+
+/// [`berth`] with more flags (`--metrics false`).
+pub fn berth_with(bin: &Path, dir: &Path, scaleout: Option<&ScaleOut>, admin_password: &str, flags: &[&str]) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.join("berth"));
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.join("berth")).args(flags);
     if let Some(s) = scaleout {
         cmd.args(["--storage", &s.storage, "--database", &s.database]);
         cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
