@@ -10,6 +10,7 @@
 mod auth;
 mod gc;
 mod http;
+mod metrics_off;
 mod report;
 use report::report;
 mod servers;
@@ -259,16 +260,8 @@ async fn run_server(
     // 3–5. Fixed-time loads.
     let duration = Duration::from_secs_f64(sizes.seconds);
     if on("manifest") {
-        let accept = format!("{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json");
         phase("manifest GET load");
-        let l = http::load(
-            &target,
-            CONNS,
-            duration,
-            Arc::new(move |_| (Method::GET, "/v2/bench/small/manifests/app".into(), vec![("accept", accept.clone())])),
-            StatusCode::OK,
-        )
-        .await?;
+        let l = metrics_off::manifest_load(&target, duration).await?;
         out.insert("manifest_rps", l.rps());
         out.insert("manifest_p50", l.p50_ms);
         out.insert("manifest_p99", l.p99_ms);
@@ -671,6 +664,10 @@ async fn main() -> Result<(), BoxError> {
                 results.entry(name).or_default().entry(k).or_default().push(v);
             }
             drop(server);
+            if name == "Berth" && on("manifest") {
+                let got = results.entry(name).or_default();
+                metrics_off::measure(&args.berth, &dir, &admin_password, sizes.seconds, got).await?;
+            }
             let (busy1, own1) = cpu_seconds();
             let others =
                 ((busy1 - busy0) - (own1 - own0)).max(0.0) / (wall0.elapsed().as_secs_f64() * cores as f64) * 100.0;

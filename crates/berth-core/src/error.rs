@@ -44,6 +44,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A management API object (user, project, member, robot) that does not exist.
     ResourceUnknown,
+    /// A store the node needs does not answer (`/readyz`); the client may retry later.
+    Unavailable,
     /// Anything else. The message never reaches the client.
     Internal,
 }
@@ -81,6 +83,7 @@ impl ErrorKind {
             Conflict => ("CONFLICT", 409, "conflict"),
             BadRequest => ("BAD_REQUEST", 400, "bad request"),
             ResourceUnknown => ("NOT_FOUND", 404, "no such resource"),
+            Unavailable => ("UNKNOWN", 503, "service unavailable"),
             Internal => ("UNKNOWN", 500, "internal error"),
         }
     }

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::audit::sql::audit_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
+use crate::ops::sql::ops_store;
 use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
@@ -81,6 +82,10 @@ impl PgStore {
     async fn durable(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    fn pools(&self) -> [(&'static str, &PgPool); 1] {
+        [("shared", &self.reader)]
+    }
 }
 
 async fn migrate(pool: &PgPool) -> Result<(), Error> {
@@ -133,6 +138,7 @@ policy_store!(PgStore);
 scrub_store!(PgStore);
 scrub_checks!(PgStore, sqlx::Postgres);
 policy_checks!(PgStore, sqlx::Postgres);
+ops_store!(PgStore, "CASE WHEN strpos(rb.repo, '/') > 0 THEN split_part(rb.repo, '/', 1) ELSE 'library' END");
 
 #[cfg(test)]
 mod tests {
@@ -165,6 +171,13 @@ mod tests {
         let pg = berth_testkit::Postgres::start();
         let store = super::PgStore::open(&pg.database("retention")).await.unwrap();
         crate::retention::suite::run(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_ops_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("ops")).await.unwrap();
+        crate::ops::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::audit::sql::audit_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
+use crate::ops::sql::ops_store;
 use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
@@ -150,6 +151,10 @@ impl SqliteStore {
     async fn durable(&self) -> Result<(), Error> {
         self.wal.sync().await
     }
+
+    fn pools(&self) -> [(&'static str, &SqlitePool); 2] {
+        [("writer", &self.writer), ("reader", &self.reader)]
+    }
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
@@ -200,6 +205,10 @@ policy_store!(SqliteStore);
 scrub_store!(SqliteStore);
 scrub_checks!(SqliteStore, sqlx::Sqlite);
 policy_checks!(SqliteStore, sqlx::Sqlite);
+ops_store!(
+    SqliteStore,
+    "CASE WHEN instr(rb.repo, '/') > 0 THEN substr(rb.repo, 1, instr(rb.repo, '/') - 1) ELSE 'library' END"
+);
 
 #[cfg(test)]
 mod tests {
@@ -239,6 +248,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::retention::suite::run(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_ops_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::ops::suite::run(&store, &store).await;
     }
 
     #[tokio::test]

@@ -363,12 +363,9 @@ impl AuditPruner {
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         let ttl = (interval.as_secs() as i64 * 3).max(30);
         loop {
-            let holder = &self.registry.node_id;
-            let pass = match self.registry.meta.try_lease("audit-prune", holder, ttl).await {
-                Ok(true) => self.run_once().await,
-                Ok(false) => Ok(0),
-                Err(e) => Err(e),
-            };
+            let lease = self.registry.meta.try_lease("audit-prune", &self.registry.node_id, ttl).await;
+            let metrics = &self.registry.metrics;
+            let pass = metrics.leased_pass("audit-prune", lease, self.run_once()).await.map(Option::unwrap_or_default);
             match pass {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "audit log pruned"),

@@ -108,12 +108,9 @@ impl Janitor {
     pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
         let ttl = (interval.as_secs() as i64 * 3).max(30);
         loop {
-            let holder = &self.registry.node_id;
-            let pass = match self.registry.meta.try_lease("janitor", holder, ttl).await {
-                Ok(true) => self.run_once().await,
-                Ok(false) => Ok(Sweep::default()),
-                Err(e) => Err(e),
-            };
+            let lease = self.registry.meta.try_lease("janitor", &self.registry.node_id, ttl).await;
+            let metrics = Arc::clone(&self.registry.metrics);
+            let pass = metrics.leased_pass("janitor", lease, self.run_once()).await.map(Option::unwrap_or_default);
             match pass {
                 Ok(sweep) if sweep != Sweep::default() => tracing::info!(?sweep, "upload janitor"),
                 Ok(_) => {}

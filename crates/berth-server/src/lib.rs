@@ -32,6 +32,7 @@ pub mod janitor;
 pub mod lifecycle;
 pub mod listen;
 mod manifests;
+pub mod observe;
 pub mod proxies;
 pub mod range;
 mod response;
@@ -114,6 +115,10 @@ pub struct Registry {
     pub gc: Option<lifecycle::gc::Gc>,
     /// Held by an upload's commit-and-link and by GC's removal of the same digest.
     pub blob_locks: lifecycle::BlobLocks,
+    /// This node's metrics (`observe`); enabled unless configured off.
+    pub metrics: Arc<observe::Metrics>,
+    /// What `/readyz` and `/metrics` read of the database; `None`: not checked.
+    pub ops: Option<Arc<dyn berth_meta::OpsStore>>,
 }
 
 impl Registry {
@@ -150,6 +155,8 @@ impl Registry {
             read_only: AtomicBool::new(false),
             gc: None,
             blob_locks: lifecycle::BlobLocks::default(),
+            metrics: Arc::new(observe::Metrics::new(true)),
+            ops: None,
         }
     }
 
@@ -164,6 +171,23 @@ impl Registry {
     pub fn with_retention(mut self, store: Arc<dyn RetentionStore>) -> Registry {
         self.retention = Some(store);
         self
+    }
+
+    /// Records into `metrics` (the ones the stores were wrapped with, see
+    /// [`observe::stores::Timed`]) and checks the database's readiness with `ops`.
+    pub fn with_observability(
+        mut self,
+        metrics: Arc<observe::Metrics>,
+        ops: Arc<dyn berth_meta::OpsStore>,
+    ) -> Registry {
+        self.metrics = metrics;
+        self.ops = Some(ops);
+        self
+    }
+
+    /// Requests carrying upload bytes running now (the upload permits taken).
+    pub fn uploads_in_progress(&self) -> usize {
+        self.config.max_uploads.saturating_sub(self.uploads.available_permits())
     }
 
     /// Authorizes with `tokens` and serves its `/token`.
@@ -185,7 +209,21 @@ pub fn app(registry: Arc<Registry>) -> Router {
                 api::refuse_writes_when_read_only,
             )),
         )
+        .route("/healthz", axum::routing::get(observe::health::healthz))
+        .route("/readyz", axum::routing::get(observe::health::readyz))
+        .route("/metrics", axum::routing::get(observe::health::metrics_authorized))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), observe::http::track))
+        .with_state(registry)
+}
+
+/// What `--metrics-listen` serves: `/metrics` without credentials, and the probes.
+pub fn metrics_app(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(observe::health::metrics_open))
+        .route("/healthz", axum::routing::get(observe::health::healthz))
+        .route("/readyz", axum::routing::get(observe::health::readyz))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), observe::http::track))
         .with_state(registry)
 }
 
@@ -193,18 +231,30 @@ async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Re
     let (parts, body) = request.into_parts();
     let body = idle::with_idle_timeout(body, registry.config.body_idle_timeout);
     let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
-    let ctx =
-        Ctx { registry: &registry, method: &parts.method, headers: &parts.headers, query: parts.uri.query(), peer };
-    let result = match Endpoint::parse(parts.uri.path()) {
-        Ok(endpoint) if !endpoint.allows(&parts.method) => Err(Error::new(ErrorKind::MethodNotAllowed)),
-        Ok(_) if !matches!(parts.method, Method::GET | Method::HEAD) && registry.read_only.load(Ordering::Relaxed) => {
-            Err(Error::new(ErrorKind::ReadOnly))
+    let principal = parts.extensions.get::<observe::http::PrincipalSlot>();
+    let ctx = Ctx {
+        registry: &registry,
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        peer,
+        principal,
+    };
+    let (route, result) = match Endpoint::parse(parts.uri.path()) {
+        Ok(endpoint) if !endpoint.allows(&parts.method) => {
+            (observe::Route::of(&endpoint), Err(Error::new(ErrorKind::MethodNotAllowed)))
         }
-        Ok(endpoint) => handle(ctx, endpoint, body).await,
-        Err(e) => Err(e),
+        Ok(endpoint)
+            if !matches!(parts.method, Method::GET | Method::HEAD) && registry.read_only.load(Ordering::Relaxed) =>
+        {
+            (observe::Route::of(&endpoint), Err(Error::new(ErrorKind::ReadOnly)))
+        }
+        Ok(endpoint) => (observe::Route::of(&endpoint), handle(ctx, endpoint, body).await),
+        Err(e) => (observe::Route::Unknown, Err(e)),
     };
     let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
     response.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response.extensions_mut().insert(route);
     response
 }
 
@@ -217,11 +267,14 @@ struct Ctx<'a> {
     query: Option<&'a str>,
     /// The client's address (`None` when served without [`listen::serve`]).
     peer: Option<std::net::IpAddr>,
+    /// Where the access log learns who the request was authorized as.
+    principal: Option<&'a observe::http::PrincipalSlot>,
 }
 
 impl Ctx<'_> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
         let result = self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await;
+        observe::http::authorized(self.registry, self.principal, self.headers, &result);
         if let Err(e) = &result {
             self.registry.audit_refusal(self.headers, self.peer, access, e).await;
         }

@@ -465,6 +465,11 @@ impl BlobStore for FsBlobStore {
         let paths = names.iter().map(|n| self.blob_path(n)).collect::<Result<Vec<_>, _>>()?;
         blocking(move || paths.iter().try_for_each(|p| remove_if_present(p))).await
     }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        let blobs = self.blobs.clone();
+        blocking(move || std::fs::metadata(&blobs).map(|_| ()).map_err(StorageError::from)).await
+    }
 }
 
 /// Up to `limit` blobs under `root` (`blobs/sha256`) named after `after`, sorted: the

@@ -156,4 +156,7 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes blobs by their listing names, in batches where the store has them (S3's
     /// `DeleteObjects`); removing a missing one succeeds.
     async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError>;
+    /// Whether the store answers at all (a readiness probe): one cheap request that
+    /// touches no blob (a `stat` of the blob directory, a `HEAD` in the bucket).
+    async fn probe(&self) -> Result<(), StorageError>;
 }

@@ -727,6 +727,11 @@ impl BlobStore for S3BlobStore {
         Ok(Box::pin(result.into_stream().map_err(io::Error::other)))
     }
 
+    async fn probe(&self) -> Result<(), StorageError> {
+        // An object nobody writes: "not found" is the bucket answering.
+        self.size_of(&self.at(&["probe"])).await.map(|_| ())
+    }
+
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError> {
         let (hex, id) = parse_key(key).ok_or(StorageError::NotFound)?;
         match self.s3.delete(&self.object(id)).await {

@@ -29,6 +29,13 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// `script` run by the postgres user: PostgreSQL refuses to run as root.
+fn as_postgres(script: &str) -> Command {
+    let mut c = Command::new("su");
+    c.args(["postgres", "-s", "/bin/sh", "-c", script]);
+    c
+}
+
 /// A PostgreSQL cluster of its own: `initdb` + `pg_ctl` in a temp directory.
 pub struct Postgres {
     dir: tempfile::TempDir,
@@ -45,22 +52,32 @@ impl Postgres {
         let dir = tempfile::Builder::new().prefix("berth-pg").tempdir().unwrap();
         let port = free_port();
         let path = dir.path().to_str().unwrap().to_owned();
-        // PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
-        let as_postgres = |script: String| {
-            let mut c = Command::new("su");
-            c.args(["postgres", "-s", "/bin/sh", "-c", &script]);
-            c
-        };
         run(Command::new("chown").args(["postgres", &path]));
-        run(&mut as_postgres(format!(
+        run(&mut as_postgres(&format!(
             "{}/initdb -D {path}/data -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null",
             bin.display()
         )));
-        run(&mut as_postgres(format!(
+        let pg = Postgres { dir, bin, port };
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the cluster (stopped by [`Postgres::stop`]) on the same port and data.
+    pub fn start_again(&self) {
+        let (path, port) = (self.dir.path().display(), self.port);
+        run(&mut as_postgres(&format!(
             "{}/pg_ctl -D {path}/data -l {path}/log -w -o \"-h 127.0.0.1 -p {port} -k {path} -c fsync=off -c max_connections=200\" start >/dev/null",
-            bin.display()
+            self.bin.display()
         )));
-        Postgres { dir, bin, port }
+    }
+
+    /// Stops the cluster now (`immediate`: connections are cut, as by a crash).
+    pub fn stop(&self) {
+        run(&mut as_postgres(&self.stop_command()));
+    }
+
+    fn stop_command(&self) -> String {
+        format!("{}/pg_ctl -D {}/data -m immediate stop >/dev/null", self.bin.display(), self.dir.path().display())
     }
 
     /// A connection URL for a fresh database `name` in this cluster.
@@ -84,19 +101,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = Command::new("su")
-            .args([
-                "postgres",
-                "-s",
-                "/bin/sh",
-                "-c",
-                &format!(
-                    "{}/pg_ctl -D {}/data -m immediate stop >/dev/null",
-                    self.bin.display(),
-                    self.dir.path().display()
-                ),
-            ])
-            .status();
+        // Already stopped is fine.
+        let _ = as_postgres(&self.stop_command()).status();
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Config {
     pub auth: Auth,
     pub limits: Limits,
     pub jobs: Jobs,
+    pub metrics: MetricsSettings,
     pub logging: Logging,
 }
 
@@ -182,12 +183,35 @@ pub struct Jobs {
     pub gc_delete_untagged: bool,
 }
 
+/// `[metrics]`: Prometheus metrics and where `/metrics` is served.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Record metrics and serve `/metrics` (off: nothing is recorded, `/metrics` is 404).
+    pub enabled: bool,
+    /// A second listen address serving `/metrics` without credentials (and the probes),
+    /// meant for a private interface; on the main address `/metrics` is a system
+    /// administrator's.
+    pub listen: Option<SocketAddr>,
+    /// How often `berth_storage_bytes` (bytes per project) is recomputed.
+    #[serde(with = "duration")]
+    pub storage_interval: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> MetricsSettings {
+        MetricsSettings { enabled: true, listen: None, storage_interval: crate::DEFAULT_STORAGE_GAUGE_INTERVAL }
+    }
+}
+
 /// `[logging]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Logging {
     /// A tracing filter (`info`, `berth_server=debug,info`); `BERTH_LOG` overrides it.
     pub level: String,
+    /// `text` (for people) or `json` (one object per line).
+    pub format: crate::LogFormat,
 }
 
 impl Default for Config {
@@ -202,6 +226,7 @@ impl Default for Config {
             auth: Auth::default(),
             limits: Limits::default(),
             jobs: Jobs::default(),
+            metrics: MetricsSettings::default(),
             logging: Logging::default(),
         }
     }
@@ -293,7 +318,7 @@ impl Default for Storage {
 
 impl Default for Logging {
     fn default() -> Logging {
-        Logging { level: "info".to_owned() }
+        Logging { level: "info".to_owned(), format: crate::LogFormat::Text }
     }
 }
 

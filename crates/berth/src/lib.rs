@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{
-    AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, PgStore, PolicyStore, PoolConfig, RetentionStore,
-    ScrubStore, SqliteStore,
+    AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, OpsStore, PgStore, PolicyStore, PoolConfig,
+    RetentionStore, ScrubStore, SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};
 use berth_server::listen::{self, ServeLimits};
+use berth_server::observe::stores::Timed;
+use berth_server::observe::{JobOutcome, Metrics};
 use berth_server::retention::{self, RetentionJob};
 use berth_server::tls::{self, TlsFiles};
 use berth_server::{Registry, RegistryConfig};
@@ -30,6 +32,20 @@ pub const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
 const MAX_REDIRECT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often each node recomputes `berth_storage_bytes` unless told otherwise (one scan
+/// of `repo_blobs`).
+pub const DEFAULT_STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How log lines are written (on stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
 
 mod bootstrap;
 pub use bootstrap::ADMIN;
@@ -57,12 +73,18 @@ pub struct Stores {
     /// The registry's store again, as the garbage collector sees it (through the same
     /// cache in embedded mode, so that what GC removes leaves the cache too).
     pub gc: Arc<dyn GcStore>,
+    pub ops: Arc<dyn OpsStore>,
     lock: Option<std::fs::File>,
 }
 
 /// Opens the database the config names (taking the data directory's lock in embedded
 /// mode): `berth serve`'s, and the offline commands' on a stopped server's data.
 pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
+    open_database_timed(config, Arc::new(Metrics::new(false))).await
+}
+
+/// [`open_database`], the registry's store timed into `metrics`.
+async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<Stores, BoxError> {
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let (stores, lock) = match &config.database.url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -73,10 +95,11 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
                 idle_timeout: db.idle_timeout,
             };
             let store = PgStore::connect(url, &pool).await?;
-            let (meta, identity, audit) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
+            let meta = Arc::new(Timed::database(store.clone(), metrics));
+            let (identity, audit, ops) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
             let (policy, scrub, retention) =
                 (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-            (Stores { meta, identity, audit, policy, scrub, retention, gc: Arc::new(store), lock: None }, None)
+            (Stores { meta, identity, audit, ops, policy, scrub, retention, gc: Arc::new(store), lock: None }, None)
         }
         // Not the URL itself: it holds a password.
         Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
@@ -88,14 +111,17 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
             // One database, its pools shared by the clones: the registry's tables behind
             // the read cache, the identity and audit tables read directly.
             let store = SqliteStore::open(&config.data_dir.join("berth.db")).await?;
-            let cached = Arc::new(CachedStore::new(store.clone(), config.limits.manifest_cache_bytes));
+            // Timed inside the cache: a hit is not a database operation.
+            let timed = Timed::database(store.clone(), metrics);
+            let cached = Arc::new(CachedStore::new(timed, config.limits.manifest_cache_bytes));
             let stores = Stores {
                 meta: cached.clone(),
                 identity: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
                 retention: Arc::new(store.clone()),
                 policy: Arc::new(store.clone()),
-                scrub: Arc::new(store),
+                scrub: Arc::new(store.clone()),
+                ops: Arc::new(store),
                 gc: cached,
                 lock: None,
             };
@@ -107,8 +133,9 @@ pub async fn open_database(config: &Config) -> Result<Stores, BoxError> {
 
 /// Opens the stores the config names and starts the audit log's writer.
 pub async fn open(config: &Config) -> Result<Node, BoxError> {
-    let stores = open_database(config).await?;
-    let blobs = open_blobs(config).await?;
+    let metrics = Arc::new(Metrics::new(config.metrics.enabled));
+    let stores = open_database_timed(config, Arc::clone(&metrics)).await?;
+    let blobs = open_blobs(config, &metrics).await?;
     let registry_config = RegistryConfig {
         upload_ttl: config.jobs.upload_ttl,
         max_open_uploads: config.limits.max_open_uploads,
@@ -139,7 +166,8 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     )
     .with_token_auth(tokens)
     .with_retention(stores.retention)
-    .with_gc(Gc::new(stores.gc, gc_config(config)));
+    .with_gc(Gc::new(stores.gc, gc_config(config)))
+    .with_observability(metrics, stores.ops);
     registry.read_only.store(config.read_only, std::sync::atomic::Ordering::Relaxed);
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
@@ -148,7 +176,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
 }
 
 /// The blob store the config names, set up to sign redirects if they are on.
-async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
+async fn open_blobs(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn BlobStore>, BoxError> {
     let storage = &config.storage;
     if storage.redirect && (storage.redirect_ttl.is_zero() || storage.redirect_ttl > MAX_REDIRECT_TTL) {
         return Err(
@@ -159,8 +187,10 @@ async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
         Some(s3) => {
             let store = S3BlobStore::new(s3.clone())?;
             match &storage.redirect_endpoint {
-                Some(endpoint) if storage.redirect => Arc::new(store.with_public_endpoint(&s3, endpoint)?),
-                _ => Arc::new(store),
+                Some(endpoint) if storage.redirect => {
+                    Arc::new(Timed::blobs(store.with_public_endpoint(&s3, endpoint)?, Arc::clone(metrics)))
+                }
+                _ => Arc::new(Timed::blobs(store, Arc::clone(metrics))),
             }
         }
         None if storage.redirect => {
@@ -168,7 +198,7 @@ async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BoxError> {
                         to redirect to"
                 .into());
         }
-        None => Arc::new(FsBlobStore::open(&config.data_dir).await?),
+        None => Arc::new(Timed::blobs(FsBlobStore::open(&config.data_dir).await?, Arc::clone(metrics))),
     })
 }
 
@@ -201,6 +231,23 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.jobs.scrub_interval, shutdown.clone());
     let scrub = tokio::spawn(scrub);
     let collector = tokio::spawn(Collector::new(Arc::clone(&registry)).run(shutdown.clone()));
+    let usage = storage_gauge(Arc::clone(&registry), config.metrics.storage_interval, shutdown.clone());
+    let usage = tokio::spawn(usage);
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics");
+            let app = berth_server::metrics_app(Arc::clone(&registry));
+            let limits = ServeLimits {
+                header_timeout: config.listen.header_timeout,
+                max_connections: 64,
+                shutdown_timeout: config.listen.shutdown_timeout,
+                ..ServeLimits::default()
+            };
+            Some(tokio::spawn(listen::serve(listener, app, limits, shutdown.clone())))
+        }
+        None => None,
+    };
     let app = berth_server::app(Arc::clone(&registry));
     let storage = config.s3().map(|s| format!("s3://{}/{}", s.bucket, s.prefix));
     tracing::info!(
@@ -232,10 +279,38 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     }
     scrub.await?;
     collector.await?;
+    usage.await?;
+    if let Some(server) = metrics_server {
+        server.await??;
+    }
     // No request runs any more: what they recorded is stored before the process ends.
     registry.audit.stop().await;
     drop(node);
     Ok(served?)
+}
+
+/// Keeps `berth_storage_bytes` current: every node computes it every `interval` (a gauge
+/// each node exposes; no lease, the query only reads).
+async fn storage_gauge(registry: Arc<Registry>, interval: Duration, shutdown: CancellationToken) {
+    let Some(ops) = registry.ops.clone().filter(|_| registry.metrics.enabled()) else { return };
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = match ops.storage_by_project().await {
+            Ok(usage) => {
+                registry.metrics.set_storage(&usage);
+                JobOutcome::Ok
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "computing storage per project failed");
+                JobOutcome::Failed
+            }
+        };
+        registry.metrics.job_run("storage-usage", outcome, started.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit (each connection

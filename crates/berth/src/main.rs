@@ -61,6 +61,33 @@ struct ServeArgs {
     limits: LimitsArgs,
     #[command(flatten)]
     jobs: JobsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
+    logging: LoggingArgs,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct MetricsArgs {
+    /// Record Prometheus metrics and serve /metrics (`--metrics false`: record nothing)
+    /// [default: true].
+    #[arg(id = "metrics", long = "metrics", env = "BERTH_METRICS", action = clap::ArgAction::Set)]
+    enabled: Option<bool>,
+    /// Also serve /metrics (without credentials) and the health probes on this address,
+    /// e.g. a private interface; on the main address /metrics needs a system administrator.
+    #[arg(id = "metrics-listen", long = "metrics-listen", env = "BERTH_METRICS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// How often the storage-per-project gauge is recomputed [default: 60s].
+    #[arg(id = "metrics-storage-interval", long = "metrics-storage-interval", env = "BERTH_METRICS_STORAGE_INTERVAL", value_parser = duration)]
+    storage_interval: Option<String>,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct LoggingArgs {
+    /// How the log is written on stderr: text (for people) or json (one object per line)
+    /// [default: text].
+    #[arg(id = "log-format", long = "log-format", env = "BERTH_LOG_FORMAT", value_enum)]
+    format: Option<berth::LogFormat>,
 }
 
 #[derive(clap::Args, serde::Serialize)]
@@ -231,6 +258,18 @@ enum ConfigCommand {
     Example,
 }
 
+/// Logs on stderr, filtered by `BERTH_LOG` (else `level`), as text or JSON.
+fn init_logging(level: &str, format: berth::LogFormat) {
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(level)))
+        .with_writer(std::io::stderr);
+    match format {
+        berth::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The request span (its id) rides along as `span`; fields at the top level.
+        berth::LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match &cli.command {
@@ -244,11 +283,8 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let level = config.as_ref().map_or("info", |c| c.logging.level.as_str());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(level)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let format = config.as_ref().map_or(berth::LogFormat::Text, |c| c.logging.format);
+    init_logging(level, format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match (cli.command, config) {

@@ -233,6 +233,8 @@ pub(crate) struct Caller {
     headers: HeaderMap,
     peer: Option<IpAddr>,
     query: Option<String>,
+    /// Where the access log learns who the request was authorized as.
+    principal: Option<crate::observe::http::PrincipalSlot>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -243,6 +245,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             headers: parts.headers.clone(),
             peer: parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip()),
             query: parts.uri.query().map(str::to_owned),
+            principal: parts.extensions.get::<crate::observe::http::PrincipalSlot>().cloned(),
         })
     }
 }
@@ -253,6 +256,7 @@ impl Caller {
         if let Err(e) = &result {
             registry.audit_refusal(&self.headers, self.peer, access, e).await;
         }
+        crate::observe::http::authorized(registry, self.principal.as_ref(), &self.headers, &result);
         result
     }
 

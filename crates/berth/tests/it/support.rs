@@ -528,6 +528,14 @@ pub fn wait_ready_tls(addr: SocketAddr) {
     panic!("registry at https://{addr} did not become ready");
 }
 
+/// The address in `serving addr=HOST:PORT` (text log) or `"addr":"HOST:PORT"` (JSON).
+fn reported_addr(line: &str) -> Option<&str> {
+    if let Some(rest) = line.split(" addr=").nth(1) {
+        return rest.split_whitespace().next();
+    }
+    line.split("\"addr\":\"").nth(1).and_then(|rest| rest.split('"').next())
+}
+
 /// The `berth` binary running as a child process (killable).
 pub struct BerthProcess {
     pub addr: SocketAddr,
@@ -577,10 +585,10 @@ impl BerthProcess {
                 kept.push_str(&line);
                 kept.push('\n');
                 drop(kept);
-                if let Some(rest) = line.split("addr=").nth(1)
+                if let Some(addr) = reported_addr(&line)
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    let _ = tx.send(addr.to_owned());
                 }
             }
         });
