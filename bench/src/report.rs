@@ -112,6 +112,25 @@ pub(crate) const METRICS: &[Metric] = &[
         higher_is_better: false,
     },
     Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
+    Metric {
+        key: "gc_s",
+        label: "GC of a 10,000-blob store, a tenth garbage (Berth online; distribution stopped)",
+        unit: "s",
+        higher_is_better: false,
+    },
+    Metric { key: "gc_freed_mb", label: "bytes that GC freed on disk", unit: "MB", higher_is_better: true },
+    Metric {
+        key: "gc_small_s",
+        label: "GC with 100 garbage blobs in a store of 10,000",
+        unit: "s",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "gc_large_s",
+        label: "GC with 100 garbage blobs in a store of 100,000",
+        unit: "s",
+        higher_is_better: false,
+    },
 ];
 
 impl Metric {
@@ -384,135 +403,4 @@ pub(crate) fn report(
     }
     md.push('\n');
     md
-}
-
-/// One figure of the table.
-#[derive(Clone, Copy)]
-struct Metric {
-    key: &'static str,
-    label: &'static str,
-    unit: &'static str,
-    higher_is_better: bool,
-}
-
-const METRICS: &[Metric] = &[
-    Metric { key: "push_mono", label: "{big} layer push, monolithic", unit: "MB/s", higher_is_better: true },
-    Metric { key: "push_chunked", label: "{big} layer push, {chunk} chunks", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "push_mono_probe",
-        label: "{big} monolithic push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_chunked_probe",
-        label: "{big} chunked push ÷ a disk probe run just before it",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "push_mono_cores",
-        label: "CPU during the monolithic push: server + client, in cores (of 2)",
-        unit: "cores",
-        higher_is_better: false,
-    },
-    Metric { key: "pull_big", label: "{big} layer pull, one GET", unit: "MB/s", higher_is_better: true },
-    Metric { key: "pull_ranged", label: "{big} layer pull, {chunk} ranges", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "small_layers",
-        label: "push of {small} small layers (4–64 KiB), 8 concurrent",
-        unit: "s",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "manifest_rps",
-        label: "manifest GET by tag (~1 KB), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric { key: "manifest_p50", label: "manifest GET p50", unit: "ms", higher_is_better: false },
-    Metric { key: "manifest_p99", label: "manifest GET p99", unit: "ms", higher_is_better: false },
-    Metric { key: "head_rps", label: "blob HEAD, 64 conns", unit: "req/s", higher_is_better: true },
-    Metric { key: "get_1m", label: "1 MiB blob GET, 64 conns", unit: "MB/s", higher_is_better: true },
-    Metric {
-        key: "setup_puts",
-        label: "setup of the next two: {repos} × (2 mounts + {tags} manifest PUTs), 16 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "tags_rps",
-        label: "tag list ({repos} repos × {tags} tags), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "catalog_rps",
-        label: "catalog, n=100 ({repos} repos), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_anon_rps",
-        label: "manifest GET, public project, anonymous, 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "manifest_token_rps",
-        label: "manifest GET, public project, bearer token (one `/token` per connection), 64 conns",
-        unit: "req/s",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "token_ratio",
-        label: "authenticated ÷ anonymous manifest GETs (the two rows above; ≥ 80 % required)",
-        unit: "%",
-        higher_is_better: true,
-    },
-    Metric {
-        key: "idle_rss",
-        label: "idle resident memory (VmRSS 0.5 s after start)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "peak_rss",
-        label: "peak resident memory (VmHWM after all workloads)",
-        unit: "MB",
-        higher_is_better: false,
-    },
-    Metric { key: "startup", label: "start to first 200 on /v2/", unit: "ms", higher_is_better: false },
-    Metric {
-        key: "gc_s",
-        label: "GC of a 10,000-blob store, a tenth garbage (Berth online; distribution stopped)",
-        unit: "s",
-        higher_is_better: false,
-    },
-    Metric { key: "gc_freed_mb", label: "bytes that GC freed on disk", unit: "MB", higher_is_better: true },
-    Metric {
-        key: "gc_small_s",
-        label: "GC with 100 garbage blobs in a store of 10,000",
-        unit: "s",
-        higher_is_better: false,
-    },
-    Metric {
-        key: "gc_large_s",
-        label: "GC with 100 garbage blobs in a store of 100,000",
-        unit: "s",
-        higher_is_better: false,
-    },
-];
-
-impl Metric {
-    /// The label with this run's sizes filled in.
-    fn label(&self, s: Sizes) -> String {
-        let size = |b: usize| if b >= 1 << 30 { format!("{} GiB", b >> 30) } else { format!("{} MiB", b >> 20) };
-        self.label
-            .replace("{big}", &size(s.big))
-            .replace("{chunk}", &size(s.chunk))
-            .replace("{small}", &s.small_layers.to_string())
-            .replace("{repos}", &s.repos.to_string())
-            .replace("{tags}", &s.tags.to_string())
-    }
 }
