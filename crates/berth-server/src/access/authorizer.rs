@@ -204,13 +204,6 @@ impl TokenAuthorizer {
     /// The holdings of `name` logging in with `password` from `peer`: cached, limited.
     /// A wrong password, an unknown name, a disabled or expired account are all the same
     /// 401 (without challenge; callers add theirs).
-    /// Forgets the logins verified on this node, so that a change to an account, a
-    /// membership or a robot made here applies to its next request (other nodes see it
-    /// when their entries expire, within [`LOGIN_CACHE_TTL`]).
-    pub fn forget_logins(&self) {
-        self.logins.clear();
-    }
-
     pub async fn login(&self, name: &str, password: &str, peer: Option<IpAddr>) -> Result<Arc<Holdings>, Error> {
         let key = digest(&[&self.salt, name.as_bytes(), password.as_bytes()]);
         if let Some(holdings) = self.logins.get(&key) {

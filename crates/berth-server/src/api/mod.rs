@@ -261,13 +261,8 @@ impl Caller {
     }
 
     /// Records a change the caller made, once it succeeded: who, from where, what (a
-    /// name, a role, a permission: never a secret). Every change to users, projects,
-    /// members or robots goes through here, so this is also where the logins this node
-    /// verified are forgotten: the change applies here from the next request.
+    /// name, a role, a permission: never a secret).
     async fn audit(&self, registry: &Registry, principal: &Principal, change: Change<'_>) {
-        if let Some(tokens) = &registry.tokens {
-            tokens.forget_logins();
-        }
         let event = AuditEvent {
             at_ms: crate::audit::now_ms(),
             actor: principal.name().map(str::to_owned),

@@ -295,45 +295,6 @@ async fn listings_show_a_projects_repositories_and_a_repositorys_artifacts_and_t
     api.refused(StatusCode::BAD_REQUEST, "NAME_INVALID", Method::GET, "/repositories/Team%2Fx/artifacts", None).await;
 }
 
-/// Basic credentials already verified (and remembered) stop working on their next
-/// request once the account changes through the API: a member removed is denied, a
-/// disabled user is refused, a robot's rotated secret is refused.
-#[tokio::test]
-async fn a_change_through_the_api_applies_to_the_next_request_of_credentials_already_seen() {
-    let server = TestServer::start();
-    let api = Mgmt::new(&server, Some(&admin()));
-    let dave = Creds::new("dave", "dave-password-1");
-    let user = json!({"name": dave.user, "password": dave.password});
-    api.expect(StatusCode::CREATED, Method::POST, "/users", Some(user)).await;
-    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
-    api.expect(StatusCode::OK, Method::PUT, "/projects/team/members/dave", Some(json!({"role": "guest"}))).await;
-    let grants = json!([{"project": "team", "permissions": ["pull"]}]);
-    let robot = api
-        .expect(
-            StatusCode::CREATED,
-            Method::POST,
-            "/projects/team/robots",
-            Some(json!({"name": "ci", "grants": grants})),
-        )
-        .await;
-    let robot = Creds::new(robot["robot"]["name"].as_str().unwrap(), robot["secret"].as_str().unwrap());
-
-    let as_dave = Api::as_user(server.url(), Some(&dave));
-    let as_robot = Api::as_user(server.url(), Some(&robot));
-    for who in [&as_dave, &as_robot] {
-        // Twice: the second is answered from what the node remembers.
-        for _ in 0..2 {
-            assert_eq!(who.send(Method::GET, "/v2/team/app/tags/list").await.status(), StatusCode::NOT_FOUND);
-        }
-    }
-    api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/projects/team/members/dave", None).await;
-    assert_error(as_dave.send(Method::GET, "/v2/team/app/tags/list").await, StatusCode::FORBIDDEN, "DENIED").await;
-    api.expect(StatusCode::OK, Method::PATCH, "/users/dave", Some(json!({"disabled": true}))).await;
-    assert_error(as_dave.send(Method::GET, "/v2/").await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
-    api.expect(StatusCode::OK, Method::POST, "/robots/robot$team+ci/secret", None).await;
-    assert_error(as_robot.send(Method::GET, "/v2/").await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
-}
-
 #[tokio::test]
 async fn a_user_outside_a_project_is_denied_its_management_and_anonymous_callers_are_challenged() {
     let server = TestServer::start();
