@@ -25,6 +25,8 @@ use crate::{Ctx, Principal, Registry};
 pub const QUEUE: usize = 8192;
 /// Events appended at most in one transaction.
 pub const BATCH: usize = 512;
+/// How long the writer waits for more events after the first of a batch.
+const GATHER: Duration = Duration::from_millis(5);
 /// Longest wait between two attempts at a failing append.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a stopping writer keeps retrying a failing append before it gives up (and
@@ -117,9 +119,13 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         let mut flushes = Vec::new();
         while let Some(first) = self.receiver.recv().await {
-            // Everything queued now, up to a batch, goes in one append.
+            // Everything queued now, and what arrives within `GATHER` of the first, up to a
+            // batch, goes in one append (a flush or a stop ends the wait at once): under a
+            // pull load the writer wakes and syncs a few hundred times a second, not once
+            // per event.
             let mut stop = None;
             let mut next = Some(first);
+            let gather_until = tokio::time::Instant::now() + GATHER;
             while let Some(message) = next {
                 match message {
                     Message::Event(e) => batch.push(e),
@@ -130,10 +136,13 @@ impl Writer {
                         self.receiver.close();
                     }
                 }
-                if batch.len() >= BATCH {
+                if batch.len() >= BATCH || stop.is_some() || !flushes.is_empty() {
                     break;
                 }
-                next = self.receiver.try_recv().ok();
+                next = match self.receiver.try_recv() {
+                    Ok(message) => Some(message),
+                    Err(_) => tokio::time::timeout_at(gather_until, self.receiver.recv()).await.ok().flatten(),
+                };
             }
             let patience = stop.as_ref().map(|_| Instant::now() + STOP_PATIENCE);
             coalesce(&mut batch);
