@@ -86,7 +86,9 @@ pub fn berth_with(
         cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
     }
     cmd.env("BERTH_ADMIN_PASSWORD", admin_password).env("BERTH_AUTO_CREATE_PROJECTS", "true");
-    cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    // Warnings and errors go to a file beside the data directory: a failed run says why.
+    let log = std::fs::File::create(dir.join("berth.log")).expect("create berth.log");
+    cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(log);
     cmd.envs(env.iter().copied());
     let authorization = Some(Arc::from(crate::auth::basic(crate::auth::ADMIN, admin_password)));
     let started = Instant::now();

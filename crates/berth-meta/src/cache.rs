@@ -25,7 +25,9 @@ use berth_core::{Digest, Error, Reference, RepoName, Tag};
 
 use crate::clock::{ClockMap, HeapSize};
 use crate::gc::{GarbageBlob, GarbageManifest, GcRun, GcStore};
-use crate::{Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, UploadRecord};
+use crate::{
+    Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord,
+};
 
 /// The cache's budget when none is configured.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -215,8 +217,8 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         result
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
-        let result = self.inner.delete_manifest(repo, digest).await;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
+        let result = self.inner.delete_manifest(repo, digest, untagged_only).await;
         // Every tag on it goes too; which ones is not known here, so look at them all.
         self.invalidate(|entries| {
             entries.remove(&Key::Manifest(repo.clone(), digest.clone()));
@@ -225,8 +227,8 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         result
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
-        let result = self.inner.delete_tag(repo, tag).await;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error> {
+        let result = self.inner.delete_tag(repo, tag, expected).await;
         self.invalidate(|entries| {
             entries.remove(&Key::Tag(repo.clone(), tag.clone()));
         });
@@ -464,7 +466,7 @@ mod tests {
         let old = Tag::parse("old").unwrap();
         let digest = put(&store, &repo, &body, std::slice::from_ref(&old)).await;
         assert!(store.manifest(&repo, &Reference::Tag(old.clone())).await.unwrap().is_some());
-        assert!(store.delete_manifest(&repo, &digest).await.unwrap());
+        assert!(store.delete_manifest(&repo, &digest, false).await.unwrap());
         put(&store, &repo, &body, &[]).await;
         assert!(store.manifest(&repo, &Reference::Digest(digest)).await.unwrap().is_some());
         assert!(store.manifest(&repo, &Reference::Tag(old)).await.unwrap().is_none());

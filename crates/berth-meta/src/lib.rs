@@ -95,6 +95,15 @@ pub struct PageSpec<'a> {
     pub max_bytes: usize,
 }
 
+/// What a tag named when it was looked at: a delete conditioned on it leaves a tag pushed
+/// since alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagTarget {
+    pub digest: Digest,
+    /// Unix seconds of the tag's last push.
+    pub pushed_at: i64,
+}
+
 /// A manifest of a repository as a listing shows it (the management API's artifacts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Artifact {
@@ -191,10 +200,15 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error>;
 
-    /// Deletes a manifest and every tag on it. `false` if it did not exist.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error>;
+    /// Deletes a manifest and every tag on it (with `untagged_only`, only if it has no
+    /// tag, checked in the same transaction). `false` if it did not exist (or was tagged).
+    /// Refused (`DENIED`) when a tag on it is immutable.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error>;
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error>;
+    /// Deletes a tag (with `expected`, only if it still names that manifest since that
+    /// time, checked in the same statement). `false` if it did not exist (or had moved).
+    /// Refused (`DENIED`) when the tag is immutable.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error>;
 
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error>;
 

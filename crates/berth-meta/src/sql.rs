@@ -393,9 +393,31 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
-                self.check_immutable_delete(repo, None, Some(digest)).await?;
+            async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
+                // Locked first (PostgreSQL): a tag put on it concurrently is either seen by
+                // the immutability check below or waits and finds the manifest gone.
+                let found = sqlx::query(concat!("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2", row_lock!(update)))
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                if found.is_none() {
+                    return Ok(false);
+                }
+                if untagged_only {
+                    let tagged = sqlx::query("SELECT 1 FROM tags WHERE repo = $1 AND manifest_digest = $2 LIMIT 1")
+                        .bind(repo.as_str())
+                        .bind(digest.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if tagged.is_some() {
+                        return Ok(false);
+                    }
+                }
+                Self::check_immutable_delete(&mut tx, repo, None, Some(digest)).await?;
                 // What it referenced may be garbage now: queued before the references go.
                 let deleted = $crate::gc::sql::delete_manifest!(tx, repo.as_str(), digest.as_str())?;
                 tx.commit().await.map_err(db_err)?;
@@ -403,13 +425,33 @@ macro_rules! sql_store {
                 Ok(deleted > 0)
             }
 
-            async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
-                self.check_immutable_delete(repo, Some(tag), None).await?;
+            async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
-                $crate::gc::sql::queue_tagged!(&mut *tx, repo.as_str(), tag.as_str(), "", now())?;
-                let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+                Self::check_immutable_delete(&mut tx, repo, Some(tag), None).await?;
+                // With `expected`, only the tag as it was seen: one pushed since stays.
+                let (digest, pushed_at) = expected.map_or((None, None), |e| (Some(e.digest.as_str()), Some(e.pushed_at)));
+                sqlx::query(
+                    "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
+                     SELECT repo, manifest_digest, $5, 'tag' FROM tags
+                     WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)
+                     ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
+                )
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .bind(digest)
+                .bind(pushed_at)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                let done = sqlx::query(
+                    "DELETE FROM tags
+                     WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)",
+                )
                     .bind(repo.as_str())
                     .bind(tag.as_str())
+                    .bind(digest)
+                    .bind(pushed_at)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

@@ -25,7 +25,9 @@ use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{db_err, digest, page, repo_name, sql_store};
-use crate::{Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, UploadRecord, now};
+use crate::{
+    Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord, now,
+};
 
 /// Schema migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[

@@ -136,7 +136,7 @@ async fn core(store: &dyn MetadataStore) {
     store.put_manifest(put(&referrer_digest, &parsed_ref, &referrer)).await.unwrap();
     let seen = store.manifest(&a, &Reference::Tag(moving.clone())).await.unwrap().unwrap();
     assert_eq!(seen.digest, referrer_digest);
-    assert!(store.delete_tag(&a, &moving).await.unwrap());
+    assert!(store.delete_tag(&a, &moving, None).await.unwrap());
     assert!(store.manifest(&a, &Reference::Tag(moving)).await.unwrap().is_none());
 
     let all = PageSpec { last: None, limit: 100, max_bytes: 1 << 20 };
@@ -152,13 +152,19 @@ async fn core(store: &dyn MetadataStore) {
     assert!(store.referrers(&b, &digest, None, all).await.unwrap().descriptors.is_empty());
 
     // Deletes: a tag alone, then a manifest with its remaining tags.
-    assert!(store.delete_tag(&a, &latest).await.unwrap());
-    assert!(!store.delete_tag(&a, &latest).await.unwrap());
+    // A delete conditioned on what the tag named leaves a tag that moved since; one of
+    // untagged manifests only leaves a tagged one.
+    let moved = crate::TagTarget { digest: referrer_digest.clone(), pushed_at: 0 };
+    assert!(!store.delete_tag(&a, &latest, Some(&moved)).await.unwrap(), "a tag that moved stays");
+    assert!(!store.delete_manifest(&a, &digest, true).await.unwrap(), "a tagged manifest stays");
+    assert_eq!(store.manifest(&a, &Reference::Tag(latest.clone())).await.unwrap().unwrap().digest, digest);
+    assert!(store.delete_tag(&a, &latest, None).await.unwrap());
+    assert!(!store.delete_tag(&a, &latest, None).await.unwrap());
     assert!(store.manifest(&a, &Reference::Digest(digest.clone())).await.unwrap().is_some());
-    assert!(store.delete_manifest(&a, &digest).await.unwrap());
+    assert!(store.delete_manifest(&a, &digest, false).await.unwrap());
     assert!(store.manifest(&a, &Reference::Tag(v1)).await.unwrap().is_none());
     assert!(store.tags(&a, None, 10).await.unwrap().unwrap().items.is_empty());
-    assert!(!store.delete_manifest(&a, &digest).await.unwrap());
+    assert!(!store.delete_manifest(&a, &digest, false).await.unwrap());
 
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);

@@ -186,8 +186,8 @@ pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference)
     let principal = ctx.authorize(Access::Repository(repo, Action::Delete)).await?;
     let meta = &ctx.registry.meta;
     let (operation, deleted) = match reference {
-        Reference::Digest(d) => ("manifest.delete", meta.delete_manifest(repo, d).await),
-        Reference::Tag(t) => ("tag.delete", meta.delete_tag(repo, t).await),
+        Reference::Digest(d) => ("manifest.delete", meta.delete_manifest(repo, d, false).await),
+        Reference::Tag(t) => ("tag.delete", meta.delete_tag(repo, t, None).await),
     };
     let result = match deleted {
         Ok(true) => Ok(empty(StatusCode::ACCEPTED)),

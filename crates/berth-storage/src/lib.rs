@@ -73,8 +73,8 @@ pub struct StoredBlob {
     /// The store's own name for it: listings page by it, [`BlobStore::delete_stored`]
     /// takes it, [`BlobStore::stored_name`] maps a storage key to it.
     pub name: String,
-    /// Its digest, when the name says it (the filesystem's does; an S3 object is named
-    /// after its upload).
+    /// Its digest, when the name says it (the filesystem's does). Without one, the name
+    /// is the id of the upload whose commit stored these bytes (S3).
     pub digest: Option<Digest>,
     pub size: u64,
     pub modified: SystemTime,
@@ -111,9 +111,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Makes the upload's first `len` bytes the blob `digest`, durably, and returns the
     /// blob's storage key; the upload is gone afterwards. The caller has verified the
-    /// digest. If the blob already exists, the upload is dropped and the existing key
-    /// returned. Idempotent: for an upload committed before (a crash came before the
-    /// metadata recorded it) it returns the same key, or `NotFound` if the bytes are gone.
+    /// digest. Where keys are per digest ([`BlobStore::key_per_digest`]) an existing blob
+    /// keeps its bytes and this upload is dropped; otherwise the key names this upload's
+    /// bytes only, never another upload's (the metadata store deduplicates). Idempotent:
+    /// for an upload committed before (a crash came before the metadata recorded it) it
+    /// returns the same key, or `NotFound` if the bytes are gone.
     async fn commit_upload(&self, id: &str, state: &str, len: u64, digest: &Digest) -> Result<String, StorageError>;
 
     /// Drops an upload; dropping a missing one succeeds. `state` is empty when the

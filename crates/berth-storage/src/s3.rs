@@ -7,14 +7,14 @@
 //! | object | what |
 //! |---|---|
 //! | `objects/<upload id>` | a committed blob's bytes: the upload's multipart upload completed in place (or, for a small blob, its one pending segment copied there) |
-//! | `digests/sha256/<hex>` | dedupe marker: a few bytes holding the storage key of a blob with that digest |
 //! | `uploads/<upload id>/<offset>-<random>` | a pending segment: bytes of an upload not yet in a part |
 //! | `uploads/<upload id>/multipart` | the S3 multipart upload id, written when the multipart upload is created |
 //!
 //! A blob's storage key is `sha256/<hex>/<upload id>`: it names the bytes
-//! (`objects/<upload id>`) *and* the digest, so [`BlobStore::delete_blob`] can drop the
-//! dedupe marker with the bytes (it is given the key only). Nothing is ever copied or
-//! renamed on commit: S3 has no rename and the bytes stay where the upload put them.
+//! (`objects/<upload id>`) and says their digest. Nothing is ever copied or renamed on
+//! commit: S3 has no rename and the bytes stay where the upload put them. (Versions before
+//! 0.15 also wrote `digests/sha256/<hex>` dedupe markers; nothing reads them now, and they
+//! may be deleted.)
 //!
 //! # Uploads and their state
 //!
@@ -59,14 +59,14 @@
 //!
 //! # Commit, dedupe, idempotency
 //!
-//! `commit_upload` first reads the digest marker. If it names a blob that exists (checked
-//! with HEAD), the upload is dropped and that key returned — unless this upload's own
-//! object exists already (an earlier commit got that far before a crash), in which case
-//! its own key is returned, so a repeated commit returns the same key. Otherwise the
-//! upload is completed at `objects/<id>`; if that fails but the object is there with the
-//! right length, an earlier commit completed it. Then the marker is written (last writer
-//! wins: two concurrent commits of the same digest both succeed, each with its own key)
-//! and the staging objects are deleted.
+//! `commit_upload` completes the upload at `objects/<id>` and returns the upload's own
+//! key; if completing fails but the object is there with the right length, an earlier
+//! commit of the same upload completed it (a retry after a crash), and the same key is
+//! returned. The store never hands out another upload's bytes: deduplication is the
+//! metadata store's (`link_blob` keeps the first key recorded for a digest, and the
+//! committer deletes its own copy). So an object is only ever recorded by the commit of
+//! the upload it is named after, which is what lets garbage collection tell, from the
+//! metadata alone, that an object with no record and no upload will never get one.
 //!
 //! # What object_store can't do
 //!
@@ -306,10 +306,6 @@ impl S3BlobStore {
         self.at(&["objects", id])
     }
 
-    fn digest_marker(&self, hex: &str) -> Path {
-        self.at(&["digests", "sha256", hex])
-    }
-
     fn upload_dir(&self, id: &str) -> Path {
         self.at(&["uploads", id])
     }
@@ -459,19 +455,6 @@ impl S3BlobStore {
             }
         }
         Ok(())
-    }
-
-    /// The key of an existing blob `hex` of `len` bytes, if the marker names one.
-    async fn existing(&self, hex: &str, len: u64) -> Result<Option<String>, StorageError> {
-        let Some(marker) = self.get_small(&self.digest_marker(hex)).await? else {
-            return Ok(None);
-        };
-        let Some(key) = std::str::from_utf8(&marker).ok().filter(|k| parse_key(k).is_some_and(|(h, _)| h == hex))
-        else {
-            return Ok(None);
-        };
-        // A marker outlives its blob if a crash came between deleting the two.
-        Ok((self.size_of(&self.blob_path(key)?).await? == Some(len)).then(|| key.to_owned()))
     }
 
     /// Removes an upload's staging objects: everything under `uploads/<id>/` plus the
@@ -653,33 +636,18 @@ impl BlobStore for S3BlobStore {
     async fn commit_upload(&self, id: &str, state: &str, len: u64, digest: &Digest) -> Result<String, StorageError> {
         check_id(id)?;
         let st = self.state(state)?;
-        let hex = digest.hex();
-        let own = format!("sha256/{hex}/{id}");
+        let own = format!("sha256/{}/{id}", digest.hex());
         let object = self.object(id);
-        if let Some(existing) = self.existing(hex, len).await? {
-            if existing != own && self.size_of(&object).await? != Some(len) {
-                // Dedupe: the bytes are there already. Best effort, as below.
-                if let Some(m) = &st.multipart {
-                    let _ = self.abort(id, m).await;
-                }
-                let _ = self.purge(id, &st, st.multipart.as_deref()).await;
-                return Ok(existing);
-            }
-            // Committed before (this commit is a retry): the same key again.
-            let _ = self.purge(id, &st, st.multipart.as_deref()).await;
-            return Ok(own);
-        }
         if st.len() != len {
             return Err(StorageError::OffsetMismatch { expected: len, actual: st.len() });
         }
         if let Err(e) = self.complete(id, &st).await {
             // An earlier commit may have completed it (then the multipart upload and the
-            // segments are gone), and crashed before writing the marker.
+            // segments are gone) and crashed before the metadata recorded it.
             if self.size_of(&object).await? != Some(len) {
                 return Err(conflict_or(e, id));
             }
         }
-        self.s3.put(&self.digest_marker(hex), own.clone().into()).await.map_err(s3_err)?;
         // Best effort: leftovers are listed by list_uploads, and the janitor removes them.
         let _ = self.purge(id, &st, st.multipart.as_deref()).await;
         Ok(own)
@@ -733,20 +701,10 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete_blob(&self, key: &str) -> Result<(), StorageError> {
-        let (hex, id) = parse_key(key).ok_or(StorageError::NotFound)?;
-        match self.s3.delete(&self.object(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(s3_err(e)),
+        match self.s3.delete(&self.blob_path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_err(e)),
         }
-        // The marker goes only if it names this blob: another copy may hold the digest.
-        let marker = self.digest_marker(hex);
-        if self.get_small(&marker).await?.is_some_and(|k| k == key.as_bytes()) {
-            match self.s3.delete(&marker).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_err(e)),
-            }
-        }
-        Ok(())
     }
 
     /// Signed for the public endpoint when one is configured; signing is local (an HMAC
@@ -792,8 +750,7 @@ impl BlobStore for S3BlobStore {
 
     async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError> {
         let paths = names.iter().map(|id| check_id(id).map(|()| self.object(id))).collect::<Result<Vec<_>, _>>()?;
-        // DeleteObjects: up to 1,000 keys a request. A dedupe marker naming a removed
-        // object is harmless (a commit checks that the object it names exists).
+        // DeleteObjects: up to 1,000 keys a request.
         let mut deleted = self.s3.delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed());
         while let Some(result) = deleted.next().await {
             match result {

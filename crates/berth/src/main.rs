@@ -271,6 +271,7 @@ fn init_logging(level: &str, format: berth::LogFormat) {
 }
 
 fn main() -> std::process::ExitCode {
+    berth::return_large_blocks();
     let cli = Cli::parse();
     let config = match &cli.command {
         Command::Serve(args) => match berth::Config::load(args.config.as_deref(), args) {

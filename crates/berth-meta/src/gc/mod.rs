@@ -138,8 +138,8 @@ pub trait GcStore: Send + Sync + 'static {
 
     /// Deletes the record of a blob marked `deleting` under `key`, whose bytes are gone; with
     /// `tombstone`, keeps it (an hour) as a record that those bytes are gone, so that a
-    /// commit that found them just before they went (an S3 commit deduplicating through its
-    /// marker) cannot link them afterwards: `link_blob` refuses a `deleting` blob's own key.
+    /// link that read this key just before they went (a cross-repository mount) cannot
+    /// make them live again: `link_blob` refuses a `deleting` blob's own key.
     async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error>;
 
     /// Drops the queue entries queued before `before` (reviewed: kept or removed), of

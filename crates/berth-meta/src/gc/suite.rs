@@ -49,7 +49,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
 
     // A tagged manifest is kept; an untagged one only if untagged manifests are kept.
     assert!(store.garbage_manifests(due, true, 100).await.unwrap().is_empty());
-    assert!(store.delete_tag(&repo, &tag).await.unwrap());
+    assert!(store.delete_tag(&repo, &tag, None).await.unwrap());
     assert!(store.garbage_manifests(due, false, 100).await.unwrap().is_empty(), "untagged are kept by default");
     let found = store.garbage_manifests(due, true, 100).await.unwrap();
     assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&image_digest]);

@@ -173,7 +173,7 @@ macro_rules! policy_checks {
             /// Refuses deleting `tag`, or the manifest `manifest` (with every tag on it),
             /// when a tag concerned matches one of the project's immutable rules.
             async fn check_immutable_delete(
-                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
                 repo: &RepoName,
                 tag: Option<&Tag>,
                 manifest: Option<&Digest>,
@@ -181,7 +181,7 @@ macro_rules! policy_checks {
                 let project = berth_core::access::project_of(repo);
                 let rules: Vec<String> = sqlx::query("SELECT pattern FROM immutable_rules WHERE project = $1")
                     .bind(project)
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut **tx)
                     .await
                     .map_err(db_err)?
                     .into_iter()
@@ -196,7 +196,7 @@ macro_rules! policy_checks {
                         sqlx::query("SELECT name FROM tags WHERE repo = $1 AND manifest_digest = $2 ORDER BY name")
                             .bind(repo.as_str())
                             .bind(digest.as_str())
-                            .fetch_all(&self.writer)
+                            .fetch_all(&mut **tx)
                             .await
                             .map_err(db_err)?;
                     names.extend(rows.into_iter().map(|r| r.get::<String, _>(0)));

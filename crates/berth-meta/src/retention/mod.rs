@@ -66,12 +66,6 @@ pub trait RetentionStore: Send + Sync + 'static {
     /// The tags and top-level manifests of `repo` (empty if it does not exist).
     async fn repo_state(&self, repo: &RepoName) -> Result<RepoState, Error>;
 
-    /// Where `tag` points now and since when: `(digest, pushed_at)`.
-    async fn tag_target(&self, repo: &RepoName, tag: &str) -> Result<Option<(String, i64)>, Error>;
-
-    /// How many tags point at `digest` in `repo`.
-    async fn tag_count(&self, repo: &RepoName, digest: &str) -> Result<u64, Error>;
-
     /// Stores `project`'s policy (JSON), or removes it (`None`).
     async fn set_policy(&self, project: &str, policy: Option<&str>) -> Result<(), Error>;
 

@@ -86,30 +86,6 @@ macro_rules! retention_store {
                 })
             }
 
-            async fn tag_target(
-                &self,
-                repo: &RepoName,
-                tag: &str,
-            ) -> Result<Option<(String, i64)>, berth_core::Error> {
-                let row = sqlx::query("SELECT manifest_digest, pushed_at FROM tags WHERE repo = $1 AND name = $2")
-                    .bind(repo.as_str())
-                    .bind(tag)
-                    .fetch_optional(&self.reader)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(row.map(|r| (r.get(0), r.get(1))))
-            }
-
-            async fn tag_count(&self, repo: &RepoName, digest: &str) -> Result<u64, berth_core::Error> {
-                let row = sqlx::query("SELECT COUNT(*) FROM tags WHERE repo = $1 AND manifest_digest = $2")
-                    .bind(repo.as_str())
-                    .bind(digest)
-                    .fetch_one(&self.reader)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(row.get::<i64, _>(0) as u64)
-            }
-
             async fn set_policy(&self, project: &str, policy: Option<&str>) -> Result<(), berth_core::Error> {
                 use $crate::sql::db_err;
                 match policy {

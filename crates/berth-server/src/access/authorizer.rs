@@ -47,6 +47,8 @@ use crate::auth::{Access, Action, Authorizer, Credentials, Grants, Principal, Su
 pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Verified Basic credentials kept at once.
 pub const LOGIN_CACHE_ENTRIES: usize = 10_000;
+/// Stripes of the lock logins wait on while their credentials are checked.
+const LOGIN_STRIPES: usize = 64;
 
 /// How tokens are issued and challenges written.
 #[derive(Clone, Debug)]
@@ -135,6 +137,10 @@ pub struct TokenAuthorizer {
     pub tokens: TokenService,
     pub limiter: Limiter,
     logins: TtlCache<[u8; 32], Arc<Holdings>>,
+    /// Logins not in the cache wait here by their key's stripe, so that a crowd sending
+    /// the same credentials (64 connections of one CI job) checks the password once and
+    /// the others find the result cached.
+    checking: Vec<tokio::sync::Mutex<()>>,
     salt: [u8; 32],
     projects: ProjectCache,
     anonymous: Arc<Holdings>,
@@ -159,6 +165,7 @@ impl TokenAuthorizer {
             tokens,
             limiter: Limiter::new(config.limits),
             logins: TtlCache::new(LOGIN_CACHE_ENTRIES),
+            checking: (0..LOGIN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             salt: password::random_bytes(),
             projects: ProjectCache::new(Arc::clone(&store)),
             anonymous: Arc::new(Holdings::anonymous()),
@@ -206,6 +213,11 @@ impl TokenAuthorizer {
     /// 401 (without challenge; callers add theirs).
     pub async fn login(&self, name: &str, password: &str, peer: Option<IpAddr>) -> Result<Arc<Holdings>, Error> {
         let key = digest(&[&self.salt, name.as_bytes(), password.as_bytes()]);
+        if let Some(holdings) = self.logins.get(&key) {
+            return Ok(holdings);
+        }
+        // The key is a salted hash: its first byte picks a stripe evenly.
+        let _checking = self.checking[usize::from(key[0]) % LOGIN_STRIPES].lock().await;
         if let Some(holdings) = self.logins.get(&key) {
             return Ok(holdings);
         }

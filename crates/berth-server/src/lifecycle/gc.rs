@@ -218,8 +218,9 @@ impl<'a> Run<'a> {
     /// Removes the bytes of a blob marked `deleting`, then its record.
     async fn remove_bytes(&mut self, blob: GarbageBlob) -> Result<(), Error> {
         self.reg.blobs.delete_blob(&blob.key).await.map_err(storage_err)?;
-        // Where keys are per commit, a tombstone keeps a commit that found these bytes just
-        // before they went from linking them (one key per digest: `BlobLocks` does that).
+        // Where keys are per commit, a tombstone keeps a link that read this key just
+        // before the bytes went (a mount) from making it live again (one key per digest:
+        // `BlobLocks` does that).
         let tombstone = !self.reg.blobs.key_per_digest();
         if self.gc.store.forget_blob(&blob.digest, &blob.key, tombstone).await? {
             self.removed_blob(blob);
@@ -267,29 +268,58 @@ impl<'a> Run<'a> {
     /// during the sweep is never taken for an orphan).
     async fn sweep_orphans(&mut self) -> Result<(), Error> {
         let cutoff = SystemTime::now() - self.gc.config.grace;
-        let mut known = HashSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.gc.store.blob_keys(after.as_deref(), PAGE as u32).await?;
-            let last = page.len() < PAGE;
-            after = page.last().map(|(digest, _)| digest.clone());
-            known.extend(page.into_iter().filter_map(|(_, key)| self.reg.blobs.stored_name(&key)));
-            if last {
-                break;
-            }
-        }
+        let known = self.recorded_names().await?;
+        let mut candidates: Vec<StoredBlob> = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self.reg.blobs.list_blobs(after.as_deref(), PAGE).await.map_err(storage_err)?;
             let last = page.len() < PAGE;
             after = page.last().map(|b| b.name.clone());
-            let orphans: Vec<StoredBlob> =
-                page.into_iter().filter(|b| b.modified < cutoff && !known.contains(&b.name)).collect();
-            self.remove_orphans(orphans).await?;
-            if last || self.report.orphans.len() >= MAX_RUN {
-                return Ok(());
+            candidates.extend(page.into_iter().filter(|b| b.modified < cutoff && !known.contains(&b.name)));
+            if last || candidates.len() >= MAX_RUN {
+                break;
             }
         }
+        candidates.truncate(MAX_RUN);
+        let candidates = self.still_orphans(candidates).await?;
+        self.remove_orphans(candidates).await
+    }
+
+    /// The names of every recorded blob (live or `deleting`), read in pages.
+    async fn recorded_names(&self) -> Result<HashSet<String>, Error> {
+        let mut names = HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.gc.store.blob_keys(after.as_deref(), PAGE as u32).await?;
+            let last = page.len() < PAGE;
+            after = page.last().map(|(digest, _)| digest.clone());
+            names.extend(page.into_iter().filter_map(|(_, key)| self.reg.blobs.stored_name(&key)));
+            if last {
+                return Ok(names);
+            }
+        }
+    }
+
+    /// Drops the candidates named after an upload (S3) that a commit may still record: an
+    /// old object can belong to a commit in progress (S3 dates a multipart object from
+    /// the upload's start), whose upload record exists until the record of its blob is
+    /// made, in one transaction. Checked in that order — uploads first, then the records
+    /// read again — no such commit slips between the two. An object with neither is never
+    /// recorded afterwards: a store keyed per commit only hands out an upload's own bytes.
+    /// (Objects named by digest are re-checked one by one under their lock instead.)
+    async fn still_orphans(&self, candidates: Vec<StoredBlob>) -> Result<Vec<StoredBlob>, Error> {
+        let by_upload: Vec<String> = candidates.iter().filter(|b| b.digest.is_none()).map(|b| b.name.clone()).collect();
+        if by_upload.is_empty() {
+            return Ok(candidates);
+        }
+        let known = self.reg.meta.known_uploads(&by_upload).await?;
+        let uploading: HashSet<String> =
+            by_upload.into_iter().zip(known).filter_map(|(name, known)| known.then_some(name)).collect();
+        let recorded = self.recorded_names().await?;
+        Ok(candidates
+            .into_iter()
+            .filter(|b| b.digest.is_some() || !(uploading.contains(&b.name) || recorded.contains(&b.name)))
+            .collect())
     }
 
     async fn remove_orphans(&mut self, orphans: Vec<StoredBlob>) -> Result<(), Error> {
@@ -313,8 +343,10 @@ impl<'a> Run<'a> {
                 None => batch.push(orphan),
             }
         }
-        let names: Vec<String> = batch.iter().map(|b| b.name.clone()).collect();
-        self.reg.blobs.delete_stored(&names).await.map_err(storage_err)?;
+        for chunk in batch.chunks(PAGE) {
+            let names: Vec<String> = chunk.iter().map(|b| b.name.clone()).collect();
+            self.reg.blobs.delete_stored(&names).await.map_err(storage_err)?;
+        }
         for orphan in batch {
             self.removed_orphan(orphan);
         }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use berth_core::{Digest, Error, Reference, RepoName, Tag};
 use berth_meta::gc::{GarbageBlob, GarbageManifest, GcRun, GcStore};
 use berth_meta::{
-    Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, UploadRecord,
+    Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord,
 };
 use berth_storage::{BlobStore, ByteStream, StorageError, StoredBlob, UploadState};
 use prometheus_client::metrics::histogram::Histogram;
@@ -171,12 +171,12 @@ impl<S: MetadataStore> MetadataStore for Timed<S> {
         self.time(12, self.inner.manifest(repo, reference)).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, Error> {
-        self.time(13, self.inner.delete_manifest(repo, digest)).await
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
+        self.time(13, self.inner.delete_manifest(repo, digest, untagged_only)).await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, Error> {
-        self.time(14, self.inner.delete_tag(repo, tag)).await
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error> {
+        self.time(14, self.inner.delete_tag(repo, tag, expected)).await
     }
 
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error> {

@@ -7,20 +7,18 @@
 //! (`policy.rs`). A dry run stops there and reports the decision. A real run then deletes
 //! through `MetadataStore::delete_tag` and `delete_manifest`, as a client's delete would
 //! (so GC sees what they leave unreferenced), writing one audit entry per deletion
-//! (`retention.tag.delete`, `retention.manifest.delete`, actor `retention`). Just before
-//! each delete it re-reads what it decided on: a tag pushed or moved since the listing, or a
-//! manifest tagged since, is kept (reported as skipped). A tag whose delete is refused
-//! with DENIED (an immutability rule) is kept, reported with the refusal's message; the
-//! run goes on. The re-read and the delete are two statements, so a push landing between
-//! them (microseconds) can still lose its tag: a conditional delete in the store would
-//! close that window.
+//! (`retention.tag.delete`, `retention.manifest.delete`, actor `retention`). Each delete is
+//! conditioned on what the run decided on, in the delete's own transaction: a tag pushed or
+//! moved since the listing, or a manifest tagged since, is kept (reported as skipped). A
+//! tag whose delete is refused with DENIED (an immutability rule) is kept, reported with
+//! the refusal's message; the run goes on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::access::project_of;
-use berth_core::{Error, ErrorKind, RepoName, Tag};
-use berth_meta::{AuditEvent, RetentionStore};
+use berth_core::{Digest, Error, ErrorKind, RepoName, Tag};
+use berth_meta::{AuditEvent, RetentionStore, TagTarget};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +91,7 @@ pub async fn run(
             let Some(verdict) = policy.decide(name, &state, berth_meta::now()) else { continue };
             let mut repo_report = RepoReport { repository: name.clone(), verdict, skipped: Vec::new() };
             if !dry_run {
-                apply(registry, &**store, &repo, &state, &mut repo_report, by).await?;
+                apply(registry, &repo, &state, &mut repo_report, by).await?;
             }
             report.repositories.push(repo_report);
         }
@@ -105,11 +103,10 @@ pub async fn run(
     Ok(report)
 }
 
-/// Deletes what `report` says goes, re-checking each against the store first; moves what
-/// it could not delete to kept or skipped.
+/// Deletes what `report` says goes, each only as the run saw it; moves what it could not
+/// delete to kept or skipped.
 async fn apply(
     registry: &Registry,
-    store: &dyn RetentionStore,
     repo: &RepoName,
     state: &berth_meta::RepoState,
     report: &mut RepoReport,
@@ -118,19 +115,18 @@ async fn apply(
     let verdict = &mut report.verdict;
     let mut deleted = Vec::new();
     for t in std::mem::take(&mut verdict.deleted_tags) {
-        let decided = state.tags.iter().find(|s| s.tag == t.tag).map(|s| (s.digest.clone(), s.pushed_at));
-        if store.tag_target(repo, &t.tag).await? != decided {
-            report.skipped.push(format!("tag {}: pushed or deleted during the run", t.tag));
-            continue;
-        }
+        // Deleted only as the run saw it: a tag pushed since stays (checked in the delete).
+        let Some(seen) = state.tags.iter().find(|s| s.tag == t.tag) else { continue };
+        let expected =
+            TagTarget { digest: Digest::parse(&seen.digest).map_err(Error::internal)?, pushed_at: seen.pushed_at };
         let tag = Tag::parse(&t.tag).map_err(Error::internal)?;
-        match registry.meta.delete_tag(repo, &tag).await {
+        match registry.meta.delete_tag(repo, &tag, Some(&expected)).await {
             Ok(true) => {
                 let detail = format!("{}; was {}; run by {by}", t.reason, t.digest);
                 record(registry, "retention.tag.delete", repo, format!("{repo}:{}", t.tag), detail).await;
                 deleted.push(t);
             }
-            Ok(false) => report.skipped.push(format!("tag {}: deleted during the run", t.tag)),
+            Ok(false) => report.skipped.push(format!("tag {}: pushed or deleted during the run", t.tag)),
             Err(e) if e.kind == ErrorKind::Denied => {
                 let reasons = vec![format!("protected: {}", e.message())];
                 verdict.kept.push(KeptTag { tag: t.tag, digest: t.digest, reasons });
@@ -141,18 +137,15 @@ async fn apply(
     verdict.deleted_tags = deleted;
     let mut deleted = Vec::new();
     for m in std::mem::take(&mut verdict.deleted_manifests) {
-        if store.tag_count(repo, &m.digest).await? > 0 {
-            report.skipped.push(format!("manifest {}: tagged", m.digest));
-            continue;
-        }
-        let digest = berth_core::Digest::parse(&m.digest).map_err(Error::internal)?;
-        match registry.meta.delete_manifest(repo, &digest).await {
+        // Untagged as the run saw it: one tagged since stays (checked in the delete).
+        let digest = Digest::parse(&m.digest).map_err(Error::internal)?;
+        match registry.meta.delete_manifest(repo, &digest, true).await {
             Ok(true) => {
                 let detail = format!("{}; run by {by}", m.reason);
                 record(registry, "retention.manifest.delete", repo, format!("{repo}@{}", m.digest), detail).await;
                 deleted.push(m);
             }
-            Ok(false) => report.skipped.push(format!("manifest {}: deleted during the run", m.digest)),
+            Ok(false) => report.skipped.push(format!("manifest {}: tagged or deleted during the run", m.digest)),
             Err(e) if e.kind == ErrorKind::Denied => {
                 report.skipped.push(format!("manifest {}: protected: {}", m.digest, e.message()))
             }
