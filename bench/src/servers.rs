@@ -86,9 +86,11 @@ pub fn berth_with(
         cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
     }
     cmd.env("BERTH_ADMIN_PASSWORD", admin_password).env("BERTH_AUTO_CREATE_PROJECTS", "true");
-    // Warnings and errors go to a file beside the data directory: a failed run says why.
+    // Warnings and errors (or `BERTH_BENCH_LOG`'s level) go to a file beside the data
+    // directory: a failed run says why.
     let log = std::fs::File::create(dir.join("berth.log")).expect("create berth.log");
-    cmd.env("BERTH_LOG", "warn").stdout(Stdio::null()).stderr(log);
+    let level = std::env::var("BERTH_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    cmd.env("BERTH_LOG", level).stdout(Stdio::null()).stderr(log);
     cmd.envs(env.iter().copied());
     let authorization = Some(Arc::from(crate::auth::basic(crate::auth::ADMIN, admin_password)));
     let started = Instant::now();

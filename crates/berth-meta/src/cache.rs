@@ -152,6 +152,17 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         Ok(found)
     }
 
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<u64>, Error> {
+        let result = self.inner.delete_repository(repo).await;
+        self.invalidate(|entries| {
+            entries.retain(|k, _| match k {
+                Key::Link(r, _) | Key::Tag(r, _) | Key::Manifest(r, _) => r != repo,
+                Key::Blob(_) => true,
+            })
+        });
+        result
+    }
+
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error> {
         if let Some(m) = self.cached_manifest(repo, reference) {
             return Ok(Some(m));

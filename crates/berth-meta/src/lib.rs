@@ -210,6 +210,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Refused (`DENIED`) when the tag is immutable.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error>;
 
+    /// Deletes a repository: its manifests (with their tags), its blob links, and its
+    /// name (gone from the catalog); what they used is queued for garbage collection.
+    /// Returns how many manifests went, `None` if it did not exist. Refused (`DENIED`) when
+    /// a tag in it is immutable. A later push creates it anew.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<u64>, Error>;
+
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error>;
 
     /// Tags after `last`, sorted bytewise; `None` if the repository does not exist.

@@ -460,6 +460,54 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn delete_repository(&self, repo: &RepoName) -> Result<Option<u64>, Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                let found = sqlx::query(concat!("SELECT 1 FROM repositories WHERE name = $1", row_lock!(update)))
+                    .bind(repo.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                if found.is_none() {
+                    return Ok(None);
+                }
+                Self::check_immutable_delete(&mut tx, repo, None, None).await?;
+                // Every blob its manifests name or it links may be garbage now: queued (in
+                // digest order, as `queue_children`) before the references and links go.
+                sqlx::query(
+                    "INSERT INTO gc_blob_review (digest, queued_at, reason)
+                     SELECT digest, $2, 'repository' FROM
+                       (SELECT child_digest AS digest FROM manifest_refs WHERE repo = $1 AND kind = 'blob'
+                        UNION SELECT digest FROM repo_blobs WHERE repo = $1) used
+                     ORDER BY digest
+                     ON CONFLICT (digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
+                )
+                .bind(repo.as_str())
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                // Tags and references go with the manifests (ON DELETE CASCADE); plain
+                // deletes of the links, so the quota triggers see each one go.
+                let manifests = sqlx::query("DELETE FROM manifests WHERE repo = $1")
+                    .bind(repo.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                for sql in [
+                    "DELETE FROM repo_blobs WHERE repo = $1",
+                    "DELETE FROM gc_manifest_review WHERE repo = $1",
+                    "DELETE FROM manifest_pulls WHERE repo = $1",
+                    "DELETE FROM tag_pulls WHERE repo = $1",
+                    "DELETE FROM repositories WHERE name = $1",
+                ] {
+                    sqlx::query(sql).bind(repo.as_str()).execute(&mut *tx).await.map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                self.durable().await?;
+                Ok(Some(manifests))
+            }
+
             async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error> {
                 let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
                     .bind(repo.as_str())
@@ -634,15 +682,29 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-use berth_core::{Digest, Error, RepoName};
+use berth_core::{Digest, Error, ErrorKind, RepoName};
 
 use crate::Page;
 
 /// Ids per statement when looking many up: well under SQLite's limit of bound parameters.
 pub(crate) const ID_BATCH: usize = 500;
 
+/// A database error as the registry's: the database out of reach or out of connections is
+/// `UNAVAILABLE` (503 with `Retry-After`, which clients retry), anything else internal.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    Error::internal(format!("database: {e}"))
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut => Some("the database is busy: no connection came free in time"),
+        sqlx::Error::PoolClosed => Some("the database connections are closed (shutting down)"),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Some("the database is unreachable"),
+        _ => None,
+    };
+    match unavailable {
+        Some(message) => Error {
+            source: Some(format!("database: {e}")),
+            ..Error::new(ErrorKind::Unavailable).with_message(message).with_retry_after(1)
+        },
+        None => Error::internal(format!("database: {e}")),
+    }
 }
 
 pub(crate) fn repo_name(s: String) -> Result<RepoName, Error> {

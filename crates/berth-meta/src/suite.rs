@@ -169,6 +169,24 @@ async fn core(store: &dyn MetadataStore) {
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);
     assert_eq!(store.repo_blob(&b, &layer).await.unwrap().map(|i| i.size), Some(5));
+
+    // A whole repository: its manifests, tags and links go, and its name; other
+    // repositories keep theirs; deleting it again finds nothing.
+    store.link_blob(&b, &config, &info(6, "k/config"), None).await.unwrap();
+    let gone = [Tag::parse("gone").unwrap()];
+    store
+        .put_manifest(NewManifest { repo: &b, digest: &digest, parsed: &parsed, body: &body, tags: &gone })
+        .await
+        .unwrap();
+    assert!(store.catalog(None, 100).await.unwrap().items.contains(&b.to_string()));
+    assert_eq!(store.delete_repository(&b).await.unwrap(), Some(1));
+    assert!(!store.repo_exists(&b).await.unwrap());
+    assert!(store.tags(&b, None, 10).await.unwrap().is_none());
+    assert_eq!(store.repo_blob(&b, &layer).await.unwrap(), None);
+    assert!(store.manifest(&b, &Reference::Digest(digest.clone())).await.unwrap().is_none());
+    assert!(!store.catalog(None, 100).await.unwrap().items.contains(&b.to_string()));
+    assert_eq!(store.delete_repository(&b).await.unwrap(), None);
+    assert!(store.repo_exists(&a).await.unwrap());
 }
 
 /// Referrers come a page at a time, by digest, bounded by count and by bytes.

@@ -32,11 +32,13 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "errors": [entry] }).to_string();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if e.kind == ErrorKind::TooManyRequests {
-            let retry_after = match e.retry_after {
-                Some(secs) => HeaderValue::from(secs.max(1)),
-                None => HeaderValue::from_static(RETRY_AFTER_SECS),
-            };
+        // A 429 always says when to come back; a 503 when its cause knows.
+        let retry_after = match (e.kind, e.retry_after) {
+            (ErrorKind::TooManyRequests | ErrorKind::Unavailable, Some(secs)) => Some(HeaderValue::from(secs.max(1))),
+            (ErrorKind::TooManyRequests, None) => Some(HeaderValue::from_static(RETRY_AFTER_SECS)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after);
         }
         // A challenge is built from validated names and the configured realm; one that

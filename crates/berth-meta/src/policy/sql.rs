@@ -170,8 +170,9 @@ macro_rules! policy_checks {
                 Ok(())
             }
 
-            /// Refuses deleting `tag`, or the manifest `manifest` (with every tag on it),
-            /// when a tag concerned matches one of the project's immutable rules.
+            /// Refuses deleting `tag`, or the manifest `manifest` (with every tag on it), or
+            /// with neither the whole repository, when a tag concerned matches one of the
+            /// project's immutable rules.
             async fn check_immutable_delete(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 repo: &RepoName,
@@ -191,14 +192,16 @@ macro_rules! policy_checks {
                     return Ok(());
                 }
                 let mut names: Vec<String> = tag.map(|t| t.as_str().to_owned()).into_iter().collect();
-                if let Some(digest) = manifest {
-                    let rows =
-                        sqlx::query("SELECT name FROM tags WHERE repo = $1 AND manifest_digest = $2 ORDER BY name")
-                            .bind(repo.as_str())
-                            .bind(digest.as_str())
-                            .fetch_all(&mut **tx)
-                            .await
-                            .map_err(db_err)?;
+                if tag.is_none() {
+                    // The manifest's tags, or (no manifest either) every tag of the repository.
+                    let rows = sqlx::query(
+                        "SELECT name FROM tags WHERE repo = $1 AND ($2 IS NULL OR manifest_digest = $2) ORDER BY name",
+                    )
+                    .bind(repo.as_str())
+                    .bind(manifest.map(Digest::as_str))
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
                     names.extend(rows.into_iter().map(|r| r.get::<String, _>(0)));
                 }
                 for name in &names {

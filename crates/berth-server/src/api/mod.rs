@@ -33,6 +33,7 @@ mod listings;
 mod members;
 mod policies;
 mod projects;
+mod repositories;
 mod retention;
 mod robots;
 mod scrub;
@@ -80,6 +81,7 @@ routes! {
     put "/projects/{project}/retention" => retention::set,
     delete "/projects/{project}/retention" => retention::remove,
     post "/projects/{project}/retention/run" => retention::run,
+    delete "/repositories/{name}" => repositories::delete,
     get "/repositories/{name}/tags" => listings::tags,
     get "/repositories/{name}/artifacts" => listings::artifacts,
     get "/robots" => robots::list,
@@ -139,6 +141,7 @@ routes! {
         robots::delete,
         robots::rotate,
         listings::repositories,
+        repositories::delete,
         listings::tags,
         listings::artifacts,
         retention::get,

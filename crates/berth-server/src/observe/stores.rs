@@ -32,7 +32,7 @@ pub struct Timed<S> {
 }
 
 /// The operations of each store, in the order of their slots.
-const META_OPS: [&str; 21] = [
+const META_OPS: [&str; 22] = [
     "repo_blob",
     "blob",
     "repos_with_blob",
@@ -54,6 +54,7 @@ const META_OPS: [&str; 21] = [
     "artifacts",
     "try_lease",
     "referrers",
+    "delete_repository",
 ];
 const BLOB_OPS: [&str; 9] = [
     "create_upload",
@@ -177,6 +178,10 @@ impl<S: MetadataStore> MetadataStore for Timed<S> {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error> {
         self.time(14, self.inner.delete_tag(repo, tag, expected)).await
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<u64>, Error> {
+        self.time(21, self.inner.delete_repository(repo)).await
     }
 
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, Error> {

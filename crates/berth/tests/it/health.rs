@@ -33,6 +33,7 @@ async fn readyz_fails_while_postgresql_is_stopped_and_recovers_when_it_is_back()
     let server = TestServer::start_with(|c| {
         c.database.url = Some(scaleout.database.clone());
         c.storage.url = Some(scaleout.s3().into());
+        c.database.acquire_timeout = Duration::from_secs(2);
     });
     let api = Api::anonymous(server.url());
     assert_eq!(probe(&api, "/readyz").await.0, StatusCode::OK);
@@ -48,6 +49,16 @@ async fn readyz_fails_while_postgresql_is_stopped_and_recovers_when_it_is_back()
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // The process still serves.
     assert_eq!(probe(&api, "/healthz").await.0, StatusCode::OK);
+    // A request that needs the database is told to come back (503 with Retry-After, the
+    // OCI error JSON), not that the server broke (500).
+    let r = Api::new(server.url()).send(Method::GET, "/v2/library/absent/tags/list").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNKNOWN", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("the database is"), "{body}");
+    assert!(!message.contains("postgres") && !message.contains("127.0.0.1"), "nothing internal: {body}");
 
     scaleout.postgres.start_again();
     let deadline = Instant::now() + Duration::from_secs(30);

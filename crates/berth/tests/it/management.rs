@@ -169,6 +169,67 @@ async fn a_project_holding_a_repository_cannot_be_deleted_and_an_empty_one_can()
     api.refused(StatusCode::NOT_FOUND, "NOT_FOUND", Method::GET, "/projects/empty", None).await;
 }
 
+/// Deleting a repository (Harbor's project admins and maintainers may): its manifests,
+/// tags and links go, the catalog no longer lists it, garbage collection then frees its
+/// bytes, and its project can be deleted. A developer may not; an immutable tag in it
+/// refuses the delete, naming the rule; the deletion is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_repository_is_gone_its_bytes_are_collected_and_its_project_can_go() {
+    let server = TestServer::start_with(|c| c.jobs.gc_grace = std::time::Duration::ZERO);
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
+    for (user, role) in [("maya", "maintainer"), ("dev", "developer")] {
+        let password = format!("{user}-password-long-enough");
+        api.expect(StatusCode::CREATED, Method::POST, "/users", Some(json!({"name": user, "password": password})))
+            .await;
+        let path = format!("/projects/team/members/{user}");
+        api.expect(StatusCode::OK, Method::PUT, &path, Some(json!({"role": role}))).await;
+    }
+    let registry = Api::new(server.url());
+    registry.push_image("team/app", "1", OCI_MANIFEST, 41).await;
+    registry.push_image("team/app", "2", OCI_MANIFEST, 42).await;
+    registry.push_image("team/other", "1", OCI_MANIFEST, 43).await;
+
+    let dev = Mgmt::new(&server, Some(&Creds::new("dev", "dev-password-long-enough")));
+    dev.refused(StatusCode::FORBIDDEN, "DENIED", Method::DELETE, "/repositories/team%2Fapp", None).await;
+    let rule = Some(json!({"pattern": "1"}));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects/team/immutable-rules", rule).await;
+    let maya = Mgmt::new(&server, Some(&Creds::new("maya", "maya-password-long-enough")));
+    let (status, _, body) = maya.call(Method::DELETE, "/repositories/team%2Fapp", None).await;
+    assert_eq!((status, &body["errors"][0]["code"]), (StatusCode::FORBIDDEN, &json!("DENIED")), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("immutable"), "{body}");
+    api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/projects/team/immutable-rules/1", None).await;
+
+    maya.expect(StatusCode::NO_CONTENT, Method::DELETE, "/repositories/team%2Fapp", None).await;
+    maya.refused(StatusCode::NOT_FOUND, "NAME_UNKNOWN", Method::DELETE, "/repositories/team%2Fapp", None).await;
+    let r = registry.send(Method::GET, "/v2/team/app/manifests/1").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let catalog: Value = registry.send(Method::GET, "/v2/_catalog").await.json().await.unwrap();
+    assert_eq!(catalog["repositories"], json!(["team/other"]), "{catalog}");
+    // The audit writer stores entries in batches, a few milliseconds later.
+    let mut audit = Value::Null;
+    for _ in 0..50 {
+        audit = api.expect(StatusCode::OK, Method::GET, "/audit?operation=repository.delete", None).await;
+        if !audit.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let entry = &audit[0];
+    assert_eq!((&entry["actor"], &entry["resource"]), (&json!("maya"), &json!("team/app")), "{audit}");
+
+    // Its config blobs and layers are used nowhere else: garbage once their grace is over.
+    crate::gc::collect_all(&server.url()).await;
+    let runs = api.expect(StatusCode::OK, Method::GET, "/gc/runs", None).await;
+    let removed: u64 = runs.as_array().unwrap().iter().map(|r| r["blobs_removed"].as_u64().unwrap()).sum();
+    assert_eq!(removed, 4, "two images' config and layer blobs: {runs}");
+    registry.push_image("team/other", "2", OCI_MANIFEST, 44).await;
+
+    api.refused(StatusCode::CONFLICT, "CONFLICT", Method::DELETE, "/projects/team", None).await;
+    api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/repositories/team%2Fother", None).await;
+    api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/projects/team", None).await;
+}
+
 #[tokio::test]
 async fn every_route_of_the_served_openapi_document_is_served() {
     let server = TestServer::start();
