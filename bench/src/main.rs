@@ -362,6 +362,9 @@ async fn run_server(
     //    name, is in `library`), asked for anonymously and with a bearer token that each
     //    connection fetched once from `/token` before the clock started.
     if on("auth") && server.authorization.is_some() {
+        // A connection of its own: the one above sat idle through the loads, longer than
+        // a server keeps an idle connection (Berth: 30 s, its header timeout).
+        let mut c = Conn::open(&target).await?;
         let body = manifest((&config_digest, config.len()), &descriptors[..5]);
         for d in std::iter::once(&config_digest).chain(descriptors[..5].iter().map(|(d, _)| d)) {
             let mount = format!("/v2/benchpub/blobs/uploads/?mount={d}&from=bench/small");

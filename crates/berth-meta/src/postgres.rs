@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_policies.sql")),
     (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
+    (9, include_str!("../migrations/postgres/0009_settings.sql")),
 ];
 
 /// The PostgreSQL pool of one node.

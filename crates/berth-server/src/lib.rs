@@ -38,6 +38,7 @@ pub mod range;
 mod response;
 pub mod retention;
 pub mod scrub;
+pub mod system;
 pub mod tls;
 mod uploads;
 
@@ -109,7 +110,8 @@ pub struct Registry {
     /// When manifests and tags were last pulled, held until the next flush.
     pub pulls: retention::PullRecorder,
     /// Read-only mode: pushes, deletes and management writes are refused (one load per
-    /// write request; reads never look).
+    /// write request; reads never look): the registry-wide switch as this node last
+    /// read it (`system.rs`).
     pub read_only: AtomicBool,
     /// The garbage collector, when configured (`with_gc`).
     pub gc: Option<lifecycle::gc::Gc>,

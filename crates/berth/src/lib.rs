@@ -168,7 +168,13 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     .with_retention(stores.retention)
     .with_gc(Gc::new(stores.gc, gc_config(config)))
     .with_observability(metrics, stores.ops);
-    registry.read_only.store(config.read_only, std::sync::atomic::Ordering::Relaxed);
+    // Started read-only: the switch is stored for every node. Otherwise the stored one
+    // (a switch set through the API survives restarts).
+    if config.read_only {
+        berth_server::system::set_read_only(&registry, true).await?;
+    } else {
+        berth_server::system::sync(&registry).await?;
+    }
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
     registry.audit.start();
@@ -233,6 +239,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let collector = tokio::spawn(Collector::new(Arc::clone(&registry)).run(shutdown.clone()));
     let usage = storage_gauge(Arc::clone(&registry), config.metrics.storage_interval, shutdown.clone());
     let usage = tokio::spawn(usage);
+    let switches = tokio::spawn(berth_server::system::sync_every(Arc::clone(&registry), shutdown.clone()));
     let metrics_server = match config.metrics.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
@@ -280,6 +287,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     scrub.await?;
     collector.await?;
     usage.await?;
+    switches.await?;
     if let Some(server) = metrics_server {
         server.await??;
     }

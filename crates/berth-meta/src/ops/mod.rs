@@ -1,9 +1,11 @@
 //! What an operator watches in the database: readiness (the database answers and its
-//! schema is this build's), the connection pools' use, and the bytes stored per project.
+//! schema is this build's), the connection pools' use, and the bytes stored per project;
+//! and the registry-wide settings an administrator changes at run time (read-only mode).
 //!
 //! Its own store beside [`MetadataStore`](crate::MetadataStore), read-only, one SQL
 //! implementation for both dialects (`sql.rs`) and a shared suite (`suite.rs`). Nothing
-//! here is on a request's path: `/readyz`, a scrape of `/metrics` and a periodic job call it.
+//! here is on a request's path: `/readyz`, a scrape of `/metrics`, the management API and
+//! periodic jobs call it.
 
 use async_trait::async_trait;
 use berth_core::Error;
@@ -39,4 +41,10 @@ pub trait OpsStore: Send + Sync + 'static {
     /// project named by its first component, one-component names to `library`. One scan
     /// of `repo_blobs`: for a periodic gauge, not for a request.
     async fn storage_by_project(&self) -> Result<Vec<(String, u64)>, Error>;
+
+    /// A registry-wide setting, shared by every node; `None` if never set.
+    async fn setting(&self, name: &str) -> Result<Option<String>, Error>;
+
+    /// Sets (or replaces) a registry-wide setting.
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), Error>;
 }

@@ -57,6 +57,28 @@ macro_rules! ops_store {
                     .map_err(db_err)?;
                 Ok(rows.into_iter().map(|(p, n)| (p, u64::try_from(n).unwrap_or(0))).collect())
             }
+
+            async fn setting(&self, name: &str) -> Result<Option<String>, berth_core::Error> {
+                sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(db_err)
+            }
+
+            async fn set_setting(&self, name: &str, value: &str) -> Result<(), berth_core::Error> {
+                sqlx::query(
+                    "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(value)
+                .bind($crate::now())
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+                self.durable().await
+            }
         }
     };
 }

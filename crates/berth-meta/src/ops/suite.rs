@@ -26,4 +26,12 @@ pub async fn run(ops: &dyn OpsStore, meta: &dyn MetadataStore) {
     meta.link_blob(&repo("other/x/y"), &shared, &info(100, "k/shared"), None).await.unwrap();
     let expected = vec![("library".to_owned(), 5), ("other".to_owned(), 100), ("team".to_owned(), 107)];
     assert_eq!(ops.storage_by_project().await.unwrap(), expected);
+
+    // Settings: absent until set, then replaced.
+    assert_eq!(ops.setting("read_only").await.unwrap(), None);
+    ops.set_setting("read_only", "true").await.unwrap();
+    ops.set_setting("other", "x").await.unwrap();
+    ops.set_setting("read_only", "false").await.unwrap();
+    assert_eq!(ops.setting("read_only").await.unwrap().as_deref(), Some("false"));
+    assert_eq!(ops.setting("other").await.unwrap().as_deref(), Some("x"));
 }

@@ -1,6 +1,6 @@
-//! The registry as a whole: read-only mode, turned on and off by a system administrator.
-//! It applies to the node that answers (the flag or the file set it on every node at
-//! start); it refuses pushes and deletes on `/v2` and every other management write.
+//! The registry as a whole: read-only mode, turned on and off by a system administrator
+//! for every node (`system.rs`: stored, and re-read by each node within seconds); it
+//! refuses pushes and deletes on `/v2` and every other management write.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,7 +33,7 @@ pub async fn get_read_only(State(registry): State<Arc<Registry>>, caller: Caller
 pub async fn put_read_only(State(registry): State<Arc<Registry>>, caller: Caller, body: Bytes) -> Reply {
     let principal = caller.authorize(&registry, Access::System).await?;
     let wanted: ReadOnly = parse_body(&body)?;
-    registry.read_only.store(wanted.read_only, Ordering::Relaxed);
+    crate::system::set_read_only(&registry, wanted.read_only).await?;
     let detail = Some(format!("read_only={}", wanted.read_only));
     let change = Change { operation: "system.read-only", project: None, resource: "registry", detail };
     caller.audit(&registry, &principal, change).await;

@@ -61,3 +61,47 @@ async fn read_only_set_at_start_refuses_uploads_and_only_an_administrator_turns_
     assert_eq!(api.send(Method::POST, "/v2/library/ro/blobs/uploads/").await.status(), StatusCode::ACCEPTED);
     tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
 }
+
+/// Polls `check` every 100 ms until it holds (at most 10 s: the nodes re-read the switch
+/// every 2 s).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The switch is the registry's, not one node's: set through one node, the other obeys
+/// it; turned off through that other node, the first accepts pushes again. And it
+/// survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_set_through_one_node_applies_to_every_node_and_survives_a_restart() {
+    let scale = crate::support::ScaleOut::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<_> = dirs.iter().map(|d| scale.spawn(d.path())).collect();
+    let apis: Vec<Api> = nodes.iter().map(|n| Api::new(n.url())).collect();
+    let uploads = "/v2/library/ro/blobs/uploads/";
+    assert_eq!(apis[1].send(Method::POST, uploads).await.status(), StatusCode::ACCEPTED);
+
+    set_read_only(&apis[0], true).await;
+    eventually("node 2 refusing pushes", async || {
+        apis[1].send(Method::POST, uploads).await.status() == StatusCode::METHOD_NOT_ALLOWED
+    })
+    .await;
+    assert_read_only_refusal(apis[1].send(Method::POST, uploads).await).await;
+    let r = apis[1].send(Method::GET, "/api/v1/system/read-only").await;
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({ "read_only": true }));
+
+    // A node restarted (without --read-only) finds the registry read-only.
+    drop(nodes.remove(1));
+    let node = scale.spawn(dirs[1].path());
+    let api = Api::new(node.url());
+    assert_read_only_refusal(api.send(Method::POST, uploads).await).await;
+
+    set_read_only(&api, false).await;
+    eventually("node 1 accepting pushes", async || {
+        apis[0].send(Method::POST, uploads).await.status() == StatusCode::ACCEPTED
+    })
+    .await;
+}
