@@ -48,8 +48,14 @@ pub(crate) const METRICS: &[Metric] = &[
         higher_is_better: true,
     },
     Metric {
+        key: "manifest_metrics_rps",
+        label: "manifest GET by tag, metrics on (same data, Berth restarted), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
         key: "manifest_nometrics_rps",
-        label: "manifest GET by tag, metrics off (`--metrics false`, same data, Berth restarted), 64 conns",
+        label: "manifest GET by tag, metrics off (`--metrics false`, same data, Berth restarted next), 64 conns",
         unit: "req/s",
         higher_is_better: true,
     },

@@ -448,13 +448,13 @@ macro_rules! sql_store {
                     "DELETE FROM tags
                      WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)",
                 )
-                    .bind(repo.as_str())
-                    .bind(tag.as_str())
-                    .bind(digest)
-                    .bind(pushed_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .bind(digest)
+                .bind(pushed_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok(done.rows_affected() > 0)

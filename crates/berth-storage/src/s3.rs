@@ -12,9 +12,9 @@
 //!
 //! A blob's storage key is `sha256/<hex>/<upload id>`: it names the bytes
 //! (`objects/<upload id>`) and says their digest. Nothing is ever copied or renamed on
-//! commit: S3 has no rename and the bytes stay where the upload put them. (Versions before
-//! 0.15 also wrote `digests/sha256/<hex>` dedupe markers; nothing reads them now, and they
-//! may be deleted.)
+//! commit: S3 has no rename and the bytes stay where the upload put them. (Earlier builds
+//! also wrote `digests/sha256/<hex>` dedupe markers; nothing reads them now, and they may
+//! be deleted.)
 //!
 //! # Uploads and their state
 //!

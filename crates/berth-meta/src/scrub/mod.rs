@@ -81,8 +81,8 @@ pub trait ScrubStore: Send + Sync + 'static {
 
     async fn run(&self, id: i64) -> Result<Option<ScrubRun>, Error>;
 
-    /// What run `id` found, sorted by digest.
-    async fn findings(&self, id: i64) -> Result<Vec<Finding>, Error>;
+    /// What run `id` found with digests after `after`, sorted by digest, at most `limit`.
+    async fn findings(&self, id: i64, after: Option<&str>, limit: u32) -> Result<Vec<Finding>, Error>;
 }
 
 /// Whether a finding's reason marks the blob damaged (every reason but `unreadable`).

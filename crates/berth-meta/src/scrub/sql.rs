@@ -143,9 +143,18 @@ macro_rules! scrub_store {
                 Ok(row.map(|r| $crate::scrub::sql::run_row!(r)))
             }
 
-            async fn findings(&self, id: i64) -> Result<Vec<$crate::scrub::Finding>, Error> {
-                let rows = sqlx::query("SELECT digest, reason FROM scrub_findings WHERE run_id = $1 ORDER BY digest")
-                    .bind(id)
+            async fn findings(
+                &self,
+                id: i64,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::scrub::Finding>, Error> {
+                let rows = sqlx::query(
+                    "SELECT digest, reason FROM scrub_findings WHERE run_id = $1 AND digest > $2 ORDER BY digest LIMIT $3",
+                )
+                .bind(id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
                     .fetch_all(&self.reader)
                     .await
                     .map_err(db_err)?;

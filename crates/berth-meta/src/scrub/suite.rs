@@ -30,7 +30,9 @@ pub async fn run(meta: &dyn MetadataStore, scrub: &dyn ScrubStore) {
     scrub.record_finding(run.id, &unreadable).await.unwrap();
     let mut findings = vec![finding.clone(), unreadable];
     findings.sort_by(|a, b| a.digest.cmp(&b.digest));
-    assert_eq!(scrub.findings(run.id).await.unwrap(), findings);
+    assert_eq!(scrub.findings(run.id, None, 10).await.unwrap(), findings);
+    assert_eq!(scrub.findings(run.id, None, 1).await.unwrap(), findings[..1]);
+    assert_eq!(scrub.findings(run.id, Some(&findings[0].digest), 10).await.unwrap(), findings[1..]);
 
     // Damaged: not live to the registry; unreadable only: still served.
     assert_eq!(meta.repo_blob(&repo, &bad).await.unwrap(), None);

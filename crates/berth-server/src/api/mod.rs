@@ -339,13 +339,18 @@ impl Paging {
         let views: Vec<V> = items.iter().map(V::from).collect();
         let mut response = json(StatusCode::OK, &views);
         if let (true, Some(last)) = (more, items.last()) {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("n", &self.n.to_string())
-                .append_pair("last", key(last))
-                .finish();
-            next_link(&mut response, &format!("{path}?{query}"));
+            self.link_after(&mut response, path, key(last));
         }
         response
+    }
+
+    /// Adds the `Link` to the page of `path` after `last`.
+    fn link_after(&self, response: &mut Response, path: &str, last: &str) {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("n", &self.n.to_string())
+            .append_pair("last", last)
+            .finish();
+        next_link(response, &format!("{path}?{query}"));
     }
 }
 

@@ -96,14 +96,24 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
     Ok(json(StatusCode::OK, &runs.iter().map(RunView::from).collect::<Vec<_>>()))
 }
 
-#[utoipa::path(get, path = "/api/v1/scrub/runs/{id}", tag = "scrub", params(("id" = i64, Path)),
+/// The run with a page of its findings (`n`, by default 100, after digest `last`; a
+/// `Link` leads to the next page): a run over a damaged store may find millions.
+#[utoipa::path(get, path = "/api/v1/scrub/runs/{id}", tag = "scrub", params(("id" = i64, Path), super::Paging),
     responses((status = 200, body = RunView), (status = 404, body = super::ErrorBody)))]
 pub async fn get(State(registry): State<Arc<Registry>>, caller: Caller, Path(id): Path<String>) -> Reply {
     caller.authorize(&registry, Access::System).await?;
+    let page = caller.page()?;
     let missing = || unknown("scrub run", &id);
     let number: i64 = id.parse().map_err(|_| missing())?;
     let run = registry.scrub.run(number).await?.ok_or_else(missing)?;
-    let findings = registry.scrub.findings(number).await?;
+    let mut findings = registry.scrub.findings(number, page.last.as_deref(), page.n + 1).await?;
+    let more = findings.len() > page.n as usize;
+    findings.truncate(page.n as usize);
+    let last = findings.last().map(|f| f.digest.clone());
     let view = RunView { findings: Some(findings.into_iter().map(FindingView::from).collect()), ..RunView::from(&run) };
-    Ok(json(StatusCode::OK, &view))
+    let mut response = json(StatusCode::OK, &view);
+    if let (true, Some(last)) = (more, last) {
+        page.link_after(&mut response, &format!("/api/v1/scrub/runs/{number}"), &last);
+    }
+    Ok(response)
 }

@@ -12,6 +12,8 @@ use crate::BoxError;
 
 /// How often the run's progress is read.
 const POLL: Duration = Duration::from_millis(500);
+/// Findings read per request (the server's largest page).
+const FINDINGS_PAGE: usize = 1000;
 
 pub(super) async fn scrub(client: &Client) -> Result<(), BoxError> {
     let started = client.call(Method::POST, "/scrub/runs", None).await?;
@@ -34,8 +36,20 @@ pub(super) async fn scrub(client: &Client) -> Result<(), BoxError> {
     if terminal {
         eprintln!();
     }
-    for finding in run["findings"].as_array().into_iter().flatten() {
-        println!("{}\t{}", text(&finding["digest"]), text(&finding["reason"]));
+    // Its findings, a page at a time (the answers above carried the first page).
+    let mut page = client.get(&format!("/scrub/runs/{id}?n={FINDINGS_PAGE}")).await?;
+    loop {
+        let findings = page["findings"].as_array().cloned().unwrap_or_default();
+        for finding in &findings {
+            println!("{}\t{}", text(&finding["digest"]), text(&finding["reason"]));
+        }
+        match findings.last() {
+            Some(last) if findings.len() == FINDINGS_PAGE => {
+                let after = super::client::segment(&text(&last["digest"]));
+                page = client.get(&format!("/scrub/runs/{id}?n={FINDINGS_PAGE}&last={after}")).await?;
+            }
+            _ => break,
+        }
     }
     println!(
         "scrub {id} {}: {} blobs checked, {} bytes, {} damaged",

@@ -96,6 +96,19 @@ async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refuse
         (Some("finished"), Some(2), true)
     );
     assert_eq!(run["checked"], run["blobs_total"]);
+    // Its findings come a page at a time, each page linking to the next.
+    let id = run["id"].as_i64().unwrap();
+    let r = api.send(Method::GET, &format!("/api/v1/scrub/runs/{id}?n=1")).await;
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["findings"].as_array().unwrap().len(), 1, "{first}");
+    let after = first["findings"][0]["digest"].as_str().unwrap();
+    assert_eq!(link, format!("</api/v1/scrub/runs/{id}?n=1&last={}>; rel=\"next\"", after.replace(':', "%3A")));
+    let next = api.send(Method::GET, link.trim_start_matches('<').split('>').next().unwrap()).await;
+    assert!(next.headers().get("link").is_none(), "the second page is the last");
+    let second: Value = next.json().await.unwrap();
+    assert_eq!(second["findings"].as_array().unwrap().len(), 1, "{second}");
+    assert!(second["findings"][0]["digest"].as_str().unwrap() > after, "{second}");
 
     // The truncated blob pushed again: its new bytes are served, and a manifest naming it
     // goes in; the next run finds only the corrupted one (whose bad bytes it removed).

@@ -191,7 +191,27 @@ impl ScaleOut {
 
     /// The bucket as a plain S3 client sees it, not through Berth's S3 store.
     pub fn storage(&self) -> Storage {
-        Storage::Bucket(self.bucket())
+        Storage::Bucket(self.bucket(), self.database.clone())
+    }
+
+    /// `(digest, storage key)` of every blob the metadata records, live or being removed.
+    pub async fn recorded_blobs(&self) -> Vec<(String, String)> {
+        recorded_blobs(&self.database).await
+    }
+}
+
+/// `(digest, storage key)` of every blob recorded in the PostgreSQL database at `url`.
+async fn recorded_blobs(url: &str) -> Vec<(String, String)> {
+    use berth_meta::GcStore;
+    let store = berth_meta::PgStore::open(url).await.expect("the test database");
+    let mut all: Vec<(String, String)> = Vec::new();
+    loop {
+        let page = store.blob_keys(all.last().map(|(d, _)| d.as_str()), 1000).await.unwrap();
+        let done = page.len() < 1000;
+        all.extend(page);
+        if done {
+            return all;
+        }
     }
 }
 
@@ -201,7 +221,8 @@ impl ScaleOut {
 /// the module doc of berth-storage's `s3.rs`). Entries are named by path or object key.
 pub enum Storage {
     Files(PathBuf),
-    Bucket(AmazonS3),
+    /// The bucket, and the database whose records say which object holds which digest.
+    Bucket(AmazonS3, String),
 }
 
 impl Storage {
@@ -211,7 +232,7 @@ impl Storage {
     pub async fn staged(&self) -> Vec<(String, u64)> {
         match self {
             Storage::Files(data) => files(&data.join("uploads")),
-            Storage::Bucket(s3) => objects(s3, "registry/uploads").await,
+            Storage::Bucket(s3, _) => objects(s3, "registry/uploads").await,
         }
     }
 
@@ -219,28 +240,30 @@ impl Storage {
     pub async fn blobs(&self) -> Vec<(String, u64)> {
         match self {
             Storage::Files(data) => files(&data.join("blobs")),
-            Storage::Bucket(s3) => objects(s3, "registry/objects").await,
+            Storage::Bucket(s3, _) => objects(s3, "registry/objects").await,
         }
     }
 
     /// `(digest, entry)` for every blob the store files under a digest: a file's name is
-    /// its digest; in the bucket, a dedupe marker `digests/sha256/<hex>` names the storage
-    /// key `sha256/<hex>/<id>` of the object `objects/<id>`.
+    /// its digest; in the bucket, the object `objects/<id>` of each recorded storage key
+    /// `sha256/<hex>/<id>` that is there (the bucket itself names no digest: S3 objects are
+    /// named after their upload, and the metadata says what each holds).
     pub async fn blobs_by_digest(&self) -> Vec<(String, String)> {
         match self {
             Storage::Files(data) => files(&data.join("blobs/sha256"))
                 .into_iter()
                 .map(|(path, _)| (format!("sha256:{}", path.rsplit('/').next().unwrap()), path))
                 .collect(),
-            Storage::Bucket(s3) => {
+            Storage::Bucket(s3, database) => {
+                let present: std::collections::HashSet<String> =
+                    objects(s3, "registry/objects").await.into_iter().map(|(path, _)| path).collect();
                 let mut out = Vec::new();
-                for (marker, _) in objects(s3, "registry/digests/sha256").await {
-                    let hex = marker.rsplit('/').next().unwrap().to_owned();
-                    let key = String::from_utf8(self.read(&marker).await).expect("a marker holds a storage key");
-                    let id = key
-                        .strip_prefix(&format!("sha256/{hex}/"))
-                        .unwrap_or_else(|| panic!("marker {marker} names {key:?}, not a key of its digest"));
-                    out.push((format!("sha256:{hex}"), format!("registry/objects/{id}")));
+                for (digest, key) in recorded_blobs(database).await {
+                    let (_, id) = key.rsplit_once('/').unwrap_or_else(|| panic!("storage key {key:?}"));
+                    let path = format!("registry/objects/{id}");
+                    if present.contains(&path) {
+                        out.push((digest, path));
+                    }
                 }
                 out
             }
@@ -251,7 +274,7 @@ impl Storage {
     pub async fn read(&self, entry: &str) -> Vec<u8> {
         match self {
             Storage::Files(_) => std::fs::read(entry).unwrap_or_else(|e| panic!("reading {entry}: {e}")),
-            Storage::Bucket(s3) => {
+            Storage::Bucket(s3, _) => {
                 let got = s3.get(&object_store::path::Path::from(entry)).await;
                 let body = got.unwrap_or_else(|e| panic!("GET {entry}: {e}")).bytes().await;
                 body.unwrap_or_else(|e| panic!("reading the body of {entry}: {e:?}")).to_vec()
@@ -263,7 +286,7 @@ impl Storage {
     pub async fn overwrite(&self, entry: &str, bytes: &[u8]) {
         match self {
             Storage::Files(_) => std::fs::write(entry, bytes).unwrap_or_else(|e| panic!("writing {entry}: {e}")),
-            Storage::Bucket(s3) => {
+            Storage::Bucket(s3, _) => {
                 let payload = object_store::PutPayload::from(bytes.to_vec());
                 s3.put(&object_store::path::Path::from(entry), payload).await.unwrap();
             }
@@ -279,7 +302,7 @@ impl Storage {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             }
-            Storage::Bucket(s3) => {
+            Storage::Bucket(s3, _) => {
                 let path = object_store::path::Path::from(format!("registry/objects/{name}"));
                 s3.put(&path, bytes.to_vec().into()).await.unwrap();
             }
@@ -290,7 +313,7 @@ impl Storage {
     pub async fn remove(&self, entry: &str) {
         match self {
             Storage::Files(_) => std::fs::remove_file(entry).unwrap_or_else(|e| panic!("removing {entry}: {e}")),
-            Storage::Bucket(s3) => s3.delete(&object_store::path::Path::from(entry)).await.unwrap(),
+            Storage::Bucket(s3, _) => s3.delete(&object_store::path::Path::from(entry)).await.unwrap(),
         }
     }
 }
