@@ -57,18 +57,30 @@ impl Postgres {
             "{}/initdb -D {path}/data -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null",
             bin.display()
         )));
-        let pg = Postgres { dir, bin, port };
+        let mut pg = Postgres { dir, bin, port };
+        // The port was free when picked, but another test's server may take it before this
+        // one binds it (tests start in parallel): then pick another.
+        for _ in 0..3 {
+            if pg.start_command().output().is_ok_and(|out| out.status.success()) {
+                return pg;
+            }
+            pg.port = free_port();
+        }
         pg.start_again();
         pg
     }
 
     /// Starts the cluster (stopped by [`Postgres::stop`]) on the same port and data.
     pub fn start_again(&self) {
+        run(&mut self.start_command());
+    }
+
+    fn start_command(&self) -> Command {
         let (path, port) = (self.dir.path().display(), self.port);
-        run(&mut as_postgres(&format!(
+        as_postgres(&format!(
             "{}/pg_ctl -D {path}/data -l {path}/log -w -o \"-h 127.0.0.1 -p {port} -k {path} -c fsync=off -c max_connections=200\" start >/dev/null",
             self.bin.display()
-        )));
+        ))
     }
 
     /// Stops the cluster now (`immediate`: connections are cut, as by a crash).
