@@ -2,7 +2,7 @@
 # Benchmarks Berth against distribution (Debian's docker-registry) on this machine and
 # writes docs/benchmarks.md. The one documented command; it installs what it needs.
 #
-#   bash bench/run.sh                  # the full run (3 runs each, about 10 minutes)
+#   bash bench/run.sh                  # the full run (3 runs each, about 25 minutes)
 #   bash bench/run.sh --quick          # smoke test: small sizes, one run, writes target/bench-data/
 #   bash bench/run.sh --only manifest  # one workload: big|small|manifest|head|get|list|auth (comma-separated)
 #   bash bench/run.sh --scaleout       # adds a Berth column on S3 (Garage) + PostgreSQL
