@@ -259,19 +259,31 @@ macro_rules! sql_store {
                 let mut missing = Vec::new();
                 for blob in &m.parsed.blobs {
                     // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
-                    // for this put, or this check waits for GC's and sees its outcome.
-                    let found = sqlx::query(concat!(
-                        "SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
-                         WHERE rb.repo = $1 AND rb.digest = $2 AND b.state = 'live'
+                    // for this put, or this check waits for GC's and sees its outcome. The
+                    // blob's row first, then its link, the order GC's `doom_blob` takes
+                    // them in: the other order could deadlock with it.
+                    let live = sqlx::query(concat!(
+                        "SELECT 1 FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
                            AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
                         row_lock!(share)
                     ))
-                    .bind(repo)
                     .bind(blob.as_str())
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(db_err)?;
-                    if found.is_none() {
+                    .map_err(db_err)?
+                    .is_some();
+                    let linked = live
+                        && sqlx::query(concat!(
+                            "SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2",
+                            row_lock!(share)
+                        ))
+                        .bind(repo)
+                        .bind(blob.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .is_some();
+                    if !linked {
                         missing.push(blob.to_string());
                     }
                 }
@@ -692,7 +704,11 @@ pub(crate) const ID_BATCH: usize = 500;
 /// A database error as the registry's: the database out of reach or out of connections is
 /// `UNAVAILABLE` (503 with `Retry-After`, which clients retry), anything else internal.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    // PostgreSQL's deadlock victim and serialization failure: nothing was written, and the
+    // same request succeeds when sent again.
+    let transient = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001");
     let unavailable = match &e {
+        _ if transient => Some("the database ended this transaction to resolve a conflict; retry"),
         sqlx::Error::PoolTimedOut => Some("the database is busy: no connection came free in time"),
         sqlx::Error::PoolClosed => Some("the database connections are closed (shutting down)"),
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Some("the database is unreachable"),

@@ -168,4 +168,67 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(runs[0], GcRun { id: second, ..run.clone() });
     assert_eq!((runs[1].kind, runs[1].dry_run, runs[1].error.as_deref()), (GcKind::Full, true, None));
     assert_eq!(store.runs(Some(second), 10).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![first]);
+
+    put_racing_doom(store).await;
+}
+
+/// A manifest put racing GC dooming the blobs it names: the put either keeps them (and GC
+/// leaves them) or fails with `MANIFEST_BLOB_UNKNOWN`; never a database error (on
+/// PostgreSQL, locks taken in opposite orders made a deadlock the database broke by
+/// failing one of the two), and never a manifest naming a doomed blob.
+async fn put_racing_doom<S: MetadataStore + GcStore>(store: &S) {
+    let repo = RepoName::parse("race/app").unwrap();
+    let mut kept = 0;
+    for round in 0..60 {
+        let config = Digest::of(format!("race-config-{round}").as_bytes());
+        let layer = Digest::of(format!("race-layer-{round}").as_bytes());
+        for d in [&config, &layer] {
+            store.link_blob(&repo, d, &BlobInfo { size: 10, key: format!("k/{d}") }, None).await.unwrap();
+        }
+        let body = image(&config, &layer, None);
+        let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
+        let digest = Digest::of(&body);
+        let tags = [Tag::parse("latest").unwrap()];
+        let due = crate::now() + 1;
+        // Each side starts first in turn, the other after a delay that grows with the round.
+        let lag = |side: u64| async move {
+            if round % 2 == side {
+                tokio::time::sleep(std::time::Duration::from_micros(round / 2 * 100)).await;
+            }
+        };
+        let (put, doomed_layer, doomed_config) = tokio::join!(
+            async {
+                lag(0).await;
+                store
+                    .put_manifest(NewManifest {
+                        repo: &repo,
+                        digest: &digest,
+                        parsed: &parsed,
+                        body: &body,
+                        tags: &tags,
+                    })
+                    .await
+            },
+            async {
+                lag(1).await;
+                store.doom_blob(&layer, due).await
+            },
+            async {
+                lag(1).await;
+                store.doom_blob(&config, due).await
+            },
+        );
+        let doomed = doomed_layer.unwrap().is_some() || doomed_config.unwrap().is_some();
+        match put {
+            Ok(()) => {
+                assert!(!doomed, "round {round}: a blob of a stored manifest was doomed");
+                kept += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::ManifestBlobUnknown, "round {round}: {e}");
+                assert!(doomed, "round {round}: refused though nothing was doomed");
+            }
+        }
+    }
+    eprintln!("put racing doom: {kept} of 60 puts kept their blobs");
 }
