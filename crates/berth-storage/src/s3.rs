@@ -121,6 +121,8 @@ pub const DEFAULT_APPEND_BUDGET: usize = 256 << 20;
 /// [`SPILL_MIN`] or more writes what it holds to the bucket and gives back its budget.
 const SPILL_IDLE: Duration = Duration::from_secs(1);
 const SPILL_MIN: usize = 64 << 10;
+/// How many times a bulk delete sends keys that failed (pauses of 0.1, 0.4, 1.6 s).
+const DELETE_ATTEMPTS: u32 = 4;
 
 mod budget;
 mod config;
@@ -489,19 +491,43 @@ impl S3BlobStore {
     }
 
     /// Deletes objects (in bulk where the server can); missing ones are fine.
+    ///
+    /// A bulk delete answers 200 with an error per key it could not delete (`SlowDown`,
+    /// `InternalError`, a busy server), which the client's retries of failed requests never
+    /// see. Deleting is idempotent, so the keys of a batch that had one are sent again, a
+    /// few times with a growing pause, before the error is returned.
     async fn delete_all(&self, paths: Vec<Path>) -> Result<(), StorageError> {
-        if paths.is_empty() {
-            return Ok(());
-        }
-        let input = stream::iter(paths.into_iter().map(Ok)).boxed();
-        let mut results = self.s3.delete_stream(input);
-        while let Some(r) = results.next().await {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_err(e)),
+        let mut pause = Duration::from_millis(100);
+        let mut left = paths;
+        for attempt in 1.. {
+            if left.is_empty() {
+                return Ok(());
             }
+            let input = stream::iter(left.clone().into_iter().map(Ok)).boxed();
+            let mut results = self.s3.delete_stream(input);
+            let mut error = None;
+            let mut deleted = std::collections::HashSet::new();
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(path) => {
+                        deleted.insert(path);
+                    }
+                    Err(object_store::Error::NotFound { path, .. }) => {
+                        deleted.insert(Path::from(path));
+                    }
+                    Err(e) => error = Some(e),
+                }
+            }
+            let Some(e) = error else { return Ok(()) };
+            if attempt == DELETE_ATTEMPTS {
+                return Err(s3_err(e));
+            }
+            tracing::warn!(error = %e, attempt, "a bulk delete failed for some keys; sending them again");
+            left.retain(|p| !deleted.contains(p));
+            tokio::time::sleep(pause).await;
+            pause *= 4;
         }
-        Ok(())
+        unreachable!("the loop returns")
     }
 }
 
