@@ -444,6 +444,9 @@ impl TestServer {
         dir: tempfile::TempDir,
         configure: impl FnOnce(&mut berth::Config),
     ) -> TestServer {
+        // The server logs why a request failed (a 5xx body says nothing); nextest shows a
+        // failing test's stderr, so the cause comes with the failure.
+        let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
         backend.configure(&mut config);
         configure_access(&mut config);

@@ -80,8 +80,6 @@ struct Arena {
 
 impl Arena {
     async fn start(wire: Wire, scenario: &'static str) -> Arena {
-        // The server logs why a request failed (a 5xx body says nothing); show it with the test.
-        let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
         let server = TestServer::start();
         let client = Client::connect(wire, server.addr).await;
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
