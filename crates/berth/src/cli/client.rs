@@ -1,12 +1,12 @@
 //! The management API's client for `berth` subcommands: where the server is and who is
 //! calling (flags, then `BERTH_URL`/`BERTH_USER`/`BERTH_PASSWORD`, then the login file),
-//! and requests whose errors come back as the server's code and message.
-//!
-//! Plain HTTP only for now: TLS arrives with issue 11.
+//! and requests whose errors come back as the server's code and message. `https://`
+//! servers are verified against the system's trusted roots, plus a CA file if one is given
+//! (`--ca-cert`, for a private CA or a self-signed certificate).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,13 @@ use crate::BoxError;
 /// environment variable, then to the login file (`berth login`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Remote {
-    /// The registry's URL, e.g. http://127.0.0.1:5000 (plain HTTP: TLS arrives with issue 11).
+    /// The registry's URL, e.g. https://registry.example or http://127.0.0.1:5000.
     #[arg(long, env = "BERTH_URL", global = true)]
     pub url: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's, for a server whose
+    /// certificate a private CA signed (or a self-signed one).
+    #[arg(long, env = "BERTH_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
     /// The user (or robot) to call as.
     #[arg(long, env = "BERTH_USER", global = true)]
     pub user: Option<String>,
@@ -36,6 +40,9 @@ pub struct Login {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// The CA file `berth login` was given, used again by the commands that follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Login {
@@ -116,15 +123,23 @@ impl Client {
         let url = pick(&remote.url, saved.url, "url")?;
         let user = pick(&remote.user, saved.user, "user")?;
         let password = pick(&remote.password, saved.password, "password")?;
-        Client::with(&url, user, password)
+        Client::with(&url, user, password, remote.ca_cert.as_deref().or(saved.ca_cert.as_deref()))
     }
 
-    pub fn with(url: &str, user: String, password: String) -> Result<Client, BoxError> {
-        if !url.starts_with("http://") {
-            return Err(format!("{url:?}: only http:// URLs for now (TLS arrives with issue 11)").into());
+    pub fn with(url: &str, user: String, password: String, ca_cert: Option<&Path>) -> Result<Client, BoxError> {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(format!("{url:?}: expected an http:// or https:// URL").into());
         }
-        let http = reqwest::Client::builder().build()?;
-        Ok(Client { http, base: url.trim_end_matches('/').to_owned(), user, password })
+        let mut http = reqwest::Client::builder();
+        if let Some(file) = ca_cert {
+            let pem = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", file.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no PEM certificate in it", file.display()).into());
+            }
+            http = http.tls_certs_merge(certs);
+        }
+        Ok(Client { http: http.build()?, base: url.trim_end_matches('/').to_owned(), user, password })
     }
 
     /// `method` on `/api/v1{path}` with an optional JSON body; the response's JSON

@@ -1,7 +1,8 @@
-//! `berth` subcommands that manage a registry: `login`, `user`, `project`, `member`,
-//! `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call a running server's management API (`client.rs`); `user
-//! import-htpasswd` and `admin reset-password` work on a stopped server's data
-//! (`offline.rs`). Not `berth serve` (that is `main.rs`).
+//! `berth` subcommands that manage a registry: `login`, `user`, `project`, `repo`
+//! (`repos.rs`), `member`, `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call
+//! a running server's management API (`client.rs`); `user import-htpasswd` and `admin
+//! reset-password` work on a stopped server's data (`offline.rs`). Not `berth serve`
+//! (that is `main.rs`).
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -16,26 +17,32 @@ pub mod client;
 mod gc;
 mod offline;
 mod policies;
+mod repos;
 mod retention;
 mod scrub;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
 pub use policies::ImmutableCommand;
+pub use repos::RepoCommand;
 pub use retention::RetentionCommand;
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Check credentials against a server and keep them in the login file (mode 0600)
-    /// for the other commands. Plain http:// only for now (TLS arrives with issue 11).
+    /// for the other commands.
     Login {
-        /// The server, e.g. http://127.0.0.1:5000.
+        /// The server, e.g. https://registry.example or http://127.0.0.1:5000.
         url: String,
         #[arg(long, env = "BERTH_USER")]
         user: String,
         /// The password; without it, read from the first line of standard input.
         #[arg(long, env = "BERTH_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// A PEM file of CA certificates trusted besides the system's; kept in the login
+        /// file (as its path) for the commands that follow.
+        #[arg(long, env = "BERTH_CA_CERT")]
+        ca_cert: Option<std::path::PathBuf>,
     },
     /// Users: create, list, change passwords, disable, make administrators.
     User {
@@ -46,6 +53,13 @@ pub enum Command {
     Project {
         #[command(subcommand)]
         command: ProjectCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Repositories: list a project's, list a repository's tags, delete one.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -276,9 +290,10 @@ pub enum RobotCommand {
 /// Runs a management command.
 pub async fn run(command: Command) -> Result<(), BoxError> {
     match command {
-        Command::Login { url, user, password } => login(url, user, password).await,
+        Command::Login { url, user, password, ca_cert } => login(url, user, password, ca_cert).await,
         Command::User { command } => user(command).await,
         Command::Project { command, remote } => project(command, &Client::new(&remote)?).await,
+        Command::Repo { command, remote } => repos::repo(command, &Client::new(&remote)?).await,
         Command::Member { command, remote } => member(command, &Client::new(&remote)?).await,
         Command::Robot { command, remote } => robot(command, &Client::new(&remote)?).await,
         Command::Scrub { remote } => scrub::scrub(&Client::new(&remote)?).await,
@@ -354,11 +369,18 @@ fn or_stdin(given: Option<String>, what: &str) -> Result<String, BoxError> {
     Ok(line)
 }
 
-async fn login(url: String, user: String, password: Option<String>) -> Result<(), BoxError> {
+async fn login(
+    url: String,
+    user: String,
+    password: Option<String>,
+    ca_cert: Option<std::path::PathBuf>,
+) -> Result<(), BoxError> {
     let password = or_stdin(password, "password")?;
-    let client = Client::with(&url, user.clone(), password.clone())?;
+    // Kept as an absolute path: the commands that follow may run from elsewhere.
+    let ca_cert = ca_cert.map(std::path::absolute).transpose()?;
+    let client = Client::with(&url, user.clone(), password.clone(), ca_cert.as_deref())?;
     let me = client.get("/me").await?;
-    let path = Login { url, user, password }.write()?;
+    let path = Login { url, user, password, ca_cert }.write()?;
     println!("logged in as {} (credentials in {})", text(&me["name"]), path.display());
     Ok(())
 }

@@ -100,6 +100,36 @@ fn curl_trusting_the_ca_negotiates_http2_by_alpn_and_http1_when_asked() {
     assert!(!out.status.success(), "plain HTTP was served on the TLS port");
 }
 
+/// The management CLI over TLS: `berth login --ca-cert` verifies the server with the CA,
+/// keeps the CA's path with the login, and the commands that follow use both; without the
+/// CA the certificate is refused.
+#[test]
+fn the_cli_verifies_the_server_with_the_ca_given_at_login() {
+    use crate::management::cli::{berth, output, stdout_of};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki("cli").install(dir.path(), "ca").join("ca.crt");
+    let server = tls_server(dir.path());
+    let url = format!("https://{}", server.host());
+    let config = dir.path().join("config");
+    let password = admin().password;
+
+    let out = output(berth(&config).args(["login", &url, "--user", "admin", "--password", &password]));
+    assert!(!out.status.success(), "logged in to a server whose CA it does not trust");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"), "{out:?}");
+    assert!(!config.join("login.json").exists());
+
+    let mut login = berth(&config);
+    login.args(["login", &url, "--user", "admin", "--password", &password, "--ca-cert"]).arg(&ca);
+    assert!(stdout_of(&mut login).contains("logged in as admin"));
+    assert_eq!(stdout_of(berth(&config).args(["project", "create", "team"])), "created project team (private)\n");
+    assert!(stdout_of(berth(&config).args(["project", "list"])).contains("team\tprivate\n"));
+    // The flag names another CA file: the server's certificate is refused again.
+    let other = dir.path().join("other-ca.crt");
+    std::fs::write(&other, pki("other").ca_pem).unwrap();
+    let out = output(berth(&config).args(["project", "list", "--ca-cert"]).arg(&other));
+    assert!(!out.status.success(), "trusted a certificate the given CA did not sign");
+}
+
 #[test]
 fn skopeo_and_podman_verify_the_certificate_with_the_ca_and_push_and_pull() {
     let dir = tempfile::tempdir().unwrap();

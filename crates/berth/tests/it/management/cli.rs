@@ -229,3 +229,34 @@ async fn an_imported_htpasswd_user_logs_in_with_the_old_password() {
     let r = crate::api::Api::as_user(server.url(), Some(&wrong)).send(Method::GET, "/api/v1/me").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `berth repo list`, `repo tags` and `repo delete` against a running server: the listings
+/// as the API gives them, a refusal as a failing exit naming the server's code, and a
+/// deleted repository gone from the listing and from `/v2`.
+#[tokio::test]
+async fn repo_lists_a_projects_repositories_and_their_tags_and_deletes_one() {
+    let server = TestServer::start();
+    let config = server.scratch("config");
+    run_with_input(
+        berth(&config).args(["login", &server.url(), "--user", "admin"]),
+        &format!("{}\n", admin().password),
+    );
+    stdout_of(berth(&config).args(["project", "create", "team"]));
+    let registry = Api::new(server.url());
+    for (repo, tag, seed) in [("team/app", "1", 51), ("team/app", "2", 52), ("team/tools/lint", "1", 53)] {
+        registry.push_image(repo, tag, crate::fixtures::OCI_MANIFEST, seed).await;
+    }
+    assert_eq!(stdout_of(berth(&config).args(["repo", "list", "team"])), "team/app\nteam/tools/lint\n");
+    assert_eq!(stdout_of(berth(&config).args(["repo", "tags", "team/app"])), "1\n2\n");
+
+    let out = output(berth(&config).args(["repo", "tags", "team/absent"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME_UNKNOWN"), "{out:?}");
+
+    assert_eq!(stdout_of(berth(&config).args(["repo", "delete", "team/app"])), "deleted repository team/app\n");
+    assert_eq!(stdout_of(berth(&config).args(["repo", "list", "team"])), "team/tools/lint\n");
+    let r = registry.send(Method::GET, "/v2/team/app/tags/list").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let out = output(berth(&config).args(["repo", "delete", "team/app"]));
+    assert!(!out.status.success(), "a second delete finds nothing");
+}
