@@ -89,6 +89,22 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Decides whether the request may have `access`: the caller, or `Unauthorized`
     /// (with the challenge the client needs) or `Denied`.
     async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error>;
+
+    /// Accounts, memberships or projects changed (here or on another node): forget what
+    /// was cached of them, so that the change applies to the next request.
+    fn access_changed(&self, _change: AccessChange<'_>) {}
+}
+
+/// What a management change altered of who may do what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessChange<'a> {
+    /// A user's or robot's record (password, secret, disabled, expiry, administrator)
+    /// or what it holds (memberships, grants).
+    Account(&'a str),
+    /// A project's existence or visibility.
+    Project(&'a str),
+    /// Not known (another node's change): anything.
+    Anything,
 }
 
 /// Everything is allowed to everyone (tests of the registry core that are not about

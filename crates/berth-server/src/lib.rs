@@ -113,6 +113,9 @@ pub struct Registry {
     /// write request; reads never look): the registry-wide switch as this node last
     /// read it (`system.rs`).
     pub read_only: AtomicBool,
+    /// The stored generation of accounts, memberships and projects this node's caches
+    /// were last cleared for (`system.rs`).
+    access_generation: std::sync::Mutex<String>,
     /// The garbage collector, when configured (`with_gc`).
     pub gc: Option<lifecycle::gc::Gc>,
     /// Held by an upload's commit-and-link and by GC's removal of the same digest.
@@ -155,6 +158,7 @@ impl Registry {
             retention: None,
             pulls: retention::PullRecorder::default(),
             read_only: AtomicBool::new(false),
+            access_generation: Default::default(),
             gc: None,
             blob_locks: lifecycle::BlobLocks::default(),
             metrics: Arc::new(observe::Metrics::new(true)),

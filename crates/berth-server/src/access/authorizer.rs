@@ -13,9 +13,11 @@
 //! - **Basic**: the user or robot is read and its password or secret verified (on a
 //!   blocking thread), then the result is cached for [`LOGIN_CACHE_TTL`] under the
 //!   SHA-256 of (a per-process random salt, name, password): the cache never holds a
-//!   password, and a change to the account (password, disabled, memberships) applies to
-//!   credentials already seen within that time; the cache is not re-validated against
-//!   the record's `updated_at` (a short TTL instead). Failures go through the [`Limiter`].
+//!   password. A change to an account, its memberships or a project made through the
+//!   management API drops the entries it affects ([`Authorizer::access_changed`]) on the
+//!   node that made it at once; every other node clears its cache within
+//!   `system::SYNC_INTERVAL` (a stored generation); a change made behind the server's
+//!   back (offline commands) waits out the TTL. Failures go through the [`Limiter`].
 //! - **Anonymous**: pull on public projects, nothing else; a refusal is 401 with the
 //!   challenge naming the scope the request needs.
 //!
@@ -41,7 +43,7 @@ use super::limiter::{Limiter, Limits};
 use super::oidc::{OidcConfig, OidcVerifier, Trust};
 use super::password;
 use super::tokens::{DEFAULT_REFRESH_TTL, DEFAULT_TOKEN_TTL, TokenGrants, TokenService};
-use crate::auth::{Access, Action, Authorizer, Credentials, Grants, Principal, Subject};
+use crate::auth::{Access, AccessChange, Action, Authorizer, Credentials, Grants, Principal, Subject};
 
 /// How long verified Basic credentials are reused without a store read.
 pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -141,6 +143,9 @@ pub struct TokenAuthorizer {
     /// the same credentials (64 connections of one CI job) checks the password once and
     /// the others find the result cached.
     checking: Vec<tokio::sync::Mutex<()>>,
+    /// How many times the logins were cleared: a check that began before a clear read
+    /// records the change may have altered, and its result is not cached.
+    cleared: std::sync::atomic::AtomicU64,
     salt: [u8; 32],
     projects: ProjectCache,
     anonymous: Arc<Holdings>,
@@ -166,6 +171,7 @@ impl TokenAuthorizer {
             limiter: Limiter::new(config.limits),
             logins: TtlCache::new(LOGIN_CACHE_ENTRIES),
             checking: (0..LOGIN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            cleared: Default::default(),
             salt: password::random_bytes(),
             projects: ProjectCache::new(Arc::clone(&store)),
             anonymous: Arc::new(Holdings::anonymous()),
@@ -226,6 +232,7 @@ impl TokenAuthorizer {
                 .with_message("too many failed logins; retry later")
                 .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX)));
         }
+        let generation = self.cleared.load(std::sync::atomic::Ordering::SeqCst);
         match self.check_password(name, password).await? {
             Some((holdings, expires_at)) => {
                 self.limiter.succeeded(name, peer);
@@ -234,7 +241,9 @@ impl TokenAuthorizer {
                 let left = expires_at.map_or(LOGIN_CACHE_TTL, |at| {
                     LOGIN_CACHE_TTL.min(Duration::from_secs(u64::try_from(at - berth_meta::now()).unwrap_or(0)))
                 });
-                self.logins.insert(key, Arc::clone(&holdings), Instant::now() + left);
+                if self.cleared.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                    self.logins.insert(key, Arc::clone(&holdings), Instant::now() + left);
+                }
                 Ok(holdings)
             }
             None => {
@@ -423,6 +432,14 @@ impl Authorizer for TokenAuthorizer {
                 self.decide(headers, access, holdings).await
             }
             Presented::Unreadable => Err(self.unauthorized(headers, access, None)),
+        }
+    }
+
+    fn access_changed(&self, change: AccessChange<'_>) {
+        self.cleared.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.logins.retain(|holdings| !holdings.affected_by(change));
+        if !matches!(change, AccessChange::Account(_)) {
+            self.projects.forget();
         }
     }
 }

@@ -40,6 +40,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         entries.insert(key, (value, until));
     }
 
+    /// Keeps only the entries whose value `keep` accepts.
+    pub fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        self.entries.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (v, _)| keep(v));
+    }
+
     pub fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -83,6 +88,10 @@ mod tests {
         cache.insert(5, "e", later);
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(&5), Some("e"));
+        // Retaining drops exactly the values refused.
+        cache.insert(6, "f", later);
+        cache.retain(|v| *v != "e");
+        assert_eq!((cache.get(&5), cache.get(&6), cache.len()), (None, Some("f"), 1));
     }
 
     #[test]

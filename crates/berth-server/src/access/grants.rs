@@ -11,7 +11,7 @@ use berth_core::Error;
 use berth_core::access::{MATRIX, Permission, project_of};
 use berth_meta::{IdentityStore, Member, PageSpec, Robot, User};
 
-use crate::auth::{Access, Action, Grants, Subject};
+use crate::auth::{Access, AccessChange, Action, Grants, Subject};
 
 /// How long the list of projects (names and visibility) is reused before it is re-read.
 pub const PROJECTS_TTL: Duration = Duration::from_secs(5);
@@ -77,6 +77,19 @@ impl Holdings {
         Holdings { subject: Subject::Robot(robot.name.clone()), admin: false, projects }
     }
 
+    /// Whether a change to `change` can alter what these holdings allow.
+    pub fn affected_by(&self, change: AccessChange<'_>) -> bool {
+        let name = match &self.subject {
+            Subject::User(name) | Subject::Robot(name) => Some(name.as_str()),
+            Subject::Anonymous => None,
+        };
+        match change {
+            AccessChange::Account(account) => name == Some(account),
+            AccessChange::Project(project) => self.projects.contains_key(project),
+            AccessChange::Anything => true,
+        }
+    }
+
     fn holds(&self, project: &str, permission: Permission) -> bool {
         self.admin || self.projects.get(project).is_some_and(|s| s.contains(permission))
     }
@@ -137,6 +150,11 @@ pub struct ProjectCache {
 impl ProjectCache {
     pub fn new(store: Arc<dyn IdentityStore>) -> ProjectCache {
         ProjectCache { store, current: RwLock::default(), reloading: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The next [`get`](ProjectCache::get) reads the store.
+    pub fn forget(&self) {
+        self.current.write().unwrap_or_else(|e| e.into_inner()).1 = None;
     }
 
     fn fresh(&self) -> Option<Arc<Projects>> {

@@ -264,8 +264,13 @@ impl Caller {
     }
 
     /// Records a change the caller made, once it succeeded: who, from where, what (a
-    /// name, a role, a permission: never a secret).
+    /// name, a role, a permission: never a secret). Every management change comes here,
+    /// so a change to who may do what also tells every node's authorizer from here
+    /// ([`Change::altered_access`]).
     async fn audit(&self, registry: &Registry, principal: &Principal, change: Change<'_>) {
+        if let Some(altered) = change.altered_access() {
+            crate::system::access_changed(registry, altered).await;
+        }
         let event = AuditEvent {
             at_ms: crate::audit::now_ms(),
             actor: principal.name().map(str::to_owned),
@@ -311,6 +316,20 @@ struct Change<'a> {
     /// The user's, project's or robot's name.
     resource: &'a str,
     detail: Option<String>,
+}
+
+impl Change<'_> {
+    /// What the change can alter of what callers may do: a user's or robot's account or
+    /// memberships (the resource of `user.`, `robot.` and `member.` changes), or a
+    /// project's existence or visibility.
+    fn altered_access(&self) -> Option<crate::auth::AccessChange<'_>> {
+        use crate::auth::AccessChange::{Account, Project};
+        match self.operation.split_once('.')?.0 {
+            "user" | "robot" | "member" => Some(Account(self.resource)),
+            "project" => Some(Project(self.resource)),
+            _ => None,
+        }
+    }
 }
 
 /// Items in a page unless the client says otherwise, and at most.

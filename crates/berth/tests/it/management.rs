@@ -22,7 +22,12 @@ pub struct Mgmt {
 
 impl Mgmt {
     pub fn new(server: &TestServer, creds: Option<&Creds>) -> Mgmt {
-        Mgmt { client: client_as(creds).build().unwrap(), base: server.url(), seen: Default::default() }
+        Mgmt::at(server.url(), creds)
+    }
+
+    /// The same, for a server at `base` (a `berth` process).
+    pub fn at(base: String, creds: Option<&Creds>) -> Mgmt {
+        Mgmt { client: client_as(creds).build().unwrap(), base, seen: Default::default() }
     }
 
     /// `method /api/v1{path}` with an optional JSON body: the status, the `Link` header
@@ -228,6 +233,45 @@ async fn a_deleted_repository_is_gone_its_bytes_are_collected_and_its_project_ca
     api.refused(StatusCode::CONFLICT, "CONFLICT", Method::DELETE, "/projects/team", None).await;
     api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/repositories/team%2Fother", None).await;
     api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/projects/team", None).await;
+}
+
+/// The status of `GET /v2/` with Basic `creds`: 200 for a valid login, 401 otherwise.
+pub async fn basic_login_status(base: &str, creds: &Creds) -> StatusCode {
+    client_as(Some(creds)).build().unwrap().get(format!("{base}/v2/")).send().await.unwrap().status()
+}
+
+/// Basic credentials a server has verified and remembers (30 s) stop working the moment
+/// the account changes through the management API: a rotated robot secret, a disabled
+/// robot, a disabled user, and a member removed from a private project.
+#[tokio::test]
+async fn changes_to_accounts_apply_at_once_to_basic_credentials_already_seen() {
+    let server = TestServer::start();
+    let url = server.url();
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
+    let robot = json!({"name": "ci", "grants": [{"project": "team", "permissions": ["pull"]}]});
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot)).await;
+    let old = Creds::new("robot$team+ci", created["secret"].as_str().unwrap());
+    assert_eq!(basic_login_status(&url, &old).await, StatusCode::OK);
+    let rotated = api.expect(StatusCode::OK, Method::POST, "/robots/robot$team+ci/secret", None).await;
+    assert_eq!(basic_login_status(&url, &old).await, StatusCode::UNAUTHORIZED, "the old secret still worked");
+    let new = Creds::new("robot$team+ci", rotated["secret"].as_str().unwrap());
+    assert_eq!(basic_login_status(&url, &new).await, StatusCode::OK);
+    api.expect(StatusCode::OK, Method::PATCH, "/robots/robot$team+ci", Some(json!({"disabled": true}))).await;
+    assert_eq!(basic_login_status(&url, &new).await, StatusCode::UNAUTHORIZED, "the disabled robot still worked");
+
+    let alice = Creds::new("alice", "alice-password-long-enough");
+    let body = json!({"name": "alice", "password": alice.password});
+    api.expect(StatusCode::CREATED, Method::POST, "/users", Some(body)).await;
+    api.expect(StatusCode::OK, Method::PUT, "/projects/team/members/alice", Some(json!({"role": "developer"}))).await;
+    Api::new(url.clone()).push_image("team/app", "v1", OCI_MANIFEST, 61).await;
+    let as_alice = Api::as_user(url.clone(), Some(&alice));
+    assert_eq!(as_alice.send(Method::GET, "/v2/team/app/manifests/v1").await.status(), StatusCode::OK);
+    api.expect(StatusCode::NO_CONTENT, Method::DELETE, "/projects/team/members/alice", None).await;
+    let r = as_alice.send(Method::GET, "/v2/team/app/manifests/v1").await;
+    assert!(r.status().is_client_error(), "a removed member still pulled: {}", r.status());
+    api.expect(StatusCode::OK, Method::PATCH, "/users/alice", Some(json!({"disabled": true}))).await;
+    assert_eq!(basic_login_status(&url, &alice).await, StatusCode::UNAUTHORIZED, "the disabled user still worked");
 }
 
 #[tokio::test]

@@ -174,3 +174,31 @@ async fn a_token_issued_by_one_node_is_accepted_by_another() {
         );
     }
 }
+
+/// A robot disabled through one node stops working on another that had its login cached
+/// (for 30 s) within seconds: the other node hears of the change through the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_disabled_through_one_node_is_refused_by_another_within_seconds() {
+    use crate::management::{Mgmt, basic_login_status};
+    use crate::support::Creds;
+    let scale = ScaleOut::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<BerthProcess> = dirs.iter().map(|d| scale.spawn(d.path())).collect();
+    let api = Mgmt::at(nodes[0].url(), Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(serde_json::json!({"name": "team"}))).await;
+    let robot = serde_json::json!({"name": "ci", "grants": [{"project": "team", "permissions": ["pull"]}]});
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot)).await;
+    let creds = Creds::new("robot$team+ci", created["secret"].as_str().unwrap());
+    for node in &nodes {
+        assert_eq!(basic_login_status(&node.url(), &creds).await, StatusCode::OK);
+    }
+    let body = serde_json::json!({"disabled": true});
+    api.expect(StatusCode::OK, Method::PATCH, "/robots/robot$team+ci", Some(body)).await;
+    assert_eq!(basic_login_status(&nodes[0].url(), &creds).await, StatusCode::UNAUTHORIZED);
+    let disabled = std::time::Instant::now();
+    while basic_login_status(&nodes[1].url(), &creds).await == StatusCode::OK {
+        assert!(disabled.elapsed() < Duration::from_secs(10), "node 2 still took the disabled robot's login");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("node 2 refused the disabled robot {:?} after the change", disabled.elapsed());
+}
