@@ -21,7 +21,9 @@ async fn a_gc_run_killed_midway_loses_nothing_and_the_next_run_finishes_it() {
     let shared = random_bytes(3000, rand_u64());
     let mut kept: Vec<(String, Image)> = Vec::new();
     let mut garbage: Vec<Image> = Vec::new();
-    for i in 0..40 {
+    // Enough garbage that the run lasts well past the kill's window (each removed blob is
+    // a transaction and an fsync): with 35 images, a fast disk finished it within 65 ms.
+    for i in 0..120 {
         let layers = [shared.clone(), random_bytes(500, rand_u64()), random_bytes(700, rand_u64())];
         let image = push(&api, "crash/app", &format!("t{i}"), &layers, None).await;
         if i % 8 == 0 {
