@@ -1,8 +1,11 @@
 //! The cost of metrics: the manifest GET load on a Berth restarted on the data the run
-//! left, once with metrics on and once with `--metrics false`, one right after the other.
-//! Both sides start alike: compared with the run's own manifest row instead, which runs
-//! early, after the 1 GiB pushes, while the disk still writes them back, metrics "cost"
-//! 11–19 % (every run of a full benchmark), against 2 % in a profile of the same load.
+//! left, with metrics on and with `--metrics false`, in the order on, off, off, on, each
+//! side's figure the mean of its two loads. Both sides start alike: compared with the
+//! run's own manifest row instead, which runs early, after the 1 GiB pushes, while the
+//! disk still writes them back, metrics "cost" 11–19 % (every run of a full benchmark),
+//! against 2 % in a profile of the same load. Measured once each, on first, the side
+//! measured first lost to the machine settling after the run's other loads (on ÷ off
+//! 78.7–95.9 % at 82ffe14); the mirrored order cancels a steady drift.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,9 +25,10 @@ pub async fn manifest_load(target: &Target, duration: Duration) -> Result<Load, 
     http::load(target, CONNS, duration, get, StatusCode::OK).await
 }
 
-/// Starts Berth on the data the run left in `dir` with metrics on, then off, runs the
-/// manifest load on each and records `manifest_metrics_rps`, `manifest_nometrics_rps` and
-/// `metrics_ratio` (on ÷ off) in `results`.
+/// Starts Berth on the data the run left in `dir` with metrics on, off, off, then on,
+/// runs the manifest load on each and records `manifest_metrics_rps`,
+/// `manifest_nometrics_rps` (each the mean of its two loads) and `metrics_ratio` (on ÷
+/// off) in `results`.
 pub async fn measure(
     bin: &Path,
     dir: &Path,
@@ -33,10 +37,12 @@ pub async fn measure(
     results: &mut BTreeMap<&'static str, Vec<f64>>,
 ) -> Result<(), BoxError> {
     let mut rps = [0.0; 2];
-    for (i, metrics) in ["true", "false"].into_iter().enumerate() {
+    for metrics in [true, false, false, true] {
         eprintln!("  … manifest GET load, metrics {metrics} (Berth restarted on the same data)");
-        let server = servers::berth_with(bin, dir, None, admin_password, &[("BERTH_METRICS", metrics)]);
-        rps[i] = manifest_load(&server.target(), Duration::from_secs_f64(seconds)).await?.rps();
+        let env = [("BERTH_METRICS", if metrics { "true" } else { "false" })];
+        let server = servers::berth_with(bin, dir, None, admin_password, &env);
+        rps[usize::from(!metrics)] +=
+            manifest_load(&server.target(), Duration::from_secs_f64(seconds)).await?.rps() / 2.0;
         drop(server);
     }
     let [on, off] = rps;

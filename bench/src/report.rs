@@ -49,13 +49,13 @@ pub(crate) const METRICS: &[Metric] = &[
     },
     Metric {
         key: "manifest_metrics_rps",
-        label: "manifest GET by tag, metrics on (same data, Berth restarted), 64 conns",
+        label: "manifest GET by tag, metrics on (same data, Berth restarted; mean of the 1st and 4th load), 64 conns",
         unit: "req/s",
         higher_is_better: true,
     },
     Metric {
         key: "manifest_nometrics_rps",
-        label: "manifest GET by tag, metrics off (`--metrics false`, same data, Berth restarted next), 64 conns",
+        label: "manifest GET by tag, metrics off (`--metrics false`, same data; mean of the 2nd and 3rd load), 64 conns",
         unit: "req/s",
         higher_is_better: true,
     },
