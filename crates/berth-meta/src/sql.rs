@@ -701,7 +701,8 @@ use crate::Page;
 /// Ids per statement when looking many up: well under SQLite's limit of bound parameters.
 pub(crate) const ID_BATCH: usize = 500;
 
-/// A database error as the registry's: the database out of reach or out of connections is
+/// A database error as the registry's: the database out of reach or out of connections,
+/// or a transaction it ended to break a deadlock or a serialization conflict, is
 /// `UNAVAILABLE` (503 with `Retry-After`, which clients retry), anything else internal.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
     // PostgreSQL's deadlock victim and serialization failure: nothing was written, and the
