@@ -317,11 +317,11 @@ impl<M: MetadataStore + GcStore> GcStore for CachedStore<M> {
         removed
     }
 
-    async fn doom_blob(&self, digest: &Digest, before: i64) -> Result<Option<BlobInfo>, Error> {
-        let doomed = self.inner.doom_blob(digest, before).await;
+    async fn doom_blobs(&self, digests: &[Digest], before: i64) -> Result<Vec<Option<BlobInfo>>, Error> {
+        let doomed = self.inner.doom_blobs(digests, before).await;
+        let gone: std::collections::HashSet<&Digest> = digests.iter().collect();
         self.invalidate(|entries| {
-            entries.remove(&Key::Blob(digest.clone()));
-            entries.retain(|k, _| !matches!(k, Key::Link(_, d) if d == digest));
+            entries.retain(|k, _| !matches!(k, Key::Blob(d) | Key::Link(_, d) if gone.contains(d)));
         });
         doomed
     }
@@ -340,8 +340,8 @@ impl<M: MetadataStore + GcStore> GcStore for CachedStore<M> {
     async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error> {
         self.inner.doomed_blobs(limit).await
     }
-    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error> {
-        self.inner.forget_blob(digest, key, tombstone).await
+    async fn forget_blobs(&self, blobs: &[GarbageBlob], tombstone: bool) -> Result<Vec<bool>, Error> {
+        self.inner.forget_blobs(blobs, tombstone).await
     }
     async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), Error> {
         self.inner.clear_reviewed(before, blobs, manifests).await

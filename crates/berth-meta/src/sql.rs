@@ -100,7 +100,14 @@ macro_rules! sql_store {
                 }
                 // Uploaded, or mounted: maybe never referenced.
                 $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), now, "upload")?;
-                Self::check_quota(&mut tx, repo, digest, blob.size).await?;
+                if let Err(e) = Self::check_quota(&mut tx, repo, digest, blob.size).await {
+                    if e.kind == ErrorKind::Denied {
+                        // Refused, but the caller's bytes are stored: recorded without a
+                        // link and queued, they are garbage after the grace period.
+                        tx.commit().await.map_err(db_err)?;
+                    }
+                    return Err(e);
+                }
                 sqlx::query(
                     "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -260,7 +267,7 @@ macro_rules! sql_store {
                 for blob in &m.parsed.blobs {
                     // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
                     // for this put, or this check waits for GC's and sees its outcome. The
-                    // blob's row first, then its link, the order GC's `doom_blob` takes
+                    // blob's row first, then its link, the order GC's `doom_blobs` takes
                     // them in: the other order could deadlock with it.
                     let live = sqlx::query(concat!(
                         "SELECT 1 FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
@@ -358,19 +365,34 @@ macro_rules! sql_store {
                 }
                 Self::check_tag_moves(&mut tx, m.repo, m.digest, m.tags, now).await?;
                 for tag in m.tags {
-                    $crate::gc::sql::queue_tagged!(&mut *tx, repo, tag.as_str(), m.digest.as_str(), now)?;
-                    sqlx::query(
+                    // The tag row is inserted or locked first, and where it pointed is read
+                    // under the lock: of two puts moving one tag at once (PostgreSQL), the
+                    // second sees the first's manifest, and queues it.
+                    let held: String = sqlx::query(
                         "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
-                                                                pushed_at = excluded.pushed_at",
+                         ON CONFLICT (repo, name) DO UPDATE SET pushed_at = tags.pushed_at
+                         RETURNING manifest_digest",
                     )
                     .bind(repo)
                     .bind(tag.as_str())
                     .bind(m.digest.as_str())
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(db_err)?
+                    .get(0);
+                    if held != m.digest.as_str() {
+                        // The manifest the tag leaves.
+                        $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), now, "tag")?;
+                    }
+                    sqlx::query("UPDATE tags SET manifest_digest = $3, pushed_at = $4 WHERE repo = $1 AND name = $2")
+                        .bind(repo)
+                        .bind(tag.as_str())
+                        .bind(m.digest.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await
@@ -442,34 +464,28 @@ macro_rules! sql_store {
                 Self::check_immutable_delete(&mut tx, repo, Some(tag), None).await?;
                 // With `expected`, only the tag as it was seen: one pushed since stays.
                 let (digest, pushed_at) = expected.map_or((None, None), |e| (Some(e.digest.as_str()), Some(e.pushed_at)));
-                sqlx::query(
-                    "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
-                     SELECT repo, manifest_digest, $5, 'tag' FROM tags
-                     WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)
-                     ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
-                )
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .bind(digest)
-                .bind(pushed_at)
-                .bind(now())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                let done = sqlx::query(
+                // The tag row is deleted (locked) first, then the manifest it named queued:
+                // the order `put_manifest` takes them in, and the manifest is the one the
+                // tag named when it went, whatever a concurrent put made of it before.
+                let deleted: Option<String> = sqlx::query(
                     "DELETE FROM tags
-                     WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)",
+                     WHERE repo = $1 AND name = $2 AND ($3 IS NULL OR manifest_digest = $3) AND ($4 IS NULL OR pushed_at = $4)
+                     RETURNING manifest_digest",
                 )
                 .bind(repo.as_str())
                 .bind(tag.as_str())
                 .bind(digest)
                 .bind(pushed_at)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(db_err)?
+                .map(|r| r.get(0));
+                if let Some(manifest) = &deleted {
+                    $crate::gc::sql::queue_manifest!(&mut *tx, repo.as_str(), manifest.as_str(), now(), "tag")?;
+                }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
-                Ok(done.rows_affected() > 0)
+                Ok(deleted.is_some())
             }
 
             async fn delete_repository(&self, repo: &RepoName) -> Result<Option<u64>, Error> {

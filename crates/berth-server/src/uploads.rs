@@ -386,13 +386,19 @@ async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Dige
             return Err(e);
         }
     };
-    let kept = reg.meta.link_blob(repo, digest, &BlobInfo { size, key: key.clone() }, Some(&id)).await?;
-    if kept != key {
+    let linked = reg.meta.link_blob(repo, digest, &BlobInfo { size, key: key.clone() }, Some(&id)).await;
+    let kept = match &linked {
+        Ok(kept) => Some(kept.clone()),
+        // A policy refused the link (a quota) after recording the blob, for GC to collect.
+        Err(e) if e.kind == ErrorKind::Denied => reg.meta.blob(digest).await.ok().flatten().map(|b| b.key),
+        Err(_) => None,
+    };
+    if kept.as_ref().is_some_and(|kept| *kept != key) {
         // The same content was recorded first under another key (a concurrent push,
         // maybe on another node): the bytes are stored once, and these go.
         if let Err(e) = reg.blobs.delete_blob(&key).await {
             tracing::warn!(error = %e, %key, "could not drop a duplicate blob; garbage collection will");
         }
     }
-    Ok(())
+    linked.map(|_| ())
 }

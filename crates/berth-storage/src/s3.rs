@@ -775,14 +775,7 @@ impl BlobStore for S3BlobStore {
 
     async fn delete_stored(&self, names: &[String]) -> Result<(), StorageError> {
         let paths = names.iter().map(|id| check_id(id).map(|()| self.object(id))).collect::<Result<Vec<_>, _>>()?;
-        // DeleteObjects: up to 1,000 keys a request.
-        let mut deleted = self.s3.delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed());
-        while let Some(result) = deleted.next().await {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_err(e)),
-            }
-        }
-        Ok(())
+        // DeleteObjects: up to 1,000 keys a request, those that failed sent again.
+        self.delete_all(paths).await
     }
 }

@@ -6,7 +6,7 @@
 //! queues are filled by the registry's own writes, in their transactions (`sql_store!`
 //! calls `gc::sql`'s `queue_*`); this store only reads and empties them. It never touches
 //! blob bytes: the runner (`berth-server`'s `lifecycle/gc.rs`) removes them, between
-//! [`GcStore::doom_blob`] and [`GcStore::forget_blob`] ("metadata before bytes").
+//! [`GcStore::doom_blobs`] and [`GcStore::forget_blobs`] ("metadata before bytes").
 //!
 //! # What is garbage
 //!
@@ -127,20 +127,22 @@ pub trait GcStore: Send + Sync + 'static {
     /// queued and garbage; queues what it referenced and its referrers. `true` if deleted.
     async fn remove_manifest(&self, repo: &RepoName, digest: &Digest, delete_untagged: bool) -> Result<bool, Error>;
 
-    /// Marks a blob `deleting` if, re-checked in this transaction under its lock, it is
-    /// still queued before `before` and unreferenced; drops its repository links and its
-    /// queue entry. Returns its record: the caller removes the bytes, then calls
-    /// [`GcStore::forget_blob`].
-    async fn doom_blob(&self, digest: &Digest, before: i64) -> Result<Option<BlobInfo>, Error>;
+    /// Marks each blob `deleting` if, re-checked in a transaction of its own under its
+    /// lock, it is still queued before `before` and unreferenced; drops its repository
+    /// links and its queue entry. Returns each one's record, or `None` where it stays: the
+    /// caller removes the bytes, then calls [`GcStore::forget_blobs`]. Durable once, for
+    /// the batch, when it returns.
+    async fn doom_blobs(&self, digests: &[Digest], before: i64) -> Result<Vec<Option<BlobInfo>>, Error>;
 
     /// Blobs marked `deleting` (this run's, or left by a run that crashed), up to `limit`.
     async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error>;
 
-    /// Deletes the record of a blob marked `deleting` under `key`, whose bytes are gone; with
-    /// `tombstone`, keeps it (an hour) as a record that those bytes are gone, so that a
-    /// link that read this key just before they went (a cross-repository mount) cannot
-    /// make them live again: `link_blob` refuses a `deleting` blob's own key.
-    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error>;
+    /// Deletes the record of each blob marked `deleting` under its `key`, whose bytes are
+    /// gone; with `tombstone`, keeps it (an hour) as a record that those bytes are gone, so
+    /// that a link that read this key just before they went (a cross-repository mount)
+    /// cannot make them live again: `link_blob` refuses a `deleting` blob's own key.
+    /// Returns, for each, whether its record was the one forgotten.
+    async fn forget_blobs(&self, blobs: &[GarbageBlob], tombstone: bool) -> Result<Vec<bool>, Error>;
 
     /// Drops the queue entries queued before `before` (reviewed: kept or removed), of
     /// blobs and of manifests as asked.

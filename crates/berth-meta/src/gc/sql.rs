@@ -40,26 +40,6 @@ macro_rules! queue_manifest {
     };
 }
 
-/// Queues the manifest tag `$tag` points to, unless it is `$keep` (the tag is about to move
-/// or go; `$keep` is where it moves, `""` when it goes).
-macro_rules! queue_tagged {
-    ($tx:expr, $repo:expr, $tag:expr, $keep:expr, $now:expr) => {
-        sqlx::query(
-            "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
-             SELECT repo, manifest_digest, $3, 'tag' FROM tags WHERE repo = $1 AND name = $2 AND manifest_digest <> $4
-             ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
-        )
-        .bind($repo)
-        .bind($tag)
-        .bind($now)
-        .bind($keep)
-        .execute($tx)
-        .await
-        .map(|_| ())
-        .map_err($crate::sql::db_err)
-    };
-}
-
 /// Queues what manifest `$digest` of `$repo` references (blobs, child manifests) and its
 /// referrers: run before it is deleted. Rows are queued (locked) in digest order, so two
 /// such transactions sharing candidates never wait for each other in a cycle.
@@ -253,40 +233,54 @@ macro_rules! gc_store {
                 Ok(true)
             }
 
-            async fn doom_blob(&self, digest: &Digest, before: i64) -> Result<Option<BlobInfo>, berth_core::Error> {
+            async fn doom_blobs(
+                &self,
+                digests: &[Digest],
+                before: i64,
+            ) -> Result<Vec<Option<BlobInfo>>, berth_core::Error> {
                 use $crate::sql::db_err;
-                let mut tx = self.writer.begin().await.map_err(db_err)?;
-                // Locked first: a concurrent put naming it, or a link reviving its grace,
-                // finished before the check below (or waits for this transaction).
-                sqlx::query(concat!("SELECT 1 FROM blobs WHERE digest = $1", row_lock!(update)))
+                let mut doomed = Vec::with_capacity(digests.len());
+                // One transaction each, as a put takes its blobs' locks one by one (in its
+                // manifest's order): locks held across the batch could deadlock with it.
+                for digest in digests {
+                    let mut tx = self.writer.begin().await.map_err(db_err)?;
+                    // Locked first: a concurrent put naming it, or a link reviving its
+                    // grace, finished before the check below (or waits for this one).
+                    sqlx::query(concat!("SELECT 1 FROM blobs WHERE digest = $1", row_lock!(update)))
+                        .bind(digest.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let row = sqlx::query(
+                        "SELECT b.storage_key, b.size FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
+                           AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND r.queued_at < $2)
+                           AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = b.digest AND m.kind = 'blob')",
+                    )
                     .bind(digest.as_str())
+                    .bind(before)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                let row = sqlx::query(
-                    "SELECT b.storage_key, b.size FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
-                       AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND r.queued_at < $2)
-                       AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = b.digest AND m.kind = 'blob')",
-                )
-                .bind(digest.as_str())
-                .bind(before)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                for sql in [
-                    "UPDATE blobs SET state = 'deleting' WHERE digest = $1",
-                    // Plain deletes: triggers on `repo_blobs` (quotas) see each link go.
-                    "DELETE FROM repo_blobs WHERE digest = $1",
-                    "DELETE FROM gc_blob_review WHERE digest = $1",
-                ] {
-                    sqlx::query(sql).bind(digest.as_str()).execute(&mut *tx).await.map_err(db_err)?;
+                    let Some(row) = row else {
+                        doomed.push(None);
+                        continue;
+                    };
+                    for sql in [
+                        "UPDATE blobs SET state = 'deleting' WHERE digest = $1",
+                        // Plain deletes: triggers on `repo_blobs` (quotas) see each link go.
+                        "DELETE FROM repo_blobs WHERE digest = $1",
+                        "DELETE FROM gc_blob_review WHERE digest = $1",
+                    ] {
+                        sqlx::query(sql).bind(digest.as_str()).execute(&mut *tx).await.map_err(db_err)?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    doomed.push(Some(BlobInfo { key: row.get(0), size: row.get::<i64, _>(1) as u64 }));
                 }
-                tx.commit().await.map_err(db_err)?;
-                self.durable().await?;
-                Ok(Some(BlobInfo { key: row.get(0), size: row.get::<i64, _>(1) as u64 }))
+                // Durable before any of their bytes go.
+                if doomed.iter().any(Option::is_some) {
+                    self.durable().await?;
+                }
+                Ok(doomed)
             }
 
             async fn doomed_blobs(&self, limit: u32) -> Result<Vec<$crate::gc::GarbageBlob>, berth_core::Error> {
@@ -309,28 +303,38 @@ macro_rules! gc_store {
                     .collect()
             }
 
-            async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, berth_core::Error> {
+            async fn forget_blobs(
+                &self,
+                blobs: &[$crate::gc::GarbageBlob],
+                tombstone: bool,
+            ) -> Result<Vec<bool>, berth_core::Error> {
                 // A tombstone is a `deleting` record of size -1; it goes an hour later.
                 let now = $crate::now();
-                let done = sqlx::query(if tombstone {
-                    "UPDATE blobs SET size = -1, created_at = $3
-                     WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND size >= 0"
-                } else {
-                    "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND $3 = $3"
-                })
-                .bind(digest.as_str())
-                .bind(key)
-                .bind(now)
-                .execute(&self.writer)
-                .await
-                .map_err($crate::sql::db_err)?;
-                sqlx::query("DELETE FROM blobs WHERE state = 'deleting' AND size < 0 AND created_at < $1")
-                    .bind(now - 3600)
-                    .execute(&self.writer)
+                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                let mut forgotten = Vec::with_capacity(blobs.len());
+                for blob in blobs {
+                    let done = sqlx::query(if tombstone {
+                        "UPDATE blobs SET size = -1, created_at = $3
+                         WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND size >= 0"
+                    } else {
+                        "DELETE FROM blobs WHERE digest = $1 AND state = 'deleting' AND storage_key = $2 AND $3 = $3"
+                    })
+                    .bind(blob.digest.as_str())
+                    .bind(&blob.key)
+                    .bind(now)
+                    .execute(&mut *tx)
                     .await
                     .map_err($crate::sql::db_err)?;
+                    forgotten.push(done.rows_affected() > 0);
+                }
+                sqlx::query("DELETE FROM blobs WHERE state = 'deleting' AND size < 0 AND created_at < $1")
+                    .bind(now - 3600)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::sql::db_err)?;
+                tx.commit().await.map_err($crate::sql::db_err)?;
                 self.durable().await?;
-                Ok(done.rows_affected() > 0)
+                Ok(forgotten)
             }
 
             async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), berth_core::Error> {
@@ -477,9 +481,7 @@ macro_rules! gc_store {
     };
 }
 
-pub(crate) use {
-    delete_manifest, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest, queue_tagged,
-};
+pub(crate) use {delete_manifest, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest};
 
 pub(crate) fn kind(s: String) -> super::GcKind {
     super::GcKind::parse(&s)

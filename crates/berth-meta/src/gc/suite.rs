@@ -1,9 +1,9 @@
 //! The behaviour every [`GcStore`] backend must show; each backend's tests call [`run`]
 //! with a fresh database.
 
-use berth_core::{Digest, ErrorKind, MediaType, RepoName, Tag, manifest};
+use berth_core::{Digest, ErrorKind, MediaType, Reference, RepoName, Tag, manifest};
 
-use super::{GcKind, GcRun, GcStore};
+use super::{GarbageBlob, GcKind, GcRun, GcStore};
 use crate::{BlobInfo, MetadataStore, NewManifest};
 
 async fn put(store: &dyn MetadataStore, repo: &RepoName, body: &[u8], tags: &[Tag]) -> Digest {
@@ -13,6 +13,14 @@ async fn put(store: &dyn MetadataStore, repo: &RepoName, body: &[u8], tags: &[Ta
     let digest = Digest::of(body);
     store.put_manifest(NewManifest { repo, digest: &digest, parsed: &parsed, body, tags }).await.unwrap();
     digest
+}
+
+async fn doom<S: GcStore>(store: &S, digest: &Digest, before: i64) -> Option<BlobInfo> {
+    store.doom_blobs(std::slice::from_ref(digest), before).await.unwrap().pop().unwrap()
+}
+
+fn marked(digest: &Digest, key: &str) -> GarbageBlob {
+    GarbageBlob { digest: digest.clone(), key: key.to_owned(), size: 10 }
 }
 
 fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Vec<u8> {
@@ -95,12 +103,13 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
 
     // A blob queued again after the cutoff (uploaded again) is not doomed.
     store.link_blob(&repo, &layer, &info("k/layer"), None).await.unwrap();
-    assert_eq!(store.doom_blob(&layer, crate::now() - 1).await.unwrap(), None);
+    assert_eq!(doom(store, &layer, crate::now() - 1).await, None);
 
     // Doomed: marked deleting, unreadable, its links gone; a link of the same bytes fails
     // cleanly, one of new bytes brings it back.
-    assert_eq!(store.doom_blob(&config, due).await.unwrap(), Some(info("k/config")));
-    assert_eq!(store.doom_blob(&loose, due).await.unwrap(), Some(info("k/loose")));
+    // A batch: each decided on its own (a blob never recorded is no garbage).
+    let doomed = store.doom_blobs(&[config.clone(), Digest::of(b"never"), loose.clone()], due).await.unwrap();
+    assert_eq!(doomed, vec![Some(info("k/config")), None, Some(info("k/loose"))]);
     assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), None);
     assert_eq!(store.blob(&config).await.unwrap(), None);
     let doomed: Vec<_> = store.doomed_blobs(10).await.unwrap().into_iter().map(|b| b.digest).collect();
@@ -110,16 +119,16 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     let err = store.link_blob(&repo, &config, &info("k/config"), None).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BlobUnknown);
     assert_eq!(store.link_blob(&repo, &loose, &info("k/loose2"), None).await.unwrap(), "k/loose2");
-    assert!(!store.forget_blob(&loose, "k/loose", false).await.unwrap(), "revived: its record stays");
-    assert_eq!(store.repo_blob(&repo, &loose).await.unwrap(), Some(info("k/loose2")));
     assert!(store.blob_recorded(&config).await.unwrap());
-    assert!(store.forget_blob(&config, "k/config", false).await.unwrap());
+    let forgotten = store.forget_blobs(&[marked(&loose, "k/loose"), marked(&config, "k/config")], false).await;
+    assert_eq!(forgotten.unwrap(), vec![false, true], "the loose blob was revived: its record stays");
+    assert_eq!(store.repo_blob(&repo, &loose).await.unwrap(), Some(info("k/loose2")));
     assert!(!store.blob_recorded(&config).await.unwrap());
     assert!(store.doomed_blobs(10).await.unwrap().is_empty());
     // A tombstone: the record stays, not doomed again, and its own bytes are never linked.
     store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap();
-    assert_eq!(store.doom_blob(&config, crate::now() + 1).await.unwrap(), Some(info("k/config2")));
-    assert!(store.forget_blob(&config, "k/config2", true).await.unwrap());
+    assert_eq!(doom(store, &config, crate::now() + 1).await, Some(info("k/config2")));
+    assert_eq!(store.forget_blobs(&[marked(&config, "k/config2")], true).await.unwrap(), vec![true]);
     assert!(store.doomed_blobs(10).await.unwrap().is_empty());
     let err = store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BlobUnknown);
@@ -127,7 +136,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), Some(info("k/config3")), "size restored");
 
     // A manifest put naming a doomed blob fails cleanly.
-    assert_eq!(store.doom_blob(&layer, crate::now() + 1).await.unwrap().map(|b| b.key), Some("k/layer".into()));
+    assert_eq!(doom(store, &layer, crate::now() + 1).await.map(|b| b.key), Some("k/layer".into()));
     let body = image(&loose, &layer, None);
     let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
     let digest = Digest::of(&body);
@@ -173,6 +182,52 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(store.runs(Some(second), 10).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![first]);
 
     put_racing_doom(store).await;
+    tag_moved_by_concurrent_puts(store).await;
+}
+
+/// Two puts moving one tag at once, or a put and a delete of the tag: whichever manifest
+/// is left untagged is queued for review, and neither side fails. (On PostgreSQL each
+/// once read where the tag pointed before the other committed, and neither queued the
+/// manifest the other displaced.)
+async fn tag_moved_by_concurrent_puts<S: MetadataStore + GcStore>(store: &S) {
+    let repo = RepoName::parse("race/tags").unwrap();
+    let config = Digest::of(b"tags-config");
+    store.link_blob(&repo, &config, &BlobInfo { size: 10, key: "k/tags-config".into() }, None).await.unwrap();
+    let tags = [Tag::parse("latest").unwrap()];
+    for round in 0..40 {
+        let mut sides = Vec::new();
+        for side in ["a", "b"] {
+            let layer = Digest::of(format!("tags-layer-{round}-{side}").as_bytes());
+            store.link_blob(&repo, &layer, &BlobInfo { size: 10, key: format!("k/{layer}") }, None).await.unwrap();
+            let body = image(&config, &layer, None);
+            let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
+            sides.push((Digest::of(&body), parsed, body));
+        }
+        let [(a_digest, a_parsed, a_body), (b_digest, b_parsed, b_body)] = &sides[..] else { unreachable!() };
+        let put_a = NewManifest { repo: &repo, digest: a_digest, parsed: a_parsed, body: a_body, tags: &tags };
+        let put_b = NewManifest { repo: &repo, digest: b_digest, parsed: b_parsed, body: b_body, tags: &tags };
+        if round % 2 == 0 {
+            let (a, b) = tokio::join!(store.put_manifest(put_a), store.put_manifest(put_b));
+            a.unwrap();
+            b.unwrap();
+        } else {
+            store.put_manifest(put_a).await.unwrap();
+            let (b, deleted) = tokio::join!(store.put_manifest(put_b), store.delete_tag(&repo, &tags[0], None));
+            b.unwrap();
+            assert!(deleted.unwrap(), "round {round}: the tag was there to delete");
+        }
+        let tagged = store.manifest(&repo, &Reference::Tag(tags[0].clone())).await.unwrap().map(|m| m.digest);
+        let due = crate::now() + 1;
+        let garbage: Vec<_> =
+            store.garbage_manifests(due, true, 1000).await.unwrap().into_iter().map(|m| m.digest).collect();
+        for (digest, _, _) in &sides {
+            assert_eq!(
+                garbage.contains(digest),
+                tagged.as_ref() != Some(digest),
+                "round {round}: {digest} is untagged and must be found, or tagged and kept"
+            );
+        }
+    }
 }
 
 /// A manifest put racing GC dooming the blobs it names: the put either keeps them (and GC
@@ -214,14 +269,14 @@ async fn put_racing_doom<S: MetadataStore + GcStore>(store: &S) {
             },
             async {
                 lag(1).await;
-                store.doom_blob(&layer, due).await
+                store.doom_blobs(std::slice::from_ref(&layer), due).await
             },
             async {
                 lag(1).await;
-                store.doom_blob(&config, due).await
+                store.doom_blobs(std::slice::from_ref(&config), due).await
             },
         );
-        let doomed = doomed_layer.unwrap().is_some() || doomed_config.unwrap().is_some();
+        let doomed = doomed_layer.unwrap()[0].is_some() || doomed_config.unwrap()[0].is_some();
         match put {
             Ok(()) => {
                 assert!(!doomed, "round {round}: a blob of a stored manifest was doomed");

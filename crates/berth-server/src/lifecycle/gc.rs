@@ -34,6 +34,10 @@ pub const MAX_RUN: usize = 10_000;
 const LEASE: Duration = Duration::from_secs(15);
 /// Records and blob-store names read per page by a full run.
 const PAGE: usize = 1_000;
+/// Blobs removed together: their decisions made durable at once, their bytes deleted in
+/// one request where the store can, their records forgotten in one transaction. Uploads
+/// of the same digests (a stripe of each, `BlobLocks`) wait for the batch.
+const BATCH: usize = 64;
 
 /// The collector's settings.
 #[derive(Clone, Debug)]
@@ -192,12 +196,18 @@ impl<'a> Run<'a> {
                     self.report.manifests.push(m);
                 }
             }
-            for blob in blobs {
-                let _stripe = reg.blob_locks.lock(&blob.digest).await;
-                if let Some(info) = store.doom_blob(&blob.digest, self.before).await? {
-                    let doomed = GarbageBlob { key: info.key, size: info.size, ..blob };
-                    self.remove_bytes(doomed).await?;
-                }
+            for batch in blobs.chunks(BATCH) {
+                let digests: Vec<_> = batch.iter().map(|b| b.digest.clone()).collect();
+                let _stripes = reg.blob_locks.lock_all(&digests).await;
+                let doomed = store.doom_blobs(&digests, self.before).await?;
+                let doomed = batch
+                    .iter()
+                    .zip(doomed)
+                    .filter_map(|(blob, info)| {
+                        info.map(|info| GarbageBlob { key: info.key, size: info.size, digest: blob.digest.clone() })
+                    })
+                    .collect();
+                self.remove_bytes(doomed).await?;
             }
             // Whatever was due is reviewed now, unless a kind had more than one run takes.
             store.clear_reviewed(self.before, complete.0, complete.1).await?;
@@ -215,15 +225,30 @@ impl<'a> Run<'a> {
         self.report.blobs.push(blob);
     }
 
-    /// Removes the bytes of a blob marked `deleting`, then its record.
-    async fn remove_bytes(&mut self, blob: GarbageBlob) -> Result<(), Error> {
-        self.reg.blobs.delete_blob(&blob.key).await.map_err(storage_err)?;
+    /// Removes the bytes of blobs marked `deleting`, then their records.
+    async fn remove_bytes(&mut self, blobs: Vec<GarbageBlob>) -> Result<(), Error> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let reg = self.reg;
+        let blob_store = &reg.blobs;
+        // In one request where the store can (S3's `DeleteObjects`).
+        let (names, unnamed): (Vec<_>, Vec<_>) =
+            blobs.iter().map(|b| (blob_store.stored_name(&b.key), &b.key)).partition(|(name, _)| name.is_some());
+        let names: Vec<String> = names.into_iter().filter_map(|(name, _)| name).collect();
+        blob_store.delete_stored(&names).await.map_err(storage_err)?;
+        for (_, key) in unnamed {
+            blob_store.delete_blob(key).await.map_err(storage_err)?;
+        }
         // Where keys are per commit, a tombstone keeps a link that read this key just
         // before the bytes went (a mount) from making it live again (one key per digest:
         // `BlobLocks` does that).
-        let tombstone = !self.reg.blobs.key_per_digest();
-        if self.gc.store.forget_blob(&blob.digest, &blob.key, tombstone).await? {
-            self.removed_blob(blob);
+        let tombstone = !blob_store.key_per_digest();
+        let forgotten = self.gc.store.forget_blobs(&blobs, tombstone).await?;
+        for (blob, forgotten) in blobs.into_iter().zip(forgotten) {
+            if forgotten {
+                self.removed_blob(blob);
+            }
         }
         Ok(())
     }
@@ -234,12 +259,15 @@ impl<'a> Run<'a> {
         loop {
             let doomed = self.gc.store.doomed_blobs(PAGE as u32).await?;
             let last = doomed.len() < PAGE;
-            for blob in doomed {
-                if self.request.dry_run {
+            if self.request.dry_run {
+                for blob in doomed {
                     self.removed_blob(blob);
-                } else {
-                    let _stripe = reg.blob_locks.lock(&blob.digest).await;
-                    self.remove_bytes(blob).await?;
+                }
+            } else {
+                for batch in doomed.chunks(BATCH) {
+                    let digests: Vec<_> = batch.iter().map(|b| b.digest.clone()).collect();
+                    let _stripes = reg.blob_locks.lock_all(&digests).await;
+                    self.remove_bytes(batch.to_vec()).await?;
                 }
             }
             if last || self.request.dry_run || self.report.blobs.len() >= MAX_RUN {

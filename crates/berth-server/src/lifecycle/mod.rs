@@ -32,8 +32,25 @@ impl Default for BlobLocks {
 impl BlobLocks {
     /// Waits for the stripe of `digest`.
     pub async fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        digest.as_str().hash(&mut hasher);
-        self.stripes[(hasher.finish() % STRIPES as u64) as usize].lock().await
+        self.stripes[stripe(digest)].lock().await
     }
+
+    /// Waits for the stripes of all `digests`, taken in stripe order: two callers of this
+    /// never wait for each other in a cycle, and [`BlobLocks::lock`] holds only one.
+    pub async fn lock_all(&self, digests: &[Digest]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = digests.iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
+    }
+}
+
+fn stripe(digest: &Digest) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    digest.as_str().hash(&mut hasher);
+    (hasher.finish() % STRIPES as u64) as usize
 }

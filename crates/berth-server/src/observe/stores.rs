@@ -303,14 +303,14 @@ impl<S: GcStore> GcStore for Timed<S> {
     async fn remove_manifest(&self, repo: &RepoName, digest: &Digest, delete_untagged: bool) -> Result<bool, Error> {
         self.inner.remove_manifest(repo, digest, delete_untagged).await
     }
-    async fn doom_blob(&self, digest: &Digest, before: i64) -> Result<Option<BlobInfo>, Error> {
-        self.inner.doom_blob(digest, before).await
+    async fn doom_blobs(&self, digests: &[Digest], before: i64) -> Result<Vec<Option<BlobInfo>>, Error> {
+        self.inner.doom_blobs(digests, before).await
     }
     async fn doomed_blobs(&self, limit: u32) -> Result<Vec<GarbageBlob>, Error> {
         self.inner.doomed_blobs(limit).await
     }
-    async fn forget_blob(&self, digest: &Digest, key: &str, tombstone: bool) -> Result<bool, Error> {
-        self.inner.forget_blob(digest, key, tombstone).await
+    async fn forget_blobs(&self, blobs: &[GarbageBlob], tombstone: bool) -> Result<Vec<bool>, Error> {
+        self.inner.forget_blobs(blobs, tombstone).await
     }
     async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), Error> {
         self.inner.clear_reviewed(before, blobs, manifests).await

@@ -32,11 +32,16 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut berth::Config)) -> Server {
         let backend = Backend::from_env();
         let dir = tempfile::tempdir().unwrap();
         let mut config = berth::Config::with_data_dir(dir.path().join("data"));
         backend.configure(&mut config);
         crate::support::configure_access(&mut config);
+        configure(&mut config);
         let node = berth::open(&config).await.unwrap();
         let registry = Arc::clone(&node.registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -115,7 +115,7 @@ async fn an_immutable_tag_cannot_move_nor_be_deleted_and_each_refusal_names_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_counts_a_blob_once_refuses_past_the_limit_with_usage_and_limit_and_lowering_it_deletes_nothing() {
-    let server = Server::start().await;
+    let server = Server::start_with(|c| c.jobs.gc_grace = std::time::Duration::ZERO).await;
     let api = &server.api;
     create_project(api, "quota", Some(3000)).await;
     assert_eq!(
@@ -163,6 +163,17 @@ async fn a_quota_counts_a_blob_once_refuses_past_the_limit_with_usage_and_limit_
         api.req(Method::PATCH, "/api/v1/projects/quota").json(&json!({ "quota_bytes": null })).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["quota_bytes"], Value::Null);
     assert_eq!(api.put_manifest("quota/a", "v1", OCI, &body).await.status(), StatusCode::CREATED);
+
+    // The refused blob's bytes were stored before the refusal: they are recorded for
+    // review and go with the next incremental collection, not only with a full sweep.
+    assert_eq!(server.storage().blobs().await.len(), 2, "the shared blob and the refused one");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = api.req(Method::POST, "/api/v1/gc").json(&json!({ "full": false })).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!((run["run"]["blobs_removed"].clone(), run["run"]["bytes_freed"].clone()), (json!(1), json!(2000)));
+    assert_eq!(server.storage().blobs().await.len(), 1);
+    assert_eq!(api.send(Method::GET, &format!("/v2/quota/a/blobs/{digest}")).await.bytes().await.unwrap(), shared);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
