@@ -339,6 +339,16 @@ pub(crate) fn report(
             fmt(b("gc_large_s") / b("gc_small_s"))
         ));
     }
+    let d = |k: &str| med("distribution", k);
+    if !b("gc_freed_mb").is_nan() && !d("gc_freed_mb").is_nan() {
+        md.push_str(&format!(
+            "- Bytes GC freed: Berth {} MB, the garbage blobs' bytes exactly; distribution {} MB, which also counts \
+             the deleted images' manifests: it stores a manifest as a blob file, removed only by `garbage-collect`, \
+             while Berth keeps manifests in its database and drops one when it is deleted.\n",
+            fmt(b("gc_freed_mb")),
+            fmt(d("gc_freed_mb"))
+        ));
+    }
     md.push_str(&format!(
         "\nThe client, the server under test and the kernel share the same {} cores, so request rates near the\n\
          client's ceiling are bounded by the machine, not by the server alone.\n",
