@@ -149,16 +149,17 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Adds `user` to `project` with `role`, or changes its role.
     async fn set_member(&self, project: &str, user: &str, role: Role) -> Result<Member, Error>;
     async fn remove_member(&self, project: &str, user: &str) -> Result<bool, Error>;
-    /// A project's members sorted by user name.
-    async fn members(&self, project: &str) -> Result<Vec<Member>, Error>;
+    /// A project's members sorted by user name, after `page.last`.
+    async fn members(&self, project: &str, page: PageSpec<'_>) -> Result<Vec<Member>, Error>;
     /// Every project `user` is a member of, with its role, sorted by project.
     async fn memberships(&self, user: &str) -> Result<Vec<Member>, Error>;
 
     // Robots.
     async fn create_robot(&self, robot: &Robot) -> Result<Robot, Error>;
     async fn robot(&self, name: &str) -> Result<Option<Robot>, Error>;
-    /// Robots with a grant in `project` (every robot if `None`), sorted by name.
-    async fn robots(&self, project: Option<&str>) -> Result<Vec<Robot>, Error>;
+    /// Robots with a grant in `project` (every robot if `None`), sorted by name, after
+    /// `page.last`.
+    async fn robots(&self, project: Option<&str>, page: PageSpec<'_>) -> Result<Vec<Robot>, Error>;
     async fn update_robot(&self, name: &str, update: &RobotUpdate) -> Result<Robot, Error>;
     async fn delete_robot(&self, name: &str) -> Result<bool, Error>;
 

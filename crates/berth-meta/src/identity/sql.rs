@@ -28,11 +28,15 @@ macro_rules! identity_store {
                     RobotFilter::Name(name) => {
                         sqlx::query($crate::identity::sql::robots_sql!("WHERE r.name = $1")).bind(name)
                     }
-                    RobotFilter::Project(project) => sqlx::query($crate::identity::sql::robots_sql!(
-                        "WHERE EXISTS (SELECT 1 FROM robot_grants x WHERE x.robot = r.name AND x.project = $1)"
+                    // A page of robots, each with all its grants (rows of the join).
+                    RobotFilter::Page(project, page) => sqlx::query($crate::identity::sql::robots_sql!(
+                        "WHERE r.name IN (SELECT p.name FROM robots p WHERE p.name > $1 AND ($2 IS NULL OR EXISTS
+                           (SELECT 1 FROM robot_grants x WHERE x.robot = p.name AND x.project = $2))
+                         ORDER BY p.name LIMIT $3)"
                     ))
-                    .bind(project),
-                    RobotFilter::All => sqlx::query($crate::identity::sql::robots_sql!("")),
+                    .bind(page.last.unwrap_or(""))
+                    .bind(project)
+                    .bind(page.limit as i64),
                 };
                 // A reader sees every commit that finished before the read began (SQLite
                 // in WAL mode, PostgreSQL read committed): a robot just written too.
@@ -302,14 +306,26 @@ macro_rules! identity_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn members(&self, project: &str) -> Result<Vec<$crate::identity::Member>, berth_core::Error> {
-                let rows =
-                    sqlx::query("SELECT project, user_name, role FROM members WHERE project = $1 ORDER BY user_name")
-                        .bind(project)
-                        .fetch_all(&self.reader)
-                        .await
-                        .map_err(db_err)?;
-                rows.into_iter().map(|r| $crate::identity::sql::member(r.get(0), r.get(1), r.get(2))).collect()
+            async fn members(
+                &self,
+                project: &str,
+                page: PageSpec<'_>,
+            ) -> Result<Vec<$crate::identity::Member>, berth_core::Error> {
+                let rows = sqlx::query(
+                    "SELECT project, user_name, role FROM members WHERE project = $1 AND user_name > $2
+                     ORDER BY user_name LIMIT $3",
+                )
+                .bind(project)
+                .bind(page.last.unwrap_or(""))
+                .bind(page.limit as i64)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+                let members = rows
+                    .into_iter()
+                    .map(|r| $crate::identity::sql::member(r.get(0), r.get(1), r.get(2)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok($crate::identity::sql::within_bytes(members, page, |m| m.user.len()))
             }
 
             async fn memberships(&self, user: &str) -> Result<Vec<$crate::identity::Member>, berth_core::Error> {
@@ -356,9 +372,16 @@ macro_rules! identity_store {
                 Ok(self.select_robots($crate::identity::sql::RobotFilter::Name(name)).await?.pop())
             }
 
-            async fn robots(&self, project: Option<&str>) -> Result<Vec<$crate::identity::Robot>, berth_core::Error> {
+            async fn robots(
+                &self,
+                project: Option<&str>,
+                page: PageSpec<'_>,
+            ) -> Result<Vec<$crate::identity::Robot>, berth_core::Error> {
                 use $crate::identity::sql::RobotFilter;
-                self.select_robots(project.map_or(RobotFilter::All, RobotFilter::Project)).await
+                let robots = self.select_robots(RobotFilter::Page(project, page)).await?;
+                Ok($crate::identity::sql::within_bytes(robots, page, |r| {
+                    r.name.len() + r.secret_hash.as_ref().map_or(0, String::len) + r.grants.iter().map(|g| g.project.len() + 64).sum::<usize>()
+                }))
             }
 
             async fn update_robot(
@@ -520,8 +543,8 @@ pub(crate) use {identity_store, project_row, robots_sql, user_row};
 /// Which robots `select_robots` reads.
 pub(crate) enum RobotFilter<'a> {
     Name(&'a str),
-    Project(&'a str),
-    All,
+    /// Those with a grant in the project (all if `None`).
+    Page(Option<&'a str>, crate::PageSpec<'a>),
 }
 
 /// The error of a write that broke a constraint: a name that exists is a conflict, a

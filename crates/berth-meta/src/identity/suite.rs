@@ -6,6 +6,9 @@ use berth_core::{Digest, ErrorKind, RepoName};
 use super::{IdentityStore, Robot, RobotGrant, RobotUpdate, SigningKey, UserUpdate};
 use crate::{BlobInfo, MetadataStore, PageSpec};
 
+/// Everything a test here lists.
+const ALL: PageSpec<'static> = PageSpec { last: None, limit: 1000, max_bytes: usize::MAX };
+
 fn page(last: Option<&str>, limit: u32) -> PageSpec<'_> {
     PageSpec { last, limit, max_bytes: usize::MAX }
 }
@@ -83,9 +86,13 @@ async fn projects_and_members(store: &dyn IdentityStore) {
     assert_eq!((m.project.as_str(), m.user.as_str(), m.role), ("team", "alice", Role::Guest));
     store.set_member("team", "alice", Role::ProjectAdmin).await.unwrap();
     store.set_member("tools", "alice", Role::LimitedGuest).await.unwrap();
-    let members = store.members("team").await.unwrap();
+    let members = store.members("team", ALL).await.unwrap();
     let pairs: Vec<_> = members.iter().map(|m| (m.user.as_str(), m.role)).collect();
     assert_eq!(pairs, [("alice", Role::ProjectAdmin), ("bob", Role::Developer)]);
+    let page = store.members("team", PageSpec { last: Some("alice"), limit: 5, max_bytes: usize::MAX }).await;
+    assert_eq!(page.unwrap().iter().map(|m| m.user.as_str()).collect::<Vec<_>>(), ["bob"], "paged by user");
+    let page = store.members("team", PageSpec { last: None, limit: 1, max_bytes: usize::MAX }).await;
+    assert_eq!(page.unwrap().iter().map(|m| m.user.as_str()).collect::<Vec<_>>(), ["alice"]);
     let memberships = store.memberships("alice").await.unwrap();
     let pairs: Vec<_> = memberships.iter().map(|m| (m.project.as_str(), m.role)).collect();
     assert_eq!(pairs, [("team", Role::ProjectAdmin), ("tools", Role::LimitedGuest)]);
@@ -96,7 +103,7 @@ async fn projects_and_members(store: &dyn IdentityStore) {
     assert_eq!(err.kind, ErrorKind::ResourceUnknown, "an unknown user");
     assert!(store.remove_member("team", "bob").await.unwrap());
     assert!(!store.remove_member("team", "bob").await.unwrap());
-    assert_eq!(store.members("team").await.unwrap().len(), 1);
+    assert_eq!(store.members("team", ALL).await.unwrap().len(), 1);
 }
 
 fn robot(name: &str, grants: &[(&str, &[Permission])]) -> Robot {
@@ -154,12 +161,17 @@ async fn robots(store: &dyn IdentityStore) {
     assert_eq!(err.kind, ErrorKind::BadRequest, "one grant per project");
 
     let names = |r: Vec<Robot>| r.into_iter().map(|r| r.name).collect::<Vec<_>>();
-    assert_eq!(names(store.robots(None).await.unwrap()), ["robot$gha", "robot$sync", "robot$team+ci"]);
-    assert_eq!(names(store.robots(Some("team")).await.unwrap()), ["robot$sync", "robot$team+ci"]);
-    assert_eq!(names(store.robots(Some("tools")).await.unwrap()), ["robot$sync"]);
-    assert!(store.robots(Some("nope")).await.unwrap().is_empty());
-    let listed = store.robots(Some("tools")).await.unwrap();
+    assert_eq!(names(store.robots(None, ALL).await.unwrap()), ["robot$gha", "robot$sync", "robot$team+ci"]);
+    assert_eq!(names(store.robots(Some("team"), ALL).await.unwrap()), ["robot$sync", "robot$team+ci"]);
+    assert_eq!(names(store.robots(Some("tools"), ALL).await.unwrap()), ["robot$sync"]);
+    assert!(store.robots(Some("nope"), ALL).await.unwrap().is_empty());
+    let listed = store.robots(Some("tools"), ALL).await.unwrap();
     assert_eq!(listed[0], sys, "a listed robot carries every grant, not only the project's");
+    // Paged by name, in the database: a page of one robot holds all its grants.
+    let page = store.robots(None, PageSpec { last: Some("robot$gha"), limit: 1, max_bytes: usize::MAX }).await;
+    assert_eq!(page.unwrap(), [sys.clone()]);
+    let page = store.robots(Some("team"), PageSpec { last: Some("robot$sync"), limit: 5, max_bytes: usize::MAX });
+    assert_eq!(names(page.await.unwrap()), ["robot$team+ci"]);
 
     // Updates: each field set, optional ones set back to None, grants replaced.
     let update = RobotUpdate {
@@ -183,7 +195,7 @@ async fn robots(store: &dyn IdentityStore) {
     };
     assert_eq!(updated, expected);
     assert!(updated.updated_at > sys.updated_at);
-    assert_eq!(names(store.robots(Some("team")).await.unwrap()), ["robot$team+ci"], "the team grant is gone");
+    assert_eq!(names(store.robots(Some("team"), ALL).await.unwrap()), ["robot$team+ci"], "the team grant is gone");
     // Nothing set: nothing changes but the time.
     let same = store.update_robot("robot$sync", &RobotUpdate::default()).await.unwrap();
     assert_eq!(same, Robot { updated_at: same.updated_at, ..updated.clone() });
@@ -273,7 +285,7 @@ async fn delete_project(store: &dyn IdentityStore, meta: &dyn MetadataStore) {
     let err = store.delete_project("team").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(store.project("team").await.unwrap().is_some());
-    assert_eq!(store.members("team").await.unwrap().len(), 1, "a refused delete leaves the members");
+    assert_eq!(store.members("team", ALL).await.unwrap().len(), 1, "a refused delete leaves the members");
     store.delete_project("tea").await.unwrap();
     store.delete_project("team-b").await.unwrap();
     assert_eq!(store.project("tea").await.unwrap(), None);
@@ -291,7 +303,7 @@ async fn delete_project(store: &dyn IdentityStore, meta: &dyn MetadataStore) {
     store.create_robot(&robot("robot$empty", &[("tools", &[Pull])])).await.unwrap();
     store.delete_project("empty").await.unwrap();
     assert_eq!(store.project("empty").await.unwrap(), None);
-    assert!(store.members("empty").await.unwrap().is_empty());
+    assert!(store.members("empty", ALL).await.unwrap().is_empty());
     assert!(store.memberships("bob").await.unwrap().iter().all(|m| m.project != "empty"));
     assert_eq!(store.robot("robot$empty+ci").await.unwrap(), None);
     let wide = store.robot("robot$wide").await.unwrap().unwrap();
@@ -300,5 +312,5 @@ async fn delete_project(store: &dyn IdentityStore, meta: &dyn MetadataStore) {
     assert_eq!(store.delete_project("empty").await.unwrap_err().kind, ErrorKind::ResourceUnknown);
     // The project's name is free again.
     store.create_project("empty", true).await.unwrap();
-    assert!(store.members("empty").await.unwrap().is_empty());
+    assert!(store.members("empty", ALL).await.unwrap().is_empty());
 }

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::access::{Permission, Role};
-use berth_meta::Member;
+use berth_meta::{Member, PageSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,9 +42,8 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller, Path(pr
     let page = caller.page()?;
     let store = &*registry.identity;
     store.project(&project).await?.ok_or_else(|| unknown("project", &project))?;
-    let mut members = store.members(&project).await?;
-    members.retain(|m| page.last.as_deref().is_none_or(|last| m.user.as_str() > last));
-    members.truncate(page.n as usize + 1);
+    let spec = PageSpec { last: page.last.as_deref(), limit: page.n + 1, max_bytes: usize::MAX };
+    let members = store.members(&project, spec).await?;
     Ok(page.respond::<_, MemberView>(members, |m| &m.user, &format!("/api/v1/projects/{project}/members")))
 }
 

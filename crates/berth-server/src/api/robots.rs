@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::access::Permission;
 use berth_core::{Error, ErrorKind};
-use berth_meta::{IdentityStore, Robot, RobotGrant, RobotUpdate, now};
+use berth_meta::{IdentityStore, PageSpec, Robot, RobotGrant, RobotUpdate, now};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -146,9 +146,8 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
 
 async fn respond_list(registry: &Registry, caller: &Caller, project: Option<&str>) -> Reply {
     let page = caller.page()?;
-    let mut robots = registry.identity.robots(project).await?;
-    robots.retain(|r| page.last.as_deref().is_none_or(|last| r.name.as_str() > last));
-    robots.truncate(page.n as usize + 1);
+    let spec = PageSpec { last: page.last.as_deref(), limit: page.n + 1, max_bytes: usize::MAX };
+    let robots = registry.identity.robots(project, spec).await?;
     let path = match project {
         Some(p) => format!("/api/v1/projects/{p}/robots"),
         None => "/api/v1/robots".to_owned(),

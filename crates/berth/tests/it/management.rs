@@ -401,6 +401,39 @@ async fn listings_show_a_projects_repositories_and_a_repositorys_artifacts_and_t
 }
 
 #[tokio::test]
+async fn members_and_robots_are_listed_page_by_page() {
+    let server = TestServer::start();
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({"name": "team"}))).await;
+    for user in ["carol", "alice", "bob"] {
+        let body = json!({"name": user, "password": format!("{user}-password-1")});
+        api.expect(StatusCode::CREATED, Method::POST, "/users", Some(body)).await;
+        let role = Some(json!({"role": "guest"}));
+        api.expect(StatusCode::OK, Method::PUT, &format!("/projects/team/members/{user}"), role).await;
+    }
+    for robot in ["zeta", "beta", "alpha"] {
+        let body = json!({"name": robot, "grants": [{"project": "team", "permissions": ["pull", "push"]}]});
+        api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(body)).await;
+    }
+    let users =
+        |v: &Value| v.as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let (_, link, page) = api.call(Method::GET, "/projects/team/members?n=2", None).await;
+    assert_eq!(users(&page), ["alice", "bob"]);
+    assert_eq!(link.as_deref(), Some("</api/v1/projects/team/members?n=2&last=bob>; rel=\"next\""));
+    let (_, link, page) = api.call(Method::GET, "/projects/team/members?n=2&last=bob", None).await;
+    assert_eq!((users(&page), link), (vec!["carol".to_owned()], None));
+
+    let names =
+        |v: &Value| v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let (_, link, page) = api.call(Method::GET, "/projects/team/robots?n=1", None).await;
+    assert_eq!(names(&page), ["robot$team+alpha"]);
+    assert_eq!(page[0]["grants"][0]["permissions"], json!(["pull", "push"]), "a paged robot keeps its grants");
+    assert!(link.is_some_and(|l| l.contains("last=robot%24team%2Balpha")));
+    let (_, link, page) = api.call(Method::GET, "/robots?n=5&last=robot%24team%2Balpha", None).await;
+    assert_eq!((names(&page), link), (vec!["robot$team+beta".to_owned(), "robot$team+zeta".to_owned()], None));
+}
+
+#[tokio::test]
 async fn a_user_outside_a_project_is_denied_its_management_and_anonymous_callers_are_challenged() {
     let server = TestServer::start();
     let api = Mgmt::new(&server, Some(&admin()));
