@@ -130,10 +130,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         // Generic or absent types carry no information; fall back to the body.
         !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream"
     });
-    if let (Some(ct), Some(mt)) = (declared, raw.media_type.as_deref()) {
-        if ct != mt {
-            return Err(invalid(format!("Content-Type {ct} does not match mediaType {mt}")));
-        }
+    if let (Some(ct), Some(mt)) = (declared, raw.media_type.as_deref())
+        && ct != mt
+    {
+        return Err(invalid(format!("Content-Type {ct} does not match mediaType {mt}")));
     }
     let media_type = match declared.or(raw.media_type.as_deref()) {
         Some(mt) => mt.to_owned(),
@@ -151,8 +151,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     let subject = raw.subject.as_ref().map(|d| descriptor_digest(d, "subject")).transpose()?;
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
-    let artifact_type;
-    if MediaType::is_index(&media_type) {
+    let artifact_type = if MediaType::is_index(&media_type) {
         if raw.config.is_some() || raw.layers.is_some() {
             return Err(invalid("an index has no config or layers"));
         }
@@ -160,7 +159,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         for child in &children {
             manifests.push(descriptor_digest(child, "manifests")?);
         }
-        artifact_type = raw.artifact_type;
+        raw.artifact_type
     } else {
         if raw.manifests.is_some() {
             return Err(invalid("an image manifest has no manifests array"));
@@ -175,8 +174,8 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
                 blobs.push(digest);
             }
         }
-        artifact_type = raw.artifact_type.or(Some(config.media_type));
-    }
+        raw.artifact_type.or(Some(config.media_type))
+    };
     blobs.sort();
     blobs.dedup();
     manifests.sort();

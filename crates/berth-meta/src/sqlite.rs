@@ -116,10 +116,10 @@ fn sync_wal(path: &Path, seen: Option<u64>) -> std::io::Result<Option<u64>> {
     };
     file.sync_data()?;
     let inode = file.metadata()?.ino();
-    if seen != Some(inode) {
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
-        }
+    if seen != Some(inode)
+        && let Some(dir) = path.parent()
+    {
+        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
     }
     Ok(Some(inode))
 }

@@ -70,7 +70,13 @@ async fn core(store: &dyn MetadataStore) {
     let digest = Digest::of(&body);
     let latest = Tag::parse("latest").unwrap();
     let err = store
-        .put_manifest(NewManifest { repo: &b, digest: &digest, parsed: &parsed, body: &body, tags: &[latest.clone()] })
+        .put_manifest(NewManifest {
+            repo: &b,
+            digest: &digest,
+            parsed: &parsed,
+            body: &body,
+            tags: std::slice::from_ref(&latest),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::ManifestBlobUnknown);

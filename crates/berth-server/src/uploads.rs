@@ -88,11 +88,11 @@ impl Declared {
             .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::new(ErrorKind::SizeInvalid)))
             .transpose()?;
         let range = ctx.header("content-range").map(parse_content_range).transpose()?;
-        if let (Some(l), Some((_, chunk))) = (length, range) {
-            if l != chunk {
-                return Err(Error::new(ErrorKind::SizeInvalid)
-                    .with_detail(format!("Content-Range is {chunk} bytes, Content-Length {l}")));
-            }
+        if let (Some(l), Some((_, chunk))) = (length, range)
+            && l != chunk
+        {
+            return Err(Error::new(ErrorKind::SizeInvalid)
+                .with_detail(format!("Content-Range is {chunk} bytes, Content-Length {l}")));
         }
         Ok(Declared { length, range })
     }
@@ -120,10 +120,10 @@ pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<R
         }
         // Not mountable: the spec's answer is a normal upload session.
     }
-    if let Some(algorithm) = ctx.param("digest-algorithm") {
-        if algorithm != "sha256" {
-            return Err(Error::new(ErrorKind::DigestUnsupported).with_detail(algorithm));
-        }
+    if let Some(algorithm) = ctx.param("digest-algorithm")
+        && algorithm != "sha256"
+    {
+        return Err(Error::new(ErrorKind::DigestUnsupported).with_detail(algorithm));
     }
     let monolithic = ctx.param("digest").map(|d| Digest::parse(&d)).transpose()?;
     let declared = Declared::of(ctx)?;

@@ -279,10 +279,10 @@ async fn pump(file: &Arc<File>, offset: u64, data: &mut ByteStream, guard: &Uplo
             }
         }
         // A batch is ready (or the body ended): the previous write must be done first.
-        if let Some(w) = writing.take() {
-            if let Err(e) = joined(w).await {
-                break Err(e);
-            }
+        if let Some(w) = writing.take()
+            && let Err(e) = joined(w).await
+        {
+            break Err(e);
         }
         if batch.is_empty() {
             break Ok(written);

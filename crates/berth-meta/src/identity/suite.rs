@@ -169,7 +169,7 @@ async fn robots(store: &dyn IdentityStore) {
     assert_eq!(listed[0], sys, "a listed robot carries every grant, not only the project's");
     // Paged by name, in the database: a page of one robot holds all its grants.
     let page = store.robots(None, PageSpec { last: Some("robot$gha"), limit: 1, max_bytes: usize::MAX }).await;
-    assert_eq!(page.unwrap(), [sys.clone()]);
+    assert_eq!(page.unwrap(), std::slice::from_ref(&sys));
     let page = store.robots(Some("team"), PageSpec { last: Some("robot$sync"), limit: 5, max_bytes: usize::MAX });
     assert_eq!(names(page.await.unwrap()), ["robot$team+ci"]);
 

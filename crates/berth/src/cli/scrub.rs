@@ -45,7 +45,7 @@ pub(super) async fn scrub(client: &Client) -> Result<(), BoxError> {
         }
         match findings.last() {
             Some(last) if findings.len() == FINDINGS_PAGE => {
-                let after = super::client::segment(&text(&last["digest"]));
+                let after = super::client::segment(text(&last["digest"]));
                 page = client.get(&format!("/scrub/runs/{id}?n={FINDINGS_PAGE}&last={after}")).await?;
             }
             _ => break,

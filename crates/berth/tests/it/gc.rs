@@ -192,7 +192,7 @@ async fn a_dry_run_lists_exactly_what_the_next_real_run_removes() {
     let api = Api::new(server.url());
     let (repo, other) = ("dry/app", "dry/other");
     let shared = random_bytes(2000, rand_u64());
-    let kept = push(&api, repo, "kept", &[shared.clone()], None).await;
+    let kept = push(&api, repo, "kept", std::slice::from_ref(&shared), None).await;
     let retagged = push(&api, repo, "moving", &[shared.clone(), random_bytes(1500, rand_u64())], None).await;
     push(&api, repo, "moving", &[random_bytes(1700, rand_u64())], None).await;
     let deleted = push(&api, other, "x", &[random_bytes(900, rand_u64())], None).await;
