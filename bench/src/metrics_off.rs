@@ -28,7 +28,7 @@ pub async fn manifest_load(target: &Target, duration: Duration) -> Result<Load, 
 /// Starts Berth on the data the run left in `dir` with metrics on, off, off, then on,
 /// runs the manifest load on each and records `manifest_metrics_rps`,
 /// `manifest_nometrics_rps` (each the mean of its two loads) and `metrics_ratio` (on ÷
-/// off) in `results`.
+/// off) in `results`, and the first restart's start-up time as `restart`.
 pub async fn measure(
     bin: &Path,
     dir: &Path,
@@ -37,10 +37,15 @@ pub async fn measure(
     results: &mut BTreeMap<&'static str, Vec<f64>>,
 ) -> Result<(), BoxError> {
     let mut rps = [0.0; 2];
-    for metrics in [true, false, false, true] {
+    for (i, metrics) in [true, false, false, true].into_iter().enumerate() {
         eprintln!("  … manifest GET load, metrics {metrics} (Berth restarted on the same data)");
         let env = [("BERTH_METRICS", if metrics { "true" } else { "false" })];
         let server = servers::berth_with(bin, dir, None, admin_password, &env);
+        if i == 0 {
+            let ms = server.startup.as_secs_f64() * 1000.0;
+            eprintln!("  restart: {ms:.1}");
+            results.entry("restart").or_default().push(ms);
+        }
         rps[usize::from(!metrics)] +=
             manifest_load(&server.target(), Duration::from_secs_f64(seconds)).await?.rps() / 2.0;
         drop(server);
