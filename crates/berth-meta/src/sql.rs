@@ -363,11 +363,12 @@ macro_rules! sql_store {
                         .map_err(db_err)?;
                     }
                 }
-                Self::check_tag_moves(&mut tx, m.repo, m.digest, m.tags, now).await?;
+                let rules = if m.tags.is_empty() { Vec::new() } else { Self::immutable_patterns(&mut tx, m.repo).await? };
                 for tag in m.tags {
                     // The tag row is inserted or locked first, and where it pointed is read
                     // under the lock: of two puts moving one tag at once (PostgreSQL), the
-                    // second sees the first's manifest, and queues it.
+                    // second sees the first's manifest, and refuses to move it (an
+                    // immutable tag) or queues it.
                     let held: String = sqlx::query(
                         "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (repo, name) DO UPDATE SET pushed_at = tags.pushed_at
@@ -382,6 +383,10 @@ macro_rules! sql_store {
                     .map_err(db_err)?
                     .get(0);
                     if held != m.digest.as_str() {
+                        if let Some(rule) = $crate::policy::sql::matching_rule(&rules, tag.as_str()) {
+                            let project = berth_core::access::project_of(m.repo);
+                            return Err($crate::policy::sql::immutable(tag.as_str(), rule, project));
+                        }
                         // The manifest the tag leaves.
                         $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), now, "tag")?;
                     }

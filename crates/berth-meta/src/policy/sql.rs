@@ -125,49 +125,18 @@ macro_rules! policy_store {
 macro_rules! policy_checks {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Refuses a manifest put that would move a tag matching one of its project's
-            /// immutable rules to another digest. Each such tag is inserted if new, else its
-            /// row locked, before its digest is compared: a concurrent put of the same tag
-            /// waits for this transaction, then sees its result.
-            async fn check_tag_moves(
+            /// The patterns of the immutable rules of `repo`'s project (a put checks each tag
+            /// it moves against them, under the tag row's lock: `put_manifest`).
+            async fn immutable_patterns(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 repo: &RepoName,
-                digest: &Digest,
-                tags: &[Tag],
-                now: i64,
-            ) -> Result<(), Error> {
-                if tags.is_empty() {
-                    return Ok(());
-                }
-                let project = berth_core::access::project_of(repo);
-                let rules: Vec<String> = sqlx::query("SELECT pattern FROM immutable_rules WHERE project = $1")
-                    .bind(project)
+            ) -> Result<Vec<String>, Error> {
+                let rows = sqlx::query("SELECT pattern FROM immutable_rules WHERE project = $1")
+                    .bind(berth_core::access::project_of(repo))
                     .fetch_all(&mut **tx)
                     .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                for tag in tags {
-                    let Some(rule) = $crate::policy::sql::matching_rule(&rules, tag.as_str()) else { continue };
-                    let held: String = sqlx::query(
-                        "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (repo, name) DO UPDATE SET pushed_at = tags.pushed_at
-                         RETURNING manifest_digest",
-                    )
-                    .bind(repo.as_str())
-                    .bind(tag.as_str())
-                    .bind(digest.as_str())
-                    .bind(now)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(db_err)?
-                    .get(0);
-                    if held != digest.as_str() {
-                        return Err($crate::policy::sql::immutable(tag.as_str(), rule, project));
-                    }
-                }
-                Ok(())
+                    .map_err(db_err)?;
+                Ok(rows.into_iter().map(|r| r.get(0)).collect())
             }
 
             /// Refuses deleting `tag`, or the manifest `manifest` (with every tag on it), or
@@ -180,14 +149,7 @@ macro_rules! policy_checks {
                 manifest: Option<&Digest>,
             ) -> Result<(), Error> {
                 let project = berth_core::access::project_of(repo);
-                let rules: Vec<String> = sqlx::query("SELECT pattern FROM immutable_rules WHERE project = $1")
-                    .bind(project)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                let rules = Self::immutable_patterns(tx, repo).await?;
                 if rules.is_empty() {
                     return Ok(());
                 }

@@ -232,14 +232,10 @@ impl<'a> Run<'a> {
         }
         let reg = self.reg;
         let blob_store = &reg.blobs;
-        // In one request where the store can (S3's `DeleteObjects`).
-        let (names, unnamed): (Vec<_>, Vec<_>) =
-            blobs.iter().map(|b| (blob_store.stored_name(&b.key), &b.key)).partition(|(name, _)| name.is_some());
-        let names: Vec<String> = names.into_iter().filter_map(|(name, _)| name).collect();
+        // In one request where the store can (S3's `DeleteObjects`). A key that names no
+        // object (a record no commit of this store made) has no bytes to delete.
+        let names: Vec<String> = blobs.iter().filter_map(|b| blob_store.stored_name(&b.key)).collect();
         blob_store.delete_stored(&names).await.map_err(storage_err)?;
-        for (_, key) in unnamed {
-            blob_store.delete_blob(key).await.map_err(storage_err)?;
-        }
         // Where keys are per commit, a tombstone keeps a link that read this key just
         // before the bytes went (a mount) from making it live again (one key per digest:
         // `BlobLocks` does that).
@@ -265,8 +261,7 @@ impl<'a> Run<'a> {
                 }
             } else {
                 for batch in doomed.chunks(BATCH) {
-                    let digests: Vec<_> = batch.iter().map(|b| b.digest.clone()).collect();
-                    let _stripes = reg.blob_locks.lock_all(&digests).await;
+                    let _stripes = reg.blob_locks.lock_all(batch.iter().map(|b| &b.digest)).await;
                     self.remove_bytes(batch.to_vec()).await?;
                 }
             }

@@ -37,8 +37,8 @@ impl BlobLocks {
 
     /// Waits for the stripes of all `digests`, taken in stripe order: two callers of this
     /// never wait for each other in a cycle, and [`BlobLocks::lock`] holds only one.
-    pub async fn lock_all(&self, digests: &[Digest]) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = digests.iter().map(stripe).collect();
+    pub async fn lock_all<'d>(&self, digests: impl IntoIterator<Item = &'d Digest>) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = digests.into_iter().map(stripe).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
