@@ -169,6 +169,15 @@ mod tests {
         crate::scrub::suite::run(&store, &store).await;
     }
 
+    /// PostgreSQL's `TEXT` refuses U+0000.
+    #[tokio::test]
+    async fn postgres_refuses_a_nul_in_an_audit_event_as_bad_request() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("refused")).await.unwrap();
+        let poison = crate::audit::suite::login_by("\0admin");
+        crate::audit::suite::refused_batches(&store, poison).await;
+    }
+
     #[tokio::test]
     async fn postgres_store_passes_the_retention_suite() {
         let pg = berth_testkit::Postgres::start();

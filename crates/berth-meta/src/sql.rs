@@ -715,35 +715,14 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-use berth_core::{Digest, Error, ErrorKind, RepoName};
+use berth_core::{Digest, Error, RepoName};
+
+pub(crate) use crate::db_error::{db_err, refused_content};
 
 use crate::Page;
 
 /// Ids per statement when looking many up: well under SQLite's limit of bound parameters.
 pub(crate) const ID_BATCH: usize = 500;
-
-/// A database error as the registry's: the database out of reach or out of connections,
-/// or a transaction it ended to break a deadlock or a serialization conflict, is
-/// `UNAVAILABLE` (503 with `Retry-After`, which clients retry), anything else internal.
-pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    // PostgreSQL's deadlock victim and serialization failure: nothing was written, and the
-    // same request succeeds when sent again.
-    let transient = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001");
-    let unavailable = match &e {
-        _ if transient => Some("the database ended this transaction to resolve a conflict; retry"),
-        sqlx::Error::PoolTimedOut => Some("the database is busy: no connection came free in time"),
-        sqlx::Error::PoolClosed => Some("the database connections are closed (shutting down)"),
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Some("the database is unreachable"),
-        _ => None,
-    };
-    match unavailable {
-        Some(message) => Error {
-            source: Some(format!("database: {e}")),
-            ..Error::new(ErrorKind::Unavailable).with_message(message).with_retry_after(1)
-        },
-        None => Error::internal(format!("database: {e}")),
-    }
-}
 
 pub(crate) fn repo_name(s: String) -> Result<RepoName, Error> {
     RepoName::parse(&s).map_err(|_| Error::internal(format!("corrupt repository name {s:?}")))

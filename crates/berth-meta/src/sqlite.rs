@@ -138,6 +138,7 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .after_release(|conn, _| Box::pin(out_of_transaction(conn)))
             .connect_with(options.clone())
             .await
             .map_err(db_err)?;
@@ -158,6 +159,35 @@ impl SqliteStore {
     fn pools(&self) -> [(&'static str, &SqlitePool); 2] {
         [("writer", &self.writer), ("reader", &self.reader)]
     }
+}
+
+/// Whether the writer connection coming back to its pool is out of any transaction, in
+/// SQLite's view and in sqlx's; if not, the pool closes it (SQLite rolls back what it
+/// held) and opens another.
+///
+/// A write that fails for want of disk space or by an I/O error can end with SQLite
+/// having rolled its transaction back on its own while sqlx still counts it open, or
+/// with a `ROLLBACK` that failed: sqlx then begins the next transaction as a savepoint
+/// inside one that never commits, and every write after it is answered as committed and
+/// lost (issue 17: projects created with the disk full answered 201 and were gone).
+/// The one writer connection is the one place every write passes, so it is checked on
+/// every release; the check is an atomic load and one call into SQLite on its thread.
+async fn out_of_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is this connection's, alive and locked for this call;
+    // sqlite3_get_autocommit only reads its state.
+    let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) } != 0;
+    drop(handle);
+    let consistent = autocommit && !conn.is_in_transaction();
+    if !consistent {
+        tracing::warn!(
+            sqlite_in_transaction = !autocommit,
+            sqlx_in_transaction = conn.is_in_transaction(),
+            "the SQLite writer connection was left inside a failed transaction: closing it (what it held is rolled back)"
+        );
+    }
+    Ok(consistent)
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
@@ -244,6 +274,23 @@ mod tests {
         crate::audit::suite::run(&store).await;
         crate::policy::suite::run(&store, &store, &store).await;
         crate::scrub::suite::run(&store, &store).await;
+    }
+
+    /// SQLite stores any text, so a trigger plays the refusal (a real refusal by the
+    /// real database: `SQLITE_CONSTRAINT_TRIGGER`).
+    #[tokio::test]
+    async fn sqlite_refuses_an_audit_event_a_trigger_rejects_as_bad_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_log WHEN NEW.actor = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let poison = crate::audit::suite::login_by("poison");
+        crate::audit::suite::refused_batches(&store, poison).await;
     }
 
     #[tokio::test]

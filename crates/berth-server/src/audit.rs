@@ -8,13 +8,25 @@
 //! does not lose their events); a failed append is retried with backoff, the batch kept.
 //! The hot path only enqueues: no request waits for a database write unless the
 //! channel is full.
+//!
+//! Retrying cures an outage, not a batch the database refuses for what it holds (a value
+//! PostgreSQL cannot store): such a batch would be retried forever, the queue would fill
+//! and every request that records would hang. So a refused batch is split in halves,
+//! each appended (and retried) on its own, until every good event is stored and each
+//! refused one stands alone; that one is stored sanitized (control characters replaced,
+//! strings cut to a bound, marked so in its detail), and only if even that is refused is
+//! it given up, logged with what it was and counted. The writer's state is in the
+//! metrics (`berth_audit_*`), and an append failing for longer than [`STALL_ALERT`] is
+//! logged as a stall at error level, once a minute while it lasts.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind, Reference, RepoName};
 use berth_meta::{AuditEvent, AuditStore};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +44,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a stopping writer keeps retrying a failing append before it gives up (and
 /// logs how many events it could not store).
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
+/// How long appends fail before the writer logs a stall (at error level, then once a
+/// minute while it lasts).
+pub const STALL_ALERT: Duration = Duration::from_secs(10);
+/// Characters a string of a sanitized event keeps at most.
+const SANITIZED_MAX: usize = 256;
 
 enum Message {
     Event(AuditEvent),
@@ -41,6 +58,23 @@ enum Message {
     Stop(oneshot::Sender<()>),
 }
 
+/// What the writer reports of itself (shared with the node's
+/// [`Metrics`](crate::observe::Metrics), which
+/// registers the same series: `berth_audit_append_failures_total`,
+/// `berth_audit_events_sanitized_total`, `berth_audit_events_unstorable_total`,
+/// `berth_audit_writer_failing`).
+#[derive(Clone, Default)]
+pub struct WriterMetrics {
+    /// Appends that failed (each attempt).
+    pub append_failures: Counter,
+    /// Events stored sanitized because the database refused them as they were.
+    pub sanitized: Counter,
+    /// Events the database refused even sanitized: logged, not stored.
+    pub unstorable: Counter,
+    /// 1 while the last append failed, else 0.
+    pub failing: Gauge,
+}
+
 /// The server's handle on the audit log.
 pub struct AuditLog {
     store: Arc<dyn AuditStore>,
@@ -48,6 +82,9 @@ pub struct AuditLog {
     /// The writer, until [`AuditLog::start`] runs it.
     writer: Mutex<Option<Writer>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Cancelled by [`AuditLog::stop`]: a writer retrying a failing append gives up
+    /// [`STOP_PATIENCE`] after it, even in the middle of a batch.
+    stopping: CancellationToken,
 }
 
 impl AuditLog {
@@ -59,8 +96,28 @@ impl AuditLog {
     /// A log whose queue holds `capacity` events.
     pub fn with_queue(store: Arc<dyn AuditStore>, capacity: usize) -> AuditLog {
         let (queue, receiver) = mpsc::channel(capacity);
-        let writer = Writer { store: Arc::clone(&store), receiver };
-        AuditLog { store, queue, writer: Mutex::new(Some(writer)), task: Mutex::default() }
+        let stopping = CancellationToken::new();
+        let writer = Writer {
+            store: Arc::clone(&store),
+            receiver,
+            metrics: WriterMetrics::default(),
+            stopping: stopping.clone(),
+            deadline: OnceLock::new(),
+        };
+        AuditLog { store, queue, writer: Mutex::new(Some(writer)), task: Mutex::default(), stopping }
+    }
+
+    /// Reports the writer's state into `metrics` (before [`start`](AuditLog::start)).
+    pub fn with_metrics(self, metrics: WriterMetrics) -> AuditLog {
+        if let Some(writer) = self.writer.lock().expect("audit writer lock").as_mut() {
+            writer.metrics = metrics;
+        }
+        self
+    }
+
+    /// Events queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// The store, for reading the log.
@@ -97,6 +154,7 @@ impl AuditLog {
     /// nothing queued is left behind); events recorded later are not stored.
     pub async fn stop(&self) {
         self.start();
+        self.stopping.cancel();
         let (done, wait) = oneshot::channel();
         if self.queue.send(Message::Stop(done)).await.is_ok() {
             let _ = wait.await;
@@ -112,6 +170,11 @@ impl AuditLog {
 struct Writer {
     store: Arc<dyn AuditStore>,
     receiver: mpsc::Receiver<Message>,
+    metrics: WriterMetrics,
+    stopping: CancellationToken,
+    /// When a stopping writer gives up on appends that keep failing: set when it first
+    /// finds the log stopping.
+    deadline: OnceLock<Instant>,
 }
 
 impl Writer {
@@ -144,9 +207,8 @@ impl Writer {
                     Err(_) => tokio::time::timeout_at(gather_until, self.receiver.recv()).await.ok().flatten(),
                 };
             }
-            let patience = stop.as_ref().map(|_| Instant::now() + STOP_PATIENCE);
             coalesce(&mut batch);
-            self.append(&batch, patience).await;
+            self.append(&batch).await;
             batch.clear();
             for done in flushes.drain(..) {
                 let _ = done.send(());
@@ -161,7 +223,7 @@ impl Writer {
                 }
                 coalesce(&mut batch);
                 for chunk in batch.chunks(BATCH) {
-                    self.append(chunk, patience).await;
+                    self.append(chunk).await;
                 }
                 for done in flushes.drain(..) {
                     let _ = done.send(());
@@ -172,24 +234,107 @@ impl Writer {
         }
     }
 
-    /// Appends `batch`, retrying with backoff until it is stored, or until `patience`
-    /// (when stopping) has passed.
-    async fn append(&self, batch: &[AuditEvent], patience: Option<Instant>) {
+    /// When a stopping writer stops retrying; `None` while the log is not stopping.
+    fn patience(&self) -> Option<Instant> {
+        self.stopping.is_cancelled().then(|| *self.deadline.get_or_init(|| Instant::now() + STOP_PATIENCE))
+    }
+
+    /// Appends `batch`, retrying with backoff until it is stored, or, once the log is
+    /// stopping, until [`STOP_PATIENCE`] has passed. A batch the database refuses for its
+    /// content is split ([`Writer::refused`]).
+    async fn append(&self, batch: &[AuditEvent]) {
         if batch.is_empty() {
             return;
         }
         let mut backoff = Duration::from_millis(50);
+        let failing_since = Instant::now();
+        let mut alerted: Option<Instant> = None;
         loop {
-            let Err(e) = self.store.append(batch).await else { return };
-            if patience.is_some_and(|p| Instant::now() >= p) {
+            let e = match self.store.append(batch).await {
+                Ok(()) => {
+                    self.metrics.failing.set(0);
+                    if alerted.is_some() {
+                        tracing::warn!(events = batch.len(), failed_for = ?failing_since.elapsed(), "audit writer recovered");
+                    }
+                    return;
+                }
+                Err(e) if e.kind == ErrorKind::BadRequest => return Box::pin(self.refused(batch)).await,
+                Err(e) => e,
+            };
+            self.metrics.append_failures.inc();
+            self.metrics.failing.set(1);
+            if self.patience().is_some_and(|p| Instant::now() >= p) {
                 tracing::error!(error = %e, events = batch.len(), "audit events could not be stored before the stop");
                 return;
             }
-            tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "appending audit events failed");
-            tokio::time::sleep(backoff).await;
+            let failed_for = failing_since.elapsed();
+            if failed_for >= STALL_ALERT && alerted.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                alerted = Some(Instant::now());
+                tracing::error!(
+                    error = %e, events = batch.len(), ?failed_for,
+                    "audit writer stalled: events are not being stored, and once the queue is full every request that records one waits"
+                );
+            } else {
+                tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "appending audit events failed");
+            }
+            // A stop ends the wait: its patience runs from now.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stopping.cancelled(), if self.deadline.get().is_none() => {}
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+
+    /// `batch` was refused for what it holds: its halves are appended apart (each
+    /// retried as any append), so that every event the database takes is stored; an
+    /// event refused alone is stored sanitized, or, refused even so, logged and counted.
+    async fn refused(&self, batch: &[AuditEvent]) {
+        if batch.len() > 1 {
+            let (first, second) = batch.split_at(batch.len() / 2);
+            self.append(first).await;
+            self.append(second).await;
+            return;
+        }
+        let event = &batch[0];
+        let clean = sanitized(event);
+        if clean != *event {
+            tracing::warn!(operation = %clean.operation, actor = ?clean.actor, "the database refused an audit event: storing it sanitized");
+            self.metrics.sanitized.inc();
+            return self.append(std::slice::from_ref(&clean)).await;
+        }
+        self.metrics.unstorable.inc();
+        tracing::error!(event = ?clean, "the database refused an audit event even sanitized: not stored");
+    }
+}
+
+/// `event` with every control character of its strings replaced by U+FFFD and each cut
+/// to [`SANITIZED_MAX`] characters; a changed event's detail says it was. The same event
+/// when there was nothing to change.
+fn sanitized(event: &AuditEvent) -> AuditEvent {
+    fn clean(s: &str) -> String {
+        s.chars().take(SANITIZED_MAX).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+    }
+    let opt = |s: &Option<String>| s.as_deref().map(clean);
+    let mut out = AuditEvent {
+        at_ms: event.at_ms,
+        actor: opt(&event.actor),
+        address: clean(&event.address),
+        operation: clean(&event.operation),
+        project: opt(&event.project),
+        resource: opt(&event.resource),
+        outcome: clean(&event.outcome),
+        detail: opt(&event.detail),
+        count: event.count,
+    };
+    if out != *event {
+        let note = "[sanitized: the database refused the event as recorded]";
+        out.detail = Some(match out.detail {
+            Some(d) => format!("{d} {note}"),
+            None => note.to_owned(),
+        });
+    }
+    out
 }
 
 impl Registry {
@@ -465,6 +610,81 @@ mod tests {
         log.record(event(5)).await;
         log.stop().await;
         assert_eq!(stored(&store).await.len(), 6, "stop stores what is queued");
+    }
+
+    /// Issue 17: a batch the database refused for a value it held was retried forever.
+    /// Now its good events are stored, a refused one sanitized, one refused even so is
+    /// counted and left, and the flush returns.
+    #[tokio::test]
+    async fn a_batch_the_database_refuses_is_split_and_its_good_events_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let side = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        // Real refusals by the real database: an escape character in a detail, and an
+        // actor refused whatever it holds.
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse_escape BEFORE INSERT ON audit_log \
+                WHEN instr(NEW.detail, char(27)) > 0 BEGIN SELECT RAISE(ABORT, 'escape'); END; \
+             CREATE TRIGGER refuse_actor BEFORE INSERT ON audit_log \
+                WHEN NEW.actor = 'refused' BEGIN SELECT RAISE(ABORT, 'actor'); END;",
+        )
+        .execute(&side)
+        .await
+        .unwrap();
+        let metrics = super::WriterMetrics::default();
+        let log = AuditLog::new(Arc::new(store.clone())).with_metrics(metrics.clone());
+        let escaped = AuditEvent { detail: Some("red \u{1b}[31m".to_owned()), ..event(1) };
+        let refused = AuditEvent { actor: Some("refused".to_owned()), ..event(3) };
+        for e in [event(0), escaped.clone(), event(2), refused, event(4)] {
+            log.record(e).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), log.flush()).await.expect("the flush returns");
+        let note = "[sanitized: the database refused the event as recorded]";
+        let clean = AuditEvent { detail: Some(format!("red \u{FFFD}[31m {note}")), ..escaped };
+        assert_eq!(stored(&store).await, [event(0), clean, event(2), event(4)]);
+        assert_eq!((metrics.sanitized.get(), metrics.unstorable.get(), metrics.failing.get()), (1, 1, 0));
+        // The writer goes on as before.
+        log.record(event(5)).await;
+        log.flush().await;
+        assert_eq!(stored(&store).await.len(), 5);
+    }
+
+    /// The same on PostgreSQL, whose `TEXT` refuses U+0000: the event is stored with the
+    /// NUL replaced, the rest of its batch as it was.
+    #[tokio::test]
+    async fn a_nul_refused_by_postgres_is_stored_sanitized_and_its_batch_kept() {
+        let pg = berth_testkit::Postgres::start();
+        let store = Arc::new(berth_meta::PgStore::open(&pg.database("audit")).await.unwrap());
+        let log = AuditLog::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        let nul = AuditEvent { actor: Some("\0admin".to_owned()), ..event(1) };
+        for e in [event(0), nul, event(2)] {
+            log.record(e).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), log.flush()).await.expect("the flush returns");
+        let records = store.query(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+        let actors: Vec<_> = records.iter().rev().map(|r| r.event.actor.clone().unwrap()).collect();
+        assert_eq!(actors, ["user0", "\u{FFFD}admin", "user2"]);
+    }
+
+    /// A writer retrying an append that keeps failing (the disk full, the table gone) did
+    /// not read the stop queued behind it, and `berth serve` never ended. Now the stop
+    /// ends the retries after `STOP_PATIENCE`.
+    #[tokio::test]
+    async fn a_stop_ends_an_append_that_keeps_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let side = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        sqlx::raw_sql("ALTER TABLE audit_log RENAME TO audit_log_away").execute(&side).await.unwrap();
+        let log = AuditLog::new(Arc::new(store));
+        log.start();
+        log.record(event(0)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let limit = super::STOP_PATIENCE + Duration::from_secs(10);
+        tokio::time::timeout(limit, log.stop()).await.expect("the stop returned");
+        assert!(started.elapsed() >= super::STOP_PATIENCE - Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     fn pull(at_ms: i64, actor: &str, resource: &str) -> AuditEvent {

@@ -39,6 +39,7 @@ mod response;
 pub mod retention;
 pub mod scrub;
 pub mod system;
+pub mod text;
 pub mod tls;
 mod uploads;
 
@@ -219,6 +220,7 @@ pub fn app(registry: Arc<Registry>) -> Router {
         .route("/readyz", axum::routing::get(observe::health::readyz))
         .route("/metrics", axum::routing::get(observe::health::metrics_authorized))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn(text::refuse_control_characters))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), observe::http::track))
         .with_state(registry)
 }

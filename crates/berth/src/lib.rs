@@ -161,7 +161,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         stores.policy,
         stores.scrub,
         tokens.clone(),
-        AuditLog::new(stores.audit),
+        AuditLog::new(stores.audit).with_metrics(metrics.audit_writer()),
         registry_config,
     )
     .with_token_auth(tokens)

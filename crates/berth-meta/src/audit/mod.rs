@@ -65,7 +65,9 @@ pub struct AuditQuery {
 
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Records `events` in one transaction, in order.
+    /// Records `events` in one transaction, in order. Fails with `BadRequest` when the
+    /// database refuses a value an event carries (then nothing of the batch is stored,
+    /// and sending the same batch again cannot succeed); any other error may pass.
     async fn append(&self, events: &[AuditEvent]) -> Result<(), Error>;
     /// Entries matching `query`, newest first, at most `query.limit`.
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error>;

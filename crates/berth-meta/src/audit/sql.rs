@@ -15,6 +15,19 @@ pub(crate) const ROWS_PER_INSERT: usize = 16;
 /// Columns of an inserted event.
 const COLUMNS: usize = 9;
 
+/// An append's error: `BAD_REQUEST` when the database refused the events' values (no
+/// retry of the batch can succeed, see `AuditStore::append`), else as any write's.
+pub(crate) fn refused(e: sqlx::Error) -> berth_core::Error {
+    if crate::sql::refused_content(&e) {
+        return berth_core::Error {
+            source: Some(format!("database: {e}")),
+            ..berth_core::Error::new(berth_core::ErrorKind::BadRequest)
+                .with_message("the database refused a value of an audit event")
+        };
+    }
+    crate::sql::db_err(e)
+}
+
 /// Implements `AuditStore` for a struct with `writer` and `reader` pools and an
 /// `async fn durable(&self)` (see `sql_store!`). The expanding module imports `sqlx::Row`.
 macro_rules! audit_store {
@@ -25,6 +38,7 @@ macro_rules! audit_store {
                 if events.is_empty() {
                     return Ok(());
                 }
+                let refused = $crate::audit::sql::refused;
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 for chunk in events.chunks($crate::audit::sql::ROWS_PER_INSERT) {
                     // Only placeholders are formatted into the statement.
@@ -42,9 +56,9 @@ macro_rules! audit_store {
                             .bind(e.detail.as_deref())
                             .bind(i64::from(e.count));
                     }
-                    query.execute(&mut *tx).await.map_err(db_err)?;
+                    query.execute(&mut *tx).await.map_err(refused)?;
                 }
-                tx.commit().await.map_err(db_err)?;
+                tx.commit().await.map_err(refused)?;
                 self.durable().await
             }
 

@@ -103,3 +103,23 @@ pub async fn run(store: &dyn AuditStore) {
     let newest = store.query(&AuditQuery { limit: 1, ..query() }).await.unwrap();
     assert_eq!((newest[0].event.actor.as_deref(), newest[0].id > left[0].id), (Some("late"), true));
 }
+
+/// A failed login by `actor`.
+pub fn login_by(actor: &str) -> AuditEvent {
+    AuditEvent { outcome: "failure".to_owned(), ..event(1, Some(actor), "login", None) }
+}
+
+/// A batch holding `poison`, an event this database refuses for a value it carries (each
+/// backend's test makes it so), fails as `BadRequest` and stores nothing of the batch;
+/// the store is not left broken: the batch's other events append at once afterwards.
+pub async fn refused_batches(store: &dyn AuditStore, poison: AuditEvent) {
+    let before = store.query(&query()).await.unwrap().len();
+    let good = |n: i64| event(50_000 + n, Some("fine"), "manifest.push", Some("team"));
+    let batch = [good(1), poison, good(2)];
+    let e = store.append(&batch).await.unwrap_err();
+    assert_eq!(e.kind, berth_core::ErrorKind::BadRequest, "{e:?}");
+    assert_eq!(store.query(&query()).await.unwrap().len(), before, "a refused batch stores nothing");
+    store.append(&[good(1), good(2)]).await.unwrap();
+    let stored = read(store, AuditQuery { actor: Some("fine".into()), ..query() }).await;
+    assert_eq!(stored, [good(2), good(1)]);
+}

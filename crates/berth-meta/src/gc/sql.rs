@@ -424,6 +424,7 @@ macro_rules! gc_store {
             }
 
             async fn record_run(&self, run: &$crate::gc::GcRun) -> Result<i64, berth_core::Error> {
+                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
                 let id: i64 = sqlx::query(
                     "INSERT INTO gc_runs (kind, dry_run, started_ms, duration_ms, candidates, manifests_removed,
                                           blobs_removed, bytes_freed, orphans_removed, orphan_bytes, error)
@@ -440,10 +441,11 @@ macro_rules! gc_store {
                 .bind(run.orphans_removed as i64)
                 .bind(run.orphan_bytes as i64)
                 .bind(run.error.as_deref())
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err($crate::sql::db_err)?
                 .get(0);
+                tx.commit().await.map_err($crate::sql::db_err)?;
                 self.durable().await?;
                 Ok(id)
             }

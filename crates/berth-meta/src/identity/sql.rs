@@ -100,6 +100,7 @@ macro_rules! identity_store {
                 admin: bool,
             ) -> Result<$crate::identity::User, berth_core::Error> {
                 let now = now();
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let row = sqlx::query(
                     "INSERT INTO users (name, password_hash, admin, disabled, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $5)
@@ -110,9 +111,10 @@ macro_rules! identity_store {
                 .bind(admin)
                 .bind(false)
                 .bind(now)
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| $crate::identity::sql::write_err(e, "user", name))?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::user_row!(row))
             }
@@ -149,6 +151,7 @@ macro_rules! identity_store {
             ) -> Result<$crate::identity::User, berth_core::Error> {
                 // `updated_at` moves forward on every change, even twice in one second:
                 // caches of a verified credential compare it.
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let row = sqlx::query(
                     "UPDATE users SET password_hash = COALESCE($1, password_hash), admin = COALESCE($2, admin),
                        disabled = COALESCE($3, disabled),
@@ -161,10 +164,11 @@ macro_rules! identity_store {
                 .bind(update.disabled)
                 .bind(now())
                 .bind(name)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .ok_or_else(|| $crate::identity::sql::unknown("user", name))?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::user_row!(row))
             }
@@ -182,6 +186,7 @@ macro_rules! identity_store {
                 name: &str,
                 public: bool,
             ) -> Result<$crate::identity::Project, berth_core::Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let row = sqlx::query(
                     "INSERT INTO projects (name, public, created_at) VALUES ($1, $2, $3)
                      RETURNING name, public, created_at",
@@ -189,9 +194,10 @@ macro_rules! identity_store {
                 .bind(name)
                 .bind(public)
                 .bind(now())
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| $crate::identity::sql::write_err(e, "project", name))?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::project_row!(row))
             }
@@ -222,14 +228,16 @@ macro_rules! identity_store {
                 name: &str,
                 public: bool,
             ) -> Result<$crate::identity::Project, berth_core::Error> {
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let row =
                     sqlx::query("UPDATE projects SET public = $1 WHERE name = $2 RETURNING name, public, created_at")
                         .bind(public)
                         .bind(name)
-                        .fetch_optional(&self.writer)
+                        .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?
                         .ok_or_else(|| $crate::identity::sql::unknown("project", name))?;
+                tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::project_row!(row))
             }

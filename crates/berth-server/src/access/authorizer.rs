@@ -105,6 +105,9 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented {
     let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok();
     match decoded.and_then(|d| String::from_utf8(d).ok()) {
         Some(pair) => match pair.split_once(':') {
+            // A name with a control character names no account, and must reach no store
+            // nor the audit log (`text.rs`).
+            Some((name, _)) if crate::text::has_control(name) => Presented::Unreadable,
             Some((name, password)) => Presented::Basic(name.to_owned(), password.to_owned()),
             None => Presented::Unreadable,
         },

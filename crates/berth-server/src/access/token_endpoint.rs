@@ -117,7 +117,9 @@ async fn read_form(body: Body) -> Result<Pairs, Error> {
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(parse_pairs(&String::from_utf8_lossy(&buf)))
+    let pairs = parse_pairs(&String::from_utf8_lossy(&buf));
+    crate::text::check_pairs(&pairs)?;
+    Ok(pairs)
 }
 
 fn check_service(auth: &TokenAuthorizer, service: Option<&str>) -> Result<(), Error> {

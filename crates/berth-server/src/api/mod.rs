@@ -387,20 +387,26 @@ fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
 
 /// A request body as `T`; what is wrong with it is a 400. String values are cut out of
 /// the message: a misplaced password must not come back in an error (or reach a log).
+/// A string holding a control character (but tab, line feed, carriage return) is a 400
+/// too (`text.rs`).
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        let mut message = String::new();
-        let mut quoted = false;
-        for c in e.to_string().chars() {
-            match (c, quoted) {
-                ('"', false) => (quoted, message) = (true, message + "\"…"),
-                ('"', true) => (quoted, message) = (false, message + "\""),
-                (c, false) => message.push(c),
-                (_, true) => {}
-            }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+    crate::text::check_json(&value)?;
+    serde_json::from_value(value).map_err(|e| invalid_body(&e))
+}
+
+fn invalid_body(e: &serde_json::Error) -> Error {
+    let mut message = String::new();
+    let mut quoted = false;
+    for c in e.to_string().chars() {
+        match (c, quoted) {
+            ('"', false) => (quoted, message) = (true, message + "\"…"),
+            ('"', true) => (quoted, message) = (false, message + "\""),
+            (c, false) => message.push(c),
+            (_, true) => {}
         }
-        bad_request(format!("invalid request body: {message}"))
-    })
+    }
+    bad_request(format!("invalid request body: {message}"))
 }
 
 fn bad_request(message: impl Into<String>) -> Error {

@@ -199,6 +199,8 @@ pub struct Metrics {
     pool_idle: Family<PoolLabels, Gauge>,
     pool_max: Family<PoolLabels, Gauge>,
     storage_bytes: Family<ProjectLabel, Gauge>,
+    audit_queued: Gauge,
+    audit_writer: crate::audit::WriterMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -259,6 +261,33 @@ impl Metrics {
             "Bytes of blobs each project's repositories may read, a blob counted once per project (computed periodically)",
             storage_bytes.clone(),
         );
+        let audit_queued = Gauge::default();
+        registry.register(
+            "audit_queued_events",
+            "Audit events queued and not yet taken by the writer",
+            audit_queued.clone(),
+        );
+        let audit_writer = crate::audit::WriterMetrics::default();
+        registry.register(
+            "audit_writer_failing",
+            "1 while the audit writer's last append failed (events wait in the queue; a full queue makes requests wait)",
+            audit_writer.failing.clone(),
+        );
+        registry.register(
+            "audit_append_failures",
+            "Audit appends that failed (each attempt)",
+            audit_writer.append_failures.clone(),
+        );
+        registry.register(
+            "audit_events_sanitized",
+            "Audit events the database refused as recorded, stored with their control characters replaced",
+            audit_writer.sanitized.clone(),
+        );
+        registry.register(
+            "audit_events_unstorable",
+            "Audit events the database refused even sanitized: logged at error level, not stored",
+            audit_writer.unstorable.clone(),
+        );
         Metrics {
             enabled,
             registry,
@@ -275,7 +304,14 @@ impl Metrics {
             pool_idle,
             pool_max,
             storage_bytes,
+            audit_queued,
+            audit_writer,
         }
+    }
+
+    /// The series the audit writer reports into (`AuditLog::with_metrics`).
+    pub fn audit_writer(&self) -> crate::audit::WriterMetrics {
+        self.audit_writer.clone()
     }
 
     pub fn enabled(&self) -> bool {
@@ -368,8 +404,14 @@ impl Metrics {
     }
 
     /// The text exposition, after setting the gauges read at scrape time.
-    pub(crate) fn render(&self, uploads_in_progress: usize, pools: &[berth_meta::PoolUsage]) -> String {
+    pub(crate) fn render(
+        &self,
+        uploads_in_progress: usize,
+        audit_queued: usize,
+        pools: &[berth_meta::PoolUsage],
+    ) -> String {
         self.uploads_in_progress.set(i64::try_from(uploads_in_progress).unwrap_or(i64::MAX));
+        self.audit_queued.set(i64::try_from(audit_queued).unwrap_or(i64::MAX));
         for p in pools {
             let labels = PoolLabels { pool: p.pool };
             self.pool_size.get_or_create(&labels).set(i64::from(p.size));
@@ -408,7 +450,7 @@ mod tests {
             Duration::from_millis(1),
             (5, 0),
         );
-        let text = m.render(0, &[]);
+        let text = m.render(0, 0, &[]);
         assert!(
             text.contains(
                 r#"berth_http_request_duration_seconds_count{endpoint="manifest",method="GET",status="200"} 2"#
@@ -428,7 +470,7 @@ mod tests {
         let m = Metrics::new(false);
         m.request(Route::Manifest, &axum::http::Method::GET, 200, Duration::from_millis(2), (0, 10));
         m.job_run("janitor", JobOutcome::Ok, Duration::from_millis(1));
-        let text = m.render(0, &[]);
+        let text = m.render(0, 0, &[]);
         assert!(!text.contains("status=\"200\""));
         assert!(!text.contains("janitor"));
     }

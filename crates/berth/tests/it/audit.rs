@@ -204,6 +204,57 @@ async fn refusals_of_authenticated_callers_are_audited_with_what_they_asked() {
     assert!(denied.iter().all(|e| e.address == "127.0.0.1"), "{denied:#?}");
 }
 
+/// Issue 17: a NUL in a project name in a management URL, or in a Basic user name, was
+/// copied into an audit event; PostgreSQL's `TEXT` refuses U+0000, the writer retried that
+/// batch forever, and once the queue filled every audited request hung. Now each is a 400
+/// (or an unreadable credential) before anything else happens, pulls after them answer
+/// at once, and the events around them are all stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_user_or_project_name_stalls_no_audit_write() {
+    let server = Server::start().await;
+    let api = &server.api;
+    let base = api.base.clone();
+    api.push_image("nul/app", "v1", "application/vnd.oci.image.manifest.v1+json", 11).await;
+    let user = serde_json::json!({"name": "plain", "password": "plain-user-password"});
+    let r = api.req(Method::POST, "/api/v1/users").json(&user).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let plain = Api::as_user(base.clone(), Some(&crate::support::Creds::new("plain", "plain-user-password")));
+    for path in ["/api/v1/projects/a%00b/members", "/api/v1/audit?actor=%00x", "/token?service=berth&account=%00x"] {
+        let r = plain.send(Method::GET, path).await;
+        crate::api::assert_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    }
+    let r = api.send(Method::GET, "/v2/_catalog?last=a%00").await;
+    crate::api::assert_error(r, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
+    let form = "grant_type=password&service=berth&username=%00admin&password=wrong&client_id=test";
+    let r = crate::support::client_as(None).build().unwrap().post(format!("{base}/token")).body(form);
+    let r = r.header("content-type", "application/x-www-form-urlencoded").send().await.unwrap();
+    crate::api::assert_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let nul = Api::as_user(base.clone(), Some(&crate::support::Creds::new("\0admin", "wrong")));
+    for _ in 0..3 {
+        let r = nul.send(Method::GET, "/v2/nul/app/manifests/v1").await;
+        crate::api::assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    }
+    let robot = serde_json::json!({
+        "name": "ci", "description": "a\u{0}b", "grants": [{"project": "nul", "permissions": ["pull"]}]
+    });
+    let r = api.req(Method::POST, "/api/v1/robots").json(&robot).send().await.unwrap();
+    crate::api::assert_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+
+    for _ in 0..20 {
+        let pull = api.send(Method::GET, "/v2/nul/app/manifests/v1");
+        let r = tokio::time::timeout(Duration::from_secs(1), pull).await.expect("a pull answered within 1 s");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    tokio::time::timeout(Duration::from_secs(10), server.registry.audit.flush())
+        .await
+        .expect("the audit writer stores what was queued");
+    let log: Vec<AuditEvent> = server.log().await.into_iter().map(|r| r.event).collect();
+    let count = |op: &str| log.iter().filter(|e| e.operation == op).map(|e| e.count).sum::<u32>();
+    assert_eq!((count("manifest.push"), count("manifest.pull"), count("user.create")), (1, 20, 1), "{log:#?}");
+    let text = |e: &AuditEvent| [e.actor.clone(), e.project.clone(), e.resource.clone(), e.detail.clone()];
+    assert!(log.iter().flat_map(text).flatten().all(|s| !s.contains('\0')), "{log:#?}");
+}
+
 /// Many more pulls at once than fit in one batch, through the stop that ends a server:
 /// each one is counted, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

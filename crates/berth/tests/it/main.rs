@@ -14,6 +14,7 @@ mod config;
 mod conformance;
 mod crash;
 mod deploy;
+mod disk_full;
 mod fixtures;
 mod gc;
 mod health;
