@@ -17,7 +17,9 @@
 //!   management API drops the entries it affects ([`Authorizer::access_changed`]) on the
 //!   node that made it at once; every other node clears its cache within
 //!   `system::SYNC_INTERVAL` (a stored generation); a change made behind the server's
-//!   back (offline commands) waits out the TTL. Failures go through the [`Limiter`].
+//!   back (offline commands) waits out the TTL. A password login takes its turn under
+//!   the [`Limiter`] before the stripe lock (a wait past a limit holds up no other
+//!   login); a keyless robot's ID token is not limited (nothing to guess).
 //! - **Anonymous**: pull on public projects, nothing else; a refusal is 401 with the
 //!   challenge naming the scope the request needs.
 //!
@@ -216,26 +218,32 @@ impl TokenAuthorizer {
 
     /// The holdings of `name` logging in with `password` from `peer`: cached, limited.
     /// A wrong password, an unknown name, a disabled or expired account are all the same
-    /// 401 (without challenge; callers add theirs).
+    /// 401 (without challenge; callers add theirs); past a failed-login limit, 429.
     pub async fn login(&self, name: &str, password: &str, peer: Option<IpAddr>) -> Result<Arc<Holdings>, Error> {
         let key = digest(&[&self.salt, name.as_bytes(), password.as_bytes()]);
         if let Some(holdings) = self.logins.get(&key) {
             return Ok(holdings);
         }
+        let generation = self.cleared.load(std::sync::atomic::Ordering::SeqCst);
+        let robot = if name.starts_with("robot$") { self.store.robot(name).await? } else { None };
+        // A keyless robot's password is an ID token its issuer signed: there is nothing
+        // to guess, so no failed-login limit applies (a bad one costs a signature check).
+        // Every other login takes its turn under the limits before the stripe lock, so
+        // that a wait past a limit holds up no other login.
+        let turn = match &robot {
+            Some(robot) if robot.trust.is_some() => None,
+            _ => Some(self.limiter.turn(name, peer).await.map_err(too_many_failures)?),
+        };
         // The key is a salted hash: its first byte picks a stripe evenly.
         let _checking = self.checking[usize::from(key[0]) % LOGIN_STRIPES].lock().await;
         if let Some(holdings) = self.logins.get(&key) {
             return Ok(holdings);
         }
-        if let Err(wait) = self.limiter.check(name, peer) {
-            return Err(Error::new(ErrorKind::TooManyRequests)
-                .with_message("too many failed logins; retry later")
-                .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX)));
-        }
-        let generation = self.cleared.load(std::sync::atomic::Ordering::SeqCst);
-        match self.check_password(name, password).await? {
+        match self.check_password(name, password, robot).await? {
             Some((holdings, expires_at)) => {
-                self.limiter.succeeded(name, peer);
+                if let Some(turn) = turn {
+                    turn.succeeded();
+                }
                 let holdings = Arc::new(holdings);
                 // An ID token's login is not reused past the ID token's own expiry.
                 let left = expires_at.map_or(LOGIN_CACHE_TTL, |at| {
@@ -247,19 +255,27 @@ impl TokenAuthorizer {
                 Ok(holdings)
             }
             None => {
-                self.limiter.failed(name, peer);
                 tracing::info!(account = name, peer = ?peer, "login failed");
-                Err(Error::new(ErrorKind::Unauthorized).with_message("invalid username or password"))
+                match turn.and_then(super::limiter::Turn::failed) {
+                    Some(wait) => Err(too_many_failures(wait)),
+                    None => Err(Error::new(ErrorKind::Unauthorized).with_message("invalid username or password")),
+                }
             }
         }
     }
 
     /// The holdings `name` logs in to with `password`, and when that login ends if it
-    /// ends before the cache would drop it (a keyless robot's ID token expiring).
-    async fn check_password(&self, name: &str, password: &str) -> Result<Option<(Holdings, Option<i64>)>, Error> {
+    /// ends before the cache would drop it (a keyless robot's ID token expiring). `robot`
+    /// is `name`'s record if it names a robot.
+    async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        robot: Option<berth_meta::Robot>,
+    ) -> Result<Option<(Holdings, Option<i64>)>, Error> {
         let now = berth_meta::now();
         let hash = if name.starts_with("robot$") {
-            match self.store.robot(name).await? {
+            match robot {
                 Some(robot) if usable_robot(&robot, now) => {
                     // A keyless robot's password is an ID token of the issuer it trusts.
                     if let Some(trust) = &robot.trust {
@@ -415,6 +431,13 @@ impl TokenAuthorizer {
 
 fn usable_robot(robot: &berth_meta::Robot, now: i64) -> bool {
     !robot.disabled && robot.expires_at.is_none_or(|at| at > now)
+}
+
+/// 429 for a login past a failed-login limit, come back in `wait` seconds.
+fn too_many_failures(wait: u64) -> Error {
+    Error::new(ErrorKind::TooManyRequests)
+        .with_message("too many failed logins; retry later")
+        .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
 }
 
 #[async_trait]
