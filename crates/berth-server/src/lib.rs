@@ -277,9 +277,15 @@ struct Ctx<'a> {
     principal: Option<&'a observe::http::PrincipalSlot>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
-        let result = self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await;
+        self.authorize_also(access, &[]).await
+    }
+
+    /// [`Ctx::authorize`], a refusal's challenge naming `also` too ([`Authorizer::authorize_also`]).
+    async fn authorize_also(&self, access: Access<'_>, also: &[Access<'_>]) -> Result<Principal, Error> {
+        let credentials = Credentials { headers: self.headers, peer: self.peer };
+        let result = self.registry.auth.authorize_also(credentials, access, also).await;
         observe::http::authorized(self.registry, self.principal, self.headers, &result);
         if let Err(e) = &result {
             self.registry.audit_refusal(self.headers, self.peer, access, e).await;

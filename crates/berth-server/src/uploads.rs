@@ -110,7 +110,11 @@ impl Declared {
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, Error> {
-    let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    // A mount from `from` needs that repository's pull too: the challenge names it, so
+    // that a client's token asked for the challenged scopes lets the mount happen.
+    let source = ctx.param("mount").and(ctx.param("from")).and_then(|from| RepoName::parse(&from).ok());
+    let also: Vec<Access<'_>> = source.iter().map(|from| Access::Repository(from, Action::Pull)).collect();
+    let principal = ctx.authorize_also(Access::Repository(repo, Action::Push), &also).await?;
     let reg = ctx.registry;
 
     if let Some(mount) = ctx.param("mount") {

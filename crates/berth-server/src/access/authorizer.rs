@@ -26,6 +26,9 @@
 //! A push into a project that does not exist is refused (403 `DENIED`, saying so) unless
 //! the pusher is a system administrator and `auto_create_projects` is set; the project is
 //! then created, private.
+//!
+//! A challenge names the scope a request needs and those it can use besides
+//! ([`Authorizer::authorize_also`]: a mount's source), space-separated.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -196,11 +199,19 @@ impl TokenAuthorizer {
         }
     }
 
-    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`.
-    pub fn challenge(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> String {
+    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`: the scope of `access` and
+    /// of each of `also`, space-separated (as distribution writes several).
+    pub fn challenge(
+        &self,
+        headers: &HeaderMap,
+        access: Access<'_>,
+        also: &[Access<'_>],
+        error: Option<&str>,
+    ) -> String {
         let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(headers), self.config.service);
-        if let Some(scope) = scope_of(access) {
-            challenge.push_str(&format!(",scope=\"{scope}\""));
+        let scopes: Vec<String> = std::iter::once(access).chain(also.iter().copied()).filter_map(scope_of).collect();
+        if !scopes.is_empty() {
+            challenge.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
         }
         if let Some(error) = error {
             challenge.push_str(&format!(",error=\"{error}\""));
@@ -208,8 +219,8 @@ impl TokenAuthorizer {
         challenge
     }
 
-    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> Error {
-        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, error))
+    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, also: &[Access<'_>], error: Option<&str>) -> Error {
+        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, also, error))
     }
 
     pub async fn projects(&self) -> Result<Arc<Projects>, Error> {
@@ -346,13 +357,14 @@ impl TokenAuthorizer {
         &self,
         headers: &HeaderMap,
         access: Access<'_>,
+        also: &[Access<'_>],
         holdings: Arc<Holdings>,
     ) -> Result<Principal, Error> {
         let projects = self.projects.get().await?;
         let grants = SubjectGrants { holdings: Arc::clone(&holdings), projects: Arc::clone(&projects) };
         if !grants.may(access) {
             return Err(match holdings.subject {
-                Subject::Anonymous => self.unauthorized(headers, access, None),
+                Subject::Anonymous => self.unauthorized(headers, access, also, None),
                 _ => Error::new(ErrorKind::Denied),
             });
         }
@@ -362,9 +374,15 @@ impl TokenAuthorizer {
         Ok(Principal { subject: holdings.subject.clone(), admin: holdings.admin, grants: Arc::new(grants) })
     }
 
-    async fn authorize_token(&self, headers: &HeaderMap, access: Access<'_>, token: &str) -> Result<Principal, Error> {
+    async fn authorize_token(
+        &self,
+        headers: &HeaderMap,
+        access: Access<'_>,
+        also: &[Access<'_>],
+        token: &str,
+    ) -> Result<Principal, Error> {
         let grants: Arc<TokenGrants> = self.tokens.verify(token).await.map_err(|e| match e.kind {
-            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, Some("invalid_token"))),
+            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, Some("invalid_token"))),
             _ => e,
         })?;
         let subject = grants.subject.clone();
@@ -381,23 +399,28 @@ impl TokenAuthorizer {
         // of `insufficient_scope`: 403, with a challenge naming the scope if a new token
         // could carry it (the caller holds it), without one if nothing would help.
         if subject == Subject::Anonymous {
-            return Err(self.unauthorized(headers, access, None));
+            return Err(self.unauthorized(headers, access, also, None));
         }
         let insufficient = || {
-            Error::new(ErrorKind::Denied).with_challenge(self.challenge(headers, access, Some("insufficient_scope")))
+            Error::new(ErrorKind::Denied).with_challenge(self.challenge(
+                headers,
+                access,
+                also,
+                Some("insufficient_scope"),
+            ))
         };
         if access == Access::Catalog && !grants.catalog() {
             return Err(insufficient());
         }
         let Some(holdings) = self.holdings_of(&subject, None).await? else {
-            return Err(self.unauthorized(headers, access, Some("invalid_token")));
+            return Err(self.unauthorized(headers, access, also, Some("invalid_token")));
         };
         if registry_access {
             let projects = self.projects.get().await?;
             let holds = SubjectGrants { holdings: Arc::new(holdings), projects }.may(access);
             return Err(if holds { insufficient() } else { Error::new(ErrorKind::Denied) });
         }
-        self.decide(headers, access, Arc::new(holdings)).await
+        self.decide(headers, access, also, Arc::new(holdings)).await
     }
 
     /// Refuses a push into a project that does not exist, unless a system
@@ -443,18 +466,27 @@ fn too_many_failures(wait: u64) -> Error {
 #[async_trait]
 impl Authorizer for TokenAuthorizer {
     async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error> {
+        self.authorize_also(credentials, access, &[]).await
+    }
+
+    async fn authorize_also(
+        &self,
+        credentials: Credentials<'_>,
+        access: Access<'_>,
+        also: &[Access<'_>],
+    ) -> Result<Principal, Error> {
         let headers = credentials.headers;
         match presented(headers) {
-            Presented::Nothing => self.decide(headers, access, Arc::clone(&self.anonymous)).await,
-            Presented::Bearer(token) => self.authorize_token(headers, access, &token).await,
+            Presented::Nothing => self.decide(headers, access, also, Arc::clone(&self.anonymous)).await,
+            Presented::Bearer(token) => self.authorize_token(headers, access, also, &token).await,
             Presented::Basic(name, password) => {
                 let holdings = self.login(&name, &password, credentials.peer).await.map_err(|e| match e.kind {
-                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, None)),
+                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, None)),
                     _ => e,
                 })?;
-                self.decide(headers, access, holdings).await
+                self.decide(headers, access, also, holdings).await
             }
-            Presented::Unreadable => Err(self.unauthorized(headers, access, None)),
+            Presented::Unreadable => Err(self.unauthorized(headers, access, also, None)),
         }
     }
 
