@@ -41,7 +41,7 @@ use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind};
 use berth_meta::IdentityStore;
 
-use super::cache::{TtlCache, digest};
+use super::cache::{Bounds, TtlCache, Weigh, digest};
 use super::grants::{Holdings, ProjectCache, Projects, SubjectGrants};
 use super::keys::KeyRing;
 use super::limiter::{Limiter, Limits};
@@ -137,6 +137,14 @@ fn host(headers: &HeaderMap) -> &str {
     if fits { host } else { "localhost" }
 }
 
+/// Logins are bounded in number only: holdings come from the store's records, not from
+/// what a client sent.
+impl Weigh for Arc<Holdings> {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
 /// Bearer tokens, Basic credentials and anonymous callers against the identity store.
 pub struct TokenAuthorizer {
     pub config: AccessConfig,
@@ -174,7 +182,7 @@ impl TokenAuthorizer {
         Ok(TokenAuthorizer {
             tokens,
             limiter: Limiter::new(config.limits),
-            logins: TtlCache::new(LOGIN_CACHE_ENTRIES),
+            logins: TtlCache::new(Bounds::entries(LOGIN_CACHE_ENTRIES)),
             checking: (0..LOGIN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             cleared: Default::default(),
             salt: password::random_bytes(),
