@@ -306,31 +306,24 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
+    /// One of the `max_uploads` permits, for a request carrying upload bytes (a
+    /// monolithic `POST`, `PATCH`, the closing `PUT`), held until its handler is done (or
+    /// dropped with the request); past them, 429. Taken once the request is authorized, so
+    /// that callers still being authorized (a password hashing) hold none.
+    fn upload_permit(&self) -> Result<tokio::sync::SemaphorePermit<'a>, Error> {
+        self.registry
+            .uploads
+            .try_acquire()
+            .map_err(|_| Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later"))
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-/// Whether a request carries upload bytes, and so needs an upload permit.
-fn carries_upload(ctx: &Ctx<'_>, endpoint: &Endpoint) -> bool {
-    match endpoint {
-        Endpoint::UploadStart(_) => *ctx.method == Method::POST && ctx.param("digest").is_some(),
-        Endpoint::Upload(..) => matches!(*ctx.method, Method::PATCH | Method::PUT),
-        _ => false,
-    }
-}
-
 async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response, Error> {
     let m = ctx.method;
-    // Held until the handler is done (or dropped with the request).
-    let _upload = if carries_upload(&ctx, &endpoint) {
-        let permit = ctx.registry.uploads.try_acquire().map_err(|_| {
-            Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later")
-        })?;
-        Some(permit)
-    } else {
-        None
-    };
     match endpoint {
         Endpoint::Base => {
             ctx.authorize(Access::Base).await?;

@@ -328,3 +328,37 @@ async fn logins_and_tokens_are_audited_without_any_secret() {
         assert!(!text.contains(secret), "the audit log holds a secret: {text}");
     }
 }
+
+#[tokio::test]
+async fn unauthorized_upload_requests_do_not_hold_the_upload_permits() {
+    let s = Setup::start_with(|c| c.limits.max_uploads = 2).await;
+    let token = s.token(Some("admin"), "repository:team/app:pull,push").await;
+    let r = s.req(reqwest::Method::POST, "/v2/team/app/blobs/uploads/").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let path = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = s.url(&path);
+
+    // Wrong passwords queue for the password checks (a few at once per core)…
+    let guesses = (0..48).map(|i| {
+        let r = client_from(&format!("127.0.4.{i}")).get(s.url("/v2/")).basic_auth(format!("nobody{i}"), Some("x"));
+        async move { r.send().await.unwrap().status() }
+    });
+    // …and so do uploads sent with them, while they wait to be authorized.
+    let uploads = (0..8).map(|i| {
+        let r = client_from(&format!("127.0.5.{i}")).patch(&location).basic_auth(format!("nobody{i}"), Some("x"));
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.body("xx").send().await.unwrap().status()
+        }
+    });
+    // An authorized upload meanwhile is not refused for lack of a permit.
+    let authorized = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = s.req(reqwest::Method::PATCH, &path).bearer_auth(&token);
+        r.body("abc").send().await.unwrap().status()
+    };
+    let (guesses, uploads, authorized) =
+        tokio::join!(futures_util::future::join_all(guesses), futures_util::future::join_all(uploads), authorized);
+    assert_eq!(authorized, StatusCode::ACCEPTED);
+    assert!(guesses.iter().chain(&uploads).all(|s| *s == StatusCode::UNAUTHORIZED), "{guesses:?} {uploads:?}");
+}
