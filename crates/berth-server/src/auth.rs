@@ -90,6 +90,19 @@ pub trait Authorizer: Send + Sync + 'static {
     /// (with the challenge the client needs) or `Denied`.
     async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error>;
 
+    /// [`Authorizer::authorize`], with a refusal's challenge naming `also` besides
+    /// `access`: further scopes the request can use (a mount's source, which the token
+    /// must let it pull for the mount to happen), so that a client asking for exactly
+    /// the challenged scopes gets a token that serves the whole request.
+    async fn authorize_also(
+        &self,
+        credentials: Credentials<'_>,
+        access: Access<'_>,
+        _also: &[Access<'_>],
+    ) -> Result<Principal, Error> {
+        self.authorize(credentials, access).await
+    }
+
     /// Accounts, memberships or projects changed (here or on another node): forget what
     /// was cached of them, so that the change applies to the next request.
     fn access_changed(&self, _change: AccessChange<'_>) {}

@@ -279,9 +279,15 @@ struct Ctx<'a> {
     principal: Option<&'a observe::http::PrincipalSlot>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     async fn authorize(&self, access: Access<'_>) -> Result<Principal, Error> {
-        let result = self.registry.auth.authorize(Credentials { headers: self.headers, peer: self.peer }, access).await;
+        self.authorize_also(access, &[]).await
+    }
+
+    /// [`Ctx::authorize`], a refusal's challenge naming `also` too ([`Authorizer::authorize_also`]).
+    async fn authorize_also(&self, access: Access<'_>, also: &[Access<'_>]) -> Result<Principal, Error> {
+        let credentials = Credentials { headers: self.headers, peer: self.peer };
+        let result = self.registry.auth.authorize_also(credentials, access, also).await;
         observe::http::authorized(self.registry, self.principal, self.headers, &result);
         if let Err(e) = &result {
             self.registry.audit_refusal(self.headers, self.peer, access, e).await;
@@ -302,31 +308,24 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// One of the `max_uploads` permits, for a request carrying upload bytes (a
+    /// monolithic `POST`, `PATCH`, the closing `PUT`), held until its handler is done (or
+    /// dropped with the request); past them, 429. Taken once the request is authorized, so
+    /// that callers still being authorized (a password hashing) hold none.
+    fn upload_permit(&self) -> Result<tokio::sync::SemaphorePermit<'a>, Error> {
+        self.registry
+            .uploads
+            .try_acquire()
+            .map_err(|_| Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later"))
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-/// Whether a request carries upload bytes, and so needs an upload permit.
-fn carries_upload(ctx: &Ctx<'_>, endpoint: &Endpoint) -> bool {
-    match endpoint {
-        Endpoint::UploadStart(_) => *ctx.method == Method::POST && ctx.param("digest").is_some(),
-        Endpoint::Upload(..) => matches!(*ctx.method, Method::PATCH | Method::PUT),
-        _ => false,
-    }
-}
-
 async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response, Error> {
     let m = ctx.method;
-    // Held until the handler is done (or dropped with the request).
-    let _upload = if carries_upload(&ctx, &endpoint) {
-        let permit = ctx.registry.uploads.try_acquire().map_err(|_| {
-            Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later")
-        })?;
-        Some(permit)
-    } else {
-        None
-    };
     match endpoint {
         Endpoint::Base => {
             ctx.authorize(Access::Base).await?;

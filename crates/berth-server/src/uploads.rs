@@ -110,7 +110,11 @@ impl Declared {
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, Error> {
-    let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    // A mount from `from` needs that repository's pull too: the challenge names it, so
+    // that a client's token asked for the challenged scopes lets the mount happen.
+    let source = ctx.param("mount").and(ctx.param("from")).and_then(|from| RepoName::parse(&from).ok());
+    let also: Vec<Access<'_>> = source.iter().map(|from| Access::Repository(from, Action::Pull)).collect();
+    let principal = ctx.authorize_also(Access::Repository(repo, Action::Push), &also).await?;
     let reg = ctx.registry;
 
     if let Some(mount) = ctx.param("mount") {
@@ -127,6 +131,7 @@ pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<R
     }
     let monolithic = ctx.param("digest").map(|d| Digest::parse(&d)).transpose()?;
     let declared = Declared::of(ctx)?;
+    let _permit = monolithic.as_ref().map(|_| ctx.upload_permit()).transpose()?;
 
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
     let state = reg.blobs.create_upload(&id).await.map_err(storage_err)?;
@@ -218,6 +223,7 @@ pub(crate) async fn cancel(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Re
 
 pub(crate) async fn patch(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let _permit = ctx.upload_permit()?;
     let declared = Declared::of(ctx)?;
     let appended = with_upload(ctx, repo, id, move |reg, upload| async move {
         append(&reg, upload, body, declared, Closing::No).await
@@ -231,6 +237,7 @@ pub(crate) async fn patch(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -
 
 pub(crate) async fn finish(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    let _permit = ctx.upload_permit()?;
     let digest = ctx
         .param("digest")
         .ok_or_else(|| Error::new(ErrorKind::DigestInvalid).with_message("the closing PUT needs a digest parameter"))?;

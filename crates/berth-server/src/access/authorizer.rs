@@ -17,13 +17,18 @@
 //!   management API drops the entries it affects ([`Authorizer::access_changed`]) on the
 //!   node that made it at once; every other node clears its cache within
 //!   `system::SYNC_INTERVAL` (a stored generation); a change made behind the server's
-//!   back (offline commands) waits out the TTL. Failures go through the [`Limiter`].
+//!   back (offline commands) waits out the TTL. A password login takes its turn under
+//!   the [`Limiter`] before the stripe lock (a wait past a limit holds up no other
+//!   login); a keyless robot's ID token is not limited (nothing to guess).
 //! - **Anonymous**: pull on public projects, nothing else; a refusal is 401 with the
 //!   challenge naming the scope the request needs.
 //!
 //! A push into a project that does not exist is refused (403 `DENIED`, saying so) unless
 //! the pusher is a system administrator and `auto_create_projects` is set; the project is
 //! then created, private.
+//!
+//! A challenge names the scope a request needs and those it can use besides
+//! ([`Authorizer::authorize_also`]: a mount's source), space-separated.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -36,7 +41,7 @@ use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind};
 use berth_meta::IdentityStore;
 
-use super::cache::{TtlCache, digest};
+use super::cache::{Bounds, TtlCache, Weigh, digest};
 use super::grants::{Holdings, ProjectCache, Projects, SubjectGrants};
 use super::keys::KeyRing;
 use super::limiter::{Limiter, Limits};
@@ -135,6 +140,14 @@ fn host(headers: &HeaderMap) -> &str {
     if fits { host } else { "localhost" }
 }
 
+/// Logins are bounded in number only: holdings come from the store's records, not from
+/// what a client sent.
+impl Weigh for Arc<Holdings> {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
 /// Bearer tokens, Basic credentials and anonymous callers against the identity store.
 pub struct TokenAuthorizer {
     pub config: AccessConfig,
@@ -172,7 +185,7 @@ impl TokenAuthorizer {
         Ok(TokenAuthorizer {
             tokens,
             limiter: Limiter::new(config.limits),
-            logins: TtlCache::new(LOGIN_CACHE_ENTRIES),
+            logins: TtlCache::new(Bounds::entries(LOGIN_CACHE_ENTRIES)),
             checking: (0..LOGIN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             cleared: Default::default(),
             salt: password::random_bytes(),
@@ -197,11 +210,19 @@ impl TokenAuthorizer {
         }
     }
 
-    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`.
-    pub fn challenge(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> String {
+    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`: the scope of `access` and
+    /// of each of `also`, space-separated (as distribution writes several).
+    pub fn challenge(
+        &self,
+        headers: &HeaderMap,
+        access: Access<'_>,
+        also: &[Access<'_>],
+        error: Option<&str>,
+    ) -> String {
         let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(headers), self.config.service);
-        if let Some(scope) = scope_of(access) {
-            challenge.push_str(&format!(",scope=\"{scope}\""));
+        let scopes: Vec<String> = std::iter::once(access).chain(also.iter().copied()).filter_map(scope_of).collect();
+        if !scopes.is_empty() {
+            challenge.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
         }
         if let Some(error) = error {
             challenge.push_str(&format!(",error=\"{error}\""));
@@ -209,8 +230,8 @@ impl TokenAuthorizer {
         challenge
     }
 
-    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, error: Option<&str>) -> Error {
-        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, error))
+    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, also: &[Access<'_>], error: Option<&str>) -> Error {
+        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, also, error))
     }
 
     pub async fn projects(&self) -> Result<Arc<Projects>, Error> {
@@ -219,26 +240,32 @@ impl TokenAuthorizer {
 
     /// The holdings of `name` logging in with `password` from `peer`: cached, limited.
     /// A wrong password, an unknown name, a disabled or expired account are all the same
-    /// 401 (without challenge; callers add theirs).
+    /// 401 (without challenge; callers add theirs); past a failed-login limit, 429.
     pub async fn login(&self, name: &str, password: &str, peer: Option<IpAddr>) -> Result<Arc<Holdings>, Error> {
         let key = digest(&[&self.salt, name.as_bytes(), password.as_bytes()]);
         if let Some(holdings) = self.logins.get(&key) {
             return Ok(holdings);
         }
+        let generation = self.cleared.load(std::sync::atomic::Ordering::SeqCst);
+        let robot = if name.starts_with("robot$") { self.store.robot(name).await? } else { None };
+        // A keyless robot's password is an ID token its issuer signed: there is nothing
+        // to guess, so no failed-login limit applies (a bad one costs a signature check).
+        // Every other login takes its turn under the limits before the stripe lock, so
+        // that a wait past a limit holds up no other login.
+        let turn = match &robot {
+            Some(robot) if robot.trust.is_some() => None,
+            _ => Some(self.limiter.turn(name, peer).await.map_err(too_many_failures)?),
+        };
         // The key is a salted hash: its first byte picks a stripe evenly.
         let _checking = self.checking[usize::from(key[0]) % LOGIN_STRIPES].lock().await;
         if let Some(holdings) = self.logins.get(&key) {
             return Ok(holdings);
         }
-        if let Err(wait) = self.limiter.check(name, peer) {
-            return Err(Error::new(ErrorKind::TooManyRequests)
-                .with_message("too many failed logins; retry later")
-                .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX)));
-        }
-        let generation = self.cleared.load(std::sync::atomic::Ordering::SeqCst);
-        match self.check_password(name, password).await? {
+        match self.check_password(name, password, robot).await? {
             Some((holdings, expires_at)) => {
-                self.limiter.succeeded(name, peer);
+                if let Some(turn) = turn {
+                    turn.succeeded();
+                }
                 let holdings = Arc::new(holdings);
                 // An ID token's login is not reused past the ID token's own expiry.
                 let left = expires_at.map_or(LOGIN_CACHE_TTL, |at| {
@@ -250,19 +277,27 @@ impl TokenAuthorizer {
                 Ok(holdings)
             }
             None => {
-                self.limiter.failed(name, peer);
                 tracing::info!(account = name, peer = ?peer, "login failed");
-                Err(Error::new(ErrorKind::Unauthorized).with_message("invalid username or password"))
+                match turn.and_then(super::limiter::Turn::failed) {
+                    Some(wait) => Err(too_many_failures(wait)),
+                    None => Err(Error::new(ErrorKind::Unauthorized).with_message("invalid username or password")),
+                }
             }
         }
     }
 
     /// The holdings `name` logs in to with `password`, and when that login ends if it
-    /// ends before the cache would drop it (a keyless robot's ID token expiring).
-    async fn check_password(&self, name: &str, password: &str) -> Result<Option<(Holdings, Option<i64>)>, Error> {
+    /// ends before the cache would drop it (a keyless robot's ID token expiring). `robot`
+    /// is `name`'s record if it names a robot.
+    async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        robot: Option<berth_meta::Robot>,
+    ) -> Result<Option<(Holdings, Option<i64>)>, Error> {
         let now = berth_meta::now();
         let hash = if name.starts_with("robot$") {
-            match self.store.robot(name).await? {
+            match robot {
                 Some(robot) if usable_robot(&robot, now) => {
                     // A keyless robot's password is an ID token of the issuer it trusts.
                     if let Some(trust) = &robot.trust {
@@ -333,13 +368,14 @@ impl TokenAuthorizer {
         &self,
         headers: &HeaderMap,
         access: Access<'_>,
+        also: &[Access<'_>],
         holdings: Arc<Holdings>,
     ) -> Result<Principal, Error> {
         let projects = self.projects.get().await?;
         let grants = SubjectGrants { holdings: Arc::clone(&holdings), projects: Arc::clone(&projects) };
         if !grants.may(access) {
             return Err(match holdings.subject {
-                Subject::Anonymous => self.unauthorized(headers, access, None),
+                Subject::Anonymous => self.unauthorized(headers, access, also, None),
                 _ => Error::new(ErrorKind::Denied),
             });
         }
@@ -349,9 +385,15 @@ impl TokenAuthorizer {
         Ok(Principal { subject: holdings.subject.clone(), admin: holdings.admin, grants: Arc::new(grants) })
     }
 
-    async fn authorize_token(&self, headers: &HeaderMap, access: Access<'_>, token: &str) -> Result<Principal, Error> {
+    async fn authorize_token(
+        &self,
+        headers: &HeaderMap,
+        access: Access<'_>,
+        also: &[Access<'_>],
+        token: &str,
+    ) -> Result<Principal, Error> {
         let grants: Arc<TokenGrants> = self.tokens.verify(token).await.map_err(|e| match e.kind {
-            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, Some("invalid_token"))),
+            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, Some("invalid_token"))),
             _ => e,
         })?;
         let subject = grants.subject.clone();
@@ -368,23 +410,28 @@ impl TokenAuthorizer {
         // of `insufficient_scope`: 403, with a challenge naming the scope if a new token
         // could carry it (the caller holds it), without one if nothing would help.
         if subject == Subject::Anonymous {
-            return Err(self.unauthorized(headers, access, None));
+            return Err(self.unauthorized(headers, access, also, None));
         }
         let insufficient = || {
-            Error::new(ErrorKind::Denied).with_challenge(self.challenge(headers, access, Some("insufficient_scope")))
+            Error::new(ErrorKind::Denied).with_challenge(self.challenge(
+                headers,
+                access,
+                also,
+                Some("insufficient_scope"),
+            ))
         };
         if access == Access::Catalog && !grants.catalog() {
             return Err(insufficient());
         }
         let Some(holdings) = self.holdings_of(&subject, None).await? else {
-            return Err(self.unauthorized(headers, access, Some("invalid_token")));
+            return Err(self.unauthorized(headers, access, also, Some("invalid_token")));
         };
         if registry_access {
             let projects = self.projects.get().await?;
             let holds = SubjectGrants { holdings: Arc::new(holdings), projects }.may(access);
             return Err(if holds { insufficient() } else { Error::new(ErrorKind::Denied) });
         }
-        self.decide(headers, access, Arc::new(holdings)).await
+        self.decide(headers, access, also, Arc::new(holdings)).await
     }
 
     /// Refuses a push into a project that does not exist, unless a system
@@ -420,21 +467,37 @@ fn usable_robot(robot: &berth_meta::Robot, now: i64) -> bool {
     !robot.disabled && robot.expires_at.is_none_or(|at| at > now)
 }
 
+/// 429 for a login past a failed-login limit, come back in `wait` seconds.
+fn too_many_failures(wait: u64) -> Error {
+    Error::new(ErrorKind::TooManyRequests)
+        .with_message("too many failed logins; retry later")
+        .with_retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
+}
+
 #[async_trait]
 impl Authorizer for TokenAuthorizer {
     async fn authorize(&self, credentials: Credentials<'_>, access: Access<'_>) -> Result<Principal, Error> {
+        self.authorize_also(credentials, access, &[]).await
+    }
+
+    async fn authorize_also(
+        &self,
+        credentials: Credentials<'_>,
+        access: Access<'_>,
+        also: &[Access<'_>],
+    ) -> Result<Principal, Error> {
         let headers = credentials.headers;
         match presented(headers) {
-            Presented::Nothing => self.decide(headers, access, Arc::clone(&self.anonymous)).await,
-            Presented::Bearer(token) => self.authorize_token(headers, access, &token).await,
+            Presented::Nothing => self.decide(headers, access, also, Arc::clone(&self.anonymous)).await,
+            Presented::Bearer(token) => self.authorize_token(headers, access, also, &token).await,
             Presented::Basic(name, password) => {
                 let holdings = self.login(&name, &password, credentials.peer).await.map_err(|e| match e.kind {
-                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, None)),
+                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, None)),
                     _ => e,
                 })?;
-                self.decide(headers, access, holdings).await
+                self.decide(headers, access, also, holdings).await
             }
-            Presented::Unreadable => Err(self.unauthorized(headers, access, None)),
+            Presented::Unreadable => Err(self.unauthorized(headers, access, also, None)),
         }
     }
 

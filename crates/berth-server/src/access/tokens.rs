@@ -25,7 +25,7 @@ use berth_core::{Error, ErrorKind, RepoName};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::cache::{TtlCache, digest};
+use super::cache::{Bounds, TtlCache, Weigh, digest};
 use super::keys::KeyRing;
 use super::password::{base64url, random_bytes};
 use crate::auth::{Access, Action, Grants, Subject};
@@ -36,6 +36,12 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Verified tokens kept at once.
 pub const TOKEN_CACHE_ENTRIES: usize = 100_000;
+/// The bytes they may take, keys and grants counted: a token grants as many scopes as
+/// its client asked for, and a request head may carry one of up to 256 KiB.
+pub const TOKEN_CACHE_BYTES: usize = 32 << 20;
+/// Grants heavier than this (dozens of repositories; docker asks for one to a few) are
+/// not cached: such a token's signature is checked on every use.
+pub const MAX_CACHED_GRANTS: usize = 8 << 10;
 
 /// One entry of the `access` claim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +130,23 @@ impl TokenGrants {
     }
 }
 
+impl Weigh for Arc<TokenGrants> {
+    fn weight(&self) -> usize {
+        // A non-empty `BTreeSet` allocates one leaf node, about this much for a few actions.
+        const ACTIONS_NODE: usize = 64;
+        let subject = match &self.subject {
+            Subject::User(name) | Subject::Robot(name) => name.len(),
+            Subject::Anonymous => 0,
+        };
+        let repositories = self.repositories.iter().map(|(name, actions)| {
+            std::mem::size_of::<(RepoName, BTreeSet<ScopeAction>)>()
+                + name.as_str().len()
+                + if actions.is_empty() { 0 } else { ACTIONS_NODE }
+        });
+        std::mem::size_of::<TokenGrants>() + subject + repositories.sum::<usize>()
+    }
+}
+
 impl Grants for TokenGrants {
     fn may(&self, access: Access<'_>) -> bool {
         match access {
@@ -193,6 +216,9 @@ pub struct Issued {
     pub issued_at: i64,
 }
 
+const CACHE_BOUNDS: Bounds =
+    Bounds { max_entries: TOKEN_CACHE_ENTRIES, max_bytes: TOKEN_CACHE_BYTES, max_entry_bytes: MAX_CACHED_GRANTS };
+
 /// Issues and verifies tokens with the key ring; caches verified access tokens.
 pub struct TokenService {
     pub keys: KeyRing,
@@ -205,7 +231,7 @@ pub struct TokenService {
 
 impl TokenService {
     pub fn new(keys: KeyRing, service: String, ttl: Duration, refresh_ttl: Duration) -> TokenService {
-        TokenService { keys, service, ttl, refresh_ttl, verified: TtlCache::new(TOKEN_CACHE_ENTRIES) }
+        TokenService { keys, service, ttl, refresh_ttl, verified: TtlCache::new(CACHE_BOUNDS) }
     }
 
     fn refresh_audience(&self) -> String {

@@ -139,6 +139,21 @@ fn the_kubernetes_manifests_parse_and_run_replicas_with_probes_and_secrets() {
         assert!(config["data"].get(key).is_none(), "{key} is a secret, not ConfigMap data");
     }
     assert!(secret["stringData"]["BERTH_DATABASE"].as_str().unwrap().starts_with("postgres://"));
+    // Behind the Ingress the client is named by its pods (the pod network is trusted),
+    // and nobody else is believed.
+    let proxies: Vec<berth_server::proxies::Cidr> = config["data"]["BERTH_TRUSTED_PROXIES"]
+        .as_str()
+        .expect("the ConfigMap sets BERTH_TRUSTED_PROXIES")
+        .split(',')
+        .map(|cidr| cidr.parse().unwrap_or_else(|e| panic!("{cidr}: {e}")))
+        .collect();
+    let trusted = |ip: &str| proxies.iter().any(|c| c.contains(ip.parse().unwrap()));
+    for pod in ["10.244.1.7", "10.42.0.12", "192.168.3.4", "172.20.0.9"] {
+        assert!(trusted(pod), "a pod address of a common pod network: {pod}");
+    }
+    for client in ["203.0.113.7", "8.8.8.8", "2001:db8::1"] {
+        assert!(!trusted(client), "a public address is no proxy: {client}");
+    }
     // The storage URL in the ConfigMap is one Berth accepts.
     let storage = config["data"]["BERTH_STORAGE"].as_str().unwrap();
     berth::S3Config::from_url(storage).unwrap_or_else(|e| panic!("{storage}: {e}"));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use berth_core::access::Role;
+use berth_core::access::{Permission, Role};
 use berth_server::access::{keys, tokens};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -139,6 +139,7 @@ async fn password_guessing_meets_the_limit_and_the_user_still_logs_in_from_where
     assert_eq!(r.status(), StatusCode::OK);
 
     // The account allows a burst of 10 failures (one more each 6 s; the guesses take less).
+    // Past it a guess waits for the bucket to put one back, then is refused 429.
     let started = std::time::Instant::now();
     let (refused, r) = guess_until_limited(&s, &attacker, Some("alice"), 30).await;
     let refills = started.elapsed().as_secs() as u32 / 6;
@@ -146,10 +147,24 @@ async fn password_guessing_meets_the_limit_and_the_user_still_logs_in_from_where
     let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=6).contains(&retry_after), "one failure refills in 6 s: {retry_after}");
     assert_error(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many failed logins; retry later").await;
-    // Straight to /v2 the same.
-    let r = attacker.get(s.url("/v2/")).basic_auth("alice", Some("guess2")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    // From home, where she logged in before, alice is not locked out: her guesses are
+    // Straight to /v2 the same; and while that guess waits its turn, the address gets no
+    // other one checked: many connections guess no faster than one.
+    let guess = |password: &'static str| {
+        let r = attacker.get(s.url("/v2/")).basic_auth("alice", Some(password));
+        async move {
+            let started = std::time::Instant::now();
+            (r.send().await.unwrap().status(), started.elapsed())
+        }
+    };
+    let (waited, at_once) = tokio::join!(guess("guess2"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        guess("guess3").await
+    });
+    assert_eq!(waited.0, StatusCode::TOO_MANY_REQUESTS);
+    assert!(waited.1 >= Duration::from_secs(3), "a guess past the limit waits its turn: {:?}", waited.1);
+    assert_eq!(at_once.0, StatusCode::TOO_MANY_REQUESTS);
+    assert!(at_once.1 < Duration::from_secs(2), "a second one meanwhile is refused at once: {:?}", at_once.1);
+    // From home, where she logged in before, alice is not slowed: her guesses are
     // still checked (401, not 429) and her password works.
     let r = home.get(s.url("/v2/")).basic_auth("alice", Some("typo")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -161,6 +176,116 @@ async fn password_guessing_meets_the_limit_and_the_user_still_logs_in_from_where
     let (refused, _) = guess_until_limited(&s, &sprayer, None, 60).await;
     let refills = started.elapsed().as_secs() as u32 / 3;
     assert!((20..=20 + refills + 1).contains(&refused), "{refused} guesses before the limit");
+}
+
+/// `GET /token` as `account` with `password` from `from`: its status and how long it took.
+fn login_from(
+    s: &Setup,
+    from: &str,
+    account: &str,
+    password: &str,
+) -> impl Future<Output = (StatusCode, Duration)> + use<> {
+    let r = client_from(from).get(s.url("/token?service=berth")).basic_auth(account, Some(password));
+    async move {
+        let started = std::time::Instant::now();
+        let status = r.send().await.unwrap().status();
+        (status, started.elapsed())
+    }
+}
+
+#[tokio::test]
+async fn an_attacker_failing_logins_from_many_addresses_does_not_lock_the_owner_out() {
+    let s = Setup::start().await;
+    s.user("alice", &[("team", Role::Guest)]).await;
+    s.robot("robot$team+ci", "team", &[Permission::Pull], None).await;
+    let attack_then_log_in = |account: &'static str, net: u8| {
+        let s = &s;
+        async move {
+            // Ten failures, each from another address, empty the account's bucket…
+            for i in 0..10 {
+                let (status, _) = login_from(s, &format!("127.{net}.1.{i}"), account, "guess").await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{account}");
+            }
+            // …and the attack goes on from more addresses while the owner logs in from
+            // an address never seen (a new CI runner): slowed, never refused.
+            let attack = (0..5).map(|i| login_from(s, &format!("127.{net}.2.{i}"), account, "guess"));
+            let owner = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                login_from(s, &format!("127.{net}.3.1"), account, PASSWORD).await
+            };
+            let (attack, (status, took)) = tokio::join!(futures_util::future::join_all(attack), owner);
+            assert_eq!(status, StatusCode::OK, "{account}'s owner logs in during the attack");
+            assert!(took < Duration::from_secs(8), "{account}: waited at most one refill (6 s): {took:?}");
+            // The attacker's guesses past the limit are refused, as many as it sends.
+            assert!(attack.iter().all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS), "{attack:?}");
+        }
+    };
+    tokio::join!(attack_then_log_in("alice", 1), attack_then_log_in("robot$team+ci", 2));
+}
+
+#[tokio::test]
+async fn bad_id_tokens_from_many_addresses_do_not_lock_a_keyless_robot_out() {
+    use berth_testkit::oidc::{OidcIssuer, OidcKey};
+    const AUDIENCE: &str = "https://registry.example.com";
+    const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
+    let s = Setup::start().await;
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    s.store.create_project("team", false).await.unwrap();
+    s.robot("robot$team+gha", "team", &[Permission::Pull], None).await;
+    let trust = serde_json::json!({ "issuer": issuer.url(), "audiences": [AUDIENCE], "subject": SUBJECT });
+    let update =
+        berth_meta::RobotUpdate { secret_hash: Some(None), trust: Some(Some(trust.to_string())), ..Default::default() };
+    s.store.update_robot("robot$team+gha", &update).await.unwrap();
+
+    // Thirty ID tokens for another audience, from thirty addresses: each is refused as
+    // what it is (401), none is counted against the robot, so none meets a limit.
+    for i in 0..30 {
+        let bad = key.sign(&issuer.claims("https://elsewhere.example", SUBJECT));
+        let (status, _) = login_from(&s, &format!("127.0.1.{i}"), "robot$team+gha", &bad).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "bad ID token {i}");
+    }
+    // The CI job's real ID token, from a runner never seen, logs in at once.
+    let good = key.sign(&issuer.claims(AUDIENCE, SUBJECT));
+    let (status, took) = login_from(&s, "127.0.2.1", "robot$team+gha", &good).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(took < Duration::from_secs(2), "a keyless login is not slowed: {took:?}");
+}
+
+#[tokio::test]
+async fn one_clients_failures_behind_a_shared_proxy_address_do_not_lock_out_anothers_login() {
+    // A proxy Berth does not trust: every client has its address (127.0.0.1).
+    let s = Setup::start().await;
+    s.user("alice", &[("team", Role::Guest)]).await;
+    for i in 0..20 {
+        let (status, _) = login_from(&s, "127.0.0.1", &format!("nobody{i}"), "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // The address' bucket is empty: another client's right password waits its turn (at
+    // most 3 s) and logs in.
+    let (status, took) = login_from(&s, "127.0.0.1", "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(s);
+
+    // A trusted proxy (what deploy/kubernetes sets): each client is its own address, and
+    // another's failures do not even slow it.
+    let s = Setup::start_with(|c| {
+        c.listen.trusted_proxies = berth_server::TrustedProxies(vec!["127.0.0.0/8".parse().unwrap()])
+    })
+    .await;
+    s.user("alice", &[("team", Role::Guest)]).await;
+    let via_proxy = |client: &str, account: &str, password: &str| {
+        let r = s.req(reqwest::Method::GET, "/token?service=berth").header("x-forwarded-for", client);
+        let r = r.basic_auth(account, Some(password)).send();
+        async move { r.await.unwrap().status() }
+    };
+    for i in 0..20 {
+        assert_eq!(via_proxy("203.0.113.1", &format!("nobody{i}"), "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(via_proxy("203.0.113.2", "alice", PASSWORD).await, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -202,4 +327,38 @@ async fn logins_and_tokens_are_audited_without_any_secret() {
     for secret in ["wrong-guess", "other-guess", PASSWORD, token.as_str()] {
         assert!(!text.contains(secret), "the audit log holds a secret: {text}");
     }
+}
+
+#[tokio::test]
+async fn unauthorized_upload_requests_do_not_hold_the_upload_permits() {
+    let s = Setup::start_with(|c| c.limits.max_uploads = 2).await;
+    let token = s.token(Some("admin"), "repository:team/app:pull,push").await;
+    let r = s.req(reqwest::Method::POST, "/v2/team/app/blobs/uploads/").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let path = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = s.url(&path);
+
+    // Wrong passwords queue for the password checks (a few at once per core)…
+    let guesses = (0..48).map(|i| {
+        let r = client_from(&format!("127.0.4.{i}")).get(s.url("/v2/")).basic_auth(format!("nobody{i}"), Some("x"));
+        async move { r.send().await.unwrap().status() }
+    });
+    // …and so do uploads sent with them, while they wait to be authorized.
+    let uploads = (0..8).map(|i| {
+        let r = client_from(&format!("127.0.5.{i}")).patch(&location).basic_auth(format!("nobody{i}"), Some("x"));
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.body("xx").send().await.unwrap().status()
+        }
+    });
+    // An authorized upload meanwhile is not refused for lack of a permit.
+    let authorized = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = s.req(reqwest::Method::PATCH, &path).bearer_auth(&token);
+        r.body("abc").send().await.unwrap().status()
+    };
+    let (guesses, uploads, authorized) =
+        tokio::join!(futures_util::future::join_all(guesses), futures_util::future::join_all(uploads), authorized);
+    assert_eq!(authorized, StatusCode::ACCEPTED);
+    assert!(guesses.iter().chain(&uploads).all(|s| *s == StatusCode::UNAUTHORIZED), "{guesses:?} {uploads:?}");
 }

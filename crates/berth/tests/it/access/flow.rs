@@ -305,6 +305,49 @@ async fn a_mount_from_a_repository_the_caller_cannot_pull_becomes_an_upload() {
     assert_eq!(mount(team_blob, "team/a").await.unwrap().status(), StatusCode::CREATED);
 }
 
+/// The `key="value"` parameters of a `Bearer` challenge.
+fn challenge_params(challenge: &str) -> std::collections::HashMap<String, String> {
+    let rest = challenge.strip_prefix("Bearer ").expect("a Bearer challenge");
+    let mut params = std::collections::HashMap::new();
+    for pair in rest.split("\",") {
+        let (key, value) = pair.split_once("=\"").unwrap();
+        params.insert(key.to_owned(), value.trim_end_matches('"').to_owned());
+    }
+    params
+}
+
+#[tokio::test]
+async fn a_mount_challenge_names_the_source_so_a_token_for_the_challenged_scopes_mounts() {
+    let s = Setup::start().await;
+    s.push_as_admin("library/conf", "1").await;
+    s.user("alice", &[("library", Role::Developer)]).await;
+    let manifest: Value = s.pull(&admin(), "library/conf", "1").await.json().await.unwrap();
+    let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let path = format!("/v2/library/other/blobs/uploads/?mount={digest}&from=library/conf");
+
+    // Without credentials: the challenge names the source's pull beside the target's push.
+    let r = s.req(Method::POST, &path).send().await.unwrap();
+    let challenge = assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required").await;
+    let challenge = challenge.unwrap();
+    assert_eq!(challenge, s.challenge(",scope=\"repository:library/other:pull,push repository:library/conf:pull\""));
+
+    // A client that asks for exactly what it was challenged for (as the OCI conformance
+    // suite's does) gets a token that mounts.
+    let params = challenge_params(&challenge);
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("service", &params["service"]);
+    for scope in params["scope"].split(' ') {
+        query.append_pair("scope", scope);
+    }
+    let url = format!("{}?{}", params["realm"], query.finish());
+    let r = s.http.get(url).basic_auth("alice", Some(PASSWORD)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let r = s.req(Method::POST, &path).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["location"], format!("/v2/library/other/blobs/{digest}").as_str());
+}
+
 #[tokio::test]
 async fn tokens_issued_before_a_restart_verify_after_it() {
     let s = Setup::start().await;
