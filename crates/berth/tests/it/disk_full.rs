@@ -4,7 +4,8 @@
 //! `507 insufficient storage`; nothing acknowledged before, during or after the fault is
 //! missing once space is freed, nor after a restart.
 //!
-//! Mounting needs root (as CI and these machines run): a test that cannot mount fails.
+//! Always on the embedded stores (the scale-out ones keep no data directory). Mounting
+//! needs root (as CI and these machines run): a test that cannot mount fails.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -177,11 +178,7 @@ async fn assert_stored(client: &Client, base: &str, acknowledged: &[(String, Str
 
 fn start_on(data_dir: &Path) -> TestServer {
     let data_dir = data_dir.to_owned();
-    TestServer::start_with(move |config| {
-        config.data_dir = data_dir;
-        // Nothing of the stores' background work on its own schedule during the test.
-        config.database.url = None;
-    })
+    TestServer::start_embedded_with(move |config| config.data_dir = data_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
