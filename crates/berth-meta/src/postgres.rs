@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
     (9, include_str!("../migrations/postgres/0009_settings.sql")),
+    (10, include_str!("../migrations/postgres/0010_gc_review_ms.sql")),
 ];
 
 /// The PostgreSQL pool of one node.

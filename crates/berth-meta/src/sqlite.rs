@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
     (9, include_str!("../migrations/sqlite/0009_settings.sql")),
+    (10, include_str!("../migrations/sqlite/0010_gc_review_ms.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and

@@ -138,7 +138,8 @@ struct Run<'a> {
     reg: &'a Registry,
     gc: &'a Gc,
     request: GcRequest,
-    /// Candidates queued before this (Unix seconds) are due.
+    /// Candidates queued at or before this (Unix milliseconds, the review queues' clock)
+    /// are due: with a grace of 0, everything queued before the run started.
     before: i64,
     started: Instant,
     report: GcReport,
@@ -165,7 +166,7 @@ impl<'a> Run<'a> {
             reg,
             gc,
             request,
-            before: berth_meta::now() - gc.config.grace.as_secs() as i64,
+            before: berth_meta::gc::review_now() - gc.config.grace.as_millis() as i64,
             started: Instant::now(),
             report: GcReport { run, manifests: Vec::new(), blobs: Vec::new(), orphans: Vec::new() },
         }
@@ -173,6 +174,14 @@ impl<'a> Run<'a> {
 
     async fn go(&mut self) -> Result<(), Error> {
         let (reg, store) = (self.reg, &self.gc.store);
+        // Nothing is read before the millisecond the run started in has passed: what is
+        // queued in it is due (a grace of 0 is "at once"), and what is queued from the
+        // reads on (a removal's children, a concurrent write) is later than the cutoff,
+        // for the next run — never cleared unreviewed by `clear_reviewed`.
+        let started = self.before + self.gc.config.grace.as_millis() as i64;
+        while berth_meta::gc::review_now() <= started {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // A run that crashed left blobs marked `deleting`: they go first.
         self.finish_doomed().await?;
         if self.request.full && !self.request.dry_run {
