@@ -432,7 +432,12 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
+            async fn delete_manifest(
+                &self,
+                repo: &RepoName,
+                digest: &Digest,
+                condition: $crate::DeleteIf,
+            ) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 // Locked first (PostgreSQL): a tag put on it concurrently is either seen by
                 // the immutability check below or waits and finds the manifest gone.
@@ -445,14 +450,22 @@ macro_rules! sql_store {
                 if found.is_none() {
                     return Ok(false);
                 }
-                if untagged_only {
-                    let tagged = sqlx::query("SELECT 1 FROM tags WHERE repo = $1 AND manifest_digest = $2 LIMIT 1")
-                        .bind(repo.as_str())
-                        .bind(digest.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if tagged.is_some() {
+                if let $crate::DeleteIf::Unheld { pushed_by } = condition {
+                    // Under the lock: an index naming it took the same row in share mode
+                    // (`put_manifest`), so one committed since the caller looked is seen.
+                    // Garbage as GC sees it when untagged manifests go, and not a referrer.
+                    let unheld = sqlx::query(concat!(
+                        "SELECT 1 FROM manifests m WHERE m.repo = $1 AND m.digest = $2
+                           AND m.subject IS NULL AND m.created_at <= $3 AND",
+                        $crate::gc::sql::manifest_is_garbage!("TRUE")
+                    ))
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .bind(pushed_by)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    if unheld.is_none() {
                         return Ok(false);
                     }
                 }
