@@ -6,10 +6,12 @@
 //! refused with `MANIFEST_BLOB_UNKNOWN`. Its bad bytes are then removed from the blob
 //! store (record first, bytes second), so that a push of the right bytes stores them
 //! afresh and repairs it (`link_blob` takes their key); a later run that finds its bytes
-//! sound (restored by hand) makes it live again too. If a push lands between the record
-//! and the removal, the filesystem's commit keeps the bad file and the removal then takes
-//! it: the blob is served as missing (an error, never wrong bytes) until the next run
-//! finds it missing and a push repairs it.
+//! sound (restored by hand) makes it live again too. The damage is confirmed (read again),
+//! recorded and removed holding the digest's `BlobLocks` stripe, as a commit stores and
+//! links under it: a push of the same content either came first (bytes it stored are
+//! read again and kept; a filesystem commit that found the bad file in place kept that
+//! file, which then goes as damaged, and the next push repairs the blob) or comes after
+//! the removal and repairs the blob. No commit stores bytes that the removal then takes.
 //!
 //! Shaped like every background job: `run_once` does one run (the API and tests call
 //! it), `run` repeats it on a schedule. One run at a time across nodes: the `scrub`
@@ -127,8 +129,20 @@ async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error>
     loop {
         let page = registry.scrub.blobs_after(last.as_deref(), PAGE).await?;
         for blob in &page {
-            let reason = check(&*registry.blobs, blob).await;
+            let mut reason = check(&*registry.blobs, blob).await;
             run.checked += 1;
+            // Damage is confirmed, recorded and removed under the digest's stripe, which a
+            // commit holds from storing its bytes to linking them: bytes a push stored
+            // since the first read are read again here and kept, and a push that comes
+            // after finds the damage recorded and repairs it. (Damage is rare: a second
+            // read costs little.)
+            let _stripe = if reason.as_deref().is_some_and(berth_meta::scrub::is_damage) {
+                let stripe = registry.blob_locks.lock(&blob.digest).await;
+                reason = check(&*registry.blobs, blob).await;
+                Some(stripe)
+            } else {
+                None
+            };
             match reason {
                 Some(reason) => {
                     let damage = berth_meta::scrub::is_damage(&reason);

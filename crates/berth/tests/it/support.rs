@@ -405,8 +405,13 @@ impl TestServer {
     /// Starts a registry on the embedded stores whatever `BERTH_TEST_BACKEND` says, for
     /// tests that look into the data directory.
     pub fn start_embedded() -> TestServer {
+        TestServer::start_embedded_with(|_| {})
+    }
+
+    /// [`TestServer::start_embedded`] after `configure` has adjusted its config.
+    pub fn start_embedded_with(configure: impl FnOnce(&mut berth::Config)) -> TestServer {
         let backend = std::sync::Arc::new(Backend { scaleout: None });
-        TestServer::start_in(backend, tempfile::tempdir().expect("temp dir"), |_| {})
+        TestServer::start_in(backend, tempfile::tempdir().expect("temp dir"), configure)
     }
 
     /// Starts a registry on the scale-out stores whatever `BERTH_TEST_BACKEND` says (this
