@@ -43,40 +43,52 @@ const PAGE: u32 = 100;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts a run if none runs (on this node or, by the lease, another), and returns it
-/// as started; the run goes on in a task of its own. `None` if one runs already.
+/// as started; the run goes on in a task of its own. `None` if one runs already. The
+/// start happens on that task too: a caller that goes away midway (a client that hangs
+/// up) leaves neither this node's flag nor a lease without a run.
 pub async fn start(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
-    if registry.scrubbing.swap(true, Ordering::SeqCst) {
-        return Ok(None);
-    }
-    let begun = begin(registry).await;
-    match begun {
-        Ok(Some(run)) => {
-            let registry = Arc::clone(registry);
-            let started = run.clone();
-            tokio::spawn(async move {
+    let registry = Arc::clone(registry);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Some(_running) = Running::take(&registry) else {
+            let _ = started_tx.send(Ok(None));
+            return;
+        };
+        match begin(&registry).await {
+            Ok(Some(run)) => {
+                let _ = started_tx.send(Ok(Some(run.clone())));
                 scrub(&registry, run).await;
-                registry.scrubbing.store(false, Ordering::SeqCst);
-            });
-            Ok(Some(started))
+            }
+            other => {
+                let _ = started_tx.send(other);
+            }
         }
-        other => {
-            registry.scrubbing.store(false, Ordering::SeqCst);
-            other
-        }
-    }
+    });
+    started.await.map_err(|_| Error::internal("the scrub run's task ended before it started"))?
 }
 
 /// One whole run, here; `None` if one runs already.
 pub async fn run_once(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
-    if registry.scrubbing.swap(true, Ordering::SeqCst) {
-        return Ok(None);
-    }
-    let result = match begin(registry).await {
+    let Some(_running) = Running::take(registry) else { return Ok(None) };
+    match begin(registry).await {
         Ok(Some(run)) => Ok(Some(scrub(registry, run).await)),
         other => other,
-    };
-    registry.scrubbing.store(false, Ordering::SeqCst);
-    result
+    }
+}
+
+/// This node's "a run is going" flag, taken; cleared when dropped, however its holder ends.
+struct Running<'a>(&'a Registry);
+
+impl<'a> Running<'a> {
+    fn take(registry: &'a Registry) -> Option<Running<'a>> {
+        (!registry.scrubbing.swap(true, Ordering::SeqCst)).then_some(Running(registry))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.scrubbing.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Runs every `interval` (zero: never) until `shutdown` is cancelled.

@@ -1,9 +1,9 @@
 //! Garbage collection, end to end on the real server (either backend): what a run removes
 //! and keeps (indexes, referrers), dry runs against real runs, the full sweep of the blob
 //! store, a SIGKILL in the middle of a run (`gc/crash.rs`), and GC in a loop under
-//! concurrent pushes, retags, deletes and pulls (`gc/stress.rs`), and mounts racing a run
-//! (`gc/races.rs`). The blob store is looked at directly (`Storage`), not through the
-//! server.
+//! concurrent pushes, retags, deletes and pulls (`gc/stress.rs`), mounts racing a run
+//! (`gc/races.rs`), and the run's lease when its client hangs up (`gc/lease.rs`). The blob
+//! store is looked at directly (`Storage`), not through the server.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::api::{Api, image_manifest, random_bytes, sha256};
 use crate::support::{TestServer, admin, http_client};
 
 mod crash;
+mod lease;
 mod races;
 mod stress;
 
