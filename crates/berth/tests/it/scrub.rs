@@ -3,13 +3,15 @@
 //! both reported by `berth scrub` (the built binary, against the running server) and no
 //! longer served, while everything else still is; a push of the right bytes repairs one. Runs on the embedded and the scale-out stores (`BERTH_TEST_BACKEND`).
 //! And a push racing the scrub's removal of the same content's bad bytes keeps what it
-//! stored (the filesystem, where every copy of a digest has one key).
+//! stored (the filesystem, where every copy of a digest has one key); a start whose client
+//! hangs up leaves the node able to scrub.
 
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 use crate::api::{Api, assert_error, image_manifest, random_bytes, sha256};
 use crate::audit::Server;
@@ -183,5 +185,38 @@ async fn a_push_racing_the_scrub_of_its_missing_bytes_keeps_what_it_was_told_was
             assert_eq!(r.status(), StatusCode::OK, "round {round}: {digest}, pushed (201), is not served: {run}");
             assert!(r.bytes().await.unwrap() == *bytes, "round {round}: {digest}'s bytes");
         }
+    }
+}
+
+/// Issue 17, the class of the `gc` lease's: a `POST /scrub/runs` whose client hung up while
+/// the run was being started dropped the handler between taking this node's "a scrub is
+/// running" flag and handing it to the run, so the flag stayed set: 409 for every later
+/// start on this node until a restart. The start now happens on the run's own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_start_whose_client_hangs_up_leaves_the_node_able_to_scrub() {
+    let server = TestServer::start();
+    let api = Api::new(server.url());
+    api.push_blob("scrub/hangup", b"hung up").await;
+    let request =
+        format!("POST /api/v1/scrub/runs HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\n\r\n", admin().header_line());
+    for round in 0..40u64 {
+        // Hung up at once, or a little later each round: somewhere in the start.
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(round * 150)).await;
+        drop(socket);
+        // Whatever the hang-up cut short, a start goes through once a run in progress ends.
+        let mut started = None;
+        for _ in 0..100 {
+            let r = api.send(Method::POST, "/api/v1/scrub/runs").await;
+            if r.status() == StatusCode::ACCEPTED {
+                started = r.json::<Value>().await.unwrap()["id"].as_i64();
+                break;
+            }
+            assert_eq!(r.status(), StatusCode::CONFLICT, "round {round}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = started.unwrap_or_else(|| panic!("round {round}: no scrub could start for 5 s after a hang-up"));
+        assert_eq!(finished(&api, id).await["state"], "finished");
     }
 }
