@@ -154,6 +154,21 @@ mod tests {
         crate::gc::suite::run(&store).await;
     }
     #[tokio::test]
+    async fn postgres_store_reads_gc_queue_entries_an_older_node_wrote_in_seconds() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("gc_seconds")).await.unwrap();
+        let writer = store.writer.clone();
+        crate::gc::suite::entries_an_older_node_queued_in_seconds_are_read_as_seconds(&store, |digest, at| {
+            let writer = writer.clone();
+            async move {
+                let query = sqlx::query(crate::gc::suite::QUEUE_IN_SECONDS).bind(digest).bind(at);
+                query.execute(&writer).await.unwrap();
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn postgres_store_passes_the_shared_suite() {
         let pg = berth_testkit::Postgres::start();
         let store = super::PgStore::open(&pg.database("suite")).await.unwrap();

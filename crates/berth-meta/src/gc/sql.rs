@@ -95,6 +95,17 @@ macro_rules! delete_manifest {
     };
 }
 
+/// The condition that queue entry time `$at` is due by the cutoff `$before` (both Unix
+/// milliseconds). A node of a version before milliseconds (issue 17) queues in seconds,
+/// below 10^11 (1973 in milliseconds): read as seconds, so that during a rolling upgrade
+/// its entries are neither due at once nor never. The first comparison keeps the
+/// `queued_at` index usable.
+macro_rules! due_by {
+    ($at:literal, $before:literal) => {
+        concat!("(", $at, " <= ", $before, " AND (", $at, " >= 100000000000 OR ", $at, " * 1000 <= ", $before, "))")
+    };
+}
+
 /// The condition under which manifest `m` is garbage: untagged, unreferenced, and then a
 /// referrer (a manifest with a `subject`) when its subject is gone, any other when untagged
 /// manifests go (the boolean parameter `$untagged`). A referrer lives as long as its
@@ -121,8 +132,13 @@ macro_rules! gc_store {
         impl $crate::gc::GcStore for $store {
             async fn due_count(&self, before: i64) -> Result<u64, berth_core::Error> {
                 let n: i64 = sqlx::query(
-                    "SELECT (SELECT COUNT(*) FROM gc_blob_review WHERE queued_at <= $1)
-                          + (SELECT COUNT(*) FROM gc_manifest_review WHERE queued_at <= $1)",
+                    concat!(
+                        "SELECT (SELECT COUNT(*) FROM gc_blob_review WHERE ",
+                        $crate::gc::sql::due_by!("queued_at", "$1"),
+                        ") + (SELECT COUNT(*) FROM gc_manifest_review WHERE ",
+                        $crate::gc::sql::due_by!("queued_at", "$1"),
+                        ")"
+                    ),
                 )
                 .bind(before)
                 .fetch_one(&self.reader)
@@ -137,12 +153,14 @@ macro_rules! gc_store {
                 before: i64,
                 limit: u32,
             ) -> Result<Vec<$crate::gc::GarbageBlob>, berth_core::Error> {
-                let rows = sqlx::query(
+                let rows = sqlx::query(concat!(
                     "SELECT r.digest, b.storage_key, b.size FROM gc_blob_review r JOIN blobs b ON b.digest = r.digest
-                     WHERE r.queued_at <= $1 AND b.state = 'live'
+                     WHERE ",
+                    $crate::gc::sql::due_by!("r.queued_at", "$1"),
+                    " AND b.state = 'live'
                        AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = r.digest AND m.kind = 'blob')
                      ORDER BY r.digest LIMIT $2",
-                )
+                ))
                 .bind(before)
                 .bind(limit as i64)
                 .fetch_all(&self.reader)
@@ -168,7 +186,9 @@ macro_rules! gc_store {
                 let rows = sqlx::query(concat!(
                     "SELECT m.repo, m.digest, m.size FROM gc_manifest_review r
                      JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest
-                     WHERE r.queued_at <= $1 AND",
+                     WHERE ",
+                    $crate::gc::sql::due_by!("r.queued_at", "$1"),
+                    " AND",
                     $crate::gc::sql::manifest_is_garbage!("$3"),
                     "ORDER BY m.repo, m.digest LIMIT $2"
                 ))
@@ -253,11 +273,13 @@ macro_rules! gc_store {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    let row = sqlx::query(
+                    let row = sqlx::query(concat!(
                         "SELECT b.storage_key, b.size FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
-                           AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND r.queued_at <= $2)
+                           AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND ",
+                        $crate::gc::sql::due_by!("r.queued_at", "$2"),
+                        ")
                            AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = b.digest AND m.kind = 'blob')",
-                    )
+                    ))
                     .bind(digest.as_str())
                     .bind(before)
                     .fetch_optional(&mut *tx)
@@ -348,7 +370,8 @@ macro_rules! gc_store {
                         blobs,
                         concat!(
                             "DELETE FROM gc_blob_review WHERE digest IN
-                               (SELECT digest FROM gc_blob_review WHERE queued_at <= $1",
+                               (SELECT digest FROM gc_blob_review WHERE ",
+                            $crate::gc::sql::due_by!("queued_at", "$1"),
                             row_lock!(skip),
                             ")"
                         ),
@@ -357,7 +380,8 @@ macro_rules! gc_store {
                         manifests,
                         concat!(
                             "DELETE FROM gc_manifest_review WHERE (repo, digest) IN
-                               (SELECT repo, digest FROM gc_manifest_review WHERE queued_at <= $1",
+                               (SELECT repo, digest FROM gc_manifest_review WHERE ",
+                            $crate::gc::sql::due_by!("queued_at", "$1"),
                             row_lock!(skip),
                             ")"
                         ),
@@ -483,7 +507,7 @@ macro_rules! gc_store {
     };
 }
 
-pub(crate) use {delete_manifest, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest};
+pub(crate) use {delete_manifest, due_by, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest};
 
 pub(crate) fn kind(s: String) -> super::GcKind {
     super::GcKind::parse(&s)

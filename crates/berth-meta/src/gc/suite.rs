@@ -331,3 +331,31 @@ async fn garbage_in<S: GcStore>(store: &S, repo: &RepoName, untagged: bool) -> V
     let found = store.garbage_manifests(review_now(), untagged, 1000).await.unwrap();
     found.into_iter().filter(|m| m.repo == *repo).map(|m| m.digest).collect()
 }
+
+/// What a node before milliseconds wrote when it queued blob `$1` at `$2` (Unix seconds).
+pub const QUEUE_IN_SECONDS: &str = "UPDATE gc_blob_review SET queued_at = $2 WHERE digest = $1";
+
+/// A rolling upgrade (issue 17): a node of a version before review times were milliseconds
+/// queues in seconds. Its entries are read as seconds: due once their grace has passed,
+/// neither at once (a blob it just uploaded would be doomed before its manifest arrives)
+/// nor never. `queue_in_seconds(digest, at)` writes an entry as such a node does.
+pub async fn entries_an_older_node_queued_in_seconds_are_read_as_seconds<S, F, Fut>(store: &S, queue_in_seconds: F)
+where
+    S: MetadataStore + GcStore,
+    F: Fn(String, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let repo = RepoName::parse("old/node").unwrap();
+    let blob = Digest::of(b"queued by an older node");
+    store.link_blob(&repo, &blob, &BlobInfo { size: 10, key: "k/old".into() }, None).await.unwrap();
+    queue_in_seconds(blob.to_string(), crate::now() - 10).await;
+    let a_minute_ago = review_now() - 60_000;
+    assert_eq!(store.due_count(a_minute_ago).await.unwrap(), 0, "queued 10 s ago: not due with a grace of 60 s");
+    assert_eq!(store.garbage_blobs(a_minute_ago, 10).await.unwrap(), vec![]);
+    assert_eq!(doom(store, &blob, a_minute_ago).await, None);
+    store.clear_reviewed(a_minute_ago, true, true).await.unwrap();
+    assert_eq!(store.due_count(review_now()).await.unwrap(), 1, "still queued, and due with a grace of 0");
+    let found: Vec<_> = store.garbage_blobs(review_now(), 10).await.unwrap().into_iter().map(|b| b.digest).collect();
+    assert_eq!(found, vec![blob.clone()]);
+    assert_eq!(doom(store, &blob, review_now()).await.map(|b| b.key), Some("k/old".into()));
+}
