@@ -157,15 +157,8 @@ mod tests {
     async fn postgres_store_reads_gc_queue_entries_an_older_node_wrote_in_seconds() {
         let pg = berth_testkit::Postgres::start();
         let store = super::PgStore::open(&pg.database("gc_seconds")).await.unwrap();
-        let writer = store.writer.clone();
-        crate::gc::suite::entries_an_older_node_queued_in_seconds_are_read_as_seconds(&store, |digest, at| {
-            let writer = writer.clone();
-            async move {
-                let query = sqlx::query(crate::gc::suite::QUEUE_IN_SECONDS).bind(digest).bind(at);
-                query.execute(&writer).await.unwrap();
-            }
-        })
-        .await;
+        let queue = crate::gc::suite::queue_in_seconds!(store.writer.clone());
+        crate::gc::suite::entries_an_older_node_queued_in_seconds_are_read_as_seconds(&store, queue).await;
     }
 
     #[tokio::test]

@@ -332,8 +332,22 @@ async fn garbage_in<S: GcStore>(store: &S, repo: &RepoName, untagged: bool) -> V
     found.into_iter().filter(|m| m.repo == *repo).map(|m| m.digest).collect()
 }
 
-/// What a node before milliseconds wrote when it queued blob `$1` at `$2` (Unix seconds).
-pub const QUEUE_IN_SECONDS: &str = "UPDATE gc_blob_review SET queued_at = $2 WHERE digest = $1";
+/// The `queue_in_seconds` of [`entries_an_older_node_queued_in_seconds_are_read_as_seconds`]
+/// over a pool of either dialect: what a node before milliseconds wrote when it queued a
+/// blob (Unix seconds).
+macro_rules! queue_in_seconds {
+    ($pool:expr) => {{
+        let pool = $pool;
+        move |digest: String, at: i64| {
+            let pool = pool.clone();
+            async move {
+                let query = sqlx::query("UPDATE gc_blob_review SET queued_at = $2 WHERE digest = $1");
+                query.bind(digest).bind(at).execute(&pool).await.unwrap();
+            }
+        }
+    }};
+}
+pub(crate) use queue_in_seconds;
 
 /// A rolling upgrade (issue 17): a node of a version before review times were milliseconds
 /// queues in seconds. Its entries are read as seconds: due once their grace has passed,
