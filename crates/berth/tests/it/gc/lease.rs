@@ -29,13 +29,19 @@ async fn a_gc_run_whose_client_hangs_up_goes_to_its_end_and_frees_the_lease() {
         let api = &api;
         async move { api.push_blob("lease/app", &random_bytes(300, rand_u64())).await }
     });
-    futures_util::stream::iter(pushes).buffer_unordered(8).collect::<Vec<_>>().await;
+    let mut garbage = futures_util::stream::iter(pushes).buffer_unordered(8).collect::<Vec<_>>().await;
+    garbage.sort();
 
-    // `POST /gc`, and the client gone while the run goes on.
+    // `POST /gc`, and the client gone while the run goes on: once the first blob it removes
+    // (they go in digest order, 64 at a time) is gone.
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let request = format!("POST /api/v1/gc HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\n\r\n", admin().header_line());
     socket.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let first = format!("/v2/lease/app/blobs/{}", garbage[0]);
+    let asked = Instant::now();
+    while api.send(Method::HEAD, &first).await.status() == StatusCode::OK {
+        assert!(asked.elapsed() < Duration::from_secs(10), "the run did not start");
+    }
     drop(socket);
 
     // Another node, on the same database, gets the lease within its lifetime.
