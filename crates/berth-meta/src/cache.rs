@@ -26,7 +26,8 @@ use berth_core::{Digest, Error, Reference, RepoName, Tag};
 use crate::clock::{ClockMap, HeapSize};
 use crate::gc::{GarbageBlob, GarbageManifest, GcRun, GcStore};
 use crate::{
-    Artifacts, BlobInfo, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord,
+    Artifacts, BlobInfo, DeleteIf, ManifestRecord, MetadataStore, NewManifest, Page, PageSpec, Referrers, TagTarget,
+    UploadRecord,
 };
 
 /// The cache's budget when none is configured.
@@ -228,8 +229,8 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
         result
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
-        let result = self.inner.delete_manifest(repo, digest, untagged_only).await;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, condition: DeleteIf) -> Result<bool, Error> {
+        let result = self.inner.delete_manifest(repo, digest, condition).await;
         // Every tag on it goes too; which ones is not known here, so look at them all.
         self.invalidate(|entries| {
             entries.remove(&Key::Manifest(repo.clone(), digest.clone()));
@@ -477,7 +478,7 @@ mod tests {
         let old = Tag::parse("old").unwrap();
         let digest = put(&store, &repo, &body, std::slice::from_ref(&old)).await;
         assert!(store.manifest(&repo, &Reference::Tag(old.clone())).await.unwrap().is_some());
-        assert!(store.delete_manifest(&repo, &digest, false).await.unwrap());
+        assert!(store.delete_manifest(&repo, &digest, DeleteIf::Any).await.unwrap());
         put(&store, &repo, &body, &[]).await;
         assert!(store.manifest(&repo, &Reference::Digest(digest)).await.unwrap().is_some());
         assert!(store.manifest(&repo, &Reference::Tag(old)).await.unwrap().is_none());

@@ -105,6 +105,20 @@ pub struct TagTarget {
     pub pushed_at: i64,
 }
 
+/// What [`MetadataStore::delete_manifest`] requires of the manifest, checked in the
+/// deleting transaction under the manifest's lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteIf {
+    /// Nothing: a client's delete (its tags go with it).
+    Any,
+    /// That nothing holds on to it: untagged, no manifest of its repository references it
+    /// (an index's child is not top-level), not a referrer (it lives as long as its
+    /// subject), and first pushed at or before `pushed_by` (Unix seconds). Retention's
+    /// untagged deletion: a child pushed by digest for an index that is accepted after the
+    /// run read the repository stays.
+    Unheld { pushed_by: i64 },
+}
+
 /// A manifest of a repository as a listing shows it (the management API's artifacts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Artifact {
@@ -201,10 +215,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error>;
 
-    /// Deletes a manifest and every tag on it (with `untagged_only`, only if it has no
-    /// tag, checked in the same transaction). `false` if it did not exist (or was tagged).
-    /// Refused (`DENIED`) when a tag on it is immutable.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error>;
+    /// Deletes a manifest and every tag on it, if it meets `condition` (checked in the
+    /// same transaction). `false` if it did not exist (or did not meet it). Refused
+    /// (`DENIED`) when a tag on it is immutable.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, condition: DeleteIf) -> Result<bool, Error>;
 
     /// Deletes a tag (with `expected`, only if it still names that manifest since that
     /// time, checked in the same statement). `false` if it did not exist (or had moved).

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
     (9, include_str!("../migrations/postgres/0009_settings.sql")),
+    (10, include_str!("../migrations/postgres/0010_gc_review_ms.sql")),
 ];
 
 /// The PostgreSQL pool of one node.
@@ -152,6 +153,14 @@ mod tests {
         let store = super::PgStore::open(&pg.database("gc")).await.unwrap();
         crate::gc::suite::run(&store).await;
     }
+    #[tokio::test]
+    async fn postgres_store_reads_gc_queue_entries_an_older_node_wrote_in_seconds() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("gc_seconds")).await.unwrap();
+        let queue = crate::gc::suite::queue_in_seconds!(store.writer.clone());
+        crate::gc::suite::entries_an_older_node_queued_in_seconds_are_read_as_seconds(&store, queue).await;
+    }
+
     #[tokio::test]
     async fn postgres_store_passes_the_shared_suite() {
         let pg = berth_testkit::Postgres::start();

@@ -99,7 +99,7 @@ macro_rules! sql_store {
                     return Err($crate::gc::being_collected(digest));
                 }
                 // Uploaded, or mounted: maybe never referenced.
-                $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), now, "upload")?;
+                $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), "upload")?;
                 if let Err(e) = Self::check_quota(&mut tx, repo, digest, blob.size).await {
                     if e.kind == ErrorKind::Denied {
                         // Refused, but the caller's bytes are stored: recorded without a
@@ -134,7 +134,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_err)?;
                 if done.rows_affected() > 0 {
-                    $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), now(), "unlink")?;
+                    $crate::gc::sql::queue_blob!(&mut *tx, digest.as_str(), "unlink")?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
@@ -344,7 +344,7 @@ macro_rules! sql_store {
                     == 1;
                 if inserted && m.tags.is_empty() {
                     // Pushed by digest: nothing may ever tag or reference it.
-                    $crate::gc::sql::queue_manifest!(&mut *tx, repo, m.digest.as_str(), now, "untagged")?;
+                    $crate::gc::sql::queue_manifest!(&mut *tx, repo, m.digest.as_str(), "untagged")?;
                 }
                 if inserted {
                     let refs = m.parsed.blobs.iter().map(|d| (d, "blob"))
@@ -388,7 +388,7 @@ macro_rules! sql_store {
                             return Err($crate::policy::sql::immutable(tag.as_str(), rule, project));
                         }
                         // The manifest the tag leaves.
-                        $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), now, "tag")?;
+                        $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), "tag")?;
                     }
                     sqlx::query("UPDATE tags SET manifest_digest = $3, pushed_at = $4 WHERE repo = $1 AND name = $2")
                         .bind(repo)
@@ -432,7 +432,12 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
+            async fn delete_manifest(
+                &self,
+                repo: &RepoName,
+                digest: &Digest,
+                condition: $crate::DeleteIf,
+            ) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 // Locked first (PostgreSQL): a tag put on it concurrently is either seen by
                 // the immutability check below or waits and finds the manifest gone.
@@ -445,14 +450,22 @@ macro_rules! sql_store {
                 if found.is_none() {
                     return Ok(false);
                 }
-                if untagged_only {
-                    let tagged = sqlx::query("SELECT 1 FROM tags WHERE repo = $1 AND manifest_digest = $2 LIMIT 1")
-                        .bind(repo.as_str())
-                        .bind(digest.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if tagged.is_some() {
+                if let $crate::DeleteIf::Unheld { pushed_by } = condition {
+                    // Under the lock: an index naming it took the same row in share mode
+                    // (`put_manifest`), so one committed since the caller looked is seen.
+                    // Garbage as GC sees it when untagged manifests go, and not a referrer.
+                    let unheld = sqlx::query(concat!(
+                        "SELECT 1 FROM manifests m WHERE m.repo = $1 AND m.digest = $2
+                           AND m.subject IS NULL AND m.created_at <= $3 AND",
+                        $crate::gc::sql::manifest_is_garbage!("TRUE")
+                    ))
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .bind(pushed_by)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    if unheld.is_none() {
                         return Ok(false);
                     }
                 }
@@ -486,7 +499,7 @@ macro_rules! sql_store {
                 .map_err(db_err)?
                 .map(|r| r.get(0));
                 if let Some(manifest) = &deleted {
-                    $crate::gc::sql::queue_manifest!(&mut *tx, repo.as_str(), manifest.as_str(), now(), "tag")?;
+                    $crate::gc::sql::queue_manifest!(&mut *tx, repo.as_str(), manifest.as_str(), "tag")?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
@@ -515,7 +528,7 @@ macro_rules! sql_store {
                      ON CONFLICT (digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
                 )
                 .bind(repo.as_str())
-                .bind(now())
+                .bind($crate::gc::review_now())
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;

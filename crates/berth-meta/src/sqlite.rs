@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
     (9, include_str!("../migrations/sqlite/0009_settings.sql")),
+    (10, include_str!("../migrations/sqlite/0010_gc_review_ms.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -251,6 +252,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::gc::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_reads_gc_queue_entries_an_older_node_wrote_in_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        let queue = crate::gc::suite::queue_in_seconds!(store.writer.clone());
+        crate::gc::suite::entries_an_older_node_queued_in_seconds_are_read_as_seconds(&store, queue).await;
     }
 
     #[tokio::test]

@@ -162,15 +162,16 @@ async fn core(store: &dyn MetadataStore) {
     // untagged manifests only leaves a tagged one.
     let moved = crate::TagTarget { digest: referrer_digest.clone(), pushed_at: 0 };
     assert!(!store.delete_tag(&a, &latest, Some(&moved)).await.unwrap(), "a tag that moved stays");
-    assert!(!store.delete_manifest(&a, &digest, true).await.unwrap(), "a tagged manifest stays");
+    let unheld = crate::DeleteIf::Unheld { pushed_by: crate::now() };
+    assert!(!store.delete_manifest(&a, &digest, unheld).await.unwrap(), "a tagged manifest stays");
     assert_eq!(store.manifest(&a, &Reference::Tag(latest.clone())).await.unwrap().unwrap().digest, digest);
     assert!(store.delete_tag(&a, &latest, None).await.unwrap());
     assert!(!store.delete_tag(&a, &latest, None).await.unwrap());
     assert!(store.manifest(&a, &Reference::Digest(digest.clone())).await.unwrap().is_some());
-    assert!(store.delete_manifest(&a, &digest, false).await.unwrap());
+    assert!(store.delete_manifest(&a, &digest, crate::DeleteIf::Any).await.unwrap());
     assert!(store.manifest(&a, &Reference::Tag(v1)).await.unwrap().is_none());
     assert!(store.tags(&a, None, 10).await.unwrap().unwrap().items.is_empty());
-    assert!(!store.delete_manifest(&a, &digest, false).await.unwrap());
+    assert!(!store.delete_manifest(&a, &digest, crate::DeleteIf::Any).await.unwrap());
 
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert_eq!(store.repo_blob(&a, &layer).await.unwrap(), None);

@@ -186,7 +186,7 @@ pub(crate) async fn delete(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference)
     let principal = ctx.authorize(Access::Repository(repo, Action::Delete)).await?;
     let meta = &ctx.registry.meta;
     let (operation, deleted) = match reference {
-        Reference::Digest(d) => ("manifest.delete", meta.delete_manifest(repo, d, false).await),
+        Reference::Digest(d) => ("manifest.delete", meta.delete_manifest(repo, d, berth_meta::DeleteIf::Any).await),
         Reference::Tag(t) => ("tag.delete", meta.delete_tag(repo, t, None).await),
     };
     let result = match deleted {

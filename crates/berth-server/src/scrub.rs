@@ -6,10 +6,12 @@
 //! refused with `MANIFEST_BLOB_UNKNOWN`. Its bad bytes are then removed from the blob
 //! store (record first, bytes second), so that a push of the right bytes stores them
 //! afresh and repairs it (`link_blob` takes their key); a later run that finds its bytes
-//! sound (restored by hand) makes it live again too. If a push lands between the record
-//! and the removal, the filesystem's commit keeps the bad file and the removal then takes
-//! it: the blob is served as missing (an error, never wrong bytes) until the next run
-//! finds it missing and a push repairs it.
+//! sound (restored by hand) makes it live again too. The damage is confirmed (read again),
+//! recorded and removed holding the digest's `BlobLocks` stripe, as a commit stores and
+//! links under it: a push of the same content either came first (bytes it stored are
+//! read again and kept; a filesystem commit that found the bad file in place kept that
+//! file, which then goes as damaged, and the next push repairs the blob) or comes after
+//! the removal and repairs the blob. No commit stores bytes that the removal then takes.
 //!
 //! Shaped like every background job: `run_once` does one run (the API and tests call
 //! it), `run` repeats it on a schedule. One run at a time across nodes: the `scrub`
@@ -41,40 +43,52 @@ const PAGE: u32 = 100;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts a run if none runs (on this node or, by the lease, another), and returns it
-/// as started; the run goes on in a task of its own. `None` if one runs already.
+/// as started; the run goes on in a task of its own. `None` if one runs already. The
+/// start happens on that task too: a caller that goes away midway (a client that hangs
+/// up) leaves neither this node's flag nor a lease without a run.
 pub async fn start(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
-    if registry.scrubbing.swap(true, Ordering::SeqCst) {
-        return Ok(None);
-    }
-    let begun = begin(registry).await;
-    match begun {
-        Ok(Some(run)) => {
-            let registry = Arc::clone(registry);
-            let started = run.clone();
-            tokio::spawn(async move {
+    let registry = Arc::clone(registry);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Some(_running) = Running::take(&registry) else {
+            let _ = started_tx.send(Ok(None));
+            return;
+        };
+        match begin(&registry).await {
+            Ok(Some(run)) => {
+                let _ = started_tx.send(Ok(Some(run.clone())));
                 scrub(&registry, run).await;
-                registry.scrubbing.store(false, Ordering::SeqCst);
-            });
-            Ok(Some(started))
+            }
+            other => {
+                let _ = started_tx.send(other);
+            }
         }
-        other => {
-            registry.scrubbing.store(false, Ordering::SeqCst);
-            other
-        }
-    }
+    });
+    started.await.map_err(|_| Error::internal("the scrub run's task ended before it started"))?
 }
 
 /// One whole run, here; `None` if one runs already.
 pub async fn run_once(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
-    if registry.scrubbing.swap(true, Ordering::SeqCst) {
-        return Ok(None);
-    }
-    let result = match begin(registry).await {
+    let Some(_running) = Running::take(registry) else { return Ok(None) };
+    match begin(registry).await {
         Ok(Some(run)) => Ok(Some(scrub(registry, run).await)),
         other => other,
-    };
-    registry.scrubbing.store(false, Ordering::SeqCst);
-    result
+    }
+}
+
+/// This node's "a run is going" flag, taken; cleared when dropped, however its holder ends.
+struct Running<'a>(&'a Registry);
+
+impl<'a> Running<'a> {
+    fn take(registry: &'a Registry) -> Option<Running<'a>> {
+        (!registry.scrubbing.swap(true, Ordering::SeqCst)).then_some(Running(registry))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.scrubbing.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Runs every `interval` (zero: never) until `shutdown` is cancelled.
@@ -127,8 +141,20 @@ async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error>
     loop {
         let page = registry.scrub.blobs_after(last.as_deref(), PAGE).await?;
         for blob in &page {
-            let reason = check(&*registry.blobs, blob).await;
+            let mut reason = check(&*registry.blobs, blob).await;
             run.checked += 1;
+            // Damage is confirmed, recorded and removed under the digest's stripe, which a
+            // commit holds from storing its bytes to linking them: bytes a push stored
+            // since the first read are read again here and kept, and a push that comes
+            // after finds the damage recorded and repairs it. (Damage is rare: a second
+            // read costs little.)
+            let _stripe = if reason.as_deref().is_some_and(berth_meta::scrub::is_damage) {
+                let stripe = registry.blob_locks.lock(&blob.digest).await;
+                reason = check(&*registry.blobs, blob).await;
+                Some(stripe)
+            } else {
+                None
+            };
             match reason {
                 Some(reason) => {
                     let damage = berth_meta::scrub::is_damage(&reason);

@@ -169,6 +169,10 @@ async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<boo
         if ctx.authorize(Access::Repository(from, Action::Pull)).await.is_err() {
             continue;
         }
+        // The key read and the link made under the digest's stripe, as a commit links:
+        // GC removing these bytes (and, on the filesystem, their record) in between would
+        // leave the link a fresh live record of bytes that are gone.
+        let _stripe = ctx.registry.blob_locks.lock(digest).await;
         if let Some(info) = meta.repo_blob(from, digest).await? {
             match meta.link_blob(repo, digest, &info, None).await {
                 Ok(_) => return Ok(true),

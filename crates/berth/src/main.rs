@@ -227,7 +227,8 @@ struct JobsArgs {
     #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_parser = duration)]
     scrub_interval: Option<String>,
     /// Garbage collection removes what became unreferenced once it has been so for this
-    /// long (and blob-store objects with no record once this old); 0s allowed [default: 1h].
+    /// long (and blob-store objects with no record once this old), and retention deletes
+    /// no untagged manifest younger; 0s: at once [default: 1h].
     #[arg(long, env = "BERTH_GC_GRACE", value_parser = duration)]
     gc_grace: Option<String>,
     /// Between scheduled garbage collection runs (each reviews what changed since)
@@ -239,7 +240,7 @@ struct JobsArgs {
     #[arg(long, env = "BERTH_GC_FULL_INTERVAL", value_parser = duration)]
     gc_full_interval: Option<String>,
     /// Garbage collection also removes untagged manifests that no index references
-    /// [default: kept].
+    /// (referrers stay as long as their subject) [default: kept].
     #[arg(long, env = "BERTH_GC_DELETE_UNTAGGED", num_args = 0..=1, default_missing_value = "true")]
     gc_delete_untagged: Option<bool>,
 }

@@ -10,13 +10,16 @@
 //!
 //! # What is garbage
 //!
-//! A candidate is due when it was queued before the run's cutoff (`before`, Unix seconds:
-//! the run's start minus the grace period). Then:
+//! A candidate is due when it was queued at or before the run's cutoff (`before`: the
+//! run's start minus the grace period). Both are Unix milliseconds ([`review_now`]), so
+//! that a grace of 0 makes a candidate due as soon as it is queued. Then:
 //! - a blob is garbage when no manifest in any repository references it
 //!   (`manifest_refs.kind = 'blob'`); its repository links go with it;
 //! - a manifest is garbage when it is untagged, no index in its repository references it
-//!   (`kind = 'manifest'`), and either untagged manifests go (the setting) or it is an
-//!   artifact whose `subject` is not in the repository.
+//!   (`kind = 'manifest'`), and then: a referrer (a manifest with a `subject`) when its
+//!   subject is not in the repository, tagged or not, whatever the setting (a signature or
+//!   an SBOM lives as long as its subject, and the subject's removal queues it); any other
+//!   when untagged manifests go (the setting).
 //!
 //! # Concurrency
 //!
@@ -98,6 +101,13 @@ pub struct GcRun {
     pub error: Option<String>,
 }
 
+/// The review queues' clock, Unix milliseconds: when a candidate is queued, and what a
+/// run's cutoff is read from.
+pub fn review_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// The error a link gets for bytes that garbage collection is removing right now.
 pub fn being_collected(digest: &Digest) -> Error {
     Error::new(ErrorKind::BlobUnknown)
@@ -106,15 +116,17 @@ pub fn being_collected(digest: &Digest) -> Error {
 
 #[async_trait]
 pub trait GcStore: Send + Sync + 'static {
-    /// How many queued candidates (blobs and manifests) were queued before `before`.
+    /// How many queued candidates (blobs and manifests) were queued at or before `before`
+    /// (Unix milliseconds, as every `before` here: see [`review_now`]).
     async fn due_count(&self, before: i64) -> Result<u64, Error>;
 
-    /// Up to `limit` queued blobs, queued before `before`, that no manifest references
+    /// Up to `limit` queued blobs, queued by `before`, that no manifest references
     /// now, sorted by digest. Reads only.
     async fn garbage_blobs(&self, before: i64, limit: u32) -> Result<Vec<GarbageBlob>, Error>;
 
-    /// Up to `limit` queued manifests, queued before `before`, that are garbage now
-    /// (untagged, unreferenced, and untagged ones go or their subject is gone), sorted by
+    /// Up to `limit` queued manifests, queued by `before`, that are garbage now
+    /// (untagged, unreferenced, and a referrer whose subject is gone or, with
+    /// `delete_untagged`, any other), sorted by
     /// repository and digest. Reads only.
     async fn garbage_manifests(
         &self,
@@ -128,7 +140,7 @@ pub trait GcStore: Send + Sync + 'static {
     async fn remove_manifest(&self, repo: &RepoName, digest: &Digest, delete_untagged: bool) -> Result<bool, Error>;
 
     /// Marks each blob `deleting` if, re-checked in a transaction of its own under its
-    /// lock, it is still queued before `before` and unreferenced; drops its repository
+    /// lock, it is still queued by `before` and unreferenced; drops its repository
     /// links and its queue entry. Returns each one's record, or `None` where it stays: the
     /// caller removes the bytes, then calls [`GcStore::forget_blobs`]. Durable once, for
     /// the batch, when it returns.
@@ -144,7 +156,7 @@ pub trait GcStore: Send + Sync + 'static {
     /// Returns, for each, whether its record was the one forgotten.
     async fn forget_blobs(&self, blobs: &[GarbageBlob], tombstone: bool) -> Result<Vec<bool>, Error>;
 
-    /// Drops the queue entries queued before `before` (reviewed: kept or removed), of
+    /// Drops the queue entries queued by `before` (reviewed: kept or removed), of
     /// blobs and of manifests as asked.
     async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), Error>;
 

@@ -4,16 +4,16 @@
 //!
 //! The expanding module defines `row_lock!(share)` / `row_lock!(update)` (see `sql_store!`).
 
-/// Queues blob `$digest` (an upsert: queueing again restarts its grace). An expression of
-/// type `Result<(), Error>`.
+/// Queues blob `$digest` now (an upsert: queueing again restarts its grace). An expression
+/// of type `Result<(), Error>`.
 macro_rules! queue_blob {
-    ($tx:expr, $digest:expr, $now:expr, $reason:expr) => {
+    ($tx:expr, $digest:expr, $reason:expr) => {
         sqlx::query(
             "INSERT INTO gc_blob_review (digest, queued_at, reason) VALUES ($1, $2, $3)
              ON CONFLICT (digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
         )
         .bind($digest)
-        .bind($now)
+        .bind($crate::gc::review_now())
         .bind($reason)
         .execute($tx)
         .await
@@ -22,16 +22,16 @@ macro_rules! queue_blob {
     };
 }
 
-/// Queues manifest `$digest` of `$repo`.
+/// Queues manifest `$digest` of `$repo` now.
 macro_rules! queue_manifest {
-    ($tx:expr, $repo:expr, $digest:expr, $now:expr, $reason:expr) => {
+    ($tx:expr, $repo:expr, $digest:expr, $reason:expr) => {
         sqlx::query(
             "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo, digest) DO UPDATE SET queued_at = excluded.queued_at, reason = excluded.reason",
         )
         .bind($repo)
         .bind($digest)
-        .bind($now)
+        .bind($crate::gc::review_now())
         .bind($reason)
         .execute($tx)
         .await
@@ -44,7 +44,7 @@ macro_rules! queue_manifest {
 /// referrers: run before it is deleted. Rows are queued (locked) in digest order, so two
 /// such transactions sharing candidates never wait for each other in a cycle.
 macro_rules! queue_children {
-    ($tx:expr, $repo:expr, $digest:expr, $now:expr) => {
+    ($tx:expr, $repo:expr, $digest:expr) => {
         async {
             for sql in [
                 "INSERT INTO gc_blob_review (digest, queued_at, reason)
@@ -62,7 +62,7 @@ macro_rules! queue_children {
                 sqlx::query(sql)
                     .bind($repo)
                     .bind($digest)
-                    .bind($now)
+                    .bind($crate::gc::review_now())
                     .execute(&mut *$tx)
                     .await
                     .map_err($crate::sql::db_err)?;
@@ -79,7 +79,7 @@ macro_rules! queue_children {
 macro_rules! delete_manifest {
     ($tx:expr, $repo:expr, $digest:expr) => {
         async {
-            $crate::gc::sql::queue_children!($tx, $repo, $digest, $crate::now())?;
+            $crate::gc::sql::queue_children!($tx, $repo, $digest)?;
             let mut deleted = 0;
             for sql in [
                 "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
@@ -95,18 +95,31 @@ macro_rules! delete_manifest {
     };
 }
 
-/// The condition under which manifest `m` is garbage (untagged, unreferenced, and either
-/// untagged manifests go — the boolean parameter `$untagged` — or its subject is gone).
+/// The condition that queue entry time `$at` is due by the cutoff `$before` (both Unix
+/// milliseconds). A node of a version before milliseconds (issue 17) queues in seconds,
+/// below 10^11 (1973 in milliseconds): read as seconds, so that during a rolling upgrade
+/// its entries are neither due at once nor never. The first comparison keeps the
+/// `queued_at` index usable.
+macro_rules! due_by {
+    ($at:literal, $before:literal) => {
+        concat!("(", $at, " <= ", $before, " AND (", $at, " >= 100000000000 OR ", $at, " * 1000 <= ", $before, "))")
+    };
+}
+
+/// The condition under which manifest `m` is garbage: untagged, unreferenced, and then a
+/// referrer (a manifest with a `subject`) when its subject is gone, any other when untagged
+/// manifests go (the boolean parameter `$untagged`). A referrer lives as long as its
+/// subject, tagged or not: signatures and SBOMs are untagged by design, and the subject's
+/// removal queues them (`queue_children`).
 macro_rules! manifest_is_garbage {
     ($untagged:literal) => {
         concat!(
             " NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.manifest_digest = m.digest)
               AND NOT EXISTS (SELECT 1 FROM manifest_refs x
                               WHERE x.repo = m.repo AND x.child_digest = m.digest AND x.kind = 'manifest')
-              AND (",
+              AND CASE WHEN m.subject IS NULL THEN ",
             $untagged,
-            " OR (m.subject IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject))) "
+            " ELSE NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject) END "
         )
     };
 }
@@ -119,8 +132,13 @@ macro_rules! gc_store {
         impl $crate::gc::GcStore for $store {
             async fn due_count(&self, before: i64) -> Result<u64, berth_core::Error> {
                 let n: i64 = sqlx::query(
-                    "SELECT (SELECT COUNT(*) FROM gc_blob_review WHERE queued_at < $1)
-                          + (SELECT COUNT(*) FROM gc_manifest_review WHERE queued_at < $1)",
+                    concat!(
+                        "SELECT (SELECT COUNT(*) FROM gc_blob_review WHERE ",
+                        $crate::gc::sql::due_by!("queued_at", "$1"),
+                        ") + (SELECT COUNT(*) FROM gc_manifest_review WHERE ",
+                        $crate::gc::sql::due_by!("queued_at", "$1"),
+                        ")"
+                    ),
                 )
                 .bind(before)
                 .fetch_one(&self.reader)
@@ -135,12 +153,14 @@ macro_rules! gc_store {
                 before: i64,
                 limit: u32,
             ) -> Result<Vec<$crate::gc::GarbageBlob>, berth_core::Error> {
-                let rows = sqlx::query(
+                let rows = sqlx::query(concat!(
                     "SELECT r.digest, b.storage_key, b.size FROM gc_blob_review r JOIN blobs b ON b.digest = r.digest
-                     WHERE r.queued_at < $1 AND b.state = 'live'
+                     WHERE ",
+                    $crate::gc::sql::due_by!("r.queued_at", "$1"),
+                    " AND b.state = 'live'
                        AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = r.digest AND m.kind = 'blob')
                      ORDER BY r.digest LIMIT $2",
-                )
+                ))
                 .bind(before)
                 .bind(limit as i64)
                 .fetch_all(&self.reader)
@@ -166,7 +186,9 @@ macro_rules! gc_store {
                 let rows = sqlx::query(concat!(
                     "SELECT m.repo, m.digest, m.size FROM gc_manifest_review r
                      JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest
-                     WHERE r.queued_at < $1 AND",
+                     WHERE ",
+                    $crate::gc::sql::due_by!("r.queued_at", "$1"),
+                    " AND",
                     $crate::gc::sql::manifest_is_garbage!("$3"),
                     "ORDER BY m.repo, m.digest LIMIT $2"
                 ))
@@ -251,11 +273,13 @@ macro_rules! gc_store {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    let row = sqlx::query(
+                    let row = sqlx::query(concat!(
                         "SELECT b.storage_key, b.size FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
-                           AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND r.queued_at < $2)
+                           AND EXISTS (SELECT 1 FROM gc_blob_review r WHERE r.digest = b.digest AND ",
+                        $crate::gc::sql::due_by!("r.queued_at", "$2"),
+                        ")
                            AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.child_digest = b.digest AND m.kind = 'blob')",
-                    )
+                    ))
                     .bind(digest.as_str())
                     .bind(before)
                     .fetch_optional(&mut *tx)
@@ -346,7 +370,8 @@ macro_rules! gc_store {
                         blobs,
                         concat!(
                             "DELETE FROM gc_blob_review WHERE digest IN
-                               (SELECT digest FROM gc_blob_review WHERE queued_at < $1",
+                               (SELECT digest FROM gc_blob_review WHERE ",
+                            $crate::gc::sql::due_by!("queued_at", "$1"),
                             row_lock!(skip),
                             ")"
                         ),
@@ -355,7 +380,8 @@ macro_rules! gc_store {
                         manifests,
                         concat!(
                             "DELETE FROM gc_manifest_review WHERE (repo, digest) IN
-                               (SELECT repo, digest FROM gc_manifest_review WHERE queued_at < $1",
+                               (SELECT repo, digest FROM gc_manifest_review WHERE ",
+                            $crate::gc::sql::due_by!("queued_at", "$1"),
                             row_lock!(skip),
                             ")"
                         ),
@@ -370,7 +396,7 @@ macro_rules! gc_store {
 
             async fn queue_unreferenced(&self, delete_untagged: bool) -> Result<u64, berth_core::Error> {
                 let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
-                let now = $crate::now();
+                let now = $crate::gc::review_now();
                 let blobs = sqlx::query(
                     "INSERT INTO gc_blob_review (digest, queued_at, reason)
                      SELECT b.digest, $1, 'sweep' FROM blobs b
@@ -483,7 +509,7 @@ macro_rules! gc_store {
     };
 }
 
-pub(crate) use {delete_manifest, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest};
+pub(crate) use {delete_manifest, due_by, gc_store, manifest_is_garbage, queue_blob, queue_children, queue_manifest};
 
 pub(crate) fn kind(s: String) -> super::GcKind {
     super::GcKind::parse(&s)

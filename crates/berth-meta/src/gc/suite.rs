@@ -3,7 +3,7 @@
 
 use berth_core::{Digest, ErrorKind, MediaType, Reference, RepoName, Tag, manifest};
 
-use super::{GarbageBlob, GcKind, GcRun, GcStore};
+use super::{GarbageBlob, GcKind, GcRun, GcStore, review_now};
 use crate::{BlobInfo, MetadataStore, NewManifest};
 
 async fn put(store: &dyn MetadataStore, repo: &RepoName, body: &[u8], tags: &[Tag]) -> Digest {
@@ -46,21 +46,21 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     let tag = Tag::parse("v1").unwrap();
     let image_digest = put(store, &repo, &image(&config, &layer, None), std::slice::from_ref(&tag)).await;
     // Everything queued so far is due with a cutoff in the future; nothing is with one in the past.
-    let due = crate::now() + 1;
-    assert_eq!(store.due_count(crate::now() - 60).await.unwrap(), 0);
+    let due = review_now();
+    assert_eq!(store.due_count(review_now() - 60_000).await.unwrap(), 0);
     assert_eq!(store.due_count(due).await.unwrap(), 3, "the three uploaded blobs");
 
     // Blobs: only the unreferenced one is garbage.
     let garbage: Vec<_> = store.garbage_blobs(due, 100).await.unwrap().into_iter().map(|b| b.digest).collect();
     assert_eq!(garbage, vec![loose.clone()]);
-    assert_eq!(store.garbage_blobs(crate::now() - 60, 100).await.unwrap(), vec![], "not due before its grace");
+    assert_eq!(store.garbage_blobs(review_now() - 60_000, 100).await.unwrap(), vec![], "not due before its grace");
 
     // A tagged manifest is kept; an untagged one only if untagged manifests are kept.
     assert!(store.garbage_manifests(due, true, 100).await.unwrap().is_empty());
     assert!(store.delete_tag(&repo, &tag, None).await.unwrap());
-    // The cutoff is taken after the delete that queued the manifest: taken before, a
-    // second boundary between the two leaves the manifest not yet due.
-    let due = crate::now() + 1;
+    // A cutoff taken after the delete that queued the manifest, however soon after, finds
+    // it due (a grace of 0: review times are milliseconds, and due means queued by then).
+    let due = review_now();
     assert!(store.garbage_manifests(due, false, 100).await.unwrap().is_empty(), "untagged are kept by default");
     let found = store.garbage_manifests(due, true, 100).await.unwrap();
     assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&image_digest]);
@@ -68,14 +68,14 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     // A manifest an index references is in use, untagged or not; the index pushed by
     // digest is queued, and garbage when untagged manifests go.
     let index_digest = put(store, &repo, &index(&image_digest), &[]).await;
-    let due = crate::now() + 1;
+    let due = review_now();
     let found = store.garbage_manifests(due, true, 100).await.unwrap();
     assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&index_digest]);
 
     // An artifact whose subject is not there is garbage even when untagged ones are kept.
     let orphan = put(store, &repo, &image(&config, &layer, Some(&Digest::of(b"gone"))), &[]).await;
     let referrer = put(store, &repo, &image(&config, &layer, Some(&index_digest)), &[]).await;
-    let due = crate::now() + 1;
+    let due = review_now();
     let found = store.garbage_manifests(due, false, 100).await.unwrap();
     assert_eq!(found.iter().map(|m| &m.digest).collect::<Vec<_>>(), vec![&orphan]);
 
@@ -84,7 +84,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert!(!store.remove_manifest(&repo, &image_digest, true).await.unwrap(), "referenced by the index");
     assert!(store.remove_manifest(&repo, &index_digest, true).await.unwrap());
     assert!(!store.remove_manifest(&repo, &index_digest, true).await.unwrap(), "gone already");
-    let due = crate::now() + 1;
+    let due = review_now();
     let mut found: Vec<_> =
         store.garbage_manifests(due, false, 100).await.unwrap().into_iter().map(|m| m.digest).collect();
     found.sort();
@@ -94,7 +94,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     for d in [&image_digest, &orphan, &referrer] {
         assert!(store.remove_manifest(&repo, d, true).await.unwrap());
     }
-    let due = crate::now() + 1;
+    let due = review_now();
     let mut garbage: Vec<_> = store.garbage_blobs(due, 100).await.unwrap().into_iter().map(|b| b.digest).collect();
     garbage.sort();
     let mut all = vec![config.clone(), layer.clone(), loose.clone()];
@@ -102,8 +102,9 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(garbage, all, "nothing references any blob now");
 
     // A blob queued again after the cutoff (uploaded again) is not doomed.
+    let cutoff = review_now() - 1;
     store.link_blob(&repo, &layer, &info("k/layer"), None).await.unwrap();
-    assert_eq!(doom(store, &layer, crate::now() - 1).await, None);
+    assert_eq!(doom(store, &layer, cutoff).await, None);
 
     // Doomed: marked deleting, unreadable, its links gone; a link of the same bytes fails
     // cleanly, one of new bytes brings it back.
@@ -127,7 +128,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert!(store.doomed_blobs(10).await.unwrap().is_empty());
     // A tombstone: the record stays, not doomed again, and its own bytes are never linked.
     store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap();
-    assert_eq!(doom(store, &config, crate::now() + 1).await, Some(info("k/config2")));
+    assert_eq!(doom(store, &config, review_now()).await, Some(info("k/config2")));
     assert_eq!(store.forget_blobs(&[marked(&config, "k/config2")], true).await.unwrap(), vec![true]);
     assert!(store.doomed_blobs(10).await.unwrap().is_empty());
     let err = store.link_blob(&repo, &config, &info("k/config2"), None).await.unwrap_err();
@@ -136,7 +137,7 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(store.repo_blob(&repo, &config).await.unwrap(), Some(info("k/config3")), "size restored");
 
     // A manifest put naming a doomed blob fails cleanly.
-    assert_eq!(doom(store, &layer, crate::now() + 1).await.map(|b| b.key), Some("k/layer".into()));
+    assert_eq!(doom(store, &layer, review_now()).await.map(|b| b.key), Some("k/layer".into()));
     let body = image(&loose, &layer, None);
     let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
     let digest = Digest::of(&body);
@@ -147,8 +148,8 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
     assert_eq!(err.kind, ErrorKind::ManifestBlobUnknown);
 
     // Clearing drops what was reviewed; the consistency check queues what is unreferenced.
-    store.clear_reviewed(crate::now() + 1, true, true).await.unwrap();
-    assert_eq!(store.due_count(crate::now() + 1).await.unwrap(), 0);
+    store.clear_reviewed(review_now(), true, true).await.unwrap();
+    assert_eq!(store.due_count(review_now()).await.unwrap(), 0);
     assert_eq!(store.queue_unreferenced(false).await.unwrap(), 2, "the live, unreferenced loose and config blobs");
     let keys = store.blob_keys(None, 10).await.unwrap();
     assert_eq!(keys.len(), 3, "config, loose, and layer while deleting: {keys:?}");
@@ -183,6 +184,40 @@ pub async fn run<S: MetadataStore + GcStore>(store: &S) {
 
     put_racing_doom(store).await;
     tag_moved_by_concurrent_puts(store).await;
+    a_referrer_lives_as_long_as_its_subject(store).await;
+}
+
+/// Issue 17: with untagged manifests going, every referrer (a signature, an SBOM: untagged
+/// by design) was garbage while its subject was tagged and live. A referrer is garbage only
+/// once its subject is gone, whatever the setting; the subject's removal queues it.
+async fn a_referrer_lives_as_long_as_its_subject<S: MetadataStore + GcStore>(store: &S) {
+    let repo = RepoName::parse("signed/app").unwrap();
+    let (config, layer, sig) = (Digest::of(b"signed-config"), Digest::of(b"signed-layer"), Digest::of(b"sig"));
+    for d in [&config, &layer, &sig] {
+        store.link_blob(&repo, d, &BlobInfo { size: 10, key: format!("k/{d}") }, None).await.unwrap();
+    }
+    let tag = Tag::parse("v1").unwrap();
+    let subject = put(store, &repo, &image(&config, &layer, None), std::slice::from_ref(&tag)).await;
+    let signature = put(store, &repo, &image(&config, &sig, Some(&subject)), &[]).await;
+    // Of a referrer's referrer too (an attestation signed).
+    let countersigned = put(store, &repo, &image(&sig, &layer, Some(&signature)), &[]).await;
+    for untagged in [true, false] {
+        assert_eq!(garbage_in(store, &repo, untagged).await, vec![], "delete_untagged {untagged}: the subject is live");
+        for referrer in [&signature, &countersigned] {
+            assert!(!store.remove_manifest(&repo, referrer, untagged).await.unwrap(), "its subject is live");
+        }
+    }
+    store.queue_unreferenced(true).await.unwrap();
+    assert_eq!(garbage_in(store, &repo, true).await, vec![], "the consistency check queues no live subject's referrer");
+
+    // The subject untagged, and removed: then its referrer, then the referrer's.
+    assert!(store.delete_tag(&repo, &tag, None).await.unwrap());
+    assert_eq!(garbage_in(store, &repo, true).await, vec![subject.clone()]);
+    assert!(store.remove_manifest(&repo, &subject, true).await.unwrap());
+    assert_eq!(garbage_in(store, &repo, false).await, vec![signature.clone()], "its subject is gone");
+    assert!(store.remove_manifest(&repo, &signature, false).await.unwrap());
+    assert_eq!(garbage_in(store, &repo, false).await, vec![countersigned.clone()]);
+    assert!(store.remove_manifest(&repo, &countersigned, false).await.unwrap());
 }
 
 /// Two puts moving one tag at once, or a put and a delete of the tag: whichever manifest
@@ -217,7 +252,7 @@ async fn tag_moved_by_concurrent_puts<S: MetadataStore + GcStore>(store: &S) {
             assert!(deleted.unwrap(), "round {round}: the tag was there to delete");
         }
         let tagged = store.manifest(&repo, &Reference::Tag(tags[0].clone())).await.unwrap().map(|m| m.digest);
-        let due = crate::now() + 1;
+        let due = review_now();
         let garbage: Vec<_> =
             store.garbage_manifests(due, true, 1000).await.unwrap().into_iter().map(|m| m.digest).collect();
         for (digest, _, _) in &sides {
@@ -247,7 +282,7 @@ async fn put_racing_doom<S: MetadataStore + GcStore>(store: &S) {
         let parsed = manifest::parse(Some(MediaType::OCI_MANIFEST), &body).unwrap();
         let digest = Digest::of(&body);
         let tags = [Tag::parse("latest").unwrap()];
-        let due = crate::now() + 1;
+        let due = review_now();
         // Each side starts first in turn, the other after a delay that grows with the round.
         let lag = |side: u64| async move {
             if round % 2 == side {
@@ -289,4 +324,52 @@ async fn put_racing_doom<S: MetadataStore + GcStore>(store: &S) {
         }
     }
     eprintln!("put racing doom: {kept} of 60 puts kept their blobs");
+}
+
+/// The digests of `repo`'s manifests that are garbage now.
+async fn garbage_in<S: GcStore>(store: &S, repo: &RepoName, untagged: bool) -> Vec<Digest> {
+    let found = store.garbage_manifests(review_now(), untagged, 1000).await.unwrap();
+    found.into_iter().filter(|m| m.repo == *repo).map(|m| m.digest).collect()
+}
+
+/// The `queue_in_seconds` of [`entries_an_older_node_queued_in_seconds_are_read_as_seconds`]
+/// over a pool of either dialect: what a node before milliseconds wrote when it queued a
+/// blob (Unix seconds).
+macro_rules! queue_in_seconds {
+    ($pool:expr) => {{
+        let pool = $pool;
+        move |digest: String, at: i64| {
+            let pool = pool.clone();
+            async move {
+                let query = sqlx::query("UPDATE gc_blob_review SET queued_at = $2 WHERE digest = $1");
+                query.bind(digest).bind(at).execute(&pool).await.unwrap();
+            }
+        }
+    }};
+}
+pub(crate) use queue_in_seconds;
+
+/// A rolling upgrade (issue 17): a node of a version before review times were milliseconds
+/// queues in seconds. Its entries are read as seconds: due once their grace has passed,
+/// neither at once (a blob it just uploaded would be doomed before its manifest arrives)
+/// nor never. `queue_in_seconds(digest, at)` writes an entry as such a node does.
+pub async fn entries_an_older_node_queued_in_seconds_are_read_as_seconds<S, F, Fut>(store: &S, queue_in_seconds: F)
+where
+    S: MetadataStore + GcStore,
+    F: Fn(String, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let repo = RepoName::parse("old/node").unwrap();
+    let blob = Digest::of(b"queued by an older node");
+    store.link_blob(&repo, &blob, &BlobInfo { size: 10, key: "k/old".into() }, None).await.unwrap();
+    queue_in_seconds(blob.to_string(), crate::now() - 10).await;
+    let a_minute_ago = review_now() - 60_000;
+    assert_eq!(store.due_count(a_minute_ago).await.unwrap(), 0, "queued 10 s ago: not due with a grace of 60 s");
+    assert_eq!(store.garbage_blobs(a_minute_ago, 10).await.unwrap(), vec![]);
+    assert_eq!(doom(store, &blob, a_minute_ago).await, None);
+    store.clear_reviewed(a_minute_ago, true, true).await.unwrap();
+    assert_eq!(store.due_count(review_now()).await.unwrap(), 1, "still queued, and due with a grace of 0");
+    let found: Vec<_> = store.garbage_blobs(review_now(), 10).await.unwrap().into_iter().map(|b| b.digest).collect();
+    assert_eq!(found, vec![blob.clone()]);
+    assert_eq!(doom(store, &blob, review_now()).await.map(|b| b.key), Some("k/old".into()));
 }

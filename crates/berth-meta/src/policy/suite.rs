@@ -65,7 +65,7 @@ async fn immutable_tags_never_move_nor_go(meta: &dyn MetadataStore, policy: &dyn
 
     let v1 = Tag::parse("v1").unwrap();
     assert_eq!(meta.delete_tag(&r, &v1, None).await.unwrap_err().kind, ErrorKind::Denied);
-    assert_eq!(meta.delete_manifest(&r, &first, false).await.unwrap_err().kind, ErrorKind::Denied);
+    assert_eq!(meta.delete_manifest(&r, &first, crate::DeleteIf::Any).await.unwrap_err().kind, ErrorKind::Denied);
     assert!(policy.remove_immutable_rule("pol", "v*").await.unwrap());
     assert!(!policy.remove_immutable_rule("pol", "v*").await.unwrap());
     assert!(meta.delete_tag(&r, &v1, None).await.unwrap());

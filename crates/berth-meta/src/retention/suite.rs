@@ -1,10 +1,10 @@
 //! The behaviour every [`RetentionStore`] backend must show; each backend's tests call [`run`]
 //! with the same database as a [`MetadataStore`] (to push what the retention store reads).
 
-use berth_core::{Digest, MediaType, RepoName, Tag, manifest};
+use berth_core::{Digest, MediaType, Reference, RepoName, Tag, manifest};
 
 use super::{Pull, RetentionStore, TagState, TopManifest};
-use crate::{BlobInfo, MetadataStore, NewManifest, TagTarget};
+use crate::{BlobInfo, DeleteIf, MetadataStore, NewManifest, TagTarget};
 
 async fn put(meta: &dyn MetadataStore, repo: &RepoName, media_type: &str, body: &[u8], tags: &[&str]) -> String {
     let parsed = manifest::parse(Some(media_type), body).unwrap();
@@ -114,4 +114,61 @@ pub async fn run(meta: &dyn MetadataStore, store: &dyn RetentionStore) {
     store.set_policy("keep", None).await.unwrap();
     assert_eq!(store.policy("keep").await.unwrap(), None);
     assert_eq!(store.policies().await.unwrap().len(), 1);
+
+    untagged_deletion_spares_a_child_an_index_named_since_the_run_looked(meta, store).await;
+}
+
+/// Issue 17: retention's untagged deletion checked tags but not references, so a child
+/// pushed by digest (as buildx does) and seen untagged and top-level by a run was deleted
+/// although the index naming it had been accepted since. The delete re-checks, in its
+/// transaction, that nothing holds the manifest, and that it is older than the cutoff.
+async fn untagged_deletion_spares_a_child_an_index_named_since_the_run_looked(
+    meta: &dyn MetadataStore,
+    store: &dyn RetentionStore,
+) {
+    let repo = RepoName::parse("keep/buildx").unwrap();
+    let (amd64, arm64, young) = (Digest::of(b"amd64"), Digest::of(b"arm64"), Digest::of(b"young"));
+    for d in [&Digest::of(b"config"), &amd64, &arm64, &young] {
+        meta.link_blob(&repo, d, &BlobInfo { size: 1, key: format!("k/{d}") }, None).await.unwrap();
+    }
+    let children = [
+        put(meta, &repo, MediaType::OCI_MANIFEST, &image(&amd64, None), &[]).await,
+        put(meta, &repo, MediaType::OCI_MANIFEST, &image(&arm64, None), &[]).await,
+    ];
+    // The run's view: both children untagged and top-level.
+    let seen = store.repo_state(&repo).await.unwrap();
+    let mut top: Vec<&String> = seen.manifests.iter().map(|m| &m.digest).collect();
+    top.sort();
+    let mut expected: Vec<&String> = children.iter().collect();
+    expected.sort();
+    assert_eq!(top, expected);
+    // The index is accepted (untagged too: a reference holds on its own).
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{m}","digest":"{}","size":1}},{{"mediaType":"{m}","digest":"{}","size":1}}]}}"#,
+        MediaType::OCI_INDEX,
+        children[0],
+        children[1],
+        m = MediaType::OCI_MANIFEST,
+    );
+    let index = put(meta, &repo, MediaType::OCI_INDEX, index.as_bytes(), &[]).await;
+    let unheld = DeleteIf::Unheld { pushed_by: crate::now() + 60 };
+    for child in &children {
+        let digest = Digest::parse(child).unwrap();
+        assert!(!meta.delete_manifest(&repo, &digest, unheld).await.unwrap(), "{child} is the index's child");
+        assert!(meta.manifest(&repo, &Reference::Digest(digest)).await.unwrap().is_some());
+    }
+    // Not a referrer either; and a manifest younger than the cutoff stays, until it is not.
+    let referrer = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&young, Some(&index)), &[]).await;
+    let referrer = Digest::parse(&referrer).unwrap();
+    assert!(!meta.delete_manifest(&repo, &referrer, unheld).await.unwrap(), "a referrer");
+    let fresh = put(meta, &repo, MediaType::OCI_MANIFEST, &image(&young, None), &[]).await;
+    let fresh = Digest::parse(&fresh).unwrap();
+    let too_young = DeleteIf::Unheld { pushed_by: crate::now() - 3600 };
+    assert!(!meta.delete_manifest(&repo, &fresh, too_young).await.unwrap(), "pushed within the grace");
+    assert!(meta.delete_manifest(&repo, &fresh, unheld).await.unwrap());
+    // The index itself, untagged and top-level, goes; then its children are top-level.
+    let index = Digest::parse(&index).unwrap();
+    assert!(meta.delete_manifest(&repo, &index, unheld).await.unwrap());
+    let child = Digest::parse(&children[0]).unwrap();
+    assert!(meta.delete_manifest(&repo, &child, unheld).await.unwrap());
 }

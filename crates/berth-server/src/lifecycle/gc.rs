@@ -93,19 +93,30 @@ pub struct GcReport {
 }
 
 /// Runs the collector once, now, if no run is in progress on any node (else `CONFLICT`).
-pub async fn collect(reg: &Registry, request: GcRequest) -> Result<GcReport, Error> {
+/// The run goes on a task of its own, which this awaits: a caller that goes away (a client
+/// that hangs up on `POST /gc`) neither stops it midway nor keeps its lease alive; it
+/// ends, is recorded, and releases the lease.
+pub async fn collect(reg: &Arc<Registry>, request: GcRequest) -> Result<GcReport, Error> {
+    let reg = Arc::clone(reg);
+    let run = tokio::spawn(async move { collect_here(&reg, request).await });
+    run.await.map_err(|e| Error::internal(format!("the garbage collection run's task failed: {e}")))?
+}
+
+async fn collect_here(reg: &Registry, request: GcRequest) -> Result<GcReport, Error> {
     let gc = reg.gc.as_ref().ok_or_else(|| Error::internal("garbage collection is not configured"))?;
     let busy = || Error::new(ErrorKind::Conflict).with_message("a garbage collection run is in progress");
     let _running = gc.running.try_lock().map_err(|_| busy())?;
     if !reg.meta.try_lease("gc", &reg.node_id, LEASE.as_secs() as i64).await? {
         return Err(busy());
     }
-    // Renewed while the run goes on; released (expired) when it ends.
+    // Renewed while the run goes on; released (expired) when it ends. The renewer stops
+    // when this ends however it does (a panic included: the guard), so the lease expires.
     let done = CancellationToken::new();
     let renewer = tokio::spawn(renew(Arc::clone(&reg.meta), reg.node_id.clone(), done.clone()));
+    let stop_renewing = done.drop_guard();
     let mut run = Run::new(reg, gc, request);
     let outcome = run.go().await;
-    done.cancel();
+    drop(stop_renewing);
     let _ = renewer.await;
     if let Err(e) = reg.meta.try_lease("gc", &reg.node_id, -1).await {
         tracing::warn!(error = %e, "releasing the gc lease");
@@ -138,7 +149,8 @@ struct Run<'a> {
     reg: &'a Registry,
     gc: &'a Gc,
     request: GcRequest,
-    /// Candidates queued before this (Unix seconds) are due.
+    /// Candidates queued at or before this (Unix milliseconds, the review queues' clock)
+    /// are due: with a grace of 0, everything queued before the run started.
     before: i64,
     started: Instant,
     report: GcReport,
@@ -165,7 +177,7 @@ impl<'a> Run<'a> {
             reg,
             gc,
             request,
-            before: berth_meta::now() - gc.config.grace.as_secs() as i64,
+            before: berth_meta::gc::review_now() - gc.config.grace.as_millis() as i64,
             started: Instant::now(),
             report: GcReport { run, manifests: Vec::new(), blobs: Vec::new(), orphans: Vec::new() },
         }
@@ -173,6 +185,19 @@ impl<'a> Run<'a> {
 
     async fn go(&mut self) -> Result<(), Error> {
         let (reg, store) = (self.reg, &self.gc.store);
+        // Nothing is read before the millisecond the run started in has passed: what is
+        // queued in it is due (a grace of 0 is "at once"), and what is queued from the
+        // reads on (a removal's children, a concurrent write) is later than the cutoff,
+        // for the next run — never cleared unreviewed by `clear_reviewed`.
+        // (At most a few milliseconds: a clock stepped back leaves entries queued during the
+        // run at or before the cutoff, cleared unreviewed: garbage left, never removed early.)
+        let started = self.before + self.gc.config.grace.as_millis() as i64;
+        for _ in 0..10 {
+            if berth_meta::gc::review_now() > started {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // A run that crashed left blobs marked `deleting`: they go first.
         self.finish_doomed().await?;
         if self.request.full && !self.request.dry_run {

@@ -4,9 +4,12 @@
 //! [`BlobLocks`] is the per-node lock that keeps a blob's bytes from being removed while an
 //! upload of the same content commits: the filesystem store gives every copy of a digest
 //! the same key, so an upload committing while GC removes that key could record bytes that
-//! are gone. The upload's commit-and-link and GC's doom-remove-forget of one digest hold
-//! the same stripe; across nodes (S3), keys are per upload and `link_blob` refuses to
-//! revive a blob with the very key being removed.
+//! are gone. Every path that links bytes to a repository holds the digest's stripe from
+//! the moment it knows the key until the link commits — an upload's commit-and-link, a
+//! cross-repository mount's read of the source's record and link (with `from` or found
+//! automatically) — and so do GC's doom-remove-forget of one digest and the scrub's
+//! re-check-record-remove of a damaged blob. Across nodes (S3), keys are per upload and
+//! `link_blob` refuses to revive a blob with the very key being removed (a tombstone).
 
 use std::hash::{Hash, Hasher};
 

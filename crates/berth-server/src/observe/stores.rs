@@ -172,8 +172,13 @@ impl<S: MetadataStore> MetadataStore for Timed<S> {
         self.time(12, self.inner.manifest(repo, reference)).await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, untagged_only: bool) -> Result<bool, Error> {
-        self.time(13, self.inner.delete_manifest(repo, digest, untagged_only)).await
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        condition: berth_meta::DeleteIf,
+    ) -> Result<bool, Error> {
+        self.time(13, self.inner.delete_manifest(repo, digest, condition)).await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, expected: Option<&TagTarget>) -> Result<bool, Error> {

@@ -9,7 +9,11 @@
 //! (so GC sees what they leave unreferenced), writing one audit entry per deletion
 //! (`retention.tag.delete`, `retention.manifest.delete`, actor `retention`). Each delete is
 //! conditioned on what the run decided on, in the delete's own transaction: a tag pushed or
-//! moved since the listing, or a manifest tagged since, is kept (reported as skipped). A
+//! moved since the listing, or a manifest tagged since, is kept (reported as skipped);
+//! an untagged manifest goes only if nothing holds on to it then (no tag, no index of its
+//! repository naming it: buildx pushes an index's children by digest first) and it was
+//! first pushed longer ago than the GC grace period (`DeleteIf::Unheld`; younger ones are
+//! not decided on, so a dry run lists what the real run deletes). A
 //! tag whose delete is refused with DENIED (an immutability rule) is kept, reported with
 //! the refusal's message; the run goes on.
 
@@ -18,12 +22,13 @@ use std::time::Duration;
 
 use berth_core::access::project_of;
 use berth_core::{Digest, Error, ErrorKind, RepoName, Tag};
-use berth_meta::{AuditEvent, RetentionStore, TagTarget};
+use berth_meta::{AuditEvent, DeleteIf, RetentionStore, TagTarget};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::Registry;
 use crate::audit::now_ms;
+use crate::lifecycle::gc::GcConfig;
 
 pub mod policy;
 pub mod pulls;
@@ -82,16 +87,21 @@ pub async fn run(
 ) -> Result<RunReport, Error> {
     let store = registry.retention_store()?;
     let mut report = RunReport { project: project.to_owned(), dry_run, repositories: Vec::new() };
+    // Untagged manifests pushed since are not decided on: a push by digest may be an
+    // index's child whose index is on its way (the grace GC gives the same pushes).
+    let grace = registry.gc.as_ref().map_or_else(|| GcConfig::default().grace, |gc| gc.config.grace);
+    let pushed_by = berth_meta::now() - grace.as_secs() as i64;
     let mut last = None;
     loop {
         let names = crate::api::project_repositories(&*registry.meta, project, last.clone(), REPO_PAGE).await?;
         for name in &names {
             let repo = RepoName::parse(name).map_err(Error::internal)?;
-            let state = store.repo_state(&repo).await?;
+            let mut state = store.repo_state(&repo).await?;
+            state.manifests.retain(|m| m.pushed_at <= pushed_by);
             let Some(verdict) = policy.decide(name, &state, berth_meta::now()) else { continue };
             let mut repo_report = RepoReport { repository: name.clone(), verdict, skipped: Vec::new() };
             if !dry_run {
-                apply(registry, &repo, &state, &mut repo_report, by).await?;
+                apply(registry, &repo, &state, pushed_by, &mut repo_report, by).await?;
             }
             report.repositories.push(repo_report);
         }
@@ -109,6 +119,7 @@ async fn apply(
     registry: &Registry,
     repo: &RepoName,
     state: &berth_meta::RepoState,
+    pushed_by: i64,
     report: &mut RepoReport,
     by: &str,
 ) -> Result<(), Error> {
@@ -137,15 +148,18 @@ async fn apply(
     verdict.deleted_tags = deleted;
     let mut deleted = Vec::new();
     for m in std::mem::take(&mut verdict.deleted_manifests) {
-        // Untagged as the run saw it: one tagged since stays (checked in the delete).
+        // Untagged as the run saw it: one tagged or named by an index since stays (checked
+        // in the delete).
         let digest = Digest::parse(&m.digest).map_err(Error::internal)?;
-        match registry.meta.delete_manifest(repo, &digest, true).await {
+        match registry.meta.delete_manifest(repo, &digest, DeleteIf::Unheld { pushed_by }).await {
             Ok(true) => {
                 let detail = format!("{}; run by {by}", m.reason);
                 record(registry, "retention.manifest.delete", repo, format!("{repo}@{}", m.digest), detail).await;
                 deleted.push(m);
             }
-            Ok(false) => report.skipped.push(format!("manifest {}: tagged or deleted during the run", m.digest)),
+            Ok(false) => {
+                report.skipped.push(format!("manifest {}: tagged, referenced or deleted during the run", m.digest))
+            }
             Err(e) if e.kind == ErrorKind::Denied => {
                 report.skipped.push(format!("manifest {}: protected: {}", m.digest, e.message()))
             }

@@ -8,8 +8,9 @@
 //! - a tag is kept if ANY keep entry of ANY applying rule keeps it, and deleted otherwise;
 //!   with no keep entry at all, every tag is kept (a rule may only clean untagged manifests);
 //! - with `delete_untagged` on an applying rule, a top-level manifest (not a child of an
-//!   index, not a referrer) is deleted when no tag is left on it: untagged already, or
-//!   because all its tags go in this run.
+//!   index, not a referrer, and pushed longer ago than the GC grace period: the caller
+//!   leaves younger ones out of the state) is deleted when no tag is left on it: untagged
+//!   already, or because all its tags go in this run.
 //!
 //! Keep entries (Harbor's and zot's vocabulary): the N most recently pushed tags (ties by
 //! name), the N most recently pulled (tags never pulled since their push are not counted),

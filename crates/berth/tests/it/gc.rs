@@ -1,8 +1,9 @@
 //! Garbage collection, end to end on the real server (either backend): what a run removes
 //! and keeps (indexes, referrers), dry runs against real runs, the full sweep of the blob
 //! store, a SIGKILL in the middle of a run (`gc/crash.rs`), and GC in a loop under
-//! concurrent pushes, retags, deletes and pulls (`gc/stress.rs`). The blob store is looked
-//! at directly (`Storage`), not through the server.
+//! concurrent pushes, retags, deletes and pulls (`gc/stress.rs`), mounts racing a run
+//! (`gc/races.rs`), and the run's lease when its client hangs up (`gc/lease.rs`). The blob
+//! store is looked at directly (`Storage`), not through the server.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,6 +15,8 @@ use crate::api::{Api, image_manifest, random_bytes, sha256};
 use crate::support::{TestServer, admin, http_client};
 
 mod crash;
+mod lease;
+mod races;
 mod stress;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -30,11 +33,10 @@ pub async fn run_gc(base: &str, dry_run: bool, full: bool) -> Value {
     body
 }
 
-/// With a grace of 0 s a candidate is due from the next second on: waits for it, then runs
-/// GC until a run removes nothing (what a removal leaves unreferenced is queued anew).
+/// With a grace of 0 s a candidate is due once queued: runs GC until a run removes nothing
+/// (what a removal leaves unreferenced is queued anew, for the next run).
 pub async fn collect_all(base: &str) {
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         let run = &run_gc(base, false, false).await["run"];
         if run["manifests_removed"] == 0 && run["blobs_removed"] == 0 {
             return;
@@ -276,4 +278,70 @@ async fn the_full_sweep_removes_an_old_orphan_in_the_blob_store_and_keeps_a_fres
     expected.sort();
     assert_eq!(after, expected, "the fresh orphan and the image's blobs stay");
     assert_pulls(&api, "sweep/app", "1", &image).await;
+}
+
+/// Issue 17: with `--gc-delete-untagged`, every OCI 1.1 referrer (untagged by design) went
+/// an hour after its push while its subject was tagged and live. A referrer lives as long
+/// as its subject; once the subject goes, so does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_delete_untagged_keeps_a_referrer_as_long_as_its_subject_lives() {
+    let server = gc_server(true);
+    let api = Api::new(server.url());
+    let repo = "gc/signed";
+    let subject = push(&api, repo, "v1", &[random_bytes(2000, rand_u64())], None).await;
+    let subject_ref = Some((subject.digest.as_str(), subject.body.len()));
+    // A signature and an SBOM: pushed, then left untagged, as referrers are.
+    let mut referrers = Vec::new();
+    for name in ["sig", "sbom"] {
+        referrers.push(push(&api, repo, name, &[random_bytes(300, rand_u64())], subject_ref).await);
+        assert_eq!(status(&api, Method::DELETE, &format!("/v2/{repo}/manifests/{name}")).await, StatusCode::ACCEPTED);
+    }
+
+    collect_all(&server.url()).await;
+    for referrer in &referrers {
+        assert_pulls(&api, repo, &referrer.digest, referrer).await;
+    }
+    let listed: Value =
+        api.send(Method::GET, &format!("/v2/{repo}/referrers/{}", subject.digest)).await.json().await.unwrap();
+    assert_eq!(listed["manifests"].as_array().unwrap().len(), 2, "{listed}");
+
+    // The subject untagged goes (untagged manifests go), and its referrers after it.
+    assert_eq!(status(&api, Method::DELETE, &format!("/v2/{repo}/manifests/v1")).await, StatusCode::ACCEPTED);
+    collect_all(&server.url()).await;
+    for gone in referrers.iter().chain([&subject]) {
+        let path = format!("/v2/{repo}/manifests/{}", gone.digest);
+        assert_eq!(status(&api, Method::GET, &path).await, StatusCode::NOT_FOUND, "{}", gone.digest);
+    }
+    assert_eq!(stored_blob_count(&server).await, 0);
+}
+
+/// Issue 17: review times were whole seconds, so with `--gc-grace 0s` a run in the same
+/// second as the delete that queued a candidate skipped it (`berth gc` right after a
+/// delete left its layer). Due means queued by the run's start: every round removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_of_zero_collects_a_deleted_manifests_layer_in_a_run_right_after_the_delete() {
+    let server = gc_server(false);
+    let api = Api::new(server.url());
+    let repo = "gc/prompt";
+    for round in 0..6 {
+        let image = push(&api, repo, "t", &[random_bytes(1500, rand_u64())], None).await;
+        let path = format!("/v2/{repo}/manifests/{}", image.digest);
+        assert_eq!(status(&api, Method::DELETE, &path).await, StatusCode::ACCEPTED);
+        // As a user would, with the CLI, and through the API.
+        let report = if round % 2 == 0 {
+            crate::support::run(
+                std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                    .args(["gc", "--url", &server.url(), "--user", "admin"])
+                    .env("BERTH_PASSWORD", admin().password)
+                    .env("BERTH_CONFIG_DIR", server.scratch("cli")),
+            )
+        } else {
+            run_gc(&server.url(), false, false).await.to_string()
+        };
+        for blob in &image.blobs {
+            let path = format!("/v2/{repo}/blobs/{blob}");
+            assert_eq!(status(&api, Method::HEAD, &path).await, StatusCode::NOT_FOUND, "round {round}: {report}");
+        }
+    }
+    assert_eq!(stored_blob_count(&server).await, 0);
 }

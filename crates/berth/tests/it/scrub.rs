@@ -2,23 +2,28 @@
 //! server's back (files in the data directory, or objects overwritten in the bucket) are
 //! both reported by `berth scrub` (the built binary, against the running server) and no
 //! longer served, while everything else still is; a push of the right bytes repairs one. Runs on the embedded and the scale-out stores (`BERTH_TEST_BACKEND`).
+//! And a push racing the scrub's removal of the same content's bad bytes keeps what it
+//! stored (the filesystem, where every copy of a digest has one key); a start whose client
+//! hangs up leaves the node able to scrub.
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
-use crate::api::{assert_error, image_manifest, random_bytes};
+use crate::api::{Api, assert_error, image_manifest, random_bytes, sha256};
 use crate::audit::Server;
 use crate::management::cli::{berth, stdout_of};
-use crate::support::admin;
+use crate::support::{TestServer, admin};
 
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Waits for scrub run `id` to end; returns it with its findings.
-async fn finished(server: &Server, id: i64) -> Value {
+async fn finished(api: &Api, id: i64) -> Value {
     for _ in 0..300 {
-        let run: Value = server.api.send(Method::GET, &format!("/api/v1/scrub/runs/{id}")).await.json().await.unwrap();
+        let run: Value = api.send(Method::GET, &format!("/api/v1/scrub/runs/{id}")).await.json().await.unwrap();
         if run["state"] != "running" {
             return run;
         }
@@ -119,7 +124,7 @@ async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refuse
     let r = api.send(Method::POST, "/api/v1/scrub/runs").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let run = finished(&server, id).await;
+    let run = finished(&server.api, id).await;
     assert_eq!((run["state"].as_str(), run["damaged"].as_u64()), (Some("finished"), Some(1)), "{run}");
     let findings: Vec<(&str, &str)> = run["findings"]
         .as_array()
@@ -136,4 +141,82 @@ async fn a_corrupted_and_a_truncated_blob_are_reported_by_berth_scrub_and_refuse
     .await;
     let r = api.send(Method::GET, &format!("/v2/scrub/app/blobs/{}", layers[2].0)).await;
     assert_eq!(r.bytes().await.unwrap(), layers[2].1);
+}
+
+/// Issue 17: the scrub removed a damaged blob's bytes without the digest's lock, so a push
+/// of the same content that landed between the scrub's finding and its removal (its commit
+/// stored the bytes again and its link repaired the record) lost the bytes it was told
+/// were stored: 201, then a blob recorded live that no GET could serve. Every pushed blob
+/// must be served after the run, whichever came first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_racing_the_scrub_of_its_missing_bytes_keeps_what_it_was_told_was_stored() {
+    const BLOBS: u64 = 24;
+    let server = TestServer::start_embedded();
+    let api = Api::new(server.url());
+    let storage = server.storage();
+    for round in 0..6u64 {
+        let repo = format!("scrub/race{round}");
+        let blobs: Vec<Vec<u8>> = (0..BLOBS).map(|i| random_bytes(800, 1000 * (round + 1) + i)).collect();
+        for bytes in &blobs {
+            api.push_blob(&repo, bytes).await;
+        }
+        // Their bytes lost behind the server's back; the scrub finds them missing while
+        // the same content is pushed again, each push a little later than the one before.
+        let entries = storage.blobs_by_digest().await;
+        for bytes in &blobs {
+            let digest = sha256(bytes);
+            storage.remove(&entries.iter().find(|(d, _)| *d == digest).unwrap().1).await;
+        }
+        let pushes = blobs.iter().enumerate().map(|(i, bytes)| {
+            let (api, repo) = (&api, &repo);
+            async move {
+                tokio::time::sleep(Duration::from_millis(i as u64 * (round + 1))).await;
+                api.push_blob(repo, bytes).await
+            }
+        });
+        let (started, _) = tokio::join!(api.send(Method::POST, "/api/v1/scrub/runs"), join_all(pushes));
+        assert_eq!(started.status(), StatusCode::ACCEPTED);
+        let id = started.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let run = finished(&api, id).await;
+        assert_eq!(run["state"], "finished", "{run}");
+        for bytes in &blobs {
+            let digest = sha256(bytes);
+            let r = api.send(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).await;
+            assert_eq!(r.status(), StatusCode::OK, "round {round}: {digest}, pushed (201), is not served: {run}");
+            assert!(r.bytes().await.unwrap() == *bytes, "round {round}: {digest}'s bytes");
+        }
+    }
+}
+
+/// Issue 17, the class of the `gc` lease's: a `POST /scrub/runs` whose client hung up while
+/// the run was being started dropped the handler between taking this node's "a scrub is
+/// running" flag and handing it to the run, so the flag stayed set: 409 for every later
+/// start on this node until a restart. The start now happens on the run's own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_start_whose_client_hangs_up_leaves_the_node_able_to_scrub() {
+    let server = TestServer::start();
+    let api = Api::new(server.url());
+    api.push_blob("scrub/hangup", b"hung up").await;
+    let request =
+        format!("POST /api/v1/scrub/runs HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\n\r\n", admin().header_line());
+    for round in 0..40u64 {
+        // Hung up at once, or a little later each round: somewhere in the start.
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(round * 150)).await;
+        drop(socket);
+        // Whatever the hang-up cut short, a start goes through once a run in progress ends.
+        let mut started = None;
+        for _ in 0..100 {
+            let r = api.send(Method::POST, "/api/v1/scrub/runs").await;
+            if r.status() == StatusCode::ACCEPTED {
+                started = r.json::<Value>().await.unwrap()["id"].as_i64();
+                break;
+            }
+            assert_eq!(r.status(), StatusCode::CONFLICT, "round {round}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = started.unwrap_or_else(|| panic!("round {round}: no scrub could start for 5 s after a hang-up"));
+        assert_eq!(finished(&api, id).await["state"], "finished");
+    }
 }
