@@ -6,7 +6,8 @@
 //! session, the spec's fallback) or links bytes that are there, and a blob HEAD finds is
 //! served. (The window is a task's wake-up between two database calls: these rounds did
 //! not hit it on the code before the fix, on SQLite nor on PostgreSQL; they pin the
-//! invariant under the lock that closes it.)
+//! invariant under the lock that closes it, and the last test shows the lock itself, and
+//! failed on that code.)
 
 use std::time::Duration;
 
@@ -88,4 +89,28 @@ async fn race_mounts_and_gc(server: &TestServer) {
         }
     }
     eprintln!("mounts racing gc: {mounted} mounted, {refused} fell back to an upload");
+}
+
+/// The class behind the race above, shown without luck: every path that links an
+/// existing blob takes the digest's `BlobLocks` stripe, as a commit's link and GC's
+/// removal do. While the stripe is held (here by the test, as GC holds it while it removes
+/// the bytes and their record), a mount, named source or automatic, waits, and links once
+/// it is free. On main it linked at once, under GC's feet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_waits_for_the_digests_blob_lock_as_a_commit_and_gc_do() {
+    let server = crate::audit::Server::start().await;
+    let api = Api::new(server.api.base.clone());
+    let digest = api.push_blob("locks/src", &random_bytes(700, rand_u64())).await;
+    let parsed = berth_core::Digest::parse(&digest).unwrap();
+    for (target, from) in [("locks/named", "&from=locks/src"), ("locks/automatic", "")] {
+        let held = server.registry.blob_locks.lock(&parsed).await;
+        let path = format!("/v2/{target}/blobs/uploads/?mount={digest}{from}");
+        let request = api.req(Method::POST, &path).send();
+        let mount = tokio::spawn(request);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!mount.is_finished(), "{target}: the mount went ahead while the blob's lock was held");
+        drop(held);
+        let r = tokio::time::timeout(Duration::from_secs(10), mount).await.expect("the mount ends").unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{target}: {}", r.text().await.unwrap());
+    }
 }
