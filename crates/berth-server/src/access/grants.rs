@@ -25,6 +25,13 @@ pub fn permission_of(action: Action) -> Permission {
     }
 }
 
+/// What listing `project`'s repositories needs: the matrix's `list-repositories`, in the
+/// catalog (`/v2/_catalog`) and the management API's listing alike (a limited guest pulls
+/// but lists nothing; a public project's repositories are listed to its members).
+pub fn listing_of(project: &str) -> Access<'_> {
+    Access::Project(project, Permission::ListRepositories)
+}
+
 /// A set of permissions, one bit per row of the matrix.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PermSet(u16);

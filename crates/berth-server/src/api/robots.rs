@@ -4,7 +4,9 @@
 //! A project's robots, `robot$PROJECT+NAME`, are managed by whoever holds
 //! `manage-robots` there and hold grants in that project only; system robots,
 //! `robot$NAME`, are managed by system administrators and may hold grants in several
-//! projects. A keyless robot has a `trust` (the external OIDC issuer and the claim rules
+//! projects. The grant rule ([`check_grantor`]) binds everyone but system administrators:
+//! a robot one creates, changes or takes the secret of holds nothing its caller does not
+//! hold, and outlives no robot that calls; so nobody widens their own grants either. A keyless robot has a `trust` (the external OIDC issuer and the claim rules
 //! it accepts, kept as given; the token service checks it) instead of a secret.
 
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use utoipa::ToSchema;
 use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
 use crate::access::oidc::Trust;
 use crate::access::password;
-use crate::{Access, Principal, Registry};
+use crate::{Access, Principal, Registry, Subject};
 
 /// A robot as the API shows it (never its secret or the secret's hash).
 #[derive(Serialize, ToSchema)]
@@ -198,6 +200,7 @@ async fn create_robot(
     if new.expires_at.is_some_and(|at| at <= now) {
         return Err(bad_request("expires_at must be in the future").into());
     }
+    check_grantor(registry, principal, &grants, new.expires_at).await?;
     let (secret, secret_hash, trust) = match new.trust {
         Some(trust) => (None, None, Some(check_trust(trust)?)),
         None => {
@@ -263,6 +266,9 @@ pub async fn update(
         Some(trust) => Some(Some(check_trust(trust)?)),
         None => None,
     };
+    // Any change (its trust, enabling it) is a hold on the robot as it will be.
+    let expires_at = patch.expires_at.unwrap_or(robot.expires_at);
+    check_grantor(&registry, &principal, grants.as_deref().unwrap_or(&robot.grants), expires_at).await?;
     let update = RobotUpdate {
         description: patch.description,
         secret_hash: None,
@@ -298,6 +304,8 @@ pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller, Path(
     if robot.trust.is_some() {
         return Err(Error::new(ErrorKind::Conflict).with_message("a keyless robot has no secret to rotate").into());
     }
+    // The new secret is the robot's whole power, handed to the caller.
+    check_grantor(&registry, &principal, &robot.grants, robot.expires_at).await?;
     let secret = password::random_secret();
     let hash = password::hash_blocking(secret.clone()).await?;
     let update = RobotUpdate { secret_hash: Some(Some(hash)), ..RobotUpdate::default() };
@@ -329,6 +337,43 @@ async fn authorize_for(registry: &Registry, caller: &Caller, name: &str) -> Resu
         Some(project) => caller.authorize(registry, Access::Project(project, Permission::ManageRobots)).await,
         None => caller.authorize(registry, Access::System).await,
     }
+}
+
+/// The grant rule: unless `principal` is a system administrator, it must hold every
+/// permission of `grants` in its project, and a robot with an expiry may only give a
+/// robot `expires_at` no later than its own. Applied to a robot as it will be after a
+/// create, a change or a rotation, so a robot changing itself never widens its grants.
+async fn check_grantor(
+    registry: &Registry,
+    principal: &Principal,
+    grants: &[RobotGrant],
+    expires_at: Option<i64>,
+) -> Result<(), Error> {
+    if principal.admin {
+        return Ok(());
+    }
+    let who = principal.name().unwrap_or("anonymous");
+    for grant in grants {
+        if let Some(missing) = grant.permissions.iter().find(|p| !principal.may(Access::Project(&grant.project, **p))) {
+            return Err(not_held(who, missing.as_str(), &grant.project));
+        }
+    }
+    if let Subject::Robot(name) = &principal.subject
+        && let Some(own) = registry.identity.robot(name).await?.and_then(|r| r.expires_at)
+        && expires_at.is_none_or(|at| at > own)
+    {
+        return Err(Error::new(ErrorKind::Denied).with_message(format!(
+            "{who} expires at {own}: it cannot make a robot that outlives it (expires_at must be set, at most {own})"
+        )));
+    }
+    Ok(())
+}
+
+/// The grant rule's refusal: `who` lacks `permission` in `project`.
+pub(super) fn not_held(who: &str, permission: &str, project: &str) -> Error {
+    Error::new(ErrorKind::Denied).with_message(format!(
+        "{who} does not hold `{permission}` in project {project:?}: nobody grants what they do not hold"
+    ))
 }
 
 fn check_description(description: &str) -> Result<(), Error> {

@@ -16,6 +16,7 @@ use crate::support::{TestServer, admin};
 
 mod attacks;
 mod flow;
+mod grants;
 mod matrix;
 mod secrets;
 
