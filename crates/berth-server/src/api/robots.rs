@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
-use crate::access::oidc::Trust;
+use crate::access::oidc::{IssuerPolicy, Trust};
 use crate::access::password;
 use crate::{Access, Principal, Registry, Subject};
 
@@ -202,7 +202,7 @@ async fn create_robot(
     }
     check_grantor(registry, principal, &grants, new.expires_at).await?;
     let (secret, secret_hash, trust) = match new.trust {
-        Some(trust) => (None, None, Some(check_trust(trust)?)),
+        Some(trust) => (None, None, Some(check_trust(registry, trust)?)),
         None => {
             let secret = password::random_secret();
             (Some(secret.clone()), Some(password::hash_blocking(secret).await?), None)
@@ -263,7 +263,7 @@ pub async fn update(
         Some(_) if robot.trust.is_none() => {
             return Err(bad_request("a robot with a secret cannot be given a trust; create a keyless robot").into());
         }
-        Some(trust) => Some(Some(check_trust(trust)?)),
+        Some(trust) => Some(Some(check_trust(&registry, trust)?)),
         None => None,
     };
     // Any change (its trust, enabling it) is a hold on the robot as it will be.
@@ -383,10 +383,13 @@ fn check_description(description: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A keyless robot's trust document, validated (`access::oidc::Trust`), kept as given.
-fn check_trust(trust: serde_json::Value) -> Result<String, Error> {
+/// A keyless robot's trust document, validated (`access::oidc::Trust`) and its issuer one
+/// the server's policy allows (`[auth] oidc_issuers`), kept as given.
+fn check_trust(registry: &Registry, trust: serde_json::Value) -> Result<String, Error> {
     let document = trust.to_string();
-    Trust::parse(&document)?;
+    let default = IssuerPolicy::default();
+    let policy = registry.tokens.as_ref().map_or(&default, |t| &t.config.oidc.issuers);
+    Trust::parse(&document)?.check_allowed(policy)?;
     Ok(document)
 }
 

@@ -4,7 +4,9 @@
 //! `skopeo copy --dest-creds 'robot$team+gha:<ID token>'` pushes, and the OAuth2 token
 //! exchange on `POST /token` trades the ID token for a registry token. Tokens with a wrong
 //! audience, a wrong subject, past their expiry, from an unknown issuer or signed by a key
-//! rotated out of the JWKS are refused (401); a key rotated in is picked up.
+//! rotated out of the JWKS are refused (401); a key rotated in is picked up. A trust may
+//! name only an allowed https issuer on a public address (the test's issuer, plain http
+//! on 127.0.0.1, is allowed explicitly).
 
 use berth_testkit::oidc::{OidcIssuer, OidcKey};
 use reqwest::{Method, StatusCode};
@@ -19,6 +21,18 @@ const AUDIENCE: &str = "https://registry.example.com";
 const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// What lets a server fetch the test's issuer, which plays on 127.0.0.1 over plain http:
+/// allowlisted, and private addresses (loopback included) allowed.
+fn allow_issuer(config: &mut berth::Config, issuer: &OidcIssuer) {
+    config.auth.oidc_issuers = vec![issuer.url().to_owned()];
+    config.auth.oidc_allow_private = true;
+}
+
+/// A server that allows `issuer` (see [`allow_issuer`]).
+fn server_allowing(issuer: &OidcIssuer) -> TestServer {
+    TestServer::start_with(|c| allow_issuer(c, issuer))
+}
 
 /// A keyless robot `robot$team+gha` trusting `issuer` for `AUDIENCE` and a subject on
 /// `acme/app`'s branches, with pull and push in `team`.
@@ -79,9 +93,9 @@ async fn basic_login(server: &TestServer, robot: &str, id_token: &str) -> reqwes
 
 #[test]
 fn a_ci_job_pushes_with_skopeo_using_its_id_token_as_the_keyless_robots_password() {
-    let server = TestServer::start();
     let key = OidcKey::generate("k1");
     let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let robot = runtime.block_on(keyless_robot(&server, &issuer));
     assert_eq!(robot, "robot$team+gha");
@@ -110,9 +124,9 @@ fn a_ci_job_pushes_with_skopeo_using_its_id_token_as_the_keyless_robots_password
 
 #[tokio::test]
 async fn the_token_exchange_grant_trades_a_matching_id_token_and_refuses_every_mismatch() {
-    let server = TestServer::start();
     let (key, other) = (OidcKey::generate("k1"), OidcKey::generate("k2"));
     let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
     let robot = keyless_robot(&server, &issuer).await;
 
     // A matching ID token: a registry token for exactly what the robot holds.
@@ -160,4 +174,47 @@ async fn the_token_exchange_grant_trades_a_matching_id_token_and_refuses_every_m
     assert_eq!(r.status(), StatusCode::OK, "a key rotated in is picked up");
     let r = exchange(&server, &robot, &id_token(&issuer, &key, |_| {})).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a key rotated out is refused once the JWKS is refetched");
+}
+
+/// The trust document of a keyless robot trusting `issuer`.
+fn trust_in(issuer: &str) -> Value {
+    json!({ "issuer": issuer, "audiences": [AUDIENCE], "subject": "repo:acme/app:ref:refs/heads/*" })
+}
+
+#[tokio::test]
+async fn an_issuer_not_allowed_plain_http_or_private_is_refused_by_default() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    // The defaults: the public CI issuers are allowed, nothing private.
+    let server = TestServer::start();
+    let api = Mgmt::new(&server, Some(&admin()));
+    api.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "team" }))).await;
+    let robot = |name: &str, issuer: &str| json!({ "name": name, "grants": [{ "project": "team", "permissions": ["pull"] }], "trust": trust_in(issuer) });
+    let refused = [
+        (issuer.url().to_owned(), "plain http"),
+        ("http://token.actions.githubusercontent.com".to_owned(), "plain http"),
+        ("https://127.0.0.1:8443".to_owned(), "private"),
+        ("https://[::1]:8443".to_owned(), "private"),
+        ("https://10.1.2.3".to_owned(), "private"),
+        ("https://169.254.169.254".to_owned(), "private"),
+        ("https://192.168.1.1".to_owned(), "private"),
+        ("https://localhost".to_owned(), "private"),
+        ("https://issuer.example".to_owned(), "not an allowed issuer"),
+        // A prefix of an allowed issuer's host is another host.
+        ("https://token.actions.githubusercontent.com.evil.example".to_owned(), "not an allowed issuer"),
+    ];
+    for (i, (url, why)) in refused.iter().enumerate() {
+        let (status, _, body) =
+            api.call(Method::POST, "/projects/team/robots", Some(robot(&format!("r{i}"), url))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{url}: {message:?} lacks {why:?}");
+    }
+    let allowed = robot("gha", "https://token.actions.githubusercontent.com");
+    api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(allowed)).await;
+    // A change of trust is checked the same way.
+    let patch = json!({ "trust": trust_in(issuer.url()) });
+    let (status, _, body) = api.call(Method::PATCH, "/robots/robot$team+gha", Some(patch)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(issuer.discovery_hits(), 0, "a refused issuer is never contacted");
 }

@@ -69,7 +69,8 @@ async fn login_writes_a_file_only_its_owner_reads_and_the_commands_that_follow_u
     assert_eq!(robot["grants"], json!([{"project": "team", "permissions": ["pull", "push"]}]));
 
     // A keyless robot from a trust file: no secret to print.
-    let trust = json!({"issuer": "https://gitlab.example", "audiences": ["berth"], "subject": "project_path:g/p:*"});
+    // GitLab.com: an issuer the defaults allow (`[auth] oidc_issuers`).
+    let trust = json!({"issuer": "https://gitlab.com", "audiences": ["berth"], "subject": "project_path:g/p:*"});
     let trust_file = server.scratch("trust").join("trust.json");
     std::fs::write(&trust_file, trust.to_string()).unwrap();
     let mut cmd = berth(&config);
