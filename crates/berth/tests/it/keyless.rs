@@ -4,9 +4,10 @@
 //! `skopeo copy --dest-creds 'robot$team+gha:<ID token>'` pushes, and the OAuth2 token
 //! exchange on `POST /token` trades the ID token for a registry token. Tokens with a wrong
 //! audience, a wrong subject, past their expiry, from an unknown issuer or signed by a key
-//! rotated out of the JWKS are refused (401); a key rotated in is picked up. A trust may
-//! name only an allowed https issuer on a public address (the test's issuer, plain http
-//! on 127.0.0.1, is allowed explicitly).
+//! rotated out of the JWKS are refused (401); a key rotated in is picked up. Nothing the
+//! server issues on an ID token outlives it (no refresh token, registry tokens ending by
+//! the ID token's `exp`), and a trust may name only an allowed https issuer on a public
+//! address (the test's issuer, plain http on 127.0.0.1, is allowed explicitly).
 
 use berth_testkit::oidc::{OidcIssuer, OidcKey};
 use reqwest::{Method, StatusCode};
@@ -174,6 +175,127 @@ async fn the_token_exchange_grant_trades_a_matching_id_token_and_refuses_every_m
     assert_eq!(r.status(), StatusCode::OK, "a key rotated in is picked up");
     let r = exchange(&server, &robot, &id_token(&issuer, &key, |_| {})).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a key rotated out is refused once the JWKS is refetched");
+}
+
+/// `POST /token` with `pairs` and the service and scope the robot holds.
+async fn post_token(server: &TestServer, pairs: &[(&str, &str)]) -> reqwest::Response {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("service", "berth"), ("scope", "repository:team/app:pull,push")])
+        .extend_pairs(pairs)
+        .finish();
+    let client = client_as(None).build().unwrap();
+    let r = client.post(format!("{}/token", server.url())).header("content-type", "application/x-www-form-urlencoded");
+    r.body(form).send().await.unwrap()
+}
+
+/// An ID token valid for one more minute.
+fn short_id_token(issuer: &OidcIssuer, key: &OidcKey) -> (String, i64) {
+    let exp = issuer.claims(AUDIENCE, SUBJECT)["iat"].as_i64().unwrap() + 60;
+    (id_token(issuer, key, |c| c["exp"] = json!(exp)), exp)
+}
+
+#[tokio::test]
+async fn a_keyless_login_gets_no_refresh_token() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
+    let robot = keyless_robot(&server, &issuer).await;
+    let (id, _) = short_id_token(&issuer, &key);
+
+    // `docker login` asks for offline access on every login: a Basic login with
+    // `offline_token=true`, and the OAuth2 password grant with `access_type=offline`.
+    let url = format!("{}/token?service=berth&scope=repository:team/app:pull&offline_token=true", server.url());
+    let r = client_as(None).build().unwrap().get(url).basic_auth(&robot, Some(&id)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let basic: Value = r.json().await.unwrap();
+    let password = [("grant_type", "password"), ("username", &robot), ("password", &id), ("access_type", "offline")];
+    let r = post_token(&server, &password).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let oauth: Value = r.json().await.unwrap();
+    let exchanged = [
+        ("grant_type", EXCHANGE),
+        ("client_id", &robot),
+        ("subject_token", &id),
+        ("subject_token_type", ID_TOKEN),
+        ("access_type", "offline"),
+    ];
+    let r = post_token(&server, &exchanged).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let exchange: Value = r.json().await.unwrap();
+    for (what, answer) in [("basic", &basic), ("password grant", &oauth), ("token exchange", &exchange)] {
+        assert!(answer["access_token"].is_string(), "{what}: {answer}");
+        assert_eq!(answer.get("refresh_token"), None, "{what}: a refresh token for an ID token: {answer}");
+    }
+
+    // A robot with a secret still gets one (the rule is about keyless logins only).
+    let api = Mgmt::new(&server, Some(&admin()));
+    let ci = json!({ "name": "ci", "grants": [{ "project": "team", "permissions": ["pull"] }] });
+    let created = api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(ci)).await;
+    let secret = created["secret"].as_str().unwrap();
+    let password =
+        [("grant_type", "password"), ("username", "robot$team+ci"), ("password", secret), ("access_type", "offline")];
+    let answer: Value = post_token(&server, &password).await.json().await.unwrap();
+    assert!(answer["refresh_token"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn a_registry_token_never_outlives_the_id_token_it_was_issued_on() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
+    let robot = keyless_robot(&server, &issuer).await;
+    // The registry token TTL is 5 minutes; the ID token has one minute left.
+    let (id, id_exp) = short_id_token(&issuer, &key);
+    let from_basic: Value = basic_login(&server, &robot, &id).await.json().await.unwrap();
+    let from_exchange: Value = exchange(&server, &robot, &id).await.json().await.unwrap();
+    for answer in [&from_basic, &from_exchange] {
+        let token = answer["access_token"].as_str().unwrap_or_else(|| panic!("no token: {answer}"));
+        let exp = crate::access::claims(token)["exp"].as_i64().unwrap();
+        assert!(exp <= id_exp, "the registry token ends at {exp}, after the ID token's {id_exp}: {answer}");
+        assert!(answer["expires_in"].as_i64().unwrap() <= 60, "{answer}");
+    }
+}
+
+/// The key `server` signs with, read from its database.
+async fn signing_key(server: &TestServer) -> berth_meta::SigningKey {
+    use berth_meta::IdentityStore as _;
+    let keys = match &server.backend().scaleout {
+        Some(s) => berth_meta::PgStore::open(&s.database).await.unwrap().signing_keys(0).await.unwrap(),
+        None => {
+            let db = berth_meta::SqliteStore::open(&server.data_dir().join("berth.db")).await.unwrap();
+            db.signing_keys(0).await.unwrap()
+        }
+    };
+    keys.into_iter().find(|k| k.retired_at.is_none()).expect("a key that signs")
+}
+
+#[tokio::test]
+async fn a_refresh_token_of_a_keyless_robot_is_refused() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
+    let robot = keyless_robot(&server, &issuer).await;
+    // One minted with the server's own signing key, as an earlier version issued them.
+    let signer = signing_key(&server).await;
+    let now = berth_meta::now();
+    let claims = berth_server::access::tokens::Claims {
+        iss: "berth".into(),
+        sub: Some(robot.clone()),
+        aud: "berth/refresh".into(),
+        exp: now + 3600,
+        nbf: now,
+        // After the robot's last change, which a refresh token must postdate.
+        iat: now + 1,
+        jti: "minted".into(),
+        access: Vec::new(),
+    };
+    let encoding = berth_server::access::keys::signer_of(&signer).unwrap();
+    let refresh = berth_server::access::tokens::sign(&claims, &signer.kid, &encoding).unwrap();
+    let r = post_token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["errors"][0]["message"], "the refresh token is no longer valid", "{body}");
 }
 
 /// The trust document of a keyless robot trusting `issuer`.

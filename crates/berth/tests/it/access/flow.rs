@@ -1,20 +1,13 @@
 //! The token flow as clients meet it: challenges, `/token` (GET and POST), bearer and
 //! Basic credentials on `/v2`, refresh tokens, robots, projects and the catalog.
 
-use base64::Engine as _;
 use berth_core::access::{Permission, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Auth, PASSWORD, Setup, assert_error};
+use super::{Auth, PASSWORD, Setup, assert_error, claims};
 
 const DENIED: &str = "requested access to the resource is denied";
-
-/// The claims of a JWT, read without verifying (the server verified them).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
 
 fn admin() -> Auth {
     Auth::admin()
