@@ -340,3 +340,40 @@ async fn an_issuer_not_allowed_plain_http_or_private_is_refused_by_default() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(issuer.discovery_hits(), 0, "a refused issuer is never contacted");
 }
+
+#[tokio::test]
+async fn a_keyless_robot_makes_no_robot_that_outlives_its_id_token() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
+    keyless_robot(&server, &issuer).await;
+    // A keyless robot that manages the project's robots (it holds pull and manage-robots).
+    let admin_api = Mgmt::new(&server, Some(&admin()));
+    let manager = json!({
+        "name": "ops",
+        "grants": [{ "project": "team", "permissions": ["pull", "manage-robots"] }],
+        "trust": trust_in(issuer.url()),
+    });
+    admin_api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(manager)).await;
+    let ci = json!({ "name": "ci", "grants": [{ "project": "team", "permissions": ["pull"] }] });
+    admin_api.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(ci)).await;
+    let (id, id_exp) = short_id_token(&issuer, &key);
+    let ops = Mgmt::new(&server, Some(&crate::support::Creds::new("robot$team+ops", &id)));
+    let robot = |expires_at: Option<i64>| {
+        let mut robot = json!({ "name": "made", "grants": [{ "project": "team", "permissions": ["pull"] }] });
+        if let Some(at) = expires_at {
+            robot["expires_at"] = at.into();
+        }
+        robot
+    };
+    // Its login lasts as long as its ID token: a robot with a secret living longer, or
+    // the secret of one, would turn the one-minute token into a lasting credential.
+    for (what, expires_at) in [("never expiring", None), ("expiring after the ID token", Some(id_exp + 3600))] {
+        let (status, _, body) = ops.call(Method::POST, "/projects/team/robots", Some(robot(expires_at))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("outlive"), "{what}: {body}");
+    }
+    let (status, _, body) = ops.call(Method::POST, "/robots/robot$team+ci/secret", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "rotating a never-expiring robot's secret: {body}");
+    ops.expect(StatusCode::CREATED, Method::POST, "/projects/team/robots", Some(robot(Some(id_exp - 10)))).await;
+}

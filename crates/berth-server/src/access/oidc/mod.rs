@@ -165,8 +165,9 @@ impl OidcVerifier {
     }
 }
 
-/// The `exp` of an ID token, read without checking its signature: only for a token that
-/// [`OidcVerifier::verify`] has just accepted, to bound what Berth issues on it.
+/// The `exp` of an ID token (or any JWT), read without checking its signature: only for a
+/// token that has just been verified ([`OidcVerifier::verify`], a registry token's check),
+/// to bound what Berth issues on it.
 pub fn expiry_of(id_token: &str) -> Option<i64> {
     let claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(id_token).ok()?;
     claims.get("exp").and_then(Value::as_f64).map(|exp| exp as i64)
