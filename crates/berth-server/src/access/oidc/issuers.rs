@@ -101,15 +101,21 @@ fn allows(entry: &str, issuer: &str) -> bool {
 
 /// Whether `ip` is an address of the public internet: not loopback, unspecified,
 /// private (RFC 1918, unique local), link-local, shared (100.64/10), multicast,
-/// broadcast or documentation.
+/// broadcast or documentation (an IPv4-mapped or NAT64 address by the IPv4 one it reaches).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| nat64(v6)) {
             Some(v4) => is_public_v4(v4),
             None => is_public_v6(v6),
         },
     }
+}
+
+/// The IPv4 address a NAT64 address (`64:ff9b::/96`, RFC 6052) reaches.
+fn nat64(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])))
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -209,6 +215,7 @@ mod tests {
             "https://[fd00::1]",
             "https://[fe80::1]",
             "https://[::ffff:127.0.0.1]",
+            "https://[64:ff9b::a9fe:a9fe]",
             "https://localhost",
             "https://metadata.localhost",
         ] {
@@ -216,6 +223,7 @@ mod tests {
         }
         assert!(strict.check_url("http://127.0.0.1:8080").unwrap_err().contains("plain http"));
         assert!(strict.check_url("https://8.8.8.8").is_ok());
+        assert!(strict.check_url("https://[64:ff9b::808:808]").is_ok(), "NAT64 to a public address");
         let lax = policy(&[], true);
         assert!(lax.check_url("http://127.0.0.1:8080").is_ok());
         assert!(lax.check_url("https://10.0.0.1").is_ok());
