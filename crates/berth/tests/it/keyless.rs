@@ -238,6 +238,25 @@ async fn a_keyless_login_gets_no_refresh_token() {
     assert!(answer["refresh_token"].is_string(), "{answer}");
 }
 
+/// The reported case with the real client: `docker login` asks for offline access, and
+/// keeps a refresh token, when it gets one, as `identitytoken` in `config.json`.
+#[test]
+fn docker_login_with_an_id_token_keeps_no_refresh_token_on_the_runner() {
+    let key = OidcKey::generate("k1");
+    let issuer = OidcIssuer::start(&[&key]);
+    let server = server_allowing(&issuer);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let robot = runtime.block_on(keyless_robot(&server, &issuer));
+    let docker = crate::clients_docker::Dockerd::start();
+    let (id, _) = short_id_token(&issuer, &key);
+    let login = docker.login(&server.host(), &crate::support::Creds::new(&robot, &id));
+    assert!(login.contains("Login Succeeded"), "{login}");
+    let config = docker.cli_config();
+    let entry = &config["auths"][server.host()];
+    assert!(entry.is_object(), "docker kept nothing for {}: {config}", server.host());
+    assert_eq!(entry.get("identitytoken"), None, "a refresh token on the runner: {config}");
+}
+
 #[tokio::test]
 async fn a_registry_token_never_outlives_the_id_token_it_was_issued_on() {
     let key = OidcKey::generate("k1");
