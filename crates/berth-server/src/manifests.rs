@@ -3,11 +3,13 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_core::access::project_of;
 use berth_core::manifest::{self, MAX_MANIFEST_SIZE};
 use berth_core::{Digest, Error, ErrorKind, MediaType, Reference, RepoName, Tag};
 use berth_meta::{NewManifest, Page, PageSpec};
 use futures_util::StreamExt;
 
+use crate::access::grants::listing_of;
 use crate::response::{empty, header_value};
 use crate::{Access, Action, Ctx};
 
@@ -243,7 +245,8 @@ pub(crate) async fn tags(ctx: Ctx<'_>, repo: &RepoName) -> Result<Response, Erro
     Ok(response)
 }
 
-/// The repositories the caller may pull, a page at a time: pages of the store's listing
+/// The repositories the caller may list (`list-repositories` in their project, as the
+/// management API's listing needs: [`listing_of`]), a page at a time: pages of the store's listing
 /// are read and filtered until this page is full or the listing ends, so a page is short
 /// only at the end (or when every name after it is hidden; its `Link` then leads to an
 /// empty page).
@@ -258,8 +261,7 @@ pub(crate) async fn catalog(ctx: Ctx<'_>) -> Result<Response, Error> {
         let page = ctx.registry.meta.catalog(cursor.as_deref(), limit).await?;
         let mut names = page.items.into_iter();
         for name in names.by_ref() {
-            let visible =
-                RepoName::parse(&name).is_ok_and(|repo| principal.may(Access::Repository(&repo, Action::Pull)));
+            let visible = RepoName::parse(&name).is_ok_and(|repo| principal.may(listing_of(project_of(&repo))));
             if visible {
                 items.push(name.clone());
             }

@@ -130,6 +130,12 @@ pub struct Auth {
     pub token_ttl: Duration,
     /// A system administrator's push into a missing project creates it (private).
     pub auto_create_projects: bool,
+    /// The OIDC issuers keyless robots may trust: each entry allows its own URL and those
+    /// below it at a `/`. Only https, and only public addresses unless `oidc_allow_private`.
+    pub oidc_issuers: Vec<String>,
+    /// Let keyless robots' issuers be on loopback, private or link-local addresses (and
+    /// plain http on loopback): for an issuer inside the cluster, or a test's.
+    pub oidc_allow_private: bool,
 }
 
 /// `[limits]`: what one node holds at once.
@@ -268,6 +274,8 @@ impl Default for Auth {
             service_name: access.service,
             token_ttl: access.token_ttl,
             auto_create_projects: access.auto_create_projects,
+            oidc_issuers: access.oidc.issuers.allowed,
+            oidc_allow_private: access.oidc.issuers.allow_private,
         }
     }
 }

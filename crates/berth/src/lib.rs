@@ -9,6 +9,7 @@ use berth_meta::{
     RetentionStore, ScrubStore, SqliteStore,
 };
 use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
+use berth_server::access::oidc::{IssuerPolicy, OidcConfig};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};
@@ -151,6 +152,13 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         https: config.tls.cert.is_some(),
         token_ttl: config.auth.token_ttl,
         auto_create_projects: config.auth.auto_create_projects,
+        oidc: OidcConfig {
+            issuers: IssuerPolicy {
+                allowed: config.auth.oidc_issuers.clone(),
+                allow_private: config.auth.oidc_allow_private,
+            },
+            ..OidcConfig::default()
+        },
         ..AccessConfig::default()
     };
     let tokens = Arc::new(TokenAuthorizer::open(Arc::clone(&stores.identity), access).await?);

@@ -181,6 +181,14 @@ struct AuthArgs {
     /// (private); without it such a push is refused.
     #[arg(long, env = "BERTH_AUTO_CREATE_PROJECTS", num_args = 0..=1, default_missing_value = "true")]
     auto_create_projects: Option<bool>,
+    /// An OIDC issuer keyless robots may trust (its URL, or one above it at a `/`); the
+    /// flag may be repeated, the variable holds a comma-separated list
+    /// [default: https://token.actions.githubusercontent.com, https://gitlab.com].
+    #[arg(id = "oidc-issuer", long = "oidc-issuer", env = "BERTH_OIDC_ISSUERS", value_delimiter = ',')]
+    oidc_issuers: Option<Vec<String>>,
+    /// Let issuers be on loopback, private or link-local addresses (plain http on loopback).
+    #[arg(long, env = "BERTH_OIDC_ALLOW_PRIVATE", num_args = 0..=1, default_missing_value = "true")]
+    oidc_allow_private: Option<bool>,
 }
 
 #[derive(clap::Args, serde::Serialize)]

@@ -169,4 +169,8 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Adds a key and retires (at its `created_at`) every key that still signs, in one
     /// transaction: after it, `key` is the only one that signs.
     async fn rotate_signing_key(&self, key: &SigningKey) -> Result<(), Error>;
+    /// Removes a retired key (a revocation: a node that has reloaded its keys verifies
+    /// nothing with it). `false` if no retired key has the id; the key that signs is never
+    /// removed (rotate first).
+    async fn revoke_signing_key(&self, kid: &str) -> Result<bool, Error>;
 }

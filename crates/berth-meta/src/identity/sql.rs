@@ -507,6 +507,16 @@ macro_rules! identity_store {
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await
             }
+
+            async fn revoke_signing_key(&self, kid: &str) -> Result<bool, berth_core::Error> {
+                let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND retired_at IS NOT NULL")
+                    .bind(kid)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(db_err)?;
+                self.durable().await?;
+                Ok(done.rows_affected() > 0)
+            }
         }
     };
 }

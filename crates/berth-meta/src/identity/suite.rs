@@ -267,6 +267,15 @@ async fn signing_keys(store: &dyn IdentityStore) {
     let keys = store.signing_keys(0).await.unwrap();
     assert_eq!(keys.len(), 5);
     assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1, "{keys:?}");
+    // Revoking removes a retired key, never the one that signs, and nothing twice.
+    let signing = keys.iter().find(|k| k.retired_at.is_none()).unwrap().kid.clone();
+    assert!(!store.revoke_signing_key(&signing).await.unwrap(), "the key that signs is not revoked");
+    assert!(store.revoke_signing_key("k2").await.unwrap());
+    assert!(!store.revoke_signing_key("k2").await.unwrap());
+    assert!(!store.revoke_signing_key("unknown").await.unwrap());
+    let kids: Vec<String> = store.signing_keys(0).await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids.len(), 4, "{kids:?}");
+    assert!(!kids.contains(&"k2".to_owned()) && kids.contains(&signing), "{kids:?}");
 }
 
 async fn delete_project(store: &dyn IdentityStore, meta: &dyn MetadataStore) {

@@ -73,6 +73,8 @@ pub struct AccessConfig {
     /// A system administrator's push into a missing project creates it (private).
     pub auto_create_projects: bool,
     pub limits: Limits,
+    /// Keyless robots' ID tokens: which issuers, fetched how.
+    pub oidc: OidcConfig,
 }
 
 impl Default for AccessConfig {
@@ -85,6 +87,7 @@ impl Default for AccessConfig {
             refresh_ttl: DEFAULT_REFRESH_TTL,
             auto_create_projects: false,
             limits: Limits::default(),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -192,7 +195,7 @@ impl TokenAuthorizer {
             projects: ProjectCache::new(Arc::clone(&store)),
             anonymous: Arc::new(Holdings::anonymous()),
             decoy: OnceLock::new(),
-            oidc: OidcVerifier::new(OidcConfig::default())?,
+            oidc: OidcVerifier::new(config.oidc.clone())?,
             store,
             config,
         })

@@ -25,6 +25,13 @@ pub fn permission_of(action: Action) -> Permission {
     }
 }
 
+/// What listing `project`'s repositories needs: the matrix's `list-repositories`, in the
+/// catalog (`/v2/_catalog`) and the management API's listing alike (a limited guest pulls
+/// but lists nothing; a public project's repositories are listed to its members).
+pub fn listing_of(project: &str) -> Access<'_> {
+    Access::Project(project, Permission::ListRepositories)
+}
+
 /// A set of permissions, one bit per row of the matrix.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PermSet(u16);
@@ -49,11 +56,23 @@ pub struct Holdings {
     pub subject: Subject,
     pub admin: bool,
     projects: HashMap<String, PermSet>,
+    /// When the account stops logging in (a robot's `expires_at`), Unix seconds: nothing
+    /// issued to it may outlive that.
+    pub expires_at: Option<i64>,
+    /// A keyless robot: it logs in with an external ID token, never with a credential of
+    /// Berth's that could outlive that token.
+    pub keyless: bool,
 }
 
 impl Holdings {
     pub fn anonymous() -> Holdings {
-        Holdings { subject: Subject::Anonymous, admin: false, projects: HashMap::new() }
+        Holdings {
+            subject: Subject::Anonymous,
+            admin: false,
+            projects: HashMap::new(),
+            expires_at: None,
+            keyless: false,
+        }
     }
 
     pub fn user(user: &User, memberships: &[Member]) -> Holdings {
@@ -65,7 +84,13 @@ impl Holdings {
                 (m.project.clone(), perms)
             })
             .collect();
-        Holdings { subject: Subject::User(user.name.clone()), admin: user.admin, projects }
+        Holdings {
+            subject: Subject::User(user.name.clone()),
+            admin: user.admin,
+            projects,
+            expires_at: None,
+            keyless: false,
+        }
     }
 
     pub fn robot(robot: &Robot) -> Holdings {
@@ -74,7 +99,13 @@ impl Holdings {
             .iter()
             .map(|g| (g.project.clone(), g.permissions.iter().fold(PermSet::default(), |s, p| s.with(*p))))
             .collect();
-        Holdings { subject: Subject::Robot(robot.name.clone()), admin: false, projects }
+        Holdings {
+            subject: Subject::Robot(robot.name.clone()),
+            admin: false,
+            projects,
+            expires_at: robot.expires_at,
+            keyless: robot.trust.is_some(),
+        }
     }
 
     /// Whether a change to `change` can alter what these holdings allow.

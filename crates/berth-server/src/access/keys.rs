@@ -2,16 +2,25 @@
 //! registry tokens with.
 //!
 //! Keys live in the identity store, so a token one node issues verifies on every other.
-//! A node signs with the one key that is not retired and verifies with every key retired
-//! less than the longest token lifetime ago: rotating never breaks a token already out.
-//! A token naming a `kid` this node has not loaded makes it reload the keys from the
-//! store (at most once per [`RELOAD_AT_MOST_EVERY`]), and the key it signs with is
-//! re-read after [`SIGNER_REFRESH`], so a rotation on one node reaches the others.
+//! A node signs with the one key that is not retired. A retired key verifies only what it
+//! can still have signed and that is still current: registry tokens for the token TTL
+//! after its retirement (plus [`SIGNER_REFRESH`], during which another node may still
+//! sign with it), refresh tokens for the refresh TTL (they are checked against the store
+//! on every use); the caller says which window applies ([`KeyRing::verifier`]). A token
+//! naming a `kid` this node has not loaded makes it reload the keys from the store (at
+//! most once per [`RELOAD_AT_MOST_EVERY`]), and the keys are re-read after
+//! [`SIGNER_REFRESH`], so a rotation or a revocation on one node reaches the others.
+//!
+//! Revoking ([`KeyRing::revoke`]) removes a key from the store: this node verifies
+//! nothing with it at once, every other node once it re-reads its keys (within
+//! [`SIGNER_REFRESH`]). Revoking the key that signs rotates first, so tokens are still
+//! issued.
 //!
 //! First start creates a key when none signs. Two nodes starting together may both create
 //! one: each rotation retires the keys that signed before it, so one of the two ends up
-//! the signer; the other was retired at once but still verifies for the longest token
-//! lifetime, so the tokens its node signed until its next refresh stay valid. Harmless.
+//! the signer; the other was retired at once but still verifies for the token lifetime
+//! (and the refresh), so the tokens its node signed until its next refresh stay valid.
+//! Harmless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -70,11 +79,18 @@ fn kid_of(public_der: &[u8]) -> String {
     base64url(&hash[..16])
 }
 
+/// A key that verifies, and when it stopped signing (Unix seconds; `None`: it signs).
+#[derive(Clone)]
+pub struct Verifier {
+    pub key: DecodingKey,
+    pub retired_at: Option<i64>,
+}
+
 /// The keys as loaded from the store once.
 pub struct Loaded {
     /// `(kid, key)` of the key that signs; `None` if the store has none.
     pub signer: Option<(String, EncodingKey)>,
-    pub verifiers: HashMap<String, DecodingKey>,
+    pub verifiers: HashMap<String, Verifier>,
     at: Instant,
 }
 
@@ -85,7 +101,7 @@ impl Loaded {
         for key in keys.iter().filter(|k| k.algorithm == ALGORITHM) {
             let decoding = DecodingKey::from_ec_pem(key.public_pem.as_bytes())
                 .map_err(|e| Error::internal(format!("signing key {}: {e}", key.kid)))?;
-            verifiers.insert(key.kid.clone(), decoding);
+            verifiers.insert(key.kid.clone(), Verifier { key: decoding, retired_at: key.retired_at });
             // Newest first: the first key not retired signs.
             if signer.is_none() && key.retired_at.is_none() {
                 signer = Some((key.kid.clone(), signer_of(key)?));
@@ -98,7 +114,8 @@ impl Loaded {
 /// Every node's view of the signing keys.
 pub struct KeyRing {
     store: Arc<dyn IdentityStore>,
-    /// How long a retired key still verifies: the longest lifetime of a token it signed.
+    /// How long a retired key is loaded at all: the longest lifetime of a token it signed
+    /// (the refresh TTL); [`KeyRing::verifier`] narrows it per kind of token.
     keep_retired: Duration,
     loaded: RwLock<Arc<Loaded>>,
     /// One reload at a time.
@@ -129,6 +146,19 @@ impl KeyRing {
         Ok(key.kid)
     }
 
+    /// Revokes `kid` at once: it verifies nothing more, here now and on the other nodes
+    /// once they re-read the keys. The key that signs is replaced first. `false` if no key
+    /// has that id.
+    pub async fn revoke(&self, kid: &str) -> Result<bool, Error> {
+        let loaded = self.reload().await?;
+        if loaded.signer.as_ref().is_some_and(|(signing, _)| signing == kid) {
+            self.rotate().await?;
+        }
+        let revoked = self.store.revoke_signing_key(kid).await?;
+        self.reload().await?;
+        Ok(revoked)
+    }
+
     /// The keys that still verify (the one that signs and those retired within the
     /// lifetime of a token), newest first as the store lists them.
     pub async fn list(&self) -> Result<Vec<berth_meta::SigningKey>, Error> {
@@ -140,8 +170,28 @@ impl KeyRing {
         Arc::clone(&self.loaded.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The keys, re-read if they were loaded longer than `max_age` ago (a caller that
+    /// waited for another's reload takes its result).
+    async fn loaded_within(&self, max_age: Duration) -> Result<Arc<Loaded>, Error> {
+        let current = self.current();
+        if current.at.elapsed() < max_age {
+            return Ok(current);
+        }
+        let _one = self.reloading.lock().await;
+        let current = self.current();
+        if current.at.elapsed() < max_age {
+            return Ok(current);
+        }
+        self.load().await
+    }
+
     async fn reload(&self) -> Result<Arc<Loaded>, Error> {
         let _one = self.reloading.lock().await;
+        self.load().await
+    }
+
+    /// Reads the keys; the caller holds `reloading`.
+    async fn load(&self) -> Result<Arc<Loaded>, Error> {
         let keys = self.list().await?;
         let loaded = Arc::new(Loaded::from_keys(&keys)?);
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&loaded);
@@ -150,23 +200,52 @@ impl KeyRing {
 
     /// The key to sign with and its id.
     pub async fn signer(&self) -> Result<(String, EncodingKey), Error> {
-        let mut loaded = self.current();
-        if loaded.at.elapsed() > SIGNER_REFRESH {
-            loaded = self.reload().await?;
-        }
+        let loaded = self.loaded_within(SIGNER_REFRESH).await?;
         loaded.signer.clone().ok_or_else(|| Error::internal("no token-signing key"))
     }
 
-    /// The key that verifies tokens signed by `kid`, if any node may have signed with it.
-    pub async fn verifier(&self, kid: &str) -> Result<Option<DecodingKey>, Error> {
-        let loaded = self.current();
-        if let Some(key) = loaded.verifiers.get(kid) {
-            return Ok(Some(key.clone()));
+    /// The keys as of at most [`SIGNER_REFRESH`] ago, for verifying. Requests do not queue
+    /// behind a re-read: while one is in flight the others use the keys loaded before it.
+    /// If the store cannot be read, the last keys serve for another interval (verifying a
+    /// cached token must not depend on the store, nor try it on every request).
+    async fn recent(&self) -> Arc<Loaded> {
+        let current = self.current();
+        if current.at.elapsed() < SIGNER_REFRESH {
+            return current;
         }
-        if loaded.at.elapsed() < RELOAD_AT_MOST_EVERY {
-            return Ok(None);
+        let Ok(_one) = self.reloading.try_lock() else { return current };
+        match self.load().await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!("re-reading the token-signing keys failed: {}", e.message());
+                let kept = Arc::new(Loaded {
+                    signer: current.signer.clone(),
+                    verifiers: current.verifiers.clone(),
+                    at: Instant::now(),
+                });
+                *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&kept);
+                kept
+            }
         }
-        Ok(self.reload().await?.verifiers.get(kid).cloned())
+    }
+
+    /// Whether `kid` still verifies anything (it was not revoked), as this node last read
+    /// the keys (at most [`SIGNER_REFRESH`] ago).
+    pub async fn knows(&self, kid: &str) -> bool {
+        self.recent().await.verifiers.contains_key(kid)
+    }
+
+    /// The key that verifies tokens signed by `kid` that live at most `lifetime`: the key
+    /// that signs, or one retired so recently that such a token it signed may be current
+    /// (within `lifetime` + [`SIGNER_REFRESH`] + the leeway).
+    pub async fn verifier(&self, kid: &str, lifetime: Duration) -> Result<Option<DecodingKey>, Error> {
+        let mut loaded = self.recent().await;
+        if !loaded.verifiers.contains_key(kid) && loaded.at.elapsed() >= RELOAD_AT_MOST_EVERY {
+            loaded = self.loaded_within(RELOAD_AT_MOST_EVERY).await?;
+        }
+        let window = lifetime + SIGNER_REFRESH + Duration::from_secs(super::tokens::LEEWAY_SECS);
+        let oldest = berth_meta::now().saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
+        Ok(loaded.verifiers.get(kid).filter(|v| v.retired_at.is_none_or(|at| at >= oldest)).map(|v| v.key.clone()))
     }
 }
 
@@ -188,12 +267,12 @@ mod tests {
         let claims = serde_json::json!({ "exp": 4_000_000_000u64 });
         let token = jsonwebtoken::encode(&header, &claims, signer).unwrap();
         let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-        jsonwebtoken::decode::<serde_json::Value>(&token, &loaded.verifiers[&key.kid], &validation).unwrap();
+        jsonwebtoken::decode::<serde_json::Value>(&token, &loaded.verifiers[&key.kid].key, &validation).unwrap();
         // Another key's signature does not verify.
         let other = generate(1_700_000_000).unwrap();
         assert_ne!(other.kid, key.kid);
         let other = Loaded::from_keys(&[other]).unwrap();
-        let verifier = other.verifiers.values().next().unwrap();
+        let verifier = &other.verifiers.values().next().unwrap().key;
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, verifier, &validation).is_err());
     }
 

@@ -6,6 +6,12 @@
 //! distribution does. A malformed scope refuses the whole request (400). Refresh tokens
 //! are issued on `offline_token=true` (`GET`) or `access_type=offline` (`POST`) to an
 //! authenticated caller, and checked against the store every time they are used.
+//!
+//! Nothing issued here outlives what it was issued on ([`Login::not_after`]): a robot's
+//! tokens end by its `expires_at`, and a keyless robot's registry token ends by its ID
+//! token's `exp` and it gets no refresh token at all (not on any grant), so a CI job's
+//! ten-minute ID token never buys a credential that lives longer. A refresh grant issues
+//! no new refresh token, so a refresh token never extends itself.
 
 use std::sync::Arc;
 
@@ -143,18 +149,18 @@ async fn docker(
 ) -> Result<Response, Error> {
     check_service(auth, first(query, "service"))?;
     let scopes = parse_scopes(all(query, "scope"))?;
-    let holdings = match presented(headers) {
-        Presented::Nothing => Arc::new(Holdings::anonymous()),
+    let login = match presented(headers) {
+        Presented::Nothing => Login::new(Arc::new(Holdings::anonymous()), None),
         Presented::Basic(name, password) => {
             (outcome.account, outcome.operation) = (Some(name.clone()), Some("login"));
-            auth.login(&name, &password, peer).await?
+            Login::new(auth.login(&name, &password, peer).await?, Some(&password))
         }
         Presented::Bearer(_) | Presented::Unreadable => {
             return Err(Error::new(ErrorKind::Unauthorized).with_message("the token endpoint takes Basic credentials"));
         }
     };
     let offline = first(query, "offline_token") == Some("true");
-    respond(auth, holdings, &scopes, offline, None, outcome).await
+    respond(auth, login, &scopes, offline, None, outcome).await
 }
 
 /// `POST /token` with `grant_type=password`, `grant_type=refresh_token`, or the OAuth2
@@ -175,20 +181,27 @@ async fn oauth(
                 return Err(bad_request("grant_type=password needs username and password"));
             };
             (outcome.account, outcome.operation) = (Some(name.to_owned()), Some("login"));
-            let holdings = auth.login(name, password, peer).await?;
+            let login = Login::new(auth.login(name, password, peer).await?, Some(password));
             let offline = first(form, "access_type") == Some("offline");
-            respond(auth, holdings, &scopes, offline, Some(&scopes), outcome).await
+            respond(auth, login, &scopes, offline, Some(&scopes), outcome).await
         }
         Some("refresh_token") => {
             let token = first(form, "refresh_token").ok_or_else(|| bad_request("refresh_token is missing"))?;
             let claims = auth.tokens.verify_refresh(token).await?;
             let subject = super::tokens::subject_of(claims.sub.as_deref());
             (outcome.account, outcome.operation) = (claims.sub.clone(), Some("token.refresh"));
+            let no_longer_valid =
+                || Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid");
             let holdings = auth.holdings_of(&subject, Some(claims.iat)).await?.ok_or_else(|| {
                 tracing::info!(subject = ?subject, "refresh token of a disabled, changed or deleted account refused");
-                Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid")
+                no_longer_valid()
             })?;
-            respond(auth, Arc::new(holdings), &scopes, false, Some(&scopes), outcome).await
+            // None is issued to a keyless robot; one minted before that rule is refused.
+            if holdings.keyless {
+                tracing::info!(subject = ?subject, "refresh token of a keyless robot refused");
+                return Err(no_longer_valid());
+            }
+            respond(auth, Login::new(Arc::new(holdings), None), &scopes, false, Some(&scopes), outcome).await
         }
         Some(super::oidc::exchange::TOKEN_EXCHANGE_GRANT) => {
             let exchange =
@@ -201,11 +214,34 @@ async fn oauth(
                     Error::new(ErrorKind::Unauthorized).with_message("only a keyless robot exchanges an ID token")
                 );
             }
-            let holdings = auth.login(&exchange.robot, &exchange.id_token, peer).await?;
-            respond(auth, holdings, &scopes, false, Some(&scopes), outcome).await
+            let login =
+                Login::new(auth.login(&exchange.robot, &exchange.id_token, peer).await?, Some(&exchange.id_token));
+            respond(auth, login, &scopes, false, Some(&scopes), outcome).await
         }
         Some(other) => Err(bad_request(format!("unsupported grant_type {other:?}"))),
         None => Err(bad_request("grant_type is missing")),
+    }
+}
+
+/// A caller that has just logged in, and the latest its credentials may live to.
+struct Login {
+    holdings: Arc<Holdings>,
+    /// Unix seconds: the robot's `expires_at`, and a keyless robot's ID token's `exp`.
+    not_after: Option<i64>,
+}
+
+impl Login {
+    /// `password` is what the caller logged in with: a keyless robot's is the ID token
+    /// [`TokenAuthorizer::login`] has just verified (the login cache is keyed by it too).
+    fn new(holdings: Arc<Holdings>, password: Option<&str>) -> Login {
+        let id_token_exp = match (holdings.keyless, password) {
+            // A verified ID token has an `exp`; one unreadable now ends the login now.
+            (true, Some(id_token)) => Some(super::oidc::expiry_of(id_token).unwrap_or(i64::MIN)),
+            (true, None) => Some(i64::MIN),
+            (false, _) => None,
+        };
+        let not_after = [holdings.expires_at, id_token_exp].into_iter().flatten().min();
+        Login { holdings, not_after }
     }
 }
 
@@ -240,16 +276,18 @@ fn action_of(action: ScopeAction) -> Action {
 /// The token response; `oauth_scopes` adds OAuth2's `scope` (what was granted).
 async fn respond(
     auth: &TokenAuthorizer,
-    holdings: Arc<Holdings>,
+    login: Login,
     scopes: &[Scope],
     offline: bool,
     oauth_scopes: Option<&[Scope]>,
     outcome: &mut Outcome,
 ) -> Result<Response, Error> {
+    let Login { holdings, not_after } = login;
     let sub = match &holdings.subject {
         Subject::Anonymous => None,
         Subject::User(name) | Subject::Robot(name) => Some(name.clone()),
     };
+    let keyless = holdings.keyless;
     let access = grant(auth, holdings, scopes).await?;
     let granted: Vec<String> = access
         .iter()
@@ -258,15 +296,17 @@ async fn respond(
         .collect();
     outcome.account = sub.clone();
     outcome.granted = Some(granted.join(" "));
-    let Issued { token, expires_in, issued_at } = auth.tokens.issue(sub.as_deref(), access).await?;
+    let Issued { token, expires_in, issued_at } = auth.tokens.issue(sub.as_deref(), access, not_after).await?;
     let mut body = serde_json::json!({
         "token": token,
         "access_token": token,
         "expires_in": expires_in,
         "issued_at": rfc3339(issued_at),
     });
-    if let (true, Some(sub)) = (offline, &sub) {
-        body["refresh_token"] = auth.tokens.issue_refresh(sub).await?.token.into();
+    // A keyless robot asking for offline access (`docker login` always does) gets none:
+    // its client keeps the ID token, which expires on its own.
+    if let (true, Some(sub), false) = (offline, &sub, keyless) {
+        body["refresh_token"] = auth.tokens.issue_refresh(sub, not_after).await?.token.into();
     }
     if oauth_scopes.is_some() {
         body["scope"] = granted.join(" ").into();

@@ -3,18 +3,23 @@
 //! `Authorization: Bearer` on every request.
 //!
 //! Verification pins the algorithm to ES256 (no `none`, no HMAC with a public key), needs
-//! a `kid` of a key in the ring, and checks `iss`, `aud`, `exp` and `nbf` (with
-//! [`LEEWAY_SECS`] for clocks between nodes). A verified token is cached by the SHA-256 of
-//! its text until its `exp`, so presenting it again costs a hash and a map lookup: no
-//! signature check, no store read.
+//! a `kid` of a key in the ring that may still have signed a current token of its kind,
+//! and checks `iss`, `aud`, `exp` and `nbf` (with [`LEEWAY_SECS`] for clocks between
+//! nodes), and that the token lives no longer than its kind's TTL (`exp` − `iat` at most
+//! the TTL and the leeway: a token minted with a far `exp` is refused). A verified token is
+//! cached by the SHA-256 of its text until its `exp` (never past `iat` + the TTL), so
+//! presenting it again costs a hash and a map lookup: no signature check, no store read;
+//! a revoked key's tokens are dropped from the cache (on this node at once, on the others
+//! once they re-read the keys).
 //!
 //! Refresh tokens (`offline_token=true`, OAuth2's `refresh_token` grant) are JWTs signed
 //! the same way with another audience (`<service>/refresh`) and no `access`, so neither
 //! kind passes for the other. They live [`DEFAULT_REFRESH_TTL`] (30 days, like a login
-//! that is remembered) and are only worth what the store says when they are used: the
-//! user or robot must exist, be enabled (a robot also unexpired), and must not have
-//! changed since the token was issued (a new password, or being disabled and enabled
-//! again, ends every refresh token issued before).
+//! that is remembered; a robot's end by its expiry, a keyless robot gets none) and are
+//! only worth what the store says when they are used: the user or robot must exist, be
+//! enabled (a robot also unexpired), and must not have changed since the token was issued
+//! (a new password, or being disabled and enabled again, ends every refresh token issued
+//! before).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -94,15 +99,18 @@ pub struct TokenGrants {
     catalog: bool,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The key that signed it: revoking the key ends the token at once.
+    kid: String,
 }
 
 impl TokenGrants {
-    fn from_claims(claims: &Claims) -> Result<TokenGrants, Error> {
+    fn from_claims(claims: &Claims, kid: String) -> Result<TokenGrants, Error> {
         let mut grants = TokenGrants {
             subject: subject_of(claims.sub.as_deref()),
             repositories: Vec::new(),
             catalog: false,
             expires_at: claims.exp,
+            kid,
         };
         for entry in &claims.access {
             let mut actions = BTreeSet::new();
@@ -174,6 +182,10 @@ fn expired() -> Error {
     Error::new(ErrorKind::Unauthorized).with_message("the token has expired")
 }
 
+fn expired_login() -> Error {
+    Error::new(ErrorKind::Unauthorized).with_message("the credentials have expired")
+}
+
 /// Signs `claims` with `key`, naming it `kid`.
 pub fn sign(claims: &Claims, kid: &str, key: &EncodingKey) -> Result<String, Error> {
     let mut header = Header::new(Algorithm::ES256);
@@ -190,9 +202,17 @@ pub fn kid(token: &str) -> Result<String, Error> {
     }
 }
 
-/// The claims of `token` if `key` signed it for `audience` from `issuer` and it is
-/// current. `key` is `None` when the token names a key that is not in the ring.
-pub fn check(token: &str, key: Option<&DecodingKey>, issuer: &str, audience: &str) -> Result<Claims, Error> {
+/// The claims of `token` if `key` signed it for `audience` from `issuer`, it is current,
+/// and it lives at most `lifetime` (with the leeway) from its `iat` or `nbf`, whichever is
+/// earlier. `key` is `None` when the token names a key that is not in the ring (or one
+/// that cannot have signed a current token of this kind).
+pub fn check(
+    token: &str,
+    key: Option<&DecodingKey>,
+    issuer: &str,
+    audience: &str,
+    lifetime: Duration,
+) -> Result<Claims, Error> {
     let key = key.ok_or_else(invalid)?;
     let mut validation = Validation::new(Algorithm::ES256);
     validation.leeway = LEEWAY_SECS;
@@ -200,7 +220,10 @@ pub fn check(token: &str, key: Option<&DecodingKey>, issuer: &str, audience: &st
     validation.set_audience(&[audience]);
     validation.set_issuer(&[issuer]);
     validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud"]);
+    let longest = i64::try_from(lifetime.as_secs() + LEEWAY_SECS).unwrap_or(i64::MAX);
     match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+        // No token of ours lives longer than its TTL, whatever its `exp` says.
+        Ok(data) if data.claims.exp.saturating_sub(data.claims.iat.min(data.claims.nbf)) > longest => Err(invalid()),
         Ok(data) => Ok(data.claims),
         Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(expired()),
         Err(_) => Err(invalid()),
@@ -238,20 +261,30 @@ impl TokenService {
         format!("{}/refresh", self.service)
     }
 
+    /// Claims for `ttl` from now, ending by `not_after` (Unix seconds) if that is sooner:
+    /// a token never outlives the credential it was issued on.
     async fn issue_claims(
         &self,
         audience: String,
         sub: Option<&str>,
         ttl: Duration,
+        not_after: Option<i64>,
         access: Vec<AccessEntry>,
     ) -> Result<Issued, Error> {
         let now = berth_meta::now();
-        let expires_in = ttl.as_secs().max(1);
+        let mut exp = now.saturating_add(i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX / 2));
+        if let Some(at) = not_after {
+            exp = exp.min(at);
+        }
+        if exp <= now {
+            return Err(expired_login());
+        }
+        let expires_in = u64::try_from(exp - now).unwrap_or(1);
         let claims = Claims {
             iss: self.service.clone(),
             sub: sub.map(str::to_owned),
             aud: audience,
-            exp: now + i64::try_from(expires_in).unwrap_or(i64::MAX / 2),
+            exp,
             nbf: now,
             iat: now,
             jti: base64url(&random_bytes::<16>()),
@@ -261,41 +294,62 @@ impl TokenService {
         Ok(Issued { token: sign(&claims, &kid, &key)?, expires_in, issued_at: now })
     }
 
-    /// An access token for `sub` (`None`: anonymous) granting `access`.
-    pub async fn issue(&self, sub: Option<&str>, access: Vec<AccessEntry>) -> Result<Issued, Error> {
-        self.issue_claims(self.service.clone(), sub, self.ttl, access).await
+    /// An access token for `sub` (`None`: anonymous) granting `access`, expiring by
+    /// `not_after` (Unix seconds) if that comes before the TTL.
+    pub async fn issue(
+        &self,
+        sub: Option<&str>,
+        access: Vec<AccessEntry>,
+        not_after: Option<i64>,
+    ) -> Result<Issued, Error> {
+        self.issue_claims(self.service.clone(), sub, self.ttl, not_after, access).await
     }
 
-    pub async fn issue_refresh(&self, sub: &str) -> Result<Issued, Error> {
-        self.issue_claims(self.refresh_audience(), Some(sub), self.refresh_ttl, Vec::new()).await
+    /// A refresh token for `sub`, expiring by `not_after` if that is sooner.
+    pub async fn issue_refresh(&self, sub: &str, not_after: Option<i64>) -> Result<Issued, Error> {
+        self.issue_claims(self.refresh_audience(), Some(sub), self.refresh_ttl, not_after, Vec::new()).await
     }
 
-    /// What a presented access token grants, from the cache after its first use.
+    /// What a presented access token grants, from the cache after its first use (while
+    /// the key that signed it is not revoked).
     pub async fn verify(&self, token: &str) -> Result<Arc<TokenGrants>, Error> {
         let key = digest(&[token.as_bytes()]);
         if let Some(grants) = self.verified.get(&key) {
-            return Ok(grants);
+            if self.keys.knows(&grants.kid).await {
+                return Ok(grants);
+            }
+            self.verified.retain(|cached| cached.kid != grants.kid);
         }
-        let claims = self.verify_signed(token, &self.service).await?;
-        let grants = Arc::new(TokenGrants::from_claims(&claims)?);
-        let left = u64::try_from(claims.exp - berth_meta::now()).unwrap_or(0);
+        let (claims, kid) = self.verify_signed(token, &self.service, self.ttl).await?;
+        let grants = Arc::new(TokenGrants::from_claims(&claims, kid)?);
+        let until = claims.exp.min(claims.iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)));
+        let left = u64::try_from(until - berth_meta::now()).unwrap_or(0);
         self.verified.insert(key, Arc::clone(&grants), Instant::now() + Duration::from_secs(left));
         Ok(grants)
     }
 
     /// The claims of a refresh token (not cached: each use is checked against the store).
     pub async fn verify_refresh(&self, token: &str) -> Result<Claims, Error> {
-        let claims = self.verify_signed(token, &self.refresh_audience()).await?;
+        let (claims, _) = self.verify_signed(token, &self.refresh_audience(), self.refresh_ttl).await?;
         if claims.sub.is_none() {
             return Err(invalid());
         }
         Ok(claims)
     }
 
-    async fn verify_signed(&self, token: &str, audience: &str) -> Result<Claims, Error> {
+    /// Revokes the key `kid` (see [`KeyRing::revoke`]) and drops the tokens it signed from
+    /// this node's cache. `false` if no key has that id.
+    pub async fn revoke(&self, kid: &str) -> Result<bool, Error> {
+        let revoked = self.keys.revoke(kid).await?;
+        self.verified.retain(|grants| grants.kid != kid);
+        Ok(revoked)
+    }
+
+    /// The claims of a token of a kind living at most `lifetime`, and its key's id.
+    async fn verify_signed(&self, token: &str, audience: &str, lifetime: Duration) -> Result<(Claims, String), Error> {
         let kid = kid(token)?;
-        let key = self.keys.verifier(&kid).await?;
-        check(token, key.as_ref(), &self.service, audience)
+        let key = self.keys.verifier(&kid, lifetime).await?;
+        Ok((check(token, key.as_ref(), &self.service, audience, lifetime)?, kid))
     }
 }
 
@@ -303,6 +357,8 @@ impl TokenService {
 mod tests {
     use super::*;
     use crate::access::keys;
+
+    const TTL: Duration = DEFAULT_TOKEN_TTL;
 
     struct Pair {
         kid: String,
@@ -348,8 +404,8 @@ mod tests {
         let p = pair();
         let token = sign(&claims(vec![pull_push("team/app")]), &p.kid, &p.signer).unwrap();
         assert_eq!(kid(&token).unwrap(), p.kid);
-        let checked = check(&token, Some(&p.verifier), "berth", "berth").unwrap();
-        let grants = TokenGrants::from_claims(&checked).unwrap();
+        let checked = check(&token, Some(&p.verifier), "berth", "berth", TTL).unwrap();
+        let grants = TokenGrants::from_claims(&checked, p.kid.clone()).unwrap();
         assert_eq!(grants.subject, Subject::User("alice".into()));
         let app = RepoName::parse("team/app").unwrap();
         let other = RepoName::parse("team/other").unwrap();
@@ -370,11 +426,11 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let forged = serde_json::to_vec(&claims(vec![pull_push("team/secret")])).unwrap();
         let tampered = format!("{}.{}.{}", parts[0], base64url(&forged), parts[2]);
-        assert_eq!(message(check(&tampered, Some(&p.verifier), "berth", "berth")), "the token is invalid");
+        assert_eq!(message(check(&tampered, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
 
         // Signed by a key that is not ours.
         let signed_elsewhere = sign(&claims(vec![]), &p.kid, &foreign.signer).unwrap();
-        assert_eq!(message(check(&signed_elsewhere, Some(&p.verifier), "berth", "berth")), "the token is invalid");
+        assert_eq!(message(check(&signed_elsewhere, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
 
         // alg: none, and HS256 keyed with anything: refused before any key is looked up.
         let none = format!("{}.{}.", base64url(br#"{"alg":"none","kid":"x"}"#), parts[1]);
@@ -386,33 +442,48 @@ mod tests {
         )
         .unwrap();
         assert!(kid(&hs).is_err());
-        assert_eq!(message(check(&hs, Some(&p.verifier), "berth", "berth")), "the token is invalid");
+        assert_eq!(message(check(&hs, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
 
         // Expired beyond the leeway; not yet valid.
         let mut old = claims(vec![]);
         old.exp = berth_meta::now() - 60;
         let old = sign(&old, &p.kid, &p.signer).unwrap();
-        assert_eq!(message(check(&old, Some(&p.verifier), "berth", "berth")), "the token has expired");
+        assert_eq!(message(check(&old, Some(&p.verifier), "berth", "berth", TTL)), "the token has expired");
         let mut early = claims(vec![]);
         early.nbf = berth_meta::now() + 600;
         let early = sign(&early, &p.kid, &p.signer).unwrap();
-        assert_eq!(message(check(&early, Some(&p.verifier), "berth", "berth")), "the token is invalid");
+        assert_eq!(message(check(&early, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
 
         // Another service's token, or a refresh token presented as an access token.
-        assert!(check(&token, Some(&p.verifier), "berth", "other").is_err());
-        assert!(check(&token, Some(&p.verifier), "other", "berth").is_err());
-        assert!(check(&token, Some(&p.verifier), "berth", "berth/refresh").is_err());
-        assert!(check(&token, None, "berth", "berth").is_err(), "unknown kid");
+        assert!(check(&token, Some(&p.verifier), "berth", "other", TTL).is_err());
+        assert!(check(&token, Some(&p.verifier), "other", "berth", TTL).is_err());
+        assert!(check(&token, Some(&p.verifier), "berth", "berth/refresh", TTL).is_err());
+        assert!(check(&token, None, "berth", "berth", TTL).is_err(), "unknown kid");
+    }
+
+    #[test]
+    fn a_token_living_longer_than_its_kinds_ttl_is_refused() {
+        let p = pair();
+        let mut long = claims(vec![]);
+        long.exp = long.iat + 300 + i64::try_from(LEEWAY_SECS).unwrap() + 1;
+        let long = sign(&long, &p.kid, &p.signer).unwrap();
+        assert_eq!(message(check(&long, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
+        assert!(check(&long, Some(&p.verifier), "berth", "berth", Duration::from_secs(3600)).is_ok());
+        // Backdating `nbf` does not make room either.
+        let mut early = claims(vec![]);
+        early.nbf = early.iat - 3600;
+        let early = sign(&early, &p.kid, &p.signer).unwrap();
+        assert_eq!(message(check(&early, Some(&p.verifier), "berth", "berth", TTL)), "the token is invalid");
     }
 
     #[test]
     fn an_access_claim_naming_an_invalid_resource_invalidates_the_token() {
         let bad = AccessEntry { kind: "repository".into(), name: "../etc".into(), actions: vec!["pull".into()] };
-        assert!(TokenGrants::from_claims(&claims(vec![bad])).is_err());
+        assert!(TokenGrants::from_claims(&claims(vec![bad]), "k".into()).is_err());
         let odd = AccessEntry { kind: "repository".into(), name: "a".into(), actions: vec!["admin".into()] };
-        assert!(TokenGrants::from_claims(&claims(vec![odd])).is_err());
+        assert!(TokenGrants::from_claims(&claims(vec![odd]), "k".into()).is_err());
         let catalog = AccessEntry { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] };
-        assert!(TokenGrants::from_claims(&claims(vec![catalog])).unwrap().catalog());
+        assert!(TokenGrants::from_claims(&claims(vec![catalog]), "k".into()).unwrap().catalog());
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! The token-signing keys: which keys verify tokens now, and rotation (a new key signs
-//! from now on; the old ones verify until the tokens they signed expire). System
-//! administrators only. Only ids and dates leave the server, never a key.
+//! The token-signing keys: which keys verify tokens now, rotation (a new key signs from
+//! now on; the old ones verify until the tokens they signed expire), and revocation (a
+//! key verifies nothing more: at once on this node, within a minute on the others).
+//! System administrators only. Only ids and dates leave the server, never a key.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::{Error, ErrorKind};
 use berth_meta::SigningKey;
 use serde::Serialize;
 
-use super::{Caller, Change, Reply, json};
+use super::{Caller, Change, Reply, json, unknown};
 use crate::access::keys::KeyRing;
+use crate::access::tokens::TokenService;
 use crate::{Access, Registry};
 
 /// A signing key as the API shows it.
@@ -37,12 +39,16 @@ impl From<&SigningKey> for KeyView {
     }
 }
 
-/// The key ring, when tokens are issued at all.
-fn ring(registry: &Registry) -> Result<&KeyRing, Error> {
+/// The token service, when tokens are issued at all.
+fn service(registry: &Registry) -> Result<&TokenService, Error> {
     let tokens = registry.tokens.as_ref().ok_or_else(|| {
         Error::new(ErrorKind::NotFound).with_message("this registry issues no tokens: it has no signing keys")
     })?;
-    Ok(&tokens.tokens.keys)
+    Ok(&tokens.tokens)
+}
+
+fn ring(registry: &Registry) -> Result<&KeyRing, Error> {
+    Ok(&service(registry)?.keys)
 }
 
 #[utoipa::path(get, path = "/api/v1/signing-keys", tag = "keys",
@@ -67,4 +73,19 @@ pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller) -> Re
         .audit(&registry, &principal, Change { operation: "key.rotate", project: None, resource: &kid, detail: None })
         .await;
     Ok(json(StatusCode::CREATED, &KeyView::from(key)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/signing-keys/{kid}", tag = "keys", params(("kid" = String, Path)),
+    responses((status = 204, description = "The key verifies nothing more: at once on this node, on every other \
+            within a minute (the key that signs is replaced first)"),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+pub async fn revoke(State(registry): State<Arc<Registry>>, caller: Caller, Path(kid): Path<String>) -> Reply {
+    let principal = caller.authorize(&registry, Access::System).await?;
+    if !service(&registry)?.revoke(&kid).await? {
+        return Err(unknown("signing key", &kid).into());
+    }
+    caller
+        .audit(&registry, &principal, Change { operation: "key.revoke", project: None, resource: &kid, detail: None })
+        .await;
+    Ok(crate::response::empty(StatusCode::NO_CONTENT))
 }

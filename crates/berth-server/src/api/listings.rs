@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use berth_core::access::{DEFAULT_PROJECT, Permission};
+use berth_core::access::DEFAULT_PROJECT;
 use berth_core::{Error, ErrorKind, RepoName};
 use berth_meta::{Artifact, MetadataStore};
 use serde::Serialize;
@@ -66,7 +66,7 @@ impl From<&String> for TagView {
     params(("project" = String, Path), Paging),
     responses((status = 200, body = [RepositoryView]), (status = 403, body = super::ErrorBody)))]
 pub async fn repositories(State(registry): State<Arc<Registry>>, caller: Caller, Path(project): Path<String>) -> Reply {
-    caller.authorize(&registry, Access::Project(&project, Permission::ListRepositories)).await?;
+    caller.authorize(&registry, crate::access::grants::listing_of(&project)).await?;
     let page = caller.page()?;
     let names = project_repositories(&*registry.meta, &project, page.last.clone(), page.n).await?;
     let path = format!("/api/v1/projects/{project}/repositories");

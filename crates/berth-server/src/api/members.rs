@@ -1,12 +1,14 @@
 //! A project's members: list (who may list the project's repositories may see them), set
-//! a user's role, remove a user. Changing members needs `manage-members` in the project.
+//! a user's role, remove a user. Changing members needs `manage-members` in the project,
+//! and a role is given only by a caller holding each of its permissions there (the grant
+//! rule, as for robots; system administrators are not bound by it).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use berth_core::access::{Permission, Role};
+use berth_core::access::{MATRIX, Permission, Role};
 use berth_meta::{Member, PageSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,6 +65,13 @@ pub async fn set(
         let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         bad_request(format!("unknown role {:?}: one of {}", body.role, roles.join(", ")))
     })?;
+    if !principal.admin
+        && let Some((missing, _)) =
+            MATRIX.iter().find(|(p, _)| role.allows(*p) && !principal.may(Access::Project(&project, *p)))
+    {
+        let who = principal.name().unwrap_or("anonymous");
+        return Err(super::robots::not_held(who, missing.as_str(), &project).into());
+    }
     let store = &*registry.identity;
     store.project(&project).await?.ok_or_else(|| unknown("project", &project))?;
     store.user(&user).await?.ok_or_else(|| unknown("user", &user))?;

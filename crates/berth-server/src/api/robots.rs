@@ -4,7 +4,10 @@
 //! A project's robots, `robot$PROJECT+NAME`, are managed by whoever holds
 //! `manage-robots` there and hold grants in that project only; system robots,
 //! `robot$NAME`, are managed by system administrators and may hold grants in several
-//! projects. A keyless robot has a `trust` (the external OIDC issuer and the claim rules
+//! projects. The grant rule ([`check_grantor`]) binds everyone but system administrators:
+//! a robot one creates, changes or takes the secret of holds nothing its caller does not
+//! hold, and outlives no robot that calls (nor a keyless robot's ID token); so nobody
+//! widens their own grants either. A keyless robot has a `trust` (the external OIDC issuer and the claim rules
 //! it accepts, kept as given; the token service checks it) instead of a secret.
 
 use std::sync::Arc;
@@ -19,9 +22,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
-use crate::access::oidc::Trust;
+use crate::access::authorizer::{Presented, presented};
+use crate::access::oidc::{IssuerPolicy, Trust, expiry_of};
 use crate::access::password;
-use crate::{Access, Principal, Registry};
+use crate::{Access, Principal, Registry, Subject};
 
 /// A robot as the API shows it (never its secret or the secret's hash).
 #[derive(Serialize, ToSchema)]
@@ -198,8 +202,9 @@ async fn create_robot(
     if new.expires_at.is_some_and(|at| at <= now) {
         return Err(bad_request("expires_at must be in the future").into());
     }
+    check_grantor(registry, caller, principal, &grants, new.expires_at).await?;
     let (secret, secret_hash, trust) = match new.trust {
-        Some(trust) => (None, None, Some(check_trust(trust)?)),
+        Some(trust) => (None, None, Some(check_trust(registry, trust)?)),
         None => {
             let secret = password::random_secret();
             (Some(secret.clone()), Some(password::hash_blocking(secret).await?), None)
@@ -260,9 +265,12 @@ pub async fn update(
         Some(_) if robot.trust.is_none() => {
             return Err(bad_request("a robot with a secret cannot be given a trust; create a keyless robot").into());
         }
-        Some(trust) => Some(Some(check_trust(trust)?)),
+        Some(trust) => Some(Some(check_trust(&registry, trust)?)),
         None => None,
     };
+    // Any change (its trust, enabling it) is a hold on the robot as it will be.
+    let expires_at = patch.expires_at.unwrap_or(robot.expires_at);
+    check_grantor(&registry, &caller, &principal, grants.as_deref().unwrap_or(&robot.grants), expires_at).await?;
     let update = RobotUpdate {
         description: patch.description,
         secret_hash: None,
@@ -298,6 +306,8 @@ pub async fn rotate(State(registry): State<Arc<Registry>>, caller: Caller, Path(
     if robot.trust.is_some() {
         return Err(Error::new(ErrorKind::Conflict).with_message("a keyless robot has no secret to rotate").into());
     }
+    // The new secret is the robot's whole power, handed to the caller.
+    check_grantor(&registry, &caller, &principal, &robot.grants, robot.expires_at).await?;
     let secret = password::random_secret();
     let hash = password::hash_blocking(secret.clone()).await?;
     let update = RobotUpdate { secret_hash: Some(Some(hash)), ..RobotUpdate::default() };
@@ -331,6 +341,62 @@ async fn authorize_for(registry: &Registry, caller: &Caller, name: &str) -> Resu
     }
 }
 
+/// The grant rule: unless `principal` is a system administrator, it must hold every
+/// permission of `grants` in its project, and a robot whose login ends (its expiry; a
+/// keyless robot's ID token) may only give a robot `expires_at` no later than that.
+/// Applied to a robot as it will be after a create, a change or a rotation, so a robot
+/// changing itself never widens its grants, and a short-lived login never becomes a
+/// lasting secret.
+async fn check_grantor(
+    registry: &Registry,
+    caller: &Caller,
+    principal: &Principal,
+    grants: &[RobotGrant],
+    expires_at: Option<i64>,
+) -> Result<(), Error> {
+    if principal.admin {
+        return Ok(());
+    }
+    let who = principal.name().unwrap_or("anonymous");
+    for grant in grants {
+        if let Some(missing) = grant.permissions.iter().find(|p| !principal.may(Access::Project(&grant.project, **p))) {
+            return Err(not_held(who, missing.as_str(), &grant.project));
+        }
+    }
+    let Subject::Robot(name) = &principal.subject else { return Ok(()) };
+    let Some(robot) = registry.identity.robot(name).await? else { return Ok(()) };
+    let login_ends = robot.trust.is_some().then(|| keyless_login_ends(caller));
+    if let Some(own) = [robot.expires_at, login_ends].into_iter().flatten().min()
+        && expires_at.is_none_or(|at| at > own)
+    {
+        let what = if login_ends == Some(own) { "its login ends with its ID token" } else { "it expires" };
+        return Err(Error::new(ErrorKind::Denied).with_message(format!(
+            "{who}: {what} at {own}, so it cannot make a robot that outlives it (expires_at must be set, at most \
+             {own})"
+        )));
+    }
+    Ok(())
+}
+
+/// When a keyless robot's login ends: the `exp` of the ID token it presented as its
+/// password, or of the registry token issued on one (which ends no later); `authorize`
+/// has verified either. Anything else ends it now.
+fn keyless_login_ends(caller: &Caller) -> i64 {
+    let credential = match presented(&caller.headers) {
+        Presented::Basic(_, password) => password,
+        Presented::Bearer(token) => token,
+        Presented::Nothing | Presented::Unreadable => return now(),
+    };
+    expiry_of(&credential).unwrap_or_else(now)
+}
+
+/// The grant rule's refusal: `who` lacks `permission` in `project`.
+pub(super) fn not_held(who: &str, permission: &str, project: &str) -> Error {
+    Error::new(ErrorKind::Denied).with_message(format!(
+        "{who} does not hold `{permission}` in project {project:?}: nobody grants what they do not hold"
+    ))
+}
+
 fn check_description(description: &str) -> Result<(), Error> {
     if description.len() > MAX_DESCRIPTION {
         return Err(bad_request(format!("a description has at most {MAX_DESCRIPTION} bytes")));
@@ -338,10 +404,13 @@ fn check_description(description: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A keyless robot's trust document, validated (`access::oidc::Trust`), kept as given.
-fn check_trust(trust: serde_json::Value) -> Result<String, Error> {
+/// A keyless robot's trust document, validated (`access::oidc::Trust`) and its issuer one
+/// the server's policy allows (`[auth] oidc_issuers`), kept as given.
+fn check_trust(registry: &Registry, trust: serde_json::Value) -> Result<String, Error> {
     let document = trust.to_string();
-    Trust::parse(&document)?;
+    let default = IssuerPolicy::default();
+    let policy = registry.tokens.as_ref().map_or(&default, |t| &t.config.oidc.issuers);
+    Trust::parse(&document)?.check_allowed(policy)?;
     Ok(document)
 }
 

@@ -104,8 +104,9 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Token-signing keys: list them, or rotate (a new key signs from now on; the old
-    /// ones verify until their tokens expire). System administrators.
+    /// Token-signing keys: list them, rotate (a new key signs from now on; the old ones
+    /// verify until their tokens expire), or revoke one (it verifies nothing more: at once
+    /// on the node asked, within a minute on the others). System administrators.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -222,6 +223,9 @@ pub enum KeysCommand {
     List,
     /// Make a new key the one that signs.
     Rotate,
+    /// Revoke a key at once: every token it signed stops verifying (the key that signs is
+    /// replaced first).
+    Revoke { kid: String },
 }
 
 #[derive(Subcommand)]
@@ -345,6 +349,10 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), BoxError> {
         KeysCommand::Rotate => {
             let key = client.call(Method::POST, "/signing-keys", None).await?;
             println!("signing with the new key {}", text(&key["kid"]));
+        }
+        KeysCommand::Revoke { kid } => {
+            client.call(Method::DELETE, &format!("/signing-keys/{}", segment(&kid)), None).await?;
+            println!("revoked the key {kid}");
         }
     }
     Ok(())

@@ -150,6 +150,13 @@ impl Dockerd {
         run_with_input(&mut login, &creds.password)
     }
 
+    /// The CLI's `config.json`: what `docker login` kept.
+    pub(crate) fn cli_config(&self) -> Value {
+        let path = self.dir.path().join("cli").join("config.json");
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap()
+    }
+
     pub(crate) fn inspect(&self, image: &str) -> Value {
         let out = self.run(&["image", "inspect", image]);
         let mut list: Vec<Value> = serde_json::from_str(&out).unwrap();

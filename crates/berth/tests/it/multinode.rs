@@ -175,6 +175,46 @@ async fn a_token_issued_by_one_node_is_accepted_by_another() {
     }
 }
 
+/// A signing key revoked through one node verifies nothing on another once that node
+/// re-reads its keys (at least every `SIGNER_REFRESH`), not even a token it had verified
+/// and cached; on the node that revoked it, at once.
+#[tokio::test]
+async fn a_key_revoked_through_one_node_verifies_nothing_on_another_within_the_reload_interval() {
+    use base64::Engine as _;
+    let scale = ScaleOut::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<BerthProcess> = dirs.iter().map(|d| scale.spawn(d.path())).collect();
+    let token = bearer_token(&nodes[0].url(), Some(&admin()), "repository:multi/revoked:pull").await;
+    let on: Vec<Api> = nodes.iter().map(|n| Api::with_token(n.url(), &token)).collect();
+    for api in &on {
+        assert_eq!(
+            api.send(Method::GET, "/v2/").await.status(),
+            StatusCode::OK,
+            "verified (and cached) by {}",
+            api.base
+        );
+    }
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    let kid = header["kid"].as_str().unwrap();
+    let api = crate::management::Mgmt::at(nodes[0].url(), Some(&admin()));
+    api.expect(StatusCode::NO_CONTENT, Method::DELETE, &format!("/signing-keys/{kid}"), None).await;
+    assert_eq!(on[0].send(Method::GET, "/v2/").await.status(), StatusCode::UNAUTHORIZED, "at once where revoked");
+    let started = std::time::Instant::now();
+    let deadline = berth_server::access::keys::SIGNER_REFRESH + Duration::from_secs(10);
+    while on[1].send(Method::GET, "/v2/").await.status() != StatusCode::UNAUTHORIZED {
+        assert!(started.elapsed() < deadline, "the other node still accepts the token after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // A new key signs: tokens are issued and verify on both nodes again.
+    let fresh = bearer_token(&nodes[0].url(), Some(&admin()), "repository:multi/revoked:pull").await;
+    for node in &nodes {
+        let r = Api::with_token(node.url(), &fresh).send(Method::GET, "/v2/").await;
+        assert_eq!(r.status(), StatusCode::OK, "a token of the new key on {}", node.url());
+    }
+}
+
 /// A robot disabled through one node stops working on another that had its login cached
 /// (for 30 s) within seconds: the other node hears of the change through the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

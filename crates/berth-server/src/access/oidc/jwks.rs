@@ -6,7 +6,10 @@
 //! nothing), and concurrent callers for one issuer wait for a single fetch. While the
 //! issuer cannot be reached, the keys last fetched serve up to `max_stale` past their
 //! TTL. Only issuers named by a trust document are ever fetched: the verifier compares
-//! the token's `iss` with the trust before it asks for keys.
+//! the token's `iss` with the trust before it asks for keys. Every URL fetched (the
+//! issuer's, its `jwks_uri`) passes the [`IssuerPolicy`]'s checks, and names resolve
+//! through [`PublicResolver`]; no HTTP proxy is used, so the address connected to is the
+//! one checked.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -20,7 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::OidcConfig;
-use super::trust::{check_issuer_url, refused};
+use super::issuers::PublicResolver;
+use super::trust::refused;
 
 /// One published verification key.
 pub(super) struct IssuerKey {
@@ -82,6 +86,8 @@ impl KeyCache {
             .connect_timeout(config.fetch_timeout)
             .timeout(config.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(PublicResolver { allow_private: config.issuers.allow_private })
             .build()
             .map_err(|e| Error::internal(format!("the OIDC HTTP client: {e}")))?;
         Ok(KeyCache { http, config, issuers: Mutex::default() })
@@ -128,20 +134,20 @@ impl KeyCache {
 
     /// The issuer's discovery document, then its JWKS. Errors are for the log only.
     async fn fetch(&self, issuer: &str) -> Result<KeyMap, String> {
-        check_issuer_url(issuer)?;
+        self.config.issuers.check_issuer(issuer)?;
         let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let discovery: Discovery = self.get_json(&discovery_url).await?;
         if discovery.issuer != issuer {
             return Err(format!("its discovery document names the issuer {:?}", discovery.issuer));
         }
-        check_issuer_url(&discovery.jwks_uri).map_err(|why| format!("its jwks_uri: {why}"))?;
+        self.config.issuers.check_url(&discovery.jwks_uri).map_err(|why| format!("its jwks_uri: {why}"))?;
         let set: KeySet = self.get_json(&discovery.jwks_uri).await?;
         Ok(set.keys.into_iter().filter_map(verification_key).collect())
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
         let limit = self.config.max_document_bytes;
-        let mut response = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let mut response = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", chain(&e)))?;
         if !response.status().is_success() {
             return Err(format!("GET {url} answered {}", response.status()));
         }
@@ -157,6 +163,17 @@ impl KeyCache {
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
     }
+}
+
+/// An error with its causes (a refused address is the resolver's error, two levels down).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// A JWK Berth can verify signatures with: it has a `kid`, is not for encryption, and is

@@ -6,13 +6,16 @@
 //! only trusted issuers are ever contacted), the signature with the issuer's published
 //! key ([`jwks`]), `exp`/`nbf`/`iat` with a small leeway, `iss`, `aud`, then the trust's
 //! subject and claim rules. Every refusal is `UNAUTHORIZED` with a message that says what
-//! failed and never echoes the token or its claims. Issuers are fetched over https; plain
-//! http only on a loopback address (an issuer played by a test on this machine).
+//! failed and never echoes the token or its claims. Issuers are those the server's
+//! [`IssuerPolicy`] allows, fetched over https from public addresses only, unless the
+//! policy allows private ones (and then plain http to a loopback address: an issuer a test
+//! plays on this machine); see [`issuers`].
 //!
 //! Not here: which robot a token logs in as and what it may then do (the token
 //! endpoint's business).
 
 pub mod exchange;
+pub mod issuers;
 mod jwks;
 #[cfg(test)]
 mod tests;
@@ -26,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use exchange::{TOKEN_EXCHANGE_GRANT, TokenExchange};
+pub use issuers::IssuerPolicy;
 use trust::refused;
 pub use trust::{Trust, glob_matches};
 
@@ -61,6 +65,8 @@ pub struct OidcConfig {
     pub fetch_timeout: Duration,
     /// Largest discovery document or JWKS read.
     pub max_document_bytes: usize,
+    /// Which issuers may be trusted and fetched, from which addresses.
+    pub issuers: IssuerPolicy,
 }
 
 impl Default for OidcConfig {
@@ -72,6 +78,7 @@ impl Default for OidcConfig {
             leeway: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(10),
             max_document_bytes: 64 * 1024,
+            issuers: IssuerPolicy::default(),
         }
     }
 }
@@ -89,6 +96,7 @@ pub struct VerifiedIdentity {
 pub struct OidcVerifier {
     keys: jwks::KeyCache,
     leeway: Duration,
+    issuers: IssuerPolicy,
 }
 
 #[derive(Deserialize)]
@@ -98,8 +106,8 @@ struct UnverifiedIssuer {
 
 impl OidcVerifier {
     pub fn new(config: OidcConfig) -> Result<OidcVerifier, Error> {
-        let leeway = config.leeway;
-        Ok(OidcVerifier { keys: jwks::KeyCache::new(config)?, leeway })
+        let (leeway, issuers) = (config.leeway, config.issuers.clone());
+        Ok(OidcVerifier { keys: jwks::KeyCache::new(config)?, leeway, issuers })
     }
 
     /// Verifies `id_token` against `trust`; see the module documentation for the checks.
@@ -121,6 +129,10 @@ impl OidcVerifier {
             .map_err(|_| refused("the ID token's claims are unreadable"))?;
         if unverified.iss.as_deref() != Some(trust.issuer.as_str()) {
             return Err(refused("the ID token's issuer is not the issuer the robot trusts"));
+        }
+        // The allowlist may have changed since the trust was made.
+        if let Err(why) = self.issuers.check_issuer(&trust.issuer) {
+            return Err(refused(format!("the robot's issuer is no longer allowed: {why}")));
         }
         let key = self.keys.key(&trust.issuer, kid).await?;
         if key.algorithm.is_some_and(|alg| alg != header.alg) {
@@ -151,6 +163,14 @@ impl OidcVerifier {
             expires_at: claims.get("exp").and_then(Value::as_f64).unwrap_or_default() as i64,
         })
     }
+}
+
+/// The `exp` of an ID token (or any JWT), read without checking its signature: only for a
+/// token that has just been verified ([`OidcVerifier::verify`], a registry token's check),
+/// to bound what Berth issues on it.
+pub fn expiry_of(id_token: &str) -> Option<i64> {
+    let claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(id_token).ok()?;
+    claims.get("exp").and_then(Value::as_f64).map(|exp| exp as i64)
 }
 
 /// What a failed signature or claim check tells the client.

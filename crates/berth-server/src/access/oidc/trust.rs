@@ -1,17 +1,18 @@
 //! A keyless robot's trust document: which external OIDC issuer it believes, for which
 //! audiences, and the glob rules an ID token's subject and other claims must match.
 //!
-//! Parsed and validated once, when a robot is created or changed ([`Trust::parse`]); kept
-//! in the identity store as the JSON the caller gave. Not the signature check: that is
+//! Parsed and validated once, when a robot is created or changed ([`Trust::parse`], and
+//! [`Trust::check_allowed`] against the server's [`IssuerPolicy`]); kept in the identity
+//! store as the JSON the caller gave. Not the signature check: that is
 //! [`OidcVerifier`](super::OidcVerifier)'s.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use berth_core::{Error, ErrorKind};
-use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::issuers::IssuerPolicy;
 
 /// Largest trust document accepted.
 const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
@@ -27,7 +28,8 @@ const RESERVED_CLAIMS: [&str; 7] = ["iss", "aud", "sub", "exp", "nbf", "iat", "j
 #[serde(deny_unknown_fields)]
 pub struct Trust {
     /// The issuer's URL, compared exactly with the token's `iss` and with the `issuer` of
-    /// its discovery document. `https://`, or `http://` on a loopback address only.
+    /// its discovery document. `https://` (or `http://` on a loopback address, which only
+    /// an [`IssuerPolicy`] allowing private addresses accepts).
     pub issuer: String,
     /// The token's `aud` (a string or an array) must contain one of these.
     pub audiences: Vec<String>,
@@ -45,7 +47,10 @@ impl Trust {
             return Err(invalid(format!("a trust document is at most {MAX_DOCUMENT_BYTES} bytes")));
         }
         let trust: Trust = serde_json::from_str(json).map_err(|e| invalid(format!("a trust document: {e}")))?;
-        check_issuer_url(&trust.issuer).map_err(|why| invalid(format!("trust `issuer`: {why}")))?;
+        // The URL's shape here; whether this server may trust and fetch it, in
+        // `check_allowed` (the policy can change while the document is kept).
+        let shape = IssuerPolicy { allowed: Vec::new(), allow_private: true };
+        shape.check_url(&trust.issuer).map_err(|why| invalid(format!("trust `issuer`: {why}")))?;
         if trust.audiences.is_empty() || trust.audiences.len() > MAX_AUDIENCES {
             return Err(invalid(format!("trust `audiences` holds 1 to {MAX_AUDIENCES} audiences")));
         }
@@ -74,6 +79,12 @@ impl Trust {
         Ok(trust)
     }
 
+    /// Checks that `policy` lets this server trust and fetch the issuer (400, saying which
+    /// rule the issuer breaks).
+    pub fn check_allowed(&self, policy: &IssuerPolicy) -> Result<(), Error> {
+        policy.check_issuer(&self.issuer).map(drop).map_err(|why| invalid(format!("trust `issuer`: {why}")))
+    }
+
     /// Checks the subject and claim rules against verified claims; the error names the
     /// rule that failed, never a claim's value.
     pub(super) fn check_rules(&self, claims: &Map<String, Value>) -> Result<(), Error> {
@@ -96,29 +107,6 @@ pub use berth_core::glob::glob_matches;
 
 fn has_literal(pattern: &str) -> bool {
     pattern.chars().any(|c| c != '*' && c != '?')
-}
-
-/// An issuer or JWKS URL Berth may fetch: `https://`, or `http://` whose host is a
-/// loopback address literal (127.0.0.0/8, `::1`: an issuer played by a test on the same
-/// machine). No credentials, query or fragment.
-pub(super) fn check_issuer_url(url: &str) -> Result<Url, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
-    let host = parsed.host_str().ok_or("the URL has no host")?;
-    let ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let loopback = ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => return Err("plain http is allowed only on a loopback address; use https".into()),
-        other => return Err(format!("the scheme `{other}` is not https")),
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("the URL may not carry credentials".into());
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err("the URL may not carry a query or a fragment".into());
-    }
-    Ok(parsed)
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -1,20 +1,13 @@
 //! The token flow as clients meet it: challenges, `/token` (GET and POST), bearer and
 //! Basic credentials on `/v2`, refresh tokens, robots, projects and the catalog.
 
-use base64::Engine as _;
 use berth_core::access::{Permission, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Auth, PASSWORD, Setup, assert_error};
+use super::{Auth, PASSWORD, Setup, assert_error, claims};
 
 const DENIED: &str = "requested access to the resource is denied";
-
-/// The claims of a JWT, read without verifying (the server verified them).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
 
 fn admin() -> Auth {
     Auth::admin()
@@ -221,7 +214,31 @@ async fn a_refresh_token_works_until_its_user_is_disabled() {
 }
 
 #[tokio::test]
-async fn the_catalog_lists_only_what_the_caller_may_pull_a_full_page_at_a_time() {
+async fn a_limited_guest_sees_no_repository_in_the_catalog() {
+    let s = Setup::start().await;
+    s.push_as_admin("secret/app", "1").await;
+    s.user("lg", &[("secret", Role::LimitedGuest)]).await;
+    s.user("guest", &[("secret", Role::Guest)]).await;
+    let listed = |user: &'static str| {
+        let r = Auth::user(user).on(s.req(Method::GET, "/v2/_catalog"));
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap()["repositories"].clone() }
+    };
+    // The matrix: a limited guest pulls, but does not list the project's repositories.
+    assert_eq!(s.pull(&Auth::user("lg"), "secret/app", "1").await.status(), StatusCode::OK);
+    assert_eq!(listed("lg").await, json!([]));
+    let token = s.token(Some("lg"), "registry:catalog:*").await;
+    let r = s.req(Method::GET, "/v2/_catalog").bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["repositories"], json!([]));
+    let r = Auth::user("lg").on(s.req(Method::GET, "/api/v1/projects/secret/repositories")).send().await.unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "DENIED", DENIED).await;
+    // A guest lists them, in both places.
+    assert_eq!(listed("guest").await, json!(["secret/app"]));
+    let r = Auth::user("guest").on(s.req(Method::GET, "/api/v1/projects/secret/repositories")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_catalog_lists_only_what_the_caller_may_list_a_full_page_at_a_time() {
     let s = Setup::start().await;
     for repo in ["library/y", "secret/x", "team/a", "team/b", "zeta/z"] {
         s.push_as_admin(repo, "1").await;
@@ -238,11 +255,13 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_a_full_page_at_a_time()
     };
     let (all, _) = list(admin(), "").await;
     assert_eq!(all, json!(["library/y", "secret/x", "team/a", "team/b", "zeta/z"]));
+    // Alice is a guest of `team` only: `library` is public, so she may pull from it, but
+    // only its members list its repositories (as the management API's listing).
     let (mine, link) = list(Auth::user("alice"), "").await;
-    assert_eq!(mine, json!(["library/y", "team/a", "team/b"]));
+    assert_eq!(mine, json!(["team/a", "team/b"]));
     assert_eq!(link, None);
     // A page skips what alice cannot see and is still full; the next one continues after it.
-    let (page, link) = list(Auth::user("alice"), "?n=2&last=library/y").await;
+    let (page, link) = list(Auth::user("alice"), "?n=2").await;
     assert_eq!(page, json!(["team/a", "team/b"]));
     assert_eq!(link.unwrap(), "</v2/_catalog?n=2&last=team%2Fb>; rel=\"next\"");
     let (rest, link) = list(Auth::user("alice"), "?n=2&last=team/b").await;

@@ -4,7 +4,9 @@
 //! delete on `/v2`; listing repositories, managing members and robots and reading the
 //! audit log on `/api/v1`) on a public and a private project, each with its exact
 //! outcome (allowed; 401 with the exact challenge; 403 DENIED). Callers present Basic
-//! credentials; what `/token` grants each of them is checked against the same matrix.
+//! credentials; what `/token` grants each of them is checked against the same matrix, and
+//! so is every grant-changing operation (creating, changing and rotating a robot, setting
+//! a member's role) for every permission and role: a caller grants only what it holds.
 
 use base64::Engine as _;
 use berth_core::access::{MATRIX, Permission, Role};
@@ -100,7 +102,10 @@ async fn world() -> (Setup, Vec<Caller>) {
                 .into_iter()
                 .map(Caller::Robot),
         )
-        .chain([Caller::Robot(&[Permission::ListRepositories, Permission::ManageRobots, Permission::ReadAuditLog])])
+        .chain([
+            Caller::Robot(&[Permission::ListRepositories, Permission::ManageRobots, Permission::ReadAuditLog]),
+            Caller::Robot(&[Permission::Pull, Permission::ManageMembers]),
+        ])
         .collect();
     for (project, public) in [("open", true), ("closed", false)] {
         s.store.create_project(project, public).await.unwrap();
@@ -210,17 +215,19 @@ async fn api_matrix(permissions: &[Permission]) {
                     Permission::ListRepositories => {
                         s.req(Method::GET, &format!("/api/v1/projects/{project}/repositories"))
                     }
-                    // Makes a user who is no caller a guest: nothing changes for the callers (a
+                    // Makes a user who is no caller a limited guest (whose one permission, pull,
+                    // every holder of manage-members here holds): nothing changes for the callers (a
                     // change to a caller's membership would also drop its cached login, and its
                     // next login could meet the failed-login limit of the one address every
                     // caller here shares, which the failing callers have used up).
                     Permission::ManageMembers => s
                         .req(Method::PUT, &format!("/api/v1/projects/{project}/members/{BYSTANDER}"))
-                        .json(&json!({ "role": "guest" })),
+                        .json(&json!({ "role": "limited-guest" })),
+                    // A permission every holder of manage-robots here holds.
                     Permission::ManageRobots => {
                         s.req(Method::POST, &format!("/api/v1/projects/{project}/robots")).json(&json!({
                             "name": format!("made{i}"),
-                            "grants": [{ "project": project, "permissions": ["pull"] }],
+                            "grants": [{ "project": project, "permissions": ["list-repositories"] }],
                         }))
                     }
                     // A rule of its own per caller, matching no tag the other tests use.
@@ -296,6 +303,64 @@ async fn tokens_grant_each_caller_exactly_the_repository_actions_the_matrix_give
                 .map(|p| p.as_str())
                 .collect();
             assert_eq!(granted, expected, "{what}: {claims}");
+        }
+    }
+}
+
+/// What a grant-changing request answered, against what the grant rule says.
+async fn assert_granted_only_if_held(r: reqwest::Response, allowed: bool, expected: StatusCode, what: &str) {
+    if allowed {
+        assert_eq!(r.status(), expected, "{what}: {:?}", r.text().await);
+    } else {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, &body["errors"][0]["code"]), (StatusCode::FORBIDDEN, &json!("DENIED")), "{what}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn every_grant_changing_operation_grants_only_what_the_caller_holds() {
+    let (s, callers) = world().await;
+    let project = "closed";
+    for (i, caller) in callers.iter().enumerate().filter(|(_, c)| c.authenticated()) {
+        let auth = caller.auth();
+        let manages_robots = caller.holds(Permission::ManageRobots);
+        for (j, (permission, _)) in MATRIX.iter().enumerate() {
+            let grants = json!([{ "project": project, "permissions": [permission.as_str()] }]);
+            let allowed = manages_robots && caller.holds(*permission);
+            let what = format!("{caller:?} granting {permission:?}");
+            let create = json!({ "name": format!("g{i}x{j}"), "grants": grants });
+            let r = auth.on(s.req(Method::POST, &format!("/api/v1/projects/{project}/robots")).json(&create));
+            assert_granted_only_if_held(
+                r.send().await.unwrap(),
+                allowed,
+                StatusCode::CREATED,
+                &format!("{what}: create"),
+            )
+            .await;
+            if !manages_robots && j > 0 {
+                // Refused before anything is looked at: once is enough.
+                continue;
+            }
+            // A robot holding exactly `permission`: changing it or taking its secret gets
+            // the caller hold of what it holds.
+            let target = format!("robot${project}+t{i}x{j}");
+            s.robot(&target, project, &[*permission], None).await;
+            let patch = json!({ "grants": grants, "description": "changed" });
+            let r = auth.on(s.req(Method::PATCH, &format!("/api/v1/robots/{target}")).json(&patch));
+            assert_granted_only_if_held(r.send().await.unwrap(), allowed, StatusCode::OK, &format!("{what}: patch"))
+                .await;
+            let r = auth.on(s.req(Method::POST, &format!("/api/v1/robots/{target}/secret")));
+            assert_granted_only_if_held(r.send().await.unwrap(), allowed, StatusCode::OK, &format!("{what}: rotate"))
+                .await;
+        }
+        let manages_members = caller.holds(Permission::ManageMembers);
+        for role in Role::ALL {
+            let held = MATRIX.iter().all(|(p, _)| !role.allows(*p) || caller.holds(*p));
+            let what = format!("{caller:?} making a {role:?}");
+            let body = json!({ "role": role.as_str() });
+            let r = auth.on(s.req(Method::PUT, &format!("/api/v1/projects/{project}/members/{BYSTANDER}")).json(&body));
+            assert_granted_only_if_held(r.send().await.unwrap(), manages_members && held, StatusCode::OK, &what).await;
         }
     }
 }

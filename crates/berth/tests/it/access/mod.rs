@@ -16,6 +16,8 @@ use crate::support::{TestServer, admin};
 
 mod attacks;
 mod flow;
+mod grants;
+mod lifetimes;
 mod matrix;
 mod secrets;
 
@@ -192,6 +194,13 @@ impl Auth {
             Auth::Bearer(token) => r.bearer_auth(token),
         }
     }
+}
+
+/// The claims of a JWT the server issued, read without verifying it.
+pub fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// Asserts `r` is `status` with the single error `code` and `message`; returns the

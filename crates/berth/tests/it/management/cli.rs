@@ -69,7 +69,8 @@ async fn login_writes_a_file_only_its_owner_reads_and_the_commands_that_follow_u
     assert_eq!(robot["grants"], json!([{"project": "team", "permissions": ["pull", "push"]}]));
 
     // A keyless robot from a trust file: no secret to print.
-    let trust = json!({"issuer": "https://gitlab.example", "audiences": ["berth"], "subject": "project_path:g/p:*"});
+    // GitLab.com: an issuer the defaults allow (`[auth] oidc_issuers`).
+    let trust = json!({"issuer": "https://gitlab.com", "audiences": ["berth"], "subject": "project_path:g/p:*"});
     let trust_file = server.scratch("trust").join("trust.json");
     std::fs::write(&trust_file, trust.to_string()).unwrap();
     let mut cmd = berth(&config);
@@ -90,7 +91,8 @@ async fn login_writes_a_file_only_its_owner_reads_and_the_commands_that_follow_u
 
 /// `berth keys rotate` makes a new key sign: a token issued before verifies still, a new
 /// one names the new `kid`, `berth keys list` shows both (the old one retired) and no key
-/// material; a non-administrator may do neither; the rotation is in the audit log.
+/// material; a non-administrator may do neither; the rotation is in the audit log. Then
+/// `berth keys revoke` ends every token of the old key at once (and is audited too).
 #[tokio::test]
 async fn keys_rotate_signs_with_a_new_key_while_tokens_of_the_old_one_still_verify() {
     let server = TestServer::start();
@@ -144,6 +146,21 @@ async fn keys_rotate_signs_with_a_new_key_while_tokens_of_the_old_one_still_veri
     carol.refused(StatusCode::FORBIDDEN, "DENIED", Method::GET, "/signing-keys", None).await;
     let log = api.expect(StatusCode::OK, Method::GET, "/audit?operation=key.rotate", None).await;
     assert_eq!((&log[0]["actor"], &log[0]["resource"]), (&json!("admin"), &json!(new_kid)), "{log}");
+
+    // `berth keys revoke` ends the old key's tokens at once; the new key's still verify.
+    carol.refused(StatusCode::FORBIDDEN, "DENIED", Method::DELETE, &format!("/signing-keys/{old_kid}"), None).await;
+    let revoked = stdout_of(berth(&config).args(["keys", "revoke", &old_kid]).args(creds).env(env.0, &env.1));
+    assert_eq!(revoked.trim(), format!("revoked the key {old_kid}"));
+    let r = Api::with_token(server.url(), &before).send(Method::GET, "/v2/").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token of the revoked key");
+    let r = Api::with_token(server.url(), &after).send(Method::GET, "/v2/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let listed = stdout_of(berth(&config).args(["keys", "list"]).args(creds).env(env.0, &env.1));
+    assert!(!listed.contains(&old_kid), "{listed}");
+    let out = output(berth(&config).args(["keys", "revoke", &old_kid]).args(creds).env(env.0, &env.1));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("404"), "{out:?}");
+    let log = api.expect(StatusCode::OK, Method::GET, "/audit?operation=key.revoke", None).await;
+    assert_eq!((&log[0]["actor"], &log[0]["resource"]), (&json!("admin"), &json!(old_kid)), "{log}");
 }
 
 /// Starts `berth serve` on `data_dir`, waits until it serves, and kills it: a server's
