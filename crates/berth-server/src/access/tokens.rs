@@ -151,7 +151,7 @@ impl Weigh for Arc<TokenGrants> {
                 + name.as_str().len()
                 + if actions.is_empty() { 0 } else { ACTIONS_NODE }
         });
-        std::mem::size_of::<TokenGrants>() + subject + repositories.sum::<usize>()
+        std::mem::size_of::<TokenGrants>() + subject + self.kid.len() + repositories.sum::<usize>()
     }
 }
 
