@@ -228,9 +228,14 @@ async fn bad_id_tokens_from_many_addresses_do_not_lock_a_keyless_robot_out() {
     use berth_testkit::oidc::{OidcIssuer, OidcKey};
     const AUDIENCE: &str = "https://registry.example.com";
     const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
-    let s = Setup::start().await;
     let key = OidcKey::generate("k1");
     let issuer = OidcIssuer::start(&[&key]);
+    // The issuer the test plays is on loopback, over plain http: allowed explicitly.
+    let s = Setup::start_with(|config| {
+        config.auth.oidc_issuers = vec![issuer.url().to_owned()];
+        config.auth.oidc_allow_private = true;
+    })
+    .await;
     s.store.create_project("team", false).await.unwrap();
     s.robot("robot$team+gha", "team", &[Permission::Pull], None).await;
     let trust = serde_json::json!({ "issuer": issuer.url(), "audiences": [AUDIENCE], "subject": SUBJECT });
