@@ -25,7 +25,7 @@ case "$mode" in
 esac
 shift
 
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 
 build=(--sanitizer none)
 targets=("$@")

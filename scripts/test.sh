@@ -17,15 +17,15 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.2.*'
+python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet 'oras==0.2.43'
 # The deploy tests parse deploy/kubernetes/*.yaml with it.
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet 'pyyaml==6.*'
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet 'pyyaml==6.0.3'
 
-command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --version 0.9.151 --locked
 
 # Garage, a real S3-compatible server for the S3 tests (crates.io; ~8 minutes to build
 # on a fresh machine, then kept in ~/.cargo/bin).
-command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --locked
+command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || cargo install garage --version 2.5.0 --locked
 
 # Everything, on the embedded stores; each fuzz target of fuzz/ briefly (cargo-fuzz,
 # installed if missing; fails on any crash); then every test that can run there again on

@@ -137,7 +137,7 @@ fn garage_binary() -> PathBuf {
         candidates.push(PathBuf::from(home).join(".cargo/bin/garage"));
     }
     candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("the `garage` binary was not found on PATH nor in ~/.cargo/bin: install it with `cargo install garage --locked` (.ci/run does)")
+        panic!("the `garage` binary was not found on PATH nor in ~/.cargo/bin: install it with `cargo install garage --version 2.5.0 --locked` (.ci/run does)")
     })
 }
 
