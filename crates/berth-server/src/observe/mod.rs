@@ -273,21 +273,22 @@ impl Metrics {
             "1 while the audit writer's last append failed (events wait in the queue; a full queue makes requests wait)",
             audit_writer.failing.clone(),
         );
-        registry.register(
-            "audit_append_failures",
-            "Audit appends that failed (each attempt)",
-            audit_writer.append_failures.clone(),
-        );
-        registry.register(
-            "audit_events_sanitized",
-            "Audit events the database refused as recorded, stored with their control characters replaced",
-            audit_writer.sanitized.clone(),
-        );
-        registry.register(
-            "audit_events_unstorable",
-            "Audit events the database refused even sanitized: logged at error level, not stored",
-            audit_writer.unstorable.clone(),
-        );
+        let counters = [
+            ("audit_append_failures", "Audit appends that failed (each attempt)", &audit_writer.append_failures),
+            (
+                "audit_events_sanitized",
+                "Audit events the database refused as recorded, stored with their control characters replaced",
+                &audit_writer.sanitized,
+            ),
+            (
+                "audit_events_unstorable",
+                "Audit events the database refused even sanitized: logged at error level, not stored",
+                &audit_writer.unstorable,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         Metrics {
             enabled,
             registry,
