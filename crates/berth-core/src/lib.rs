@@ -10,6 +10,7 @@ pub mod glob;
 pub mod manifest;
 pub mod name;
 pub mod scope;
+pub mod text;
 
 pub use digest::{Digest, DigestHasher};
 pub use error::{Error, ErrorKind};

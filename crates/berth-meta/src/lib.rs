@@ -154,6 +154,11 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Durability: a write that acknowledges something to a client (a blob link, a manifest,
 /// a tag, a delete) is durable when its method returns. Upload progress
 /// (`create_upload`, `advance_upload`) is atomic but may be durable only with the next

@@ -22,8 +22,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth_core::access::project_of;
-use berth_core::{Error, ErrorKind, Reference, RepoName};
+use berth_core::{Error, ErrorKind};
 use berth_meta::{AuditEvent, AuditStore};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Ctx, Principal, Registry};
+use crate::state::Registry;
 
 /// Events queued at most; `record` waits beyond.
 pub const QUEUE: usize = 8192;
@@ -337,67 +336,6 @@ fn sanitized(event: &AuditEvent) -> AuditEvent {
     out
 }
 
-impl Registry {
-    /// Records a refusal by the authorizer that belongs in the log: a failed login with
-    /// Basic credentials (401, or 429 past the guessing limit; `login`, failure, the
-    /// reason), and an authenticated caller denied an access (403; `access.denied`, the
-    /// project, the repository, what was asked). An anonymous caller's 401 is a challenge,
-    /// not an event. The caller's name on a denial is the one its credentials proved:
-    /// the Basic name, or a bearer token's subject (verified again, from the cache).
-    pub(crate) async fn audit_refusal(
-        &self,
-        headers: &axum::http::HeaderMap,
-        peer: Option<std::net::IpAddr>,
-        access: crate::Access<'_>,
-        e: &Error,
-    ) {
-        use crate::access::authorizer::{Presented, presented};
-        let presented = presented(headers);
-        let (operation, outcome, actor) = match (&e.kind, presented) {
-            (ErrorKind::Unauthorized | ErrorKind::TooManyRequests, Presented::Basic(name, _)) => {
-                ("login", "failure", Some(name))
-            }
-            (ErrorKind::Denied, Presented::Basic(name, _)) => ("access.denied", "denied", Some(name)),
-            (ErrorKind::Denied, Presented::Bearer(token)) => {
-                let subject = match &self.tokens {
-                    Some(tokens) => tokens.tokens.verify(&token).await.ok().map(|g| g.subject.clone()),
-                    None => None,
-                };
-                let name = match subject {
-                    Some(crate::Subject::User(name) | crate::Subject::Robot(name)) => Some(name),
-                    _ => None,
-                };
-                ("access.denied", "denied", name)
-            }
-            _ => return,
-        };
-        let (project, resource, asked) = match access {
-            crate::Access::Repository(repo, action) => {
-                (Some(project_of(repo).to_owned()), Some(repo.to_string()), format!("{action:?}").to_lowercase())
-            }
-            crate::Access::Project(project, permission) => {
-                (Some(project.to_owned()), None, permission.as_str().to_owned())
-            }
-            crate::Access::Catalog => (None, None, "catalog".to_owned()),
-            crate::Access::System => (None, None, "system".to_owned()),
-            crate::Access::Base | crate::Access::Authenticated => (None, None, "login".to_owned()),
-        };
-        let detail = if operation == "login" { e.message().to_owned() } else { format!("{asked}: {}", e.message()) };
-        let event = AuditEvent {
-            at_ms: now_ms(),
-            actor,
-            address: peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-            operation: operation.to_owned(),
-            project: if operation == "login" { None } else { project },
-            resource: if operation == "login" { None } else { resource },
-            outcome: outcome.to_owned(),
-            detail: Some(detail),
-            count: 1,
-        };
-        self.audit.record(event).await;
-    }
-}
-
 /// Operations whose events queued together, when they differ only in time, are stored as
 /// one entry with a count: a fleet pulling one image at 25,000 pulls a second would
 /// otherwise cost as many inserts (a quarter of the server's CPU, measured), and
@@ -436,51 +374,6 @@ fn coalesce(batch: &mut Vec<AuditEvent>) {
     *batch = kept;
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-impl<'a> Ctx<'a> {
-    /// Records what `principal` did to `repo` (`reference` names the object), from this
-    /// request's address, with the outcome `result` says (an error's code is the detail
-    /// of a failure; `detail` that of a success). The event is made before the returned
-    /// future runs, which only enqueues it.
-    pub(crate) fn audit<T>(
-        self,
-        principal: &Principal,
-        operation: &str,
-        repo: &RepoName,
-        reference: &Reference,
-        result: &Result<T, Error>,
-        detail: Option<String>,
-    ) -> impl Future<Output = ()> + Send + 'a {
-        let resource = match reference {
-            Reference::Tag(t) => format!("{repo}:{t}"),
-            Reference::Digest(d) => format!("{repo}@{d}"),
-        };
-        let (outcome, detail) = match result {
-            Ok(_) => ("success", detail),
-            // A policy's refusal (an immutable tag, a quota) says which and why.
-            Err(e) if e.kind == ErrorKind::Denied && e.message.is_some() => ("failure", Some(e.message().to_owned())),
-            Err(e) => ("failure", Some(e.code().to_owned())),
-        };
-        let event = AuditEvent {
-            at_ms: now_ms(),
-            actor: principal.name().map(str::to_owned),
-            address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-            operation: operation.to_owned(),
-            project: Some(project_of(repo).to_owned()),
-            resource: Some(resource),
-            outcome: outcome.to_owned(),
-            detail,
-            count: 1,
-        };
-        let registry: &'a Registry = self.registry;
-        registry.audit.record(event)
-    }
-}
-
 /// Entries deleted per statement.
 const PRUNE_BATCH: u32 = 5000;
 /// How long one pass may go on deleting batches.
@@ -501,7 +394,7 @@ impl AuditPruner {
     /// Deletes entries recorded before now minus the retention, the oldest first, until
     /// none is left or the pass has run for a minute; returns how many it deleted.
     pub async fn run_once(&self) -> Result<u64, Error> {
-        let before = now_ms().saturating_sub(self.retention.as_millis().try_into().unwrap_or(i64::MAX));
+        let before = berth_meta::now_ms().saturating_sub(self.retention.as_millis().try_into().unwrap_or(i64::MAX));
         let deadline = Instant::now() + PRUNE_PASS_TIME;
         let mut deleted = 0;
         loop {

@@ -9,9 +9,10 @@ use berth_meta::BlobInfo;
 use berth_storage::StorageError;
 use futures_util::StreamExt;
 
+use crate::ctx::Ctx;
 use crate::range::parse_range;
 use crate::response::{empty, header_value};
-use crate::{Access, Action, Ctx};
+use berth_access::{Access, Action};
 
 /// Maps a storage failure to what the client is told.
 pub(crate) fn storage_err(e: StorageError) -> Error {

@@ -18,8 +18,8 @@ use berth_core::Error;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
 use crate::blobs::storage_err;
+use crate::state::Registry;
 
 pub struct Janitor {
     registry: Arc<Registry>,

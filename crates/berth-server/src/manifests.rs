@@ -9,9 +9,10 @@ use berth_core::{Digest, Error, ErrorKind, MediaType, Reference, RepoName, Tag};
 use berth_meta::{NewManifest, Page, PageSpec};
 use futures_util::StreamExt;
 
-use crate::access::grants::listing_of;
+use crate::ctx::Ctx;
 use crate::response::{empty, header_value};
-use crate::{Access, Action, Ctx};
+use berth_access::grants::listing_of;
+use berth_access::{Access, Action};
 
 /// Largest page of tags or repositories returned at once.
 const MAX_PAGE: u32 = 10_000;

@@ -31,7 +31,7 @@ use berth_storage::{BlobStore, StorageError};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
+use crate::state::Registry;
 
 /// The lease one scrub run holds.
 const LEASE: &str = "scrub";

@@ -16,7 +16,7 @@
 //! are this node's alone.
 //!
 //! [`OpsStore::setting`]: berth_meta::OpsStore::setting
-//! [`Authorizer::access_changed`]: crate::auth::Authorizer::access_changed
+//! [`Authorizer::access_changed`]: berth_access::auth::Authorizer::access_changed
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,8 +25,8 @@ use std::time::Duration;
 use berth_core::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
-use crate::auth::AccessChange;
+use crate::state::Registry;
+use berth_access::auth::AccessChange;
 
 /// How often each node re-reads the stored switch: how long a switch sent to one node
 /// takes, at most, to reach the others.

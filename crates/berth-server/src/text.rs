@@ -13,20 +13,10 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use berth_core::text::{has_control, has_control_in_text};
 use berth_core::{Error, ErrorKind};
 
 use crate::response::ApiError;
-
-/// Whether `s` holds a control character.
-pub fn has_control(s: &str) -> bool {
-    s.chars().any(|c| c.is_ascii_control())
-}
-
-/// Whether `s` holds a control character other than tab, line feed and carriage return,
-/// the ones free text (a description) may hold.
-fn has_control_in_text(s: &str) -> bool {
-    s.chars().any(|c| c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r'))
-}
 
 /// The error for a control character in `what`: a 400 of the surface's own kind (the
 /// registry API's codes for `/v2`, `BAD_REQUEST` elsewhere).

@@ -25,9 +25,11 @@ use berth_storage::{ByteStream, StorageError};
 use futures_util::StreamExt;
 
 use crate::blobs::{blob_location, storage_err};
+use crate::ctx::Ctx;
 use crate::range::parse_content_range;
 use crate::response::{ApiError, empty, header_value};
-use crate::{Access, Action, Ctx, Principal, Registry};
+use crate::state::Registry;
+use berth_access::{Access, Action, Principal};
 
 /// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
 /// shorter than acknowledged (lost with the machine) cannot be resumed: the client is

@@ -5,9 +5,9 @@
 //! or a random one printed once on stderr (straight to stderr, not through the log, so
 //! that log collection never keeps it).
 
+use berth_access::password;
 use berth_core::ErrorKind;
 use berth_meta::{IdentityStore, UserUpdate};
-use berth_server::access::password;
 
 use crate::BoxError;
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_server::access::authorizer::AccessConfig;
+use berth_access::authorizer::AccessConfig;
 use berth_server::listen::ServeLimits;
 use berth_server::{RegistryConfig, TrustedProxies};
 use berth_storage::S3Config;

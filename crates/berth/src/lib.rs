@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
+use berth_access::oidc::{IssuerPolicy, OidcConfig};
 use berth_meta::{
     AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, OpsStore, PgStore, PolicyStore, PoolConfig,
     RetentionStore, ScrubStore, SqliteStore,
 };
-use berth_server::access::authorizer::{AccessConfig, TokenAuthorizer};
-use berth_server::access::oidc::{IssuerPolicy, OidcConfig};
 use berth_server::audit::{AuditLog, AuditPruner};
 use berth_server::janitor::Janitor;
 use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};

@@ -12,7 +12,8 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Caller, MAX_PAGE, Reply, bad_request, json, next_link};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 /// The query's parameters (documentation; they are read from the query string).
 #[derive(IntoParams)]

@@ -13,7 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Caller, MAX_PAGE, Reply, bad_request, json, next_link, parse_body};
 use crate::lifecycle::gc::{GcReport, GcRequest, collect};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]

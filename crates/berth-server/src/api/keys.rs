@@ -12,9 +12,10 @@ use berth_meta::SigningKey;
 use serde::Serialize;
 
 use super::{Caller, Change, Reply, json, unknown};
-use crate::access::keys::KeyRing;
-use crate::access::tokens::TokenService;
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
+use berth_access::keys::KeyRing;
+use berth_access::tokens::TokenService;
 
 /// A signing key as the API shows it.
 #[derive(Serialize, utoipa::ToSchema)]

@@ -12,7 +12,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Caller, Paging, Reply};
-use crate::{Access, Action, Registry};
+use crate::state::Registry;
+use berth_access::{Access, Action};
 
 #[derive(Serialize, ToSchema)]
 pub struct RepositoryView {
@@ -66,7 +67,7 @@ impl From<&String> for TagView {
     params(("project" = String, Path), Paging),
     responses((status = 200, body = [RepositoryView]), (status = 403, body = super::ErrorBody)))]
 pub async fn repositories(State(registry): State<Arc<Registry>>, caller: Caller, Path(project): Path<String>) -> Reply {
-    caller.authorize(&registry, crate::access::grants::listing_of(&project)).await?;
+    caller.authorize(&registry, berth_access::grants::listing_of(&project)).await?;
     let page = caller.page()?;
     let names = project_repositories(&*registry.meta, &project, page.last.clone(), page.n).await?;
     let path = format!("/api/v1/projects/{project}/repositories");

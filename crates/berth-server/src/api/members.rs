@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Paging, Reply, bad_request, json, parse_body, unknown};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[derive(Serialize, ToSchema)]
 pub struct MemberView {

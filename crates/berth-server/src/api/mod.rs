@@ -3,7 +3,7 @@
 //! document.
 //!
 //! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
-//! authorizes through the same seam as `/v2` ([`crate::Authorizer`]) before touching a
+//! authorizes through the same seam as `/v2` ([`berth_access::Authorizer`]) before touching a
 //! store, and every error is the registry's error JSON (`response.rs`). Secrets
 //! (passwords, robot secrets, hashes) never appear in a response, except a robot's
 //! secret in the one response that creates or rotates it.
@@ -23,8 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
+use crate::listen;
 use crate::response::ApiError;
-use crate::{Access, Credentials, Principal, Registry, listen};
+use crate::state::Registry;
+use berth_access::{Access, Principal};
 
 mod audit;
 mod gc;
@@ -257,9 +259,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 impl Caller {
     async fn authorize(&self, registry: &Registry, access: Access<'_>) -> Result<Principal, Error> {
-        let result = registry.auth.authorize(Credentials { headers: &self.headers, peer: self.peer }, access).await;
+        let credentials = crate::seam::credentials(&self.headers, self.peer);
+        let result = registry.auth.authorize(credentials, access).await;
         if let Err(e) = &result {
-            registry.audit_refusal(&self.headers, self.peer, access, e).await;
+            crate::seam::audit_refusal(registry, &credentials, access, e).await;
         }
         crate::observe::http::authorized(registry, self.principal.as_ref(), &self.headers, &result);
         result
@@ -274,7 +277,7 @@ impl Caller {
             crate::system::access_changed(registry, altered).await;
         }
         let event = AuditEvent {
-            at_ms: crate::audit::now_ms(),
+            at_ms: berth_meta::now_ms(),
             actor: principal.name().map(str::to_owned),
             address: self.peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
             operation: change.operation.to_owned(),
@@ -324,8 +327,8 @@ impl Change<'_> {
     /// What the change can alter of what callers may do: a user's or robot's account or
     /// memberships (the resource of `user.`, `robot.` and `member.` changes), or a
     /// project's existence or visibility.
-    fn altered_access(&self) -> Option<crate::auth::AccessChange<'_>> {
-        use crate::auth::AccessChange::{Account, Project};
+    fn altered_access(&self) -> Option<berth_access::auth::AccessChange<'_>> {
+        use berth_access::auth::AccessChange::{Account, Project};
         match self.operation.split_once('.')?.0 {
             "user" | "robot" | "member" => Some(Account(self.resource)),
             "project" => Some(Project(self.resource)),

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, bad_request, json, parse_body, unknown};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 /// Longest pattern accepted (a tag is at most 128 characters).
 const MAX_PATTERN: usize = 128;

@@ -15,7 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Paging, Reply, check_name, json, parse_body, unknown};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectView {

@@ -9,7 +9,8 @@ use berth_core::access::{Permission, project_of};
 use berth_core::{Error, ErrorKind, RepoName};
 
 use super::{Caller, Change, Reply};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[utoipa::path(delete, path = "/api/v1/repositories/{name}", tag = "repositories",
     params(("name" = String, Path, description = "The repository, slashes encoded as %2F")),

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, json, parse_body, unknown};
 use crate::retention::{self, Policy, RunReport};
-use crate::{Access, Principal, Registry};
+use crate::state::Registry;
+use berth_access::{Access, Principal};
 
 /// Characters of a policy kept in its audit entry.
 const MAX_DETAIL: usize = 1024;

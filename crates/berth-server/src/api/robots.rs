@@ -22,10 +22,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, bad_request, check_name, json, parse_body, unknown};
-use crate::access::authorizer::{Presented, presented};
-use crate::access::oidc::{IssuerPolicy, Trust, expiry_of};
-use crate::access::password;
-use crate::{Access, Principal, Registry, Subject};
+use crate::seam::presented;
+use crate::state::Registry;
+use berth_access::authorizer::Presented;
+use berth_access::oidc::{IssuerPolicy, Trust, expiry_of};
+use berth_access::password;
+use berth_access::{Access, Principal, Subject};
 
 /// A robot as the API shows it (never its secret or the secret's hash).
 #[derive(Serialize, ToSchema)]

@@ -11,7 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Caller, Change, MAX_PAGE, Reply, bad_request, json, unknown};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[derive(Serialize, ToSchema)]
 pub struct RunView {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, json, parse_body};
-use crate::{Access, Registry};
+use crate::state::Registry;
+use berth_access::Access;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

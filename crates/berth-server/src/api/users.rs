@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Paging, Reply, bad_request, check_name, json, parse_body, unknown};
-use crate::access::password;
-use crate::{Access, Principal, Registry, Subject};
+use crate::state::Registry;
+use berth_access::password;
+use berth_access::{Access, Principal, Subject};
 
 /// A user as the API shows it (never its password hash).
 #[derive(Serialize, ToSchema)]

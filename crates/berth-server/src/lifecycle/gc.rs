@@ -23,8 +23,8 @@ use berth_meta::{AuditEvent, GarbageBlob, GarbageManifest, GcKind, GcRun, GcStor
 use berth_storage::StoredBlob;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
 use crate::blobs::storage_err;
+use crate::state::Registry;
 
 /// Candidates of each kind (blobs, manifests, orphans) one run decides on; the next run
 /// takes the rest.
@@ -163,7 +163,7 @@ impl<'a> Run<'a> {
             id: 0,
             kind,
             dry_run: request.dry_run,
-            started_ms: crate::audit::now_ms(),
+            started_ms: berth_meta::now_ms(),
             duration_ms: 0,
             candidates: 0,
             manifests_removed: 0,
@@ -298,7 +298,7 @@ impl<'a> Run<'a> {
 
     async fn audit_removal(&self, m: &GarbageManifest) {
         let event = AuditEvent {
-            at_ms: crate::audit::now_ms(),
+            at_ms: berth_meta::now_ms(),
             actor: Some("gc".to_owned()),
             address: "-".to_owned(),
             operation: "gc.manifest.delete".to_owned(),

@@ -14,9 +14,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Error, ErrorKind};
 
-use crate::auth::{Access, Credentials};
+use crate::listen;
 use crate::response::ApiError;
-use crate::{Registry, listen};
+use crate::state::Registry;
+use berth_access::Access;
 
 /// How long `/readyz` waits for each store (a database that is down may otherwise hold a
 /// connection attempt for the pool's acquire timeout).
@@ -83,7 +84,7 @@ pub async fn metrics_authorized(State(registry): State<Arc<Registry>>, request: 
         return ApiError(Error::new(ErrorKind::NotFound)).into_response();
     }
     let peer = request.extensions().get::<listen::PeerAddr>().map(|p| p.0.ip());
-    let credentials = Credentials { headers: request.headers(), peer };
+    let credentials = crate::seam::credentials(request.headers(), peer);
     if let Err(e) = registry.auth.authorize(credentials, Access::System).await {
         registry.metrics.auth_failure(super::http::credentials_kind(request.headers()), e.code());
         return ApiError(e).into_response();

@@ -22,8 +22,10 @@ use http_body::{Frame, SizeHint};
 use tracing::Instrument;
 
 use super::Route;
-use crate::access::authorizer::{Presented, presented};
-use crate::{Registry, listen};
+use crate::listen;
+use crate::seam::presented;
+use crate::state::Registry;
+use berth_access::authorizer::Presented;
 
 /// The response header (and accepted request header) naming a request.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -82,7 +84,7 @@ pub(crate) fn authorized(
     registry: &Registry,
     slot: Option<&PrincipalSlot>,
     headers: &axum::http::HeaderMap,
-    result: &Result<crate::Principal, berth_core::Error>,
+    result: &Result<berth_access::Principal, berth_core::Error>,
 ) {
     match result {
         Ok(principal) => {

@@ -59,8 +59,8 @@ impl Route {
     ];
 
     /// A `/v2` request's route: its endpoint's kind.
-    pub fn of(endpoint: &crate::Endpoint) -> Route {
-        use crate::Endpoint as E;
+    pub fn of(endpoint: &crate::endpoint::Endpoint) -> Route {
+        use crate::endpoint::Endpoint as E;
         match endpoint {
             E::Base => Route::Base,
             E::Catalog => Route::Catalog,

@@ -26,9 +26,9 @@ use berth_meta::{AuditEvent, DeleteIf, RetentionStore, TagTarget};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::Registry;
-use crate::audit::now_ms;
 use crate::lifecycle::gc::GcConfig;
+use crate::state::Registry;
+use berth_meta::now_ms;
 
 pub mod policy;
 pub mod pulls;

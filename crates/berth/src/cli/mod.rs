@@ -397,7 +397,7 @@ async fn user(command: UserCommand) -> Result<(), BoxError> {
     match command {
         UserCommand::Create { name, admin, new_password, remote } => {
             let generated = new_password.is_none();
-            let password = new_password.unwrap_or_else(berth_server::access::password::random_secret);
+            let password = new_password.unwrap_or_else(berth_access::password::random_secret);
             let body = json!({ "name": name, "password": password, "admin": admin });
             Client::new(&remote)?.call(Method::POST, "/users", Some(body)).await?;
             println!("created user {name}");

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_access::password;
 use berth_core::ErrorKind;
 use berth_meta::UserUpdate;
-use berth_server::access::password;
 use clap::Subcommand;
 
 use crate::BoxError;

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_meta::now_ms;
 use berth_meta::{AuditEvent, AuditQuery, AuditRecord};
 use berth_server::Registry;
-use berth_server::audit::{AuditPruner, now_ms};
+use berth_server::audit::AuditPruner;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -128,10 +129,13 @@ async fn manifest_push_pull_and_delete_are_audited_with_actor_address_resource_a
     );
     // The client sent the admin's credentials: the actor is whom the server's own
     // authorizer takes them for (no one while it is `AllowAll`, `admin` after).
-    let mut headers = axum::http::HeaderMap::new();
-    headers.insert("authorization", admin().basic().parse().unwrap());
-    let credentials = berth_server::Credentials { headers: &headers, peer: Some([127, 0, 0, 1].into()) };
-    let principal = server.registry.auth.authorize(credentials, berth_server::Access::Base).await.unwrap();
+    let basic = admin().basic();
+    let credentials = berth_access::Credentials {
+        authorization: Some(basic.as_bytes()),
+        host: None,
+        peer: Some([127, 0, 0, 1].into()),
+    };
+    let principal = server.registry.auth.authorize(credentials, berth_access::Access::Base).await.unwrap();
     for record in &log {
         let AuditEvent { at_ms, actor, address, project, .. } = &record.event;
         assert!((started..=ended).contains(at_ms), "{record:?}");

@@ -167,7 +167,7 @@ async fn the_token_exchange_grant_trades_a_matching_id_token_and_refuses_every_m
     // (the refused token above) has passed: a flood of unknown kids cannot make Berth
     // hammer the issuer.
     issuer.publish(&[&other]);
-    let window = berth_server::access::oidc::OidcConfig::default().refetch_interval;
+    let window = berth_access::oidc::OidcConfig::default().refetch_interval;
     tokio::time::sleep(window + std::time::Duration::from_secs(1)).await;
     let r =
         exchange(&server, &robot, &id_token(&issuer, &other, |c| c["sub"] = json!("repo:acme/app:ref:refs/heads/dev")))
@@ -297,7 +297,7 @@ async fn a_refresh_token_of_a_keyless_robot_is_refused() {
     // One minted with the server's own signing key, as an earlier version issued them.
     let signer = signing_key(&server).await;
     let now = berth_meta::now();
-    let claims = berth_server::access::tokens::Claims {
+    let claims = berth_access::tokens::Claims {
         iss: "berth".into(),
         sub: Some(robot.clone()),
         aud: "berth/refresh".into(),
@@ -308,8 +308,8 @@ async fn a_refresh_token_of_a_keyless_robot_is_refused() {
         jti: "minted".into(),
         access: Vec::new(),
     };
-    let encoding = berth_server::access::keys::signer_of(&signer).unwrap();
-    let refresh = berth_server::access::tokens::sign(&claims, &signer.kid, &encoding).unwrap();
+    let encoding = berth_access::keys::signer_of(&signer).unwrap();
+    let refresh = berth_access::tokens::sign(&claims, &signer.kid, &encoding).unwrap();
     let r = post_token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
     let status = r.status();
     let body: Value = r.json().await.unwrap();

@@ -202,7 +202,7 @@ async fn a_key_revoked_through_one_node_verifies_nothing_on_another_within_the_r
     api.expect(StatusCode::NO_CONTENT, Method::DELETE, &format!("/signing-keys/{kid}"), None).await;
     assert_eq!(on[0].send(Method::GET, "/v2/").await.status(), StatusCode::UNAUTHORIZED, "at once where revoked");
     let started = std::time::Instant::now();
-    let deadline = berth_server::access::keys::SIGNER_REFRESH + Duration::from_secs(10);
+    let deadline = berth_access::keys::SIGNER_REFRESH + Duration::from_secs(10);
     while on[1].send(Method::GET, "/v2/").await.status() != StatusCode::UNAUTHORIZED {
         assert!(started.elapsed() < deadline, "the other node still accepts the token after {:?}", started.elapsed());
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -64,7 +64,7 @@ impl Creds {
 /// `berth` process from `BERTH_ADMIN_PASSWORD`).
 pub fn admin() -> Creds {
     static PASSWORD: OnceLock<String> = OnceLock::new();
-    Creds::new("admin", PASSWORD.get_or_init(berth_server::access::password::random_secret))
+    Creds::new("admin", PASSWORD.get_or_init(berth_access::password::random_secret))
 }
 
 /// What every test server is configured with for access: the admin's password, and

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use berth_access::{keys, tokens};
 use berth_core::access::{Permission, Role};
-use berth_server::access::{keys, tokens};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -3,9 +3,9 @@
 //! past the revocation of the key that signed it.
 
 use base64::Engine as _;
+use berth_access::{keys, tokens};
 use berth_core::access::{Permission, Role};
 use berth_meta::SigningKey;
-use berth_server::access::{keys, tokens};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

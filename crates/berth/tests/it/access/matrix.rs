@@ -116,7 +116,7 @@ async fn world() -> (Setup, Vec<Caller>) {
         }
     }
     // Visibility is re-read every few seconds: wait until the new projects are seen.
-    tokio::time::sleep(berth_server::access::grants::PROJECTS_TTL).await;
+    tokio::time::sleep(berth_access::grants::PROJECTS_TTL).await;
     s.user(BYSTANDER, &[]).await;
     for caller in &callers {
         let name = caller.name();

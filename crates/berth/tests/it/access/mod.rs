@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use berth_access::password;
 use berth_core::access::{Permission, Role};
 use berth_meta::{AuditStore, IdentityStore, PgStore, Robot, RobotGrant, SqliteStore, UserUpdate};
-use berth_server::access::password;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use berth_access::password;
 use berth_meta::IdentityStore;
-use berth_server::access::password;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

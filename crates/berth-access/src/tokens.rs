@@ -356,7 +356,7 @@ impl TokenService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::keys;
+    use crate::keys;
 
     const TTL: Duration = DEFAULT_TOKEN_TTL;
 

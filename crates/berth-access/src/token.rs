@@ -1,5 +1,6 @@
-//! `/token`: Docker's token endpoint (`GET`, Basic or anonymous) and its OAuth2 form
-//! (`POST`, grant types `password` and `refresh_token`).
+//! `/token`'s logic: Docker's token endpoint (`GET`, Basic or anonymous) and its OAuth2
+//! form (`POST`, grant types `password`, `refresh_token` and the token exchange). The
+//! HTTP edge reads the query or form and renders what this returns.
 //!
 //! A token grants, for each requested scope, the requested actions the caller holds, and
 //! never more; a scope the caller holds nothing of is granted with no actions, as
@@ -15,55 +16,22 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
-use axum::response::{IntoResponse, Response};
 use berth_core::scope::{Resource, Scope, ScopeAction};
 use berth_core::{Error, ErrorKind};
 use berth_meta::AuditEvent;
-use futures_util::StreamExt;
 
-use super::authorizer::{Presented, TokenAuthorizer, presented};
-use super::grants::{Holdings, SubjectGrants};
-use super::tokens::{AccessEntry, Issued};
 use crate::auth::{Access, Action, Grants, Subject};
-use crate::response::ApiError;
-use crate::{Registry, listen};
+use crate::authorizer::{Presented, TokenAuthorizer};
+use crate::grants::{Holdings, SubjectGrants};
+use crate::tokens::{AccessEntry, Issued};
 
-/// Largest `POST /token` form read.
-const MAX_FORM: usize = 64 * 1024;
-
-pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Request) -> Response {
-    let Some(auth) = registry.tokens.as_deref() else {
-        return ApiError(Error::new(ErrorKind::NotFound)).into_response();
-    };
-    let (parts, body) = request.into_parts();
-    let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
-    let mut outcome = Outcome::default();
-    let result = if !matches!(parts.method, Method::GET | Method::POST) {
-        Err(Error::new(ErrorKind::MethodNotAllowed))
-    } else if parts.method == Method::POST {
-        match read_form(body).await {
-            Ok(form) => oauth(auth, &form, peer, &mut outcome).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        let query = parse_pairs(parts.uri.query().unwrap_or(""));
-        docker(auth, &parts.headers, &query, peer, &mut outcome).await
-    };
-    if let Some(event) = outcome.event(&result, peer) {
-        registry.audit.record(event).await;
-    }
-    let mut response = result.unwrap_or_else(|e| ApiError(e).into_response());
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    response
-}
+/// A token request's parameters, decoded: a `GET`'s query, a `POST`'s form.
+pub type Pairs = [(String, String)];
 
 /// What a `/token` request did, for the audit log: who asked (never a password or a
 /// token), and what was granted.
 #[derive(Default)]
-struct Outcome {
+pub struct Outcome {
     /// The account named (Basic user, OAuth2 `username`, a refresh token's subject).
     account: Option<String>,
     /// `login` while credentials are checked, `token.refresh` for a refresh grant.
@@ -73,7 +41,8 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn event(&self, result: &Result<Response, Error>, peer: Option<std::net::IpAddr>) -> Option<AuditEvent> {
+    /// The event a request that ended in `result` is logged as, if any.
+    pub fn event<T>(&self, result: &Result<T, Error>, peer: Option<std::net::IpAddr>) -> Option<AuditEvent> {
         let (operation, outcome, detail) = match (result, self.operation) {
             (Ok(_), _) => ("token.issue", "success", self.granted.clone()),
             (Err(e), Some(operation)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests) => {
@@ -82,7 +51,7 @@ impl Outcome {
             _ => return None,
         };
         Some(AuditEvent {
-            at_ms: crate::audit::now_ms(),
+            at_ms: berth_meta::now_ms(),
             actor: self.account.clone(),
             address: peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
             operation: operation.to_owned(),
@@ -93,12 +62,6 @@ impl Outcome {
             count: 1,
         })
     }
-}
-
-type Pairs = Vec<(String, String)>;
-
-fn parse_pairs(s: &str) -> Pairs {
-    form_urlencoded::parse(s.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 fn first<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
@@ -113,21 +76,6 @@ fn bad_request(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::BadRequest).with_message(message)
 }
 
-async fn read_form(body: Body) -> Result<Pairs, Error> {
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| bad_request(format!("reading the form: {e}")))?;
-        if buf.len() + chunk.len() > MAX_FORM {
-            return Err(bad_request("the form is too large"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    let pairs = parse_pairs(&String::from_utf8_lossy(&buf));
-    crate::text::check_pairs(&pairs)?;
-    Ok(pairs)
-}
-
 fn check_service(auth: &TokenAuthorizer, service: Option<&str>) -> Result<(), Error> {
     match service {
         Some(s) if s != auth.config.service => Err(bad_request(format!("unknown service {s:?}"))),
@@ -140,16 +88,16 @@ fn parse_scopes<'a>(params: impl IntoIterator<Item = &'a str>) -> Result<Vec<Sco
 }
 
 /// `GET /token?service=…&scope=…[&scope=…][&offline_token=true]`, Basic or anonymous.
-async fn docker(
+pub async fn docker(
     auth: &TokenAuthorizer,
-    headers: &HeaderMap,
+    presented: Presented,
     query: &Pairs,
     peer: Option<std::net::IpAddr>,
     outcome: &mut Outcome,
-) -> Result<Response, Error> {
+) -> Result<serde_json::Value, Error> {
     check_service(auth, first(query, "service"))?;
     let scopes = parse_scopes(all(query, "scope"))?;
-    let login = match presented(headers) {
+    let login = match presented {
         Presented::Nothing => Login::new(Arc::new(Holdings::anonymous()), None),
         Presented::Basic(name, password) => {
             (outcome.account, outcome.operation) = (Some(name.clone()), Some("login"));
@@ -167,12 +115,12 @@ async fn docker(
 /// token exchange (RFC 8693) of a keyless robot's external ID token
 /// (`subject_token`, `subject_token_type=…:id_token`, the robot in `robot` or `client_id`),
 /// which logs in exactly as that ID token given as the robot's Basic password does.
-async fn oauth(
+pub async fn oauth(
     auth: &TokenAuthorizer,
     form: &Pairs,
     peer: Option<std::net::IpAddr>,
     outcome: &mut Outcome,
-) -> Result<Response, Error> {
+) -> Result<serde_json::Value, Error> {
     check_service(auth, first(form, "service"))?;
     let scopes = parse_scopes(all(form, "scope"))?;
     match first(form, "grant_type") {
@@ -188,7 +136,7 @@ async fn oauth(
         Some("refresh_token") => {
             let token = first(form, "refresh_token").ok_or_else(|| bad_request("refresh_token is missing"))?;
             let claims = auth.tokens.verify_refresh(token).await?;
-            let subject = super::tokens::subject_of(claims.sub.as_deref());
+            let subject = crate::tokens::subject_of(claims.sub.as_deref());
             (outcome.account, outcome.operation) = (claims.sub.clone(), Some("token.refresh"));
             let no_longer_valid =
                 || Error::new(ErrorKind::Unauthorized).with_message("the refresh token is no longer valid");
@@ -203,9 +151,9 @@ async fn oauth(
             }
             respond(auth, Login::new(Arc::new(holdings), None), &scopes, false, Some(&scopes), outcome).await
         }
-        Some(super::oidc::exchange::TOKEN_EXCHANGE_GRANT) => {
+        Some(crate::oidc::exchange::TOKEN_EXCHANGE_GRANT) => {
             let exchange =
-                super::oidc::exchange::TokenExchange::from_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+                crate::oidc::exchange::TokenExchange::from_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             (outcome.account, outcome.operation) = (Some(exchange.robot.clone()), Some("login"));
             // A robot with a secret does not exchange it for a token this way.
             let keyless = auth.store.robot(&exchange.robot).await?.is_some_and(|r| r.trust.is_some());
@@ -236,7 +184,7 @@ impl Login {
     fn new(holdings: Arc<Holdings>, password: Option<&str>) -> Login {
         let id_token_exp = match (holdings.keyless, password) {
             // A verified ID token has an `exp`; one unreadable now ends the login now.
-            (true, Some(id_token)) => Some(super::oidc::expiry_of(id_token).unwrap_or(i64::MIN)),
+            (true, Some(id_token)) => Some(crate::oidc::expiry_of(id_token).unwrap_or(i64::MIN)),
             (true, None) => Some(i64::MIN),
             (false, _) => None,
         };
@@ -273,7 +221,7 @@ fn action_of(action: ScopeAction) -> Action {
     }
 }
 
-/// The token response; `oauth_scopes` adds OAuth2's `scope` (what was granted).
+/// The token response's JSON; `oauth_scopes` adds OAuth2's `scope` (what was granted).
 async fn respond(
     auth: &TokenAuthorizer,
     login: Login,
@@ -281,7 +229,7 @@ async fn respond(
     offline: bool,
     oauth_scopes: Option<&[Scope]>,
     outcome: &mut Outcome,
-) -> Result<Response, Error> {
+) -> Result<serde_json::Value, Error> {
     let Login { holdings, not_after } = login;
     let sub = match &holdings.subject {
         Subject::Anonymous => None,
@@ -311,7 +259,7 @@ async fn respond(
     if oauth_scopes.is_some() {
         body["scope"] = granted.join(" ").into();
     }
-    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+    Ok(body)
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.

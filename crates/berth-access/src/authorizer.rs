@@ -35,7 +35,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind};
@@ -93,33 +92,48 @@ impl Default for AccessConfig {
 }
 
 /// What a request presents in `Authorization`.
-pub(crate) enum Presented {
+pub enum Presented {
     Nothing,
     Basic(String, String),
     Bearer(String),
     Unreadable,
 }
 
-pub(crate) fn presented(headers: &HeaderMap) -> Presented {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Presented::Nothing };
-    let Ok(value) = value.to_str() else { return Presented::Unreadable };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Presented::Bearer(rest.trim().to_owned());
-    }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Presented::Unreadable;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok();
-    match decoded.and_then(|d| String::from_utf8(d).ok()) {
-        Some(pair) => match pair.split_once(':') {
-            // A name with a control character names no account, and must reach no store
-            // nor the audit log (`text.rs`).
-            Some((name, _)) if crate::text::has_control(name) => Presented::Unreadable,
-            Some((name, password)) => Presented::Basic(name.to_owned(), password.to_owned()),
+impl Presented {
+    /// Reads an `Authorization` header's value (`None`: none was sent). A value that is
+    /// not visible ASCII, a scheme other than Basic and Bearer, Basic that is not
+    /// base64 of UTF-8 `name:password`, and a name holding a control character are
+    /// [`Presented::Unreadable`].
+    pub fn parse(authorization: Option<&[u8]>) -> Presented {
+        let Some(value) = authorization else { return Presented::Nothing };
+        // What HTTP's header values allow as text (`http::HeaderValue::to_str`).
+        if !value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            return Presented::Unreadable;
+        }
+        let Ok(value) = std::str::from_utf8(value) else { return Presented::Unreadable };
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Presented::Bearer(rest.trim().to_owned());
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Presented::Unreadable;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok();
+        match decoded.and_then(|d| String::from_utf8(d).ok()) {
+            Some(pair) => match pair.split_once(':') {
+                // A name with a control character names no account, and must reach no
+                // store nor the audit log (the edge's `text` layer).
+                Some((name, _)) if berth_core::text::has_control(name) => Presented::Unreadable,
+                Some((name, password)) => Presented::Basic(name.to_owned(), password.to_owned()),
+                None => Presented::Unreadable,
+            },
             None => Presented::Unreadable,
-        },
-        None => Presented::Unreadable,
+        }
+    }
+
+    /// What `credentials` present.
+    pub fn of(credentials: &Credentials<'_>) -> Presented {
+        Presented::parse(credentials.authorization)
     }
 }
 
@@ -135,8 +149,8 @@ fn scope_of(access: Access<'_>) -> Option<String> {
 }
 
 /// A `Host` header fit to go into a challenge: a name or address and a port, nothing else.
-fn host(headers: &HeaderMap) -> &str {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+fn host(host: Option<&str>) -> &str {
+    let host = host.unwrap_or("");
     let fits = !host.is_empty()
         && host.len() <= 255
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
@@ -206,10 +220,10 @@ impl TokenAuthorizer {
     }
 
     /// Where clients get tokens: `<external URL>/token`.
-    pub fn realm(&self, headers: &HeaderMap) -> String {
+    pub fn realm(&self, host_header: Option<&str>) -> String {
         match &self.config.external_url {
             Some(url) => format!("{}/token", url.trim_end_matches('/')),
-            None => format!("{}://{}/token", if self.config.https { "https" } else { "http" }, host(headers)),
+            None => format!("{}://{}/token", if self.config.https { "https" } else { "http" }, host(host_header)),
         }
     }
 
@@ -217,12 +231,13 @@ impl TokenAuthorizer {
     /// of each of `also`, space-separated (as distribution writes several).
     pub fn challenge(
         &self,
-        headers: &HeaderMap,
+        credentials: &Credentials<'_>,
         access: Access<'_>,
         also: &[Access<'_>],
         error: Option<&str>,
     ) -> String {
-        let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(headers), self.config.service);
+        let mut challenge =
+            format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(credentials.host), self.config.service);
         let scopes: Vec<String> = std::iter::once(access).chain(also.iter().copied()).filter_map(scope_of).collect();
         if !scopes.is_empty() {
             challenge.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
@@ -233,8 +248,14 @@ impl TokenAuthorizer {
         challenge
     }
 
-    fn unauthorized(&self, headers: &HeaderMap, access: Access<'_>, also: &[Access<'_>], error: Option<&str>) -> Error {
-        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(headers, access, also, error))
+    fn unauthorized(
+        &self,
+        credentials: &Credentials<'_>,
+        access: Access<'_>,
+        also: &[Access<'_>],
+        error: Option<&str>,
+    ) -> Error {
+        Error::new(ErrorKind::Unauthorized).with_challenge(self.challenge(credentials, access, also, error))
     }
 
     pub async fn projects(&self) -> Result<Arc<Projects>, Error> {
@@ -369,7 +390,7 @@ impl TokenAuthorizer {
     /// 403 otherwise).
     async fn decide(
         &self,
-        headers: &HeaderMap,
+        credentials: &Credentials<'_>,
         access: Access<'_>,
         also: &[Access<'_>],
         holdings: Arc<Holdings>,
@@ -378,7 +399,7 @@ impl TokenAuthorizer {
         let grants = SubjectGrants { holdings: Arc::clone(&holdings), projects: Arc::clone(&projects) };
         if !grants.may(access) {
             return Err(match holdings.subject {
-                Subject::Anonymous => self.unauthorized(headers, access, also, None),
+                Subject::Anonymous => self.unauthorized(credentials, access, also, None),
                 _ => Error::new(ErrorKind::Denied),
             });
         }
@@ -390,13 +411,15 @@ impl TokenAuthorizer {
 
     async fn authorize_token(
         &self,
-        headers: &HeaderMap,
+        credentials: &Credentials<'_>,
         access: Access<'_>,
         also: &[Access<'_>],
         token: &str,
     ) -> Result<Principal, Error> {
         let grants: Arc<TokenGrants> = self.tokens.verify(token).await.map_err(|e| match e.kind {
-            ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, Some("invalid_token"))),
+            ErrorKind::Unauthorized => {
+                e.with_challenge(self.challenge(credentials, access, also, Some("invalid_token")))
+            }
             _ => e,
         })?;
         let subject = grants.subject.clone();
@@ -413,11 +436,11 @@ impl TokenAuthorizer {
         // of `insufficient_scope`: 403, with a challenge naming the scope if a new token
         // could carry it (the caller holds it), without one if nothing would help.
         if subject == Subject::Anonymous {
-            return Err(self.unauthorized(headers, access, also, None));
+            return Err(self.unauthorized(credentials, access, also, None));
         }
         let insufficient = || {
             Error::new(ErrorKind::Denied).with_challenge(self.challenge(
-                headers,
+                credentials,
                 access,
                 also,
                 Some("insufficient_scope"),
@@ -427,14 +450,14 @@ impl TokenAuthorizer {
             return Err(insufficient());
         }
         let Some(holdings) = self.holdings_of(&subject, None).await? else {
-            return Err(self.unauthorized(headers, access, also, Some("invalid_token")));
+            return Err(self.unauthorized(credentials, access, also, Some("invalid_token")));
         };
         if registry_access {
             let projects = self.projects.get().await?;
             let holds = SubjectGrants { holdings: Arc::new(holdings), projects }.may(access);
             return Err(if holds { insufficient() } else { Error::new(ErrorKind::Denied) });
         }
-        self.decide(headers, access, also, Arc::new(holdings)).await
+        self.decide(credentials, access, also, Arc::new(holdings)).await
     }
 
     /// Refuses a push into a project that does not exist, unless a system
@@ -489,18 +512,18 @@ impl Authorizer for TokenAuthorizer {
         access: Access<'_>,
         also: &[Access<'_>],
     ) -> Result<Principal, Error> {
-        let headers = credentials.headers;
-        match presented(headers) {
-            Presented::Nothing => self.decide(headers, access, also, Arc::clone(&self.anonymous)).await,
-            Presented::Bearer(token) => self.authorize_token(headers, access, also, &token).await,
+        let credentials = &credentials;
+        match Presented::of(credentials) {
+            Presented::Nothing => self.decide(credentials, access, also, Arc::clone(&self.anonymous)).await,
+            Presented::Bearer(token) => self.authorize_token(credentials, access, also, &token).await,
             Presented::Basic(name, password) => {
                 let holdings = self.login(&name, &password, credentials.peer).await.map_err(|e| match e.kind {
-                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(headers, access, also, None)),
+                    ErrorKind::Unauthorized => e.with_challenge(self.challenge(credentials, access, also, None)),
                     _ => e,
                 })?;
-                self.decide(headers, access, also, holdings).await
+                self.decide(credentials, access, also, holdings).await
             }
-            Presented::Unreadable => Err(self.unauthorized(headers, access, also, None)),
+            Presented::Unreadable => Err(self.unauthorized(credentials, access, also, None)),
         }
     }
 
@@ -515,35 +538,29 @@ impl Authorizer for TokenAuthorizer {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
-    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
-        }
-        h
+    fn presented(value: &str) -> Presented {
+        Presented::parse(Some(value.as_bytes()))
     }
 
     #[test]
     fn authorization_headers_are_read_strictly() {
-        let basic = headers(&[(header::AUTHORIZATION, "Basic YWxpY2U6czNjcjp0")]); // alice:s3cr:t
-        assert!(matches!(presented(&basic), Presented::Basic(n, p) if n == "alice" && p == "s3cr:t"));
-        let bearer = headers(&[(header::AUTHORIZATION, "Bearer abc.def.ghi")]);
-        assert!(matches!(presented(&bearer), Presented::Bearer(t) if t == "abc.def.ghi"));
-        for bad in ["Basic !!!", "Basic YWxpY2U=", "Digest x", "Basic"] {
-            assert!(matches!(presented(&headers(&[(header::AUTHORIZATION, bad)])), Presented::Unreadable), "{bad}");
+        let basic = presented("Basic YWxpY2U6czNjcjp0"); // alice:s3cr:t
+        assert!(matches!(basic, Presented::Basic(n, p) if n == "alice" && p == "s3cr:t"));
+        assert!(matches!(presented("Bearer abc.def.ghi"), Presented::Bearer(t) if t == "abc.def.ghi"));
+        for bad in ["Basic !!!", "Basic YWxpY2U=", "Digest x", "Basic", "Bearer \u{e9}"] {
+            assert!(matches!(presented(bad), Presented::Unreadable), "{bad}");
         }
-        assert!(matches!(presented(&HeaderMap::new()), Presented::Nothing));
+        assert!(matches!(Presented::parse(Some(b"Bearer a\x7fb")), Presented::Unreadable));
+        assert!(matches!(Presented::parse(None), Presented::Nothing));
     }
 
     #[test]
     fn a_host_header_goes_into_a_challenge_only_if_it_is_a_plain_host() {
-        assert_eq!(host(&headers(&[(header::HOST, "127.0.0.1:5000")])), "127.0.0.1:5000");
-        assert_eq!(host(&headers(&[(header::HOST, "[::1]:80")])), "[::1]:80");
-        assert_eq!(host(&headers(&[(header::HOST, "evil\",x=\"y")])), "localhost");
-        assert_eq!(host(&HeaderMap::new()), "localhost");
+        assert_eq!(host(Some("127.0.0.1:5000")), "127.0.0.1:5000");
+        assert_eq!(host(Some("[::1]:80")), "[::1]:80");
+        assert_eq!(host(Some("evil\",x=\"y")), "localhost");
+        assert_eq!(host(None), "localhost");
     }
 }

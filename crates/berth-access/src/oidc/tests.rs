@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use super::{IssuerPolicy, OidcConfig, OidcVerifier, Trust};
-use crate::access::password::base64url;
+use crate::password::base64url;
 
 /// A trust in `issuer` for audience `berth`, subject `repo:acme/app:ref:refs/heads/*`
 /// and `repository_owner: acme`.

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::HeaderMap;
 use berth_core::access::Permission;
 use berth_core::{Error, RepoName};
 
@@ -76,10 +75,14 @@ impl Principal {
     }
 }
 
-/// What a request presents to be authorized.
-#[derive(Clone, Copy, Debug)]
+/// What a request presents to be authorized, as the HTTP edge read it.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Credentials<'a> {
-    pub headers: &'a HeaderMap,
+    /// The `Authorization` header's value as sent (`None`: none was).
+    pub authorization: Option<&'a [u8]>,
+    /// The `Host` the request was sent to: a challenge's realm names it when no external
+    /// URL is configured.
+    pub host: Option<&'a str>,
     /// The client's address (for rate limits and the audit log).
     pub peer: Option<IpAddr>,
 }
