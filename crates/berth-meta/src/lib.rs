@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ops;
 pub mod policy;
 mod postgres;
+mod projects;
 pub mod retention;
 pub mod scrub;
 mod sql;
@@ -32,6 +33,7 @@ pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdat
 pub use ops::{OpsStore, PoolUsage};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::{PgStore, PoolConfig};
+pub use projects::project_repositories;
 pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
 pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;

@@ -14,16 +14,6 @@ use crate::range::parse_range;
 use crate::response::{empty, header_value};
 use berth_access::{Access, Action};
 
-/// Maps a storage failure to what the client is told.
-pub(crate) fn storage_err(e: StorageError) -> Error {
-    match e {
-        StorageError::Full => Error::new(ErrorKind::StorageFull),
-        StorageError::Conflict(why) => Error::new(ErrorKind::BlobUploadInvalid).with_message(why),
-        StorageError::Body(e) => Error::new(ErrorKind::BlobUploadInvalid).with_message(format!("request body: {e}")),
-        other => Error::internal(other),
-    }
-}
-
 pub(crate) fn blob_location(repo: &RepoName, digest: &Digest) -> String {
     format!("/v2/{repo}/blobs/{digest}")
 }

@@ -107,6 +107,6 @@ impl<'a> Ctx<'a> {
             count: 1,
         };
         let registry: &'a Registry = self.registry;
-        registry.audit.record(event)
+        registry.jobs.audit.record(event)
     }
 }

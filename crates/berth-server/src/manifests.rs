@@ -33,7 +33,7 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) ->
                 Reference::Tag(t) => Some(t.as_str()),
                 Reference::Digest(_) => None,
             };
-            ctx.registry.pulls.record(repo.as_str(), served.to_str().unwrap_or_default(), tag);
+            ctx.registry.jobs.pulls.record(repo.as_str(), served.to_str().unwrap_or_default(), tag);
         }
         let digest = result.as_ref().ok().and_then(|r| served_digest(r, reference));
         ctx.audit(&principal, "manifest.pull", repo, reference, &result, digest).await;

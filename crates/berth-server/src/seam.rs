@@ -29,7 +29,7 @@ pub(crate) async fn audit_refusal(
     error: &Error,
 ) {
     if let Some(event) = refusal_event(registry.tokens.as_deref(), credentials, access, error).await {
-        registry.audit.record(event).await;
+        registry.jobs.audit.record(event).await;
     }
 }
 

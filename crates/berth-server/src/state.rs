@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use berth_access::Authorizer;
 use berth_access::authorizer::TokenAuthorizer;
-use berth_meta::{IdentityStore, MetadataStore, PolicyStore, RetentionStore, ScrubStore};
+use berth_jobs::Jobs;
+use berth_meta::{IdentityStore, MetadataStore, PolicyStore};
 use berth_storage::BlobStore;
 use tokio::sync::Semaphore;
 
-use crate::{audit, claims, lifecycle, observe, retention};
+use crate::{claims, observe};
 
 /// Tunables of the registry core. The defaults are `berth serve`'s.
 #[derive(Clone, Debug)]
@@ -48,7 +49,8 @@ impl Default for RegistryConfig {
     }
 }
 
-/// The registry: its stores, its authorizer, and per-node upload state.
+/// The registry: its stores, its authorizer, the jobs behind it, and per-node upload
+/// state.
 pub struct Registry {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetadataStore>,
@@ -56,26 +58,17 @@ pub struct Registry {
     pub identity: Arc<dyn IdentityStore>,
     /// Immutable tag rules and quotas (enforced by `meta`'s own transactions).
     pub policy: Arc<dyn PolicyStore>,
-    /// The integrity scrub's runs and findings (`scrub.rs`).
-    pub scrub: Arc<dyn ScrubStore>,
     pub auth: Arc<dyn Authorizer>,
-    /// Where events are recorded (`audit.rs`).
-    pub audit: audit::AuditLog,
+    /// The background jobs' state: the audit log, blob locks, pull times, GC, the scrub
+    /// (`berth_jobs`).
+    pub jobs: Arc<Jobs>,
     pub config: RegistryConfig,
-    /// This process's name in leases.
-    pub node_id: String,
     /// Uploads a request on this node works on right now.
     pub(crate) claims: Arc<claims::Claims>,
     /// One permit per request carrying upload bytes (`config.max_uploads`).
     pub(crate) uploads: Semaphore,
-    /// A scrub run goes on on this node (`scrub.rs`).
-    pub(crate) scrubbing: AtomicBool,
     /// The token service behind `/token`, when the authorizer is the token authorizer.
     pub tokens: Option<Arc<TokenAuthorizer>>,
-    /// Pull times and retention policies (`retention/`), set by [`Registry::with_retention`].
-    pub retention: Option<Arc<dyn RetentionStore>>,
-    /// When manifests and tags were last pulled, held until the next flush.
-    pub pulls: retention::PullRecorder,
     /// Read-only mode: pushes, deletes and management writes are refused (one load per
     /// write request; reads never look): the registry-wide switch as this node last
     /// read it (`system.rs`).
@@ -83,10 +76,6 @@ pub struct Registry {
     /// The stored generation of accounts, memberships and projects this node's caches
     /// were last cleared for (`system.rs`).
     pub(crate) access_generation: std::sync::Mutex<String>,
-    /// The garbage collector, when configured (`with_gc`).
-    pub gc: Option<lifecycle::gc::Gc>,
-    /// Held by an upload's commit-and-link and by GC's removal of the same digest.
-    pub blob_locks: lifecycle::BlobLocks,
     /// This node's metrics (`observe`); enabled unless configured off.
     pub metrics: Arc<observe::Metrics>,
     /// What `/readyz` and `/metrics` read of the database; `None`: not checked.
@@ -94,17 +83,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    // One store per concern, each a trait object handed in by the wiring (`berth::open`,
-    // its one caller): a struct of them would only rename this list.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetadataStore>,
         identity: Arc<dyn IdentityStore>,
         policy: Arc<dyn PolicyStore>,
-        scrub: Arc<dyn ScrubStore>,
         auth: Arc<dyn Authorizer>,
-        audit: audit::AuditLog,
+        jobs: Arc<Jobs>,
         config: RegistryConfig,
     ) -> Registry {
         let uploads = Semaphore::new(config.max_uploads);
@@ -113,37 +98,17 @@ impl Registry {
             meta,
             identity,
             policy,
-            scrub,
             auth,
-            audit,
+            jobs,
             config,
-            node_id: uuid::Uuid::new_v4().to_string(),
             claims: Arc::default(),
             uploads,
-            scrubbing: Default::default(),
             tokens: None,
-            retention: None,
-            pulls: retention::PullRecorder::default(),
             read_only: AtomicBool::new(false),
             access_generation: Default::default(),
-            gc: None,
-            blob_locks: lifecycle::BlobLocks::default(),
             metrics: Arc::new(observe::Metrics::new(true)),
             ops: None,
         }
-    }
-
-    /// Collects garbage with `gc` (scheduled by `lifecycle::gc::Collector`, on demand
-    /// through the management API).
-    pub fn with_gc(mut self, gc: lifecycle::gc::Gc) -> Registry {
-        self.gc = Some(gc);
-        self
-    }
-
-    /// Keeps pull times and retention policies in `store`.
-    pub fn with_retention(mut self, store: Arc<dyn RetentionStore>) -> Registry {
-        self.retention = Some(store);
-        self
     }
 
     /// Records into `metrics` (the ones the stores were wrapped with, see

@@ -41,7 +41,7 @@ pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Reques
         token::docker(auth, presented, &query, peer, &mut outcome).await
     };
     if let Some(event) = outcome.event(&result, peer) {
-        registry.audit.record(event).await;
+        registry.jobs.audit.record(event).await;
     }
     let mut response = match result {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),

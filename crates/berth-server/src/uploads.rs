@@ -24,7 +24,9 @@ use berth_meta::{BlobInfo, UploadRecord};
 use berth_storage::{ByteStream, StorageError};
 use futures_util::StreamExt;
 
-use crate::blobs::{blob_location, storage_err};
+use berth_storage::storage_err;
+
+use crate::blobs::blob_location;
 use crate::ctx::Ctx;
 use crate::range::parse_content_range;
 use crate::response::{ApiError, empty, header_value};
@@ -174,7 +176,7 @@ async fn try_mount(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<boo
         // The key read and the link made under the digest's stripe, as a commit links:
         // GC removing these bytes (and, on the filesystem, their record) in between would
         // leave the link a fresh live record of bytes that are gone.
-        let _stripe = ctx.registry.blob_locks.lock(digest).await;
+        let _stripe = ctx.registry.jobs.blob_locks.lock(digest).await;
         if let Some(info) = meta.repo_blob(from, digest).await? {
             match meta.link_blob(repo, digest, &info, None).await {
                 Ok(_) => return Ok(true),
@@ -388,7 +390,7 @@ async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Dige
     // blob, never a recorded one without bytes. Committing again after such a crash
     // finds the bytes where the first commit put them.
     // GC removing this digest's bytes waits for this commit-and-link, or this waits for it.
-    let _stripe = reg.blob_locks.lock(digest).await;
+    let _stripe = reg.jobs.blob_locks.lock(digest).await;
     let key = match reg.blobs.commit_upload(&id, &state, size, digest).await {
         Ok(key) => key,
         Err(e) => {

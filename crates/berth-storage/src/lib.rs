@@ -56,6 +56,17 @@ pub enum StorageError {
     Io(io::Error),
 }
 
+/// Maps a storage failure to what the client is told.
+pub fn storage_err(e: StorageError) -> berth_core::Error {
+    use berth_core::{Error, ErrorKind};
+    match e {
+        StorageError::Full => Error::new(ErrorKind::StorageFull),
+        StorageError::Conflict(why) => Error::new(ErrorKind::BlobUploadInvalid).with_message(why),
+        StorageError::Body(e) => Error::new(ErrorKind::BlobUploadInvalid).with_message(format!("request body: {e}")),
+        other => Error::internal(other),
+    }
+}
+
 impl From<io::Error> for StorageError {
     fn from(e: io::Error) -> StorageError {
         match e.kind() {

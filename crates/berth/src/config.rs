@@ -294,7 +294,7 @@ impl Default for Limits {
 
 impl Default for Jobs {
     fn default() -> Jobs {
-        let gc = berth_server::lifecycle::gc::GcConfig::default();
+        let gc = berth_jobs::gc::GcConfig::default();
         Jobs {
             upload_ttl: RegistryConfig::default().upload_ttl,
             janitor_interval: Duration::from_secs(600),

@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_access::oidc::{IssuerPolicy, OidcConfig};
+use berth_jobs::audit::{AuditLog, AuditPruner};
+use berth_jobs::gc::{Collector, Gc, GcConfig};
+use berth_jobs::janitor::Janitor;
+use berth_jobs::retention::{self, RetentionJob};
+use berth_jobs::{JobRecorder, Jobs};
 use berth_meta::{
     AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, OpsStore, PgStore, PolicyStore, PoolConfig,
     RetentionStore, ScrubStore, SqliteStore,
 };
-use berth_server::audit::{AuditLog, AuditPruner};
-use berth_server::janitor::Janitor;
-use berth_server::lifecycle::gc::{Collector, Gc, GcConfig};
 use berth_server::listen::{self, ServeLimits};
 use berth_server::observe::stores::Timed;
 use berth_server::observe::{JobOutcome, Metrics};
-use berth_server::retention::{self, RetentionJob};
 use berth_server::tls::{self, TlsFiles};
 use berth_server::{Registry, RegistryConfig};
 pub use berth_storage::S3Config;
@@ -162,19 +163,26 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
         ..AccessConfig::default()
     };
     let tokens = Arc::new(TokenAuthorizer::open(Arc::clone(&stores.identity), access).await?);
+    let jobs = Jobs::new(
+        Arc::clone(&blobs),
+        Arc::clone(&stores.meta),
+        stores.scrub,
+        AuditLog::new(stores.audit).with_metrics(metrics.audit_writer()),
+        Arc::clone(&metrics) as Arc<dyn JobRecorder>,
+        config.jobs.upload_ttl,
+    )
+    .with_retention(stores.retention)
+    .with_gc(Gc::new(stores.gc, gc_config(config)));
     let registry = Registry::new(
         blobs,
         stores.meta,
         stores.identity,
         stores.policy,
-        stores.scrub,
         tokens.clone(),
-        AuditLog::new(stores.audit).with_metrics(metrics.audit_writer()),
+        Arc::new(jobs),
         registry_config,
     )
     .with_token_auth(tokens)
-    .with_retention(stores.retention)
-    .with_gc(Gc::new(stores.gc, gc_config(config)))
     .with_observability(metrics, stores.ops);
     // Started read-only: the switch is stored for every node. Otherwise the stored one
     // (a switch set through the API survives restarts).
@@ -185,7 +193,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     }
     // The audit writer runs from here on (so that recording never waits on a writer
     // nobody started); `serve` stops it after the last request.
-    registry.audit.start();
+    registry.jobs.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
 }
 
@@ -235,16 +243,21 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     };
     let node = open(&config).await?;
     let registry = Arc::clone(&node.registry);
-    let janitor = tokio::spawn(Janitor::new(Arc::clone(&registry)).run(config.jobs.janitor_interval, shutdown.clone()));
-    let pruner = AuditPruner::new(Arc::clone(&registry), config.jobs.audit_retention);
+    let janitor =
+        tokio::spawn(Janitor::new(Arc::clone(&registry.jobs)).run(config.jobs.janitor_interval, shutdown.clone()));
+    let pruner = AuditPruner::new(Arc::clone(&registry.jobs), config.jobs.audit_retention);
     let pruner = tokio::spawn(pruner.run(AUDIT_PRUNE_INTERVAL, shutdown.clone()));
-    let flusher =
-        tokio::spawn(retention::flush_pulls(Arc::clone(&registry), config.jobs.pull_flush_interval, shutdown.clone()));
-    let retention =
-        tokio::spawn(RetentionJob::new(Arc::clone(&registry)).run(config.jobs.retention_interval, shutdown.clone()));
-    let scrub = berth_server::scrub::run_every(Arc::clone(&registry), config.jobs.scrub_interval, shutdown.clone());
+    let flusher = tokio::spawn(retention::flush_pulls(
+        Arc::clone(&registry.jobs),
+        config.jobs.pull_flush_interval,
+        shutdown.clone(),
+    ));
+    let retention = tokio::spawn(
+        RetentionJob::new(Arc::clone(&registry.jobs)).run(config.jobs.retention_interval, shutdown.clone()),
+    );
+    let scrub = berth_jobs::scrub::run_every(Arc::clone(&registry.jobs), config.jobs.scrub_interval, shutdown.clone());
     let scrub = tokio::spawn(scrub);
-    let collector = tokio::spawn(Collector::new(Arc::clone(&registry)).run(shutdown.clone()));
+    let collector = tokio::spawn(Collector::new(Arc::clone(&registry.jobs)).run(shutdown.clone()));
     let usage = storage_gauge(Arc::clone(&registry), config.metrics.storage_interval, shutdown.clone());
     let usage = tokio::spawn(usage);
     let switches = tokio::spawn(berth_server::system::sync_every(Arc::clone(&registry), shutdown.clone()));
@@ -287,8 +300,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     flusher.await?;
     retention.await?;
     // No request runs any more: the pull times they recorded are written.
-    if let Ok(store) = registry.retention_store()
-        && let Err(e) = registry.pulls.flush(&**store).await
+    if let Ok(store) = registry.jobs.retention_store()
+        && let Err(e) = registry.jobs.pulls.flush(&**store).await
     {
         tracing::warn!(error = %e, "writing pull times at shutdown failed: they are lost");
     }
@@ -300,7 +313,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         server.await??;
     }
     // No request runs any more: what they recorded is stored before the process ends.
-    registry.audit.stop().await;
+    registry.jobs.audit.stop().await;
     drop(node);
     Ok(served?)
 }

@@ -94,7 +94,7 @@ pub async fn query(State(registry): State<Arc<Registry>>, caller: Caller) -> Rep
         before_id: caller.number("before")?,
         limit: limit + 1,
     };
-    let mut records = registry.audit.store().query(&query).await?;
+    let mut records = registry.jobs.audit.store().query(&query).await?;
     let more = records.len() > limit as usize;
     records.truncate(limit as usize);
     let entries: Vec<AuditEntry> = records.iter().map(AuditEntry::from).collect();

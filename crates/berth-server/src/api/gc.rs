@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Caller, MAX_PAGE, Reply, bad_request, json, next_link, parse_body};
-use crate::lifecycle::gc::{GcReport, GcRequest, collect};
 use crate::state::Registry;
 use berth_access::Access;
+use berth_jobs::gc::{GcReport, GcRequest, collect};
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,7 @@ impl From<&GcReport> for ReportView {
 pub async fn run(State(registry): State<Arc<Registry>>, caller: Caller, body: Bytes) -> Reply {
     caller.authorize(&registry, Access::System).await?;
     let request: RunRequest = if body.is_empty() { RunRequest::default() } else { parse_body(&body)? };
-    let report = collect(&registry, GcRequest { full: request.full, dry_run: request.dry_run }).await?;
+    let report = collect(&registry.jobs, GcRequest { full: request.full, dry_run: request.dry_run }).await?;
     Ok(json(StatusCode::OK, &ReportView::from(&report)))
 }
 
@@ -137,7 +137,8 @@ pub struct RunsPage {
     responses((status = 200, body = [RunView]), (status = 403, body = super::ErrorBody)))]
 pub async fn runs(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
     caller.authorize(&registry, Access::System).await?;
-    let gc = registry.gc.as_ref().ok_or_else(|| berth_core::Error::internal("garbage collection is not configured"))?;
+    let gc =
+        registry.jobs.gc.as_ref().ok_or_else(|| berth_core::Error::internal("garbage collection is not configured"))?;
     let limit = caller.number::<u32>("limit")?.unwrap_or(super::DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(bad_request(format!("limit must be between 1 and {MAX_PAGE}")).into());

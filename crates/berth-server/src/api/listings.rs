@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use berth_core::access::DEFAULT_PROJECT;
+
 use berth_core::{Error, ErrorKind, RepoName};
-use berth_meta::{Artifact, MetadataStore};
+use berth_meta::{Artifact, project_repositories};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -96,42 +96,6 @@ pub async fn artifacts(State(registry): State<Arc<Registry>>, caller: Caller, Pa
     let found = registry.meta.artifacts(&repo, page.last.as_deref(), page.n + 1).await?.ok_or_else(unknown)?;
     let path = format!("/api/v1/repositories/{}/artifacts", encode(&repo));
     Ok(page.respond::<_, ArtifactView>(found.items, |a| a.digest.as_str(), &path))
-}
-
-/// The names of `project`'s repositories after `last`, sorted: at least `n + 1` if there
-/// are that many (more may follow the `n + 1`th), so a caller knows whether another page follows.
-pub(crate) async fn project_repositories(
-    meta: &dyn MetadataStore,
-    project: &str,
-    last: Option<String>,
-    n: u32,
-) -> Result<Vec<String>, Error> {
-    // The catalog is sorted bytewise, so `project/…` names are one run of it, starting
-    // after `project/`; the default project also holds every one-component name, which
-    // are spread over the whole catalog.
-    let prefix = format!("{project}/");
-    let everywhere = project == DEFAULT_PROJECT;
-    let mut last = match last {
-        Some(last) if everywhere || last > prefix => last,
-        _ if everywhere => String::new(),
-        _ => prefix.clone(),
-    };
-    let mut names = Vec::new();
-    'scan: loop {
-        let batch = meta.catalog(Some(&last), n + 1).await?;
-        for name in &batch.items {
-            if name.starts_with(&prefix) || (everywhere && !name.contains('/')) {
-                names.push(name.clone());
-            } else if !everywhere {
-                break 'scan;
-            }
-        }
-        match batch.items.last() {
-            Some(name) if batch.more && names.len() <= n as usize => last = name.clone(),
-            _ => break,
-        }
-    }
-    Ok(names)
 }
 
 fn unknown() -> Error {

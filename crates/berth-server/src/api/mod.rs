@@ -42,8 +42,6 @@ mod scrub;
 mod system;
 mod users;
 
-pub(crate) use listings::project_repositories;
-
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
 /// OpenAPI document must list exactly these (a test checks it).
 macro_rules! routes {
@@ -287,7 +285,7 @@ impl Caller {
             detail: change.detail,
             count: 1,
         };
-        registry.audit.record(event).await;
+        registry.jobs.audit.record(event).await;
     }
 
     /// The first value of query parameter `key`.

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{Caller, Change, Reply, json, parse_body, unknown};
-use crate::retention::{self, Policy, RunReport};
 use crate::state::Registry;
 use berth_access::{Access, Principal};
+use berth_jobs::retention::{self, Policy, RunReport};
 
 /// Characters of a policy kept in its audit entry.
 const MAX_DETAIL: usize = 1024;
@@ -37,7 +37,8 @@ async fn project(registry: &Registry, name: &str) -> Result<(), berth_core::Erro
 }
 
 async fn stored(registry: &Registry, name: &str) -> Result<Policy, berth_core::Error> {
-    let json = registry.retention_store()?.policy(name).await?.ok_or_else(|| unknown("retention policy for", name))?;
+    let json =
+        registry.jobs.retention_store()?.policy(name).await?.ok_or_else(|| unknown("retention policy for", name))?;
     serde_json::from_str(&json).map_err(berth_core::Error::internal)
 }
 
@@ -63,7 +64,7 @@ pub async fn set(
     let compiled = parse_body::<Policy>(&body)?.compile()?;
     project(&registry, &name).await?;
     let canonical = serde_json::to_string(&compiled.policy).map_err(berth_core::Error::internal)?;
-    registry.retention_store()?.set_policy(&name, Some(&canonical)).await?;
+    registry.jobs.retention_store()?.set_policy(&name, Some(&canonical)).await?;
     // The policy as the audit entry's detail, cut to a short note.
     let detail = Some(match canonical.char_indices().nth(MAX_DETAIL) {
         Some((cut, _)) => format!("{}…", &canonical[..cut]),
@@ -81,7 +82,7 @@ pub async fn set(
 pub async fn remove(State(registry): State<Arc<Registry>>, caller: Caller, Path(name): Path<String>) -> Reply {
     let principal = manager(&registry, &caller, &name).await?;
     stored(&registry, &name).await?;
-    registry.retention_store()?.set_policy(&name, None).await?;
+    registry.jobs.retention_store()?.set_policy(&name, None).await?;
     let change = Change { operation: "retention.policy.delete", project: Some(&name), resource: &name, detail: None };
     caller.audit(&registry, &principal, change).await;
     Ok(crate::response::empty(StatusCode::NO_CONTENT))
@@ -101,7 +102,7 @@ pub async fn run(
     let request: RunRequest = if body.is_empty() { RunRequest::default() } else { parse_body(&body)? };
     let policy = stored(&registry, &name).await?.compile()?;
     let by = principal.name().unwrap_or("anonymous");
-    let report = retention::run(&registry, &name, &policy, request.dry_run, by).await?;
+    let report = retention::run(&registry.jobs, &name, &policy, request.dry_run, by).await?;
     let deleted = report.deleted_tags().count();
     let manifests: usize = report.repositories.iter().map(|r| r.verdict.deleted_manifests.len()).sum();
     let detail = Some(format!("dry_run={}; tags={deleted}; manifests={manifests}", request.dry_run));

@@ -1,5 +1,5 @@
 //! The integrity scrub through the API: start a run, list runs, read one run with what it
-//! found. System administration only. The run itself is `crate::scrub`'s.
+//! found. System administration only. The run itself is `berth_jobs::scrub`'s.
 
 use std::sync::Arc;
 
@@ -74,7 +74,7 @@ impl From<Finding> for FindingView {
         (status = 409, description = "A run is going on already", body = super::ErrorBody)))]
 pub async fn start(State(registry): State<Arc<Registry>>, caller: Caller) -> Reply {
     let principal = caller.authorize(&registry, Access::System).await?;
-    let run = crate::scrub::start(&registry).await?.ok_or_else(|| {
+    let run = berth_jobs::scrub::start(&registry.jobs).await?.ok_or_else(|| {
         Error::new(ErrorKind::Conflict).with_message("a scrub run is going on already (on this node or another)")
     })?;
     let id = run.id.to_string();
@@ -93,7 +93,7 @@ pub async fn list(State(registry): State<Arc<Registry>>, caller: Caller) -> Repl
     if n == 0 || n > MAX_PAGE {
         return Err(bad_request(format!("n must be between 1 and {MAX_PAGE}")).into());
     }
-    let runs = registry.scrub.runs(n).await?;
+    let runs = registry.jobs.scrub.runs(n).await?;
     Ok(json(StatusCode::OK, &runs.iter().map(RunView::from).collect::<Vec<_>>()))
 }
 
@@ -106,8 +106,8 @@ pub async fn get(State(registry): State<Arc<Registry>>, caller: Caller, Path(id)
     let page = caller.page()?;
     let missing = || unknown("scrub run", &id);
     let number: i64 = id.parse().map_err(|_| missing())?;
-    let run = registry.scrub.run(number).await?.ok_or_else(missing)?;
-    let mut findings = registry.scrub.findings(number, page.last.as_deref(), page.n + 1).await?;
+    let run = registry.jobs.scrub.run(number).await?.ok_or_else(missing)?;
+    let mut findings = registry.jobs.scrub.findings(number, page.last.as_deref(), page.n + 1).await?;
     let more = findings.len() > page.n as usize;
     findings.truncate(page.n as usize);
     let last = findings.last().map(|f| f.digest.clone());

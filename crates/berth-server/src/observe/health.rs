@@ -102,6 +102,6 @@ pub async fn metrics_open(State(registry): State<Arc<Registry>>) -> Response {
 
 fn exposition(registry: &Registry) -> Response {
     let pools = registry.ops.as_ref().map(|ops| ops.pool_usage()).unwrap_or_default();
-    let text = registry.metrics.render(registry.uploads_in_progress(), registry.audit.queued(), &pools);
+    let text = registry.metrics.render(registry.uploads_in_progress(), registry.jobs.audit.queued(), &pools);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

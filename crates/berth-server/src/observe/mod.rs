@@ -10,6 +10,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use berth_jobs::JobOutcome;
+use berth_jobs::JobRecorder;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -159,27 +161,6 @@ struct ProjectLabel {
     project: String,
 }
 
-/// How a background job's pass ended, for [`Metrics::job_run`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// It ran and finished.
-    Ok,
-    /// It ran and failed.
-    Failed,
-    /// Another node holds the job's lease: nothing ran here.
-    Skipped,
-}
-
-impl JobOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            JobOutcome::Ok => "ok",
-            JobOutcome::Failed => "failed",
-            JobOutcome::Skipped => "skipped",
-        }
-    }
-}
-
 /// A node's metrics. Disabled (`--metrics=false`), every recording method returns at once
 /// and `/metrics` answers 404.
 pub struct Metrics {
@@ -200,7 +181,7 @@ pub struct Metrics {
     pool_max: Family<PoolLabels, Gauge>,
     storage_bytes: Family<ProjectLabel, Gauge>,
     audit_queued: Gauge,
-    audit_writer: crate::audit::WriterMetrics,
+    audit_writer: berth_jobs::audit::WriterMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -267,7 +248,7 @@ impl Metrics {
             "Audit events queued and not yet taken by the writer",
             audit_queued.clone(),
         );
-        let audit_writer = crate::audit::WriterMetrics::default();
+        let audit_writer = berth_jobs::audit::WriterMetrics::default();
         registry.register(
             "audit_writer_failing",
             "1 while the audit writer's last append failed (events wait in the queue; a full queue makes requests wait)",
@@ -311,7 +292,7 @@ impl Metrics {
     }
 
     /// The series the audit writer reports into (`AuditLog::with_metrics`).
-    pub fn audit_writer(&self) -> crate::audit::WriterMetrics {
+    pub fn audit_writer(&self) -> berth_jobs::audit::WriterMetrics {
         self.audit_writer.clone()
     }
 
@@ -358,7 +339,8 @@ impl Metrics {
     }
 
     /// One pass of background job `job` (a name of a few fixed words: `janitor`,
-    /// `audit-prune`, `gc`, …) and how long it took. Lifecycle jobs call this too.
+    /// `audit-prune`, `gc`, …) and how long it took ([`JobRecorder`]; the storage-usage
+    /// gauge's refresh calls this too).
     pub fn job_run(&self, job: &'static str, outcome: JobOutcome, elapsed: Duration) {
         if !self.enabled {
             return;
@@ -368,28 +350,6 @@ impl Metrics {
         if outcome != JobOutcome::Skipped {
             self.job_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
         }
-    }
-
-    /// One pass of a job that runs on the node holding its lease: `pass` runs if `lease`
-    /// says this node holds it (`None` if not), and the run is recorded.
-    pub async fn leased_pass<T>(
-        &self,
-        job: &'static str,
-        lease: Result<bool, berth_core::Error>,
-        pass: impl Future<Output = Result<T, berth_core::Error>>,
-    ) -> Result<Option<T>, berth_core::Error> {
-        let started = std::time::Instant::now();
-        let (result, outcome) = match lease {
-            Ok(true) => {
-                let result = pass.await;
-                let outcome = if result.is_ok() { JobOutcome::Ok } else { JobOutcome::Failed };
-                (result.map(Some), outcome)
-            }
-            Ok(false) => (Ok(None), JobOutcome::Skipped),
-            Err(e) => (Err(e), JobOutcome::Failed),
-        };
-        self.job_run(job, outcome, started.elapsed());
-        result
     }
 
     /// Replaces the bytes-per-project gauges with `usage` (projects gone are dropped).
@@ -423,6 +383,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl JobRecorder for Metrics {
+    fn job_run(&self, job: &'static str, outcome: JobOutcome, elapsed: Duration) {
+        Metrics::job_run(self, job, outcome, elapsed);
     }
 }
 

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_jobs::audit::AuditPruner;
 use berth_meta::now_ms;
 use berth_meta::{AuditEvent, AuditQuery, AuditRecord};
 use berth_server::Registry;
-use berth_server::audit::AuditPruner;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ impl Server {
     /// Every entry, oldest first.
     pub(crate) async fn log(&self) -> Vec<AuditRecord> {
         let query = AuditQuery { limit: 100_000, ..Default::default() };
-        let mut records = self.registry.audit.store().query(&query).await.unwrap();
+        let mut records = self.registry.jobs.audit.store().query(&query).await.unwrap();
         records.reverse();
         records
     }
@@ -101,7 +101,7 @@ async fn manifest_push_pull_and_delete_are_audited_with_actor_address_resource_a
     let body = image_manifest("application/vnd.oci.image.manifest.v1+json", (&never_pushed, 12), &[], None);
     let r = api.put_manifest("solo", "latest", "application/vnd.oci.image.manifest.v1+json", &body).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the config blob is unknown");
-    server.registry.audit.flush().await;
+    server.registry.jobs.audit.flush().await;
     let ended = now_ms();
 
     let log = server.log().await;
@@ -186,7 +186,7 @@ async fn refusals_of_authenticated_callers_are_audited_with_what_they_asked() {
     let r = bearer.send(Method::GET, "/v2/locked/app/tags/list").await;
     crate::api::assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
 
-    server.registry.audit.flush().await;
+    server.registry.jobs.audit.flush().await;
     let denied: Vec<AuditEvent> =
         server.log().await.into_iter().map(|r| r.event).filter(|e| e.operation == "access.denied").collect();
     let seen: Vec<_> = denied
@@ -249,7 +249,7 @@ async fn a_nul_in_a_user_or_project_name_stalls_no_audit_write() {
         let r = tokio::time::timeout(Duration::from_secs(1), pull).await.expect("a pull answered within 1 s");
         assert_eq!(r.status(), StatusCode::OK);
     }
-    tokio::time::timeout(Duration::from_secs(10), server.registry.audit.flush())
+    tokio::time::timeout(Duration::from_secs(10), server.registry.jobs.audit.flush())
         .await
         .expect("the audit writer stores what was queued");
     let log: Vec<AuditEvent> = server.log().await.into_iter().map(|r| r.event).collect();
@@ -274,7 +274,7 @@ async fn concurrent_pulls_lose_no_audit_event() {
         .await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK));
     // The stop that ends `berth serve`: what is queued is stored first.
-    server.registry.audit.stop().await;
+    server.registry.jobs.audit.stop().await;
     let log = server.log().await;
     // Identical pulls queued together are one entry with their count: the counts add up
     // to every pull, each counted once.
@@ -305,7 +305,7 @@ fn event(at_ms: i64, n: usize) -> AuditEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pruning_job_removes_only_entries_past_the_retention() {
     let server = Server::start().await;
-    let store = server.registry.audit.store();
+    let store = server.registry.jobs.audit.store();
     let day = 24 * 3600 * 1000;
     let now = now_ms();
     let old: Vec<_> = (0..12_000).map(|i| event(now - 120 * day + i as i64, i)).collect();
@@ -316,7 +316,7 @@ async fn the_pruning_job_removes_only_entries_past_the_retention() {
     store.append(&[event(now - 91 * day, 0), kept[0].clone()]).await.unwrap();
     store.append(&kept[1..]).await.unwrap();
 
-    let pruner = AuditPruner::new(Arc::clone(&server.registry), Duration::from_secs(90 * 24 * 3600));
+    let pruner = AuditPruner::new(Arc::clone(&server.registry.jobs), Duration::from_secs(90 * 24 * 3600));
     assert_eq!(pruner.run_once().await.unwrap(), 12_001);
     let left: Vec<AuditEvent> = server.log().await.into_iter().map(|r| r.event).collect();
     assert_eq!(left, kept);

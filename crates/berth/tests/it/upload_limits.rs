@@ -90,7 +90,7 @@ async fn one_janitor_pass_expires_3000_abandoned_uploads() {
     assert!(staged == 3000 || (backend.scaleout.is_some() && staged == 40), "{staged} staged before the pass");
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let sweep = berth_server::janitor::Janitor::new(Arc::clone(&registry)).run_once().await.unwrap();
+    let sweep = berth_jobs::janitor::Janitor::new(Arc::clone(&registry.jobs)).run_once().await.unwrap();
     assert_eq!(sweep.expired, 3000);
     assert!(registry.blobs.list_uploads().await.unwrap().is_empty(), "staged bytes left after the pass");
     for loc in locations.iter().step_by(97) {

@@ -18,7 +18,7 @@ use crate::support::{TestServer, admin};
 
 /// Garbage blobs: enough that the run outlasts the hang-up below by far.
 const GARBAGE: usize = 400;
-/// The `gc` lease's lifetime (`berth_server::lifecycle::gc`), and some slack.
+/// The `gc` lease's lifetime (`berth_jobs::gc`), and some slack.
 const LEASE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,7 +103,7 @@ async fn a_mount_waits_for_the_digests_blob_lock_as_a_commit_and_gc_do() {
     let digest = api.push_blob("locks/src", &random_bytes(700, rand_u64())).await;
     let parsed = berth_core::Digest::parse(&digest).unwrap();
     for (target, from) in [("locks/named", "&from=locks/src"), ("locks/automatic", "")] {
-        let held = server.registry.blob_locks.lock(&parsed).await;
+        let held = server.registry.jobs.blob_locks.lock(&parsed).await;
         let path = format!("/v2/{target}/blobs/uploads/?mount={digest}{from}");
         let request = api.req(Method::POST, &path).send();
         let mount = tokio::spawn(request);

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use berth_core::access::project_of;
 use berth_core::{Digest, Error, ErrorKind, RepoName, Tag};
-use berth_meta::{AuditEvent, DeleteIf, RetentionStore, TagTarget};
+use berth_meta::{AuditEvent, DeleteIf, TagTarget};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::lifecycle::gc::GcConfig;
-use crate::state::Registry;
+use crate::Jobs;
+use crate::gc::GcConfig;
 use berth_meta::now_ms;
 
 pub mod policy;
@@ -69,17 +69,10 @@ impl RunReport {
     }
 }
 
-impl Registry {
-    /// The retention store; every registry `berth` builds has one.
-    pub fn retention_store(&self) -> Result<&Arc<dyn RetentionStore>, Error> {
-        self.retention.as_ref().ok_or_else(|| Error::internal("this registry has no retention store"))
-    }
-}
-
 /// Applies `policy` to `project`'s repositories; deletes only if not `dry_run`. `by` says
 /// who asked (a user's name, or `schedule`), for the audit entries' detail.
 pub async fn run(
-    registry: &Registry,
+    registry: &Jobs,
     project: &str,
     policy: &Compiled,
     dry_run: bool,
@@ -93,7 +86,7 @@ pub async fn run(
     let pushed_by = berth_meta::now() - grace.as_secs() as i64;
     let mut last = None;
     loop {
-        let names = crate::api::project_repositories(&*registry.meta, project, last.clone(), REPO_PAGE).await?;
+        let names = berth_meta::project_repositories(&*registry.meta, project, last.clone(), REPO_PAGE).await?;
         for name in &names {
             let repo = RepoName::parse(name).map_err(Error::internal)?;
             let mut state = store.repo_state(&repo).await?;
@@ -116,7 +109,7 @@ pub async fn run(
 /// Deletes what `report` says goes, each only as the run saw it; moves what it could not
 /// delete to kept or skipped.
 async fn apply(
-    registry: &Registry,
+    registry: &Jobs,
     repo: &RepoName,
     state: &berth_meta::RepoState,
     pushed_by: i64,
@@ -170,7 +163,7 @@ async fn apply(
     Ok(())
 }
 
-async fn record(registry: &Registry, operation: &str, repo: &RepoName, resource: String, detail: String) {
+async fn record(registry: &Jobs, operation: &str, repo: &RepoName, resource: String, detail: String) {
     let event = AuditEvent {
         at_ms: now_ms(),
         actor: Some(ACTOR.to_owned()),
@@ -187,11 +180,11 @@ async fn record(registry: &Registry, operation: &str, repo: &RepoName, resource:
 
 /// The scheduled runs: every project with a policy, on the node holding the `retention` lease.
 pub struct RetentionJob {
-    registry: Arc<Registry>,
+    registry: Arc<Jobs>,
 }
 
 impl RetentionJob {
-    pub fn new(registry: Arc<Registry>) -> RetentionJob {
+    pub fn new(registry: Arc<Jobs>) -> RetentionJob {
         RetentionJob { registry }
     }
 
@@ -244,7 +237,7 @@ impl RetentionJob {
 
 /// Flushes the pull recorder every `interval` (and when it fills up) until `shutdown`.
 /// The last flush is the caller's, after the last request (`berth::serve`).
-pub async fn flush_pulls(registry: Arc<Registry>, interval: Duration, shutdown: CancellationToken) {
+pub async fn flush_pulls(registry: Arc<Jobs>, interval: Duration, shutdown: CancellationToken) {
     let Ok(store) = registry.retention_store().cloned() else { return };
     loop {
         tokio::select! {

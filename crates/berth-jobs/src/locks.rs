@@ -1,8 +1,6 @@
-//! Storage lifecycle jobs (issue 10): garbage collection (`gc.rs`), and what they share
-//! with the write path.
-//!
-//! [`BlobLocks`] is the per-node lock that keeps a blob's bytes from being removed while an
-//! upload of the same content commits: the filesystem store gives every copy of a digest
+//! What the storage lifecycle jobs share with the write path: [`BlobLocks`], the
+//! per-node lock that keeps a blob's bytes from being removed while an upload of the
+//! same content commits: the filesystem store gives every copy of a digest
 //! the same key, so an upload committing while GC removes that key could record bytes that
 //! are gone. Every path that links bytes to a repository holds the digest's stripe from
 //! the moment it knows the key until the link commits — an upload's commit-and-link, a
@@ -15,8 +13,6 @@ use std::hash::{Hash, Hasher};
 
 use berth_core::Digest;
 use tokio::sync::{Mutex, MutexGuard};
-
-pub mod gc;
 
 /// Stripes: distinct digests rarely share one, and the table stays small.
 const STRIPES: usize = 64;

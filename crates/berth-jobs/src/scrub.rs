@@ -31,7 +31,7 @@ use berth_storage::{BlobStore, StorageError};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::Registry;
+use crate::Jobs;
 
 /// The lease one scrub run holds.
 const LEASE: &str = "scrub";
@@ -46,7 +46,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// as started; the run goes on in a task of its own. `None` if one runs already. The
 /// start happens on that task too: a caller that goes away midway (a client that hangs
 /// up) leaves neither this node's flag nor a lease without a run.
-pub async fn start(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
+pub async fn start(registry: &Arc<Jobs>) -> Result<Option<ScrubRun>, Error> {
     let registry = Arc::clone(registry);
     let (started_tx, started) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -68,7 +68,7 @@ pub async fn start(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> 
 }
 
 /// One whole run, here; `None` if one runs already.
-pub async fn run_once(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Error> {
+pub async fn run_once(registry: &Arc<Jobs>) -> Result<Option<ScrubRun>, Error> {
     let Some(_running) = Running::take(registry) else { return Ok(None) };
     match begin(registry).await {
         Ok(Some(run)) => Ok(Some(scrub(registry, run).await)),
@@ -77,10 +77,10 @@ pub async fn run_once(registry: &Arc<Registry>) -> Result<Option<ScrubRun>, Erro
 }
 
 /// This node's "a run is going" flag, taken; cleared when dropped, however its holder ends.
-struct Running<'a>(&'a Registry);
+struct Running<'a>(&'a Jobs);
 
 impl<'a> Running<'a> {
-    fn take(registry: &'a Registry) -> Option<Running<'a>> {
+    fn take(registry: &'a Jobs) -> Option<Running<'a>> {
         (!registry.scrubbing.swap(true, Ordering::SeqCst)).then_some(Running(registry))
     }
 }
@@ -92,7 +92,7 @@ impl Drop for Running<'_> {
 }
 
 /// Runs every `interval` (zero: never) until `shutdown` is cancelled.
-pub async fn run_every(registry: Arc<Registry>, interval: Duration, shutdown: CancellationToken) {
+pub async fn run_every(registry: Arc<Jobs>, interval: Duration, shutdown: CancellationToken) {
     if interval.is_zero() {
         return;
     }
@@ -109,7 +109,7 @@ pub async fn run_every(registry: Arc<Registry>, interval: Duration, shutdown: Ca
     }
 }
 
-async fn begin(registry: &Registry) -> Result<Option<ScrubRun>, Error> {
+async fn begin(registry: &Jobs) -> Result<Option<ScrubRun>, Error> {
     if !registry.meta.try_lease(LEASE, &registry.node_id, LEASE_TTL).await? {
         return Ok(None);
     }
@@ -117,7 +117,7 @@ async fn begin(registry: &Registry) -> Result<Option<ScrubRun>, Error> {
 }
 
 /// Checks every blob, recording what it finds; returns the run as stored at its end.
-async fn scrub(registry: &Registry, mut run: ScrubRun) -> ScrubRun {
+async fn scrub(registry: &Jobs, mut run: ScrubRun) -> ScrubRun {
     let outcome = check_all(registry, &mut run).await;
     run.finished_at = Some(berth_meta::now());
     match outcome {
@@ -135,7 +135,7 @@ async fn scrub(registry: &Registry, mut run: ScrubRun) -> ScrubRun {
     run
 }
 
-async fn check_all(registry: &Registry, run: &mut ScrubRun) -> Result<(), Error> {
+async fn check_all(registry: &Jobs, run: &mut ScrubRun) -> Result<(), Error> {
     let mut last: Option<String> = None;
     let mut reported = Instant::now();
     loop {

@@ -23,8 +23,8 @@ use berth_meta::{AuditEvent, GarbageBlob, GarbageManifest, GcKind, GcRun, GcStor
 use berth_storage::StoredBlob;
 use tokio_util::sync::CancellationToken;
 
-use crate::blobs::storage_err;
-use crate::state::Registry;
+use crate::Jobs;
+use berth_storage::storage_err;
 
 /// Candidates of each kind (blobs, manifests, orphans) one run decides on; the next run
 /// takes the rest.
@@ -96,13 +96,13 @@ pub struct GcReport {
 /// The run goes on a task of its own, which this awaits: a caller that goes away (a client
 /// that hangs up on `POST /gc`) neither stops it midway nor keeps its lease alive; it
 /// ends, is recorded, and releases the lease.
-pub async fn collect(reg: &Arc<Registry>, request: GcRequest) -> Result<GcReport, Error> {
+pub async fn collect(reg: &Arc<Jobs>, request: GcRequest) -> Result<GcReport, Error> {
     let reg = Arc::clone(reg);
     let run = tokio::spawn(async move { collect_here(&reg, request).await });
     run.await.map_err(|e| Error::internal(format!("the garbage collection run's task failed: {e}")))?
 }
 
-async fn collect_here(reg: &Registry, request: GcRequest) -> Result<GcReport, Error> {
+async fn collect_here(reg: &Jobs, request: GcRequest) -> Result<GcReport, Error> {
     let gc = reg.gc.as_ref().ok_or_else(|| Error::internal("garbage collection is not configured"))?;
     let busy = || Error::new(ErrorKind::Conflict).with_message("a garbage collection run is in progress");
     let _running = gc.running.try_lock().map_err(|_| busy())?;
@@ -146,7 +146,7 @@ async fn renew(meta: Arc<dyn berth_meta::MetadataStore>, holder: String, done: C
 
 /// One run in progress.
 struct Run<'a> {
-    reg: &'a Registry,
+    reg: &'a Jobs,
     gc: &'a Gc,
     request: GcRequest,
     /// Candidates queued at or before this (Unix milliseconds, the review queues' clock)
@@ -157,7 +157,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(reg: &'a Registry, gc: &'a Gc, request: GcRequest) -> Run<'a> {
+    fn new(reg: &'a Jobs, gc: &'a Gc, request: GcRequest) -> Run<'a> {
         let kind = if request.full { GcKind::Full } else { GcKind::Incremental };
         let run = GcRun {
             id: 0,
@@ -411,11 +411,11 @@ impl<'a> Run<'a> {
 /// The scheduled collector: an incremental run every `interval`, a full one every
 /// `full_interval`, on whichever node gets the `gc` lease.
 pub struct Collector {
-    registry: Arc<Registry>,
+    registry: Arc<Jobs>,
 }
 
 impl Collector {
-    pub fn new(registry: Arc<Registry>) -> Collector {
+    pub fn new(registry: Arc<Jobs>) -> Collector {
         Collector { registry }
     }
 

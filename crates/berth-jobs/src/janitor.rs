@@ -18,11 +18,11 @@ use berth_core::Error;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::blobs::storage_err;
-use crate::state::Registry;
+use crate::Jobs;
+use berth_storage::storage_err;
 
 pub struct Janitor {
-    registry: Arc<Registry>,
+    registry: Arc<Jobs>,
     /// Staged ids without a record seen on the previous pass. An id is removed only when
     /// seen twice, so an upload whose record is being written right now is left alone.
     orphans: HashSet<String>,
@@ -37,7 +37,7 @@ const PASS_TIME: Duration = Duration::from_secs(60);
 
 /// Removes the staged bytes of `(id, state)` uploads, a bounded number at a time; returns
 /// the ids whose bytes could not be removed (logged).
-async fn remove_staged(reg: &Registry, uploads: Vec<(String, String)>) -> Vec<String> {
+async fn remove_staged(reg: &Jobs, uploads: Vec<(String, String)>) -> Vec<String> {
     futures_util::stream::iter(uploads)
         .map(|(id, state)| async move {
             let result = reg.blobs.delete_upload(&id, &state).await;
@@ -60,14 +60,14 @@ pub struct Sweep {
 }
 
 impl Janitor {
-    pub fn new(registry: Arc<Registry>) -> Janitor {
+    pub fn new(registry: Arc<Jobs>) -> Janitor {
         Janitor { registry, orphans: HashSet::new() }
     }
 
     pub async fn run_once(&mut self) -> Result<Sweep, Error> {
         let reg = &self.registry;
         let mut sweep = Sweep::default();
-        let ttl = reg.config.upload_ttl.as_secs() as i64;
+        let ttl = reg.upload_ttl.as_secs() as i64;
         let deadline = Instant::now() + PASS_TIME;
         loop {
             // Record first: once it is gone, no request can append to the bytes.
@@ -109,8 +109,9 @@ impl Janitor {
         let ttl = (interval.as_secs() as i64 * 3).max(30);
         loop {
             let lease = self.registry.meta.try_lease("janitor", &self.registry.node_id, ttl).await;
-            let metrics = Arc::clone(&self.registry.metrics);
-            let pass = metrics.leased_pass("janitor", lease, self.run_once()).await.map(Option::unwrap_or_default);
+            let recorder = Arc::clone(&self.registry.recorder);
+            let pass = crate::leased_pass(&*recorder, "janitor", lease, self.run_once()).await;
+            let pass = pass.map(Option::unwrap_or_default);
             match pass {
                 Ok(sweep) if sweep != Sweep::default() => tracing::info!(?sweep, "upload janitor"),
                 Ok(_) => {}

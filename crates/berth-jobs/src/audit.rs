@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::Registry;
+use crate::Jobs;
 
 /// Events queued at most; `record` waits beyond.
 pub const QUEUE: usize = 8192;
@@ -382,12 +382,12 @@ const PRUNE_PASS_TIME: Duration = Duration::from_secs(60);
 /// Deletes audit entries older than the retention, in batches, on the node holding the
 /// `audit-prune` lease. Shaped like the janitor: `run_once` is one pass, `run` repeats.
 pub struct AuditPruner {
-    registry: Arc<Registry>,
+    registry: Arc<Jobs>,
     retention: Duration,
 }
 
 impl AuditPruner {
-    pub fn new(registry: Arc<Registry>, retention: Duration) -> AuditPruner {
+    pub fn new(registry: Arc<Jobs>, retention: Duration) -> AuditPruner {
         AuditPruner { registry, retention }
     }
 
@@ -411,8 +411,9 @@ impl AuditPruner {
         let ttl = (interval.as_secs() as i64 * 3).max(30);
         loop {
             let lease = self.registry.meta.try_lease("audit-prune", &self.registry.node_id, ttl).await;
-            let metrics = &self.registry.metrics;
-            let pass = metrics.leased_pass("audit-prune", lease, self.run_once()).await.map(Option::unwrap_or_default);
+            let recorder = &*self.registry.recorder;
+            let pass = crate::leased_pass(recorder, "audit-prune", lease, self.run_once()).await;
+            let pass = pass.map(Option::unwrap_or_default);
             match pass {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "audit log pruned"),

@@ -22,7 +22,7 @@ use berth_meta::{RepoState, TagState};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use berth_access::oidc::glob_matches;
+use berth_core::glob::glob_matches;
 
 /// Rules in a policy, keep entries in a rule, patterns' length: at most.
 const MAX_RULES: usize = 100;

@@ -1,0 +1,156 @@
+//! Berth's background work: the jobs that keep storage and logs in shape while the
+//! registry serves, and what they share with the write path.
+//!
+//! Every job has one shape: `run_once` does one pass (tests and the management API call
+//! it), `run` repeats it every interval until a `CancellationToken` is cancelled, and a
+//! job that must run on one node at a time takes its lease in the metadata store first
+//! ([`leased_pass`]). The jobs: garbage collection ([`gc`]), tag retention and the pull
+//! times it reads ([`retention`]), the integrity scrub ([`scrub`]), upload expiry
+//! ([`janitor`]), and the audit log's writer and pruner ([`audit`]). [`locks::BlobLocks`]
+//! is what GC and the scrub share with uploads on the same node.
+//!
+//! No HTTP type is named here. What the jobs work on is one [`Jobs`], built by the
+//! binary's wiring from the stores it opened; the HTTP edge holds it too, to record
+//! audit events and pulls, take blob locks and start runs on demand.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use berth_core::Error;
+use berth_meta::{MetadataStore, RetentionStore, ScrubStore};
+use berth_storage::BlobStore;
+
+pub mod audit;
+pub mod gc;
+pub mod janitor;
+pub mod locks;
+pub mod retention;
+pub mod scrub;
+
+/// The jobs' stores, settings and this node's job state.
+pub struct Jobs {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+    /// The integrity scrub's runs and findings (`scrub.rs`).
+    pub scrub: Arc<dyn ScrubStore>,
+    /// Where events are recorded (`audit.rs`).
+    pub audit: audit::AuditLog,
+    /// This process's name in leases.
+    pub node_id: String,
+    /// An upload with no activity for this long is abandoned and its bytes removed.
+    pub upload_ttl: Duration,
+    /// Held by an upload's commit-and-link and by GC's removal of the same digest.
+    pub blob_locks: locks::BlobLocks,
+    /// The garbage collector, when configured ([`Jobs::with_gc`]).
+    pub gc: Option<gc::Gc>,
+    /// Pull times and retention policies, when configured ([`Jobs::with_retention`]).
+    pub retention: Option<Arc<dyn RetentionStore>>,
+    /// When manifests and tags were last pulled, held until the next flush.
+    pub pulls: retention::PullRecorder,
+    /// A scrub run goes on on this node (`scrub.rs`).
+    pub(crate) scrubbing: AtomicBool,
+    /// Where passes are counted and timed.
+    pub recorder: Arc<dyn JobRecorder>,
+}
+
+impl Jobs {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetadataStore>,
+        scrub: Arc<dyn ScrubStore>,
+        audit: audit::AuditLog,
+        recorder: Arc<dyn JobRecorder>,
+        upload_ttl: Duration,
+    ) -> Jobs {
+        Jobs {
+            blobs,
+            meta,
+            scrub,
+            audit,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            upload_ttl,
+            blob_locks: locks::BlobLocks::default(),
+            gc: None,
+            retention: None,
+            pulls: retention::PullRecorder::default(),
+            scrubbing: AtomicBool::new(false),
+            recorder,
+        }
+    }
+
+    /// Collects garbage with `gc` (scheduled by [`gc::Collector`], on demand through the
+    /// management API).
+    pub fn with_gc(mut self, gc: gc::Gc) -> Jobs {
+        self.gc = Some(gc);
+        self
+    }
+
+    /// Keeps pull times and retention policies in `store`.
+    pub fn with_retention(mut self, store: Arc<dyn RetentionStore>) -> Jobs {
+        self.retention = Some(store);
+        self
+    }
+
+    /// The retention store (every node built by `berth::open` has one).
+    pub fn retention_store(&self) -> Result<&Arc<dyn RetentionStore>, Error> {
+        self.retention.as_ref().ok_or_else(|| Error::internal("this registry has no retention store"))
+    }
+}
+
+/// How a background job's pass ended, for [`JobRecorder::job_run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// It ran and finished.
+    Ok,
+    /// It ran and failed.
+    Failed,
+    /// Another node holds the job's lease: nothing ran here.
+    Skipped,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Ok => "ok",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Where jobs report their passes (the edge's metrics implement it).
+pub trait JobRecorder: Send + Sync {
+    /// One pass of background job `job` (a name of a few fixed words: `janitor`,
+    /// `audit-prune`, `gc`, …) and how long it took.
+    fn job_run(&self, job: &'static str, outcome: JobOutcome, elapsed: Duration);
+}
+
+/// Records nothing (a node with metrics off still needs a recorder).
+pub struct NoRecorder;
+
+impl JobRecorder for NoRecorder {
+    fn job_run(&self, _job: &'static str, _outcome: JobOutcome, _elapsed: Duration) {}
+}
+
+/// One pass of a job that runs on the node holding its lease: `pass` runs if `lease`
+/// says this node holds it (`None` if not), and the run is recorded.
+pub async fn leased_pass<T>(
+    recorder: &dyn JobRecorder,
+    job: &'static str,
+    lease: Result<bool, Error>,
+    pass: impl Future<Output = Result<T, Error>>,
+) -> Result<Option<T>, Error> {
+    let started = Instant::now();
+    let (result, outcome) = match lease {
+        Ok(true) => {
+            let result = pass.await;
+            let outcome = if result.is_ok() { JobOutcome::Ok } else { JobOutcome::Failed };
+            (result.map(Some), outcome)
+        }
+        Ok(false) => (Ok(None), JobOutcome::Skipped),
+        Err(e) => (Err(e), JobOutcome::Failed),
+    };
+    recorder.job_run(job, outcome, started.elapsed());
+    result
+}
