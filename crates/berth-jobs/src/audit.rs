@@ -18,6 +18,21 @@
 //! it given up, logged with what it was and counted. The writer's state is in the
 //! metrics (`berth_audit_*`), and an append failing for longer than [`STALL_ALERT`] is
 //! logged as a stall at error level, once a minute while it lasts.
+//!
+//! # What is recorded
+//!
+//! Events carry names, never secrets. Recorded so far: `manifest.push`,
+//! `manifest.pull` (GET, not HEAD), `manifest.delete`, `tag.delete`, `retention.tag.delete` and
+//! `retention.manifest.delete` (actor `retention`, one per deletion), `retention.run`,
+//! `retention.policy.set`/`.delete`, `gc.manifest.delete` (actor `gc`, address `-`, one
+//! per manifest garbage collection removes), with the principal's
+//! name, the client's address, the project, the resource (`repo:tag` or `repo@digest`) and
+//! the outcome (`failure` carries the error code). Pulls queued together that differ only in
+//! time are one entry with a `count` (the writer merges them, `coalesce`; only
+//! operations listed in `COALESCED`, which change nothing): under a pull load the log grows by
+//! a few entries a second, not one per pull, and the count keeps every pull accounted for.
+//! Each `INSERT` carries at most 16 rows: sqlx binds a SQLite parameter by a lookup that
+//! scans the statement's parameters, so binding costs the square of their number.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -419,9 +434,8 @@ impl AuditPruner {
                 Ok(deleted) => tracing::info!(deleted, "audit log pruned"),
                 Err(e) => tracing::warn!(error = %e, "audit log pruning failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !crate::pause(interval, &shutdown).await {
+                return;
             }
         }
     }

@@ -12,6 +12,68 @@
 //! between leaves a `deleting` record that the next run finishes (the first thing a run
 //! does). A full run also queues everything unreferenced (the consistency check) and
 //! removes blob-store objects no record names, older than the grace period.
+//!
+//! # Why a run never removes what is in use
+//!
+//! **Garbage collection never removes what is in use.** A blob is removed only when no
+//! manifest in any repository references it, a manifest only when it is untagged, no
+//! index references it, and then a referrer (a manifest with a `subject`) only when its
+//! subject is gone (it lives as long as its subject, whatever `--gc-delete-untagged`
+//! says) and any other only when untagged manifests go (`--gc-delete-untagged`); each
+//! once its grace period (`--gc-grace`) has passed since it was queued (`queued_at +
+//! grace <= now`, review times in milliseconds: a grace of 0 is due at once; a run reads
+//! nothing before its start's millisecond has passed, so what is queued while it runs is
+//! the next run's and never cleared unreviewed; an entry in seconds, from a node of an
+//! older version during a rolling upgrade, is read as seconds: `due_by!`). A run
+//! decides first (reads), then removes each candidate in its own transaction that
+//! re-checks the decision under the row's lock (PostgreSQL: `FOR UPDATE` on the blob or
+//! manifest row; `put_manifest` takes `FOR SHARE` on every blob and manifest it names,
+//! itself included, each blob's row before its repository link: the order `doom_blobs`
+//! takes them in, so the two never deadlock; the GC suite races them). So a concurrent put that names a blob being collected either commits
+//! first (GC then sees the reference and keeps the blob) or waits and finds the blob
+//! `deleting`, and fails with `MANIFEST_BLOB_UNKNOWN`; a re-upload that refreshed the
+//! blob's queue entry makes GC's re-check fail. SQLite's one writer serializes the same
+//! transactions. Metadata before bytes: a blob is marked `deleting` and its repository
+//! links dropped (plain `DELETE`s), then its bytes go, then its record; a crash in between
+//! leaves a `deleting` record the next run finishes first. `link_blob` revives a
+//! `deleting` blob only with other bytes than those being removed (else `BLOB_UNKNOWN`, a
+//! clean failure); on the filesystem, where every copy of a digest has one key, the
+//! upload's commit-and-link, a mount's read-of-the-source-and-link (with `from` or
+//! automatic), the scrub's re-check-and-remove of damaged bytes and GC's
+//! mark-remove-forget hold the same `BlobLocks` stripe.
+//! Blobs go in batches of 64 (`BATCH`): each marked in its own transaction (so no lock
+//! is held across blobs that a put takes one by one), the batch made durable once before
+//! any of its bytes go, the bytes deleted in one request where the store can (S3's
+//! `DeleteObjects`), the records forgotten in one transaction; the batch holds its
+//! digests' stripes, taken in stripe order (`BlobLocks::lock_all`).
+//! Uploads in progress are not blobs and are never touched. A full run also removes
+//! blob-store objects no record names, older than the grace period and than its snapshot
+//! of the records. Where the name is the digest (the filesystem) each is re-checked under
+//! its stripe lock. Where it is an upload id (S3) the candidates are re-checked as a set:
+//! first that no upload of that id exists (a commit between storing the bytes and
+//! recording them still has its upload, which `link_blob` deletes in the transaction
+//! that records the blob; S3 dates a multipart object from the upload's start, so an old
+//! object can be a commit in progress), then against the records read again. This is
+//! sound because of a storage invariant: **a store with a key per commit only ever hands
+//! out an upload's own bytes** (`commit_upload` never adopts another upload's object;
+//! the metadata store deduplicates and the committer deletes the copy it does not keep),
+//! so an object with neither an upload nor a record never gets one. (Before, S3 commits
+//! deduplicated through `digests/` marker objects, and a commit could adopt bytes a
+//! sweep was removing: the cause of the GC stress test's intermittent 500s on the
+//! scale-out stores.) On S3 a removed blob's record stays an hour as a tombstone
+//! (`deleting`, size -1), so a link that read its key just before the bytes went (a
+//! mount) cannot make it live again (`link_blob` refuses a `deleting` blob's own key).
+//! Deletes that act on a decision made earlier carry it into their transaction:
+//! retention deletes a tag only if it still names what the run saw
+//! (`delete_tag(…, Some(&TagTarget))`) and a manifest only if nothing holds it then:
+//! untagged, no index of its repository naming it, not a referrer, pushed longer ago than
+//! the GC grace (`delete_manifest(…, DeleteIf::Unheld)`, under the manifest's row lock,
+//! which an index's put takes in share mode on each child); the immutability check of a delete runs in the
+//! delete's transaction, with the manifest row locked. One run at a time: the
+//! `gc` lease, renewed while a run lasts (the run on a task of its own, the renewer
+//! stopped by a drop guard), plus a per-node mutex; `gc.rs` tests (dry run = real run,
+//! SIGKILL mid-run, GC in a loop under load, mounts racing a run, a client hanging up on
+//! `POST /gc`) check this on both backends.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -134,9 +196,8 @@ async fn collect_here(reg: &Jobs, request: GcRequest) -> Result<GcReport, Error>
 
 async fn renew(meta: Arc<dyn berth_meta::MetadataStore>, holder: String, done: CancellationToken) {
     loop {
-        tokio::select! {
-            _ = done.cancelled() => return,
-            _ = tokio::time::sleep(LEASE / 3) => {}
+        if !crate::pause(LEASE / 3, &done).await {
+            return;
         }
         if let Err(e) = meta.try_lease("gc", &holder, LEASE.as_secs() as i64).await {
             tracing::warn!(error = %e, "renewing the gc lease");
@@ -424,9 +485,8 @@ impl Collector {
         let (interval, full_interval) = (gc.config.interval, gc.config.full_interval);
         let mut last_full = Instant::now();
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !crate::pause(interval, &shutdown).await {
+                return;
             }
             let full = last_full.elapsed() >= full_interval;
             match collect(&self.registry, GcRequest { full, dry_run: false }).await {

@@ -117,9 +117,8 @@ impl Janitor {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "upload janitor pass failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !crate::pause(interval, &shutdown).await {
+                return;
             }
         }
     }

@@ -2,9 +2,12 @@
 //! registry serves, and what they share with the write path.
 //!
 //! Every job has one shape: `run_once` does one pass (tests and the management API call
-//! it), `run` repeats it every interval until a `CancellationToken` is cancelled, and a
-//! job that must run on one node at a time takes its lease in the metadata store first
-//! ([`leased_pass`]). The jobs: garbage collection ([`gc`]), tag retention and the pull
+//! it), `run` repeats it every interval until a `CancellationToken` is cancelled
+//! ([`pause`] between passes; a pass in progress is never cut), and a job that must run
+//! on one node at a time takes a lease in the metadata store first: the janitor and the
+//! audit pruner one per pass, recorded by [`leased_pass`]; GC, retention and the scrub
+//! one renewed while a run lasts. A run's result is kept where an operator reads it:
+//! GC's and the scrub's runs in their stores, retention's in the audit log. The jobs: garbage collection ([`gc`]), tag retention and the pull
 //! times it reads ([`retention`]), the integrity scrub ([`scrub`]), upload expiry
 //! ([`janitor`]), and the audit log's writer and pruner ([`audit`]). [`locks::BlobLocks`]
 //! is what GC and the scrub share with uploads on the same node.
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use berth_core::Error;
 use berth_meta::{MetadataStore, RetentionStore, ScrubStore};
 use berth_storage::BlobStore;
+use tokio_util::sync::CancellationToken;
 
 pub mod audit;
 pub mod gc;
@@ -131,6 +135,15 @@ pub struct NoRecorder;
 
 impl JobRecorder for NoRecorder {
     fn job_run(&self, _job: &'static str, _outcome: JobOutcome, _elapsed: Duration) {}
+}
+
+/// Waits `interval` between two passes: `false` if `shutdown` is cancelled first (the
+/// job returns then; cancellation is cooperative, a pass in progress is not cut).
+pub async fn pause(interval: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(interval) => true,
+    }
 }
 
 /// One pass of a job that runs on the node holding its lease: `pass` runs if `lease`

@@ -97,9 +97,8 @@ pub async fn run_every(registry: Arc<Jobs>, interval: Duration, shutdown: Cancel
         return;
     }
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        if !crate::pause(interval, &shutdown).await {
+            return;
         }
         match run_once(&registry).await {
             Ok(Some(run)) => tracing::info!(id = run.id, checked = run.checked, damaged = run.damaged, "scrub"),

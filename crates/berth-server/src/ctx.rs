@@ -11,7 +11,7 @@ use berth_core::{Error, ErrorKind, Reference, RepoName};
 use berth_meta::AuditEvent;
 
 use crate::state::Registry;
-use crate::{observe, seam};
+use crate::{seam, track};
 
 /// What every handler gets besides its endpoint.
 #[derive(Clone, Copy)]
@@ -23,7 +23,7 @@ pub(crate) struct Ctx<'a> {
     /// The client's address (`None` when served without [`listen::serve`]).
     pub(crate) peer: Option<std::net::IpAddr>,
     /// Where the access log learns who the request was authorized as.
-    pub(crate) principal: Option<&'a observe::http::PrincipalSlot>,
+    pub(crate) principal: Option<&'a track::PrincipalSlot>,
 }
 
 impl<'a> Ctx<'a> {
@@ -35,7 +35,7 @@ impl<'a> Ctx<'a> {
     pub(crate) async fn authorize_also(&self, access: Access<'_>, also: &[Access<'_>]) -> Result<Principal, Error> {
         let credentials = seam::credentials(self.headers, self.peer);
         let result = self.registry.auth.authorize_also(credentials, access, also).await;
-        observe::http::authorized(self.registry, self.principal, self.headers, &result);
+        track::authorized(self.registry, self.principal, self.headers, &result);
         if let Err(e) = &result {
             seam::audit_refusal(self.registry, &credentials, access, e).await;
         }

@@ -22,6 +22,7 @@ mod idle;
 pub mod listen;
 mod manifests;
 pub mod observe;
+mod probes;
 pub mod proxies;
 pub mod range;
 mod response;
@@ -31,6 +32,7 @@ pub mod system;
 pub mod text;
 pub mod tls;
 mod token_endpoint;
+pub mod track;
 mod uploads;
 mod v2;
 
@@ -49,21 +51,21 @@ pub fn app(registry: Arc<Registry>) -> Router {
                 api::refuse_writes_when_read_only,
             )),
         )
-        .route("/healthz", axum::routing::get(observe::health::healthz))
-        .route("/readyz", axum::routing::get(observe::health::readyz))
-        .route("/metrics", axum::routing::get(observe::health::metrics_authorized))
+        .route("/healthz", axum::routing::get(probes::healthz))
+        .route("/readyz", axum::routing::get(probes::readyz))
+        .route("/metrics", axum::routing::get(probes::metrics_authorized))
         .fallback(v2::dispatch)
         .layer(axum::middleware::from_fn(text::refuse_control_characters))
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), observe::http::track))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), track::track))
         .with_state(registry)
 }
 
 /// What `--metrics-listen` serves: `/metrics` without credentials, and the probes.
 pub fn metrics_app(registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/metrics", axum::routing::get(observe::health::metrics_open))
-        .route("/healthz", axum::routing::get(observe::health::healthz))
-        .route("/readyz", axum::routing::get(observe::health::readyz))
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), observe::http::track))
+        .route("/metrics", axum::routing::get(probes::metrics_open))
+        .route("/healthz", axum::routing::get(probes::healthz))
+        .route("/readyz", axum::routing::get(probes::readyz))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), track::track))
         .with_state(registry)
 }

@@ -12,6 +12,51 @@
 //! upload's [`Claim`](crate::claims::Claim), taken before the record is read and held by
 //! the task that works until it ends: the hash of record is computed by that task over
 //! exactly the chunks it hands to the blob store, and no other writer exists meanwhile.
+//!
+//! # The write path's invariants, in full
+//!
+//! 1. **Blob first, metadata second; metadata removed first, blob second.** An upload's
+//!    bytes go to staging while SHA-256 runs over them. The upload's acknowledged size
+//!    advances in the database only after the bytes are written. On the closing `PUT` the
+//!    digest is checked, the staged bytes are fsynced and renamed into place, and only
+//!    then does a transaction record the blob and link it to the repository.
+//! 2. **Nothing acknowledged is lost.** kill -9 at any instant: a staged append that was
+//!    not acknowledged is truncated away on the next append (the database size wins); a
+//!    blob renamed into place but not yet recorded is recorded when the client closes the
+//!    upload again (a closing `PUT` past offset 0 records its progress first, so the
+//!    retry finds it; one from offset 0 carries the whole blob again and starts over);
+//!    every acknowledgement waits for its records' fsync. A power loss may set an upload
+//!    back (neither its progress nor its staged bytes are fsynced before the close), and
+//!    the client resumes from where the registry says. `crash.rs` checks this, on the
+//!    embedded and the scale-out stores.
+//! 3. **Nothing half-visible.** A digest mismatch deletes the upload and its bytes; a
+//!    manifest naming missing content is refused as a whole; a blob file's name is always
+//!    the digest of its content.
+//! 4. **Uploads are resumable anywhere.** Each acknowledged append records the size, the
+//!    SHA-256 state and the blob store's state in one row; the next request, on any node,
+//!    continues from there.
+//! 5. **A digest always names its bytes.** The bytes stored under a digest hash to that
+//!    digest, whoever pushes, because the hash of record cannot diverge from the bytes
+//!    kept: (a) within a node, a request takes the upload's claim (`claims.rs`) *before* it
+//!    reads the upload's record, and the claim lives in the task that appends, records and
+//!    commits until that task ends (a dropped handler future cannot release it early); a
+//!    second request waits for it (bounded), then reads what the first left; (b) the hash
+//!    of record is computed by the claim holder over exactly the chunks it hands to the blob
+//!    store, in order, and recorded only with the size it covers, moved only from the size
+//!    read under the claim (`advance_upload ... WHERE size = $from`); (c) the blob store
+//!    admits one writer per staged object (`FsBlobStore`'s upload locks; on S3 every part is
+//!    named by its ETag in the recorded state, so a part overwritten by a racing append on
+//!    another node fails the completion); (d) a commit whose staged bytes are shorter than
+//!    the recorded size fails, and bytes past it (an append never acknowledged) are cut
+//!    under the lock. A request whose chunk does not start where the upload is gets 416
+//!    with `Range` and `Location` saying where it is.
+//! 6. **Expiry.** Uploads idle longer than `--upload-ttl` are removed by the janitor (on the
+//!    node holding the `janitor` lease), record first, bytes second; staged uploads without
+//!    a record are removed when seen on two consecutive passes. A pass deletes records in
+//!    batches (one statement each) until none is stale or a minute has passed, and removes
+//!    their bytes 16 at a time. At most `--max-open-uploads` uploads are open per
+//!    repository: the count and the insert are one transaction (a locked row per
+//!    repository in `upload_locks` serializes them on PostgreSQL).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -16,13 +16,13 @@ use crate::ctx::Ctx;
 use crate::endpoint::Endpoint;
 use crate::response::ApiError;
 use crate::state::Registry;
-use crate::{blobs, idle, listen, manifests, observe, uploads};
+use crate::{blobs, idle, listen, manifests, observe, track, uploads};
 
 pub(crate) async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = idle::with_idle_timeout(body, registry.config.body_idle_timeout);
     let peer = parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip());
-    let principal = parts.extensions.get::<observe::http::PrincipalSlot>();
+    let principal = parts.extensions.get::<track::PrincipalSlot>();
     let ctx = Ctx {
         registry: &registry,
         method: &parts.method,

@@ -4,6 +4,52 @@
 //! never decides whether content is visible. The metadata store does. The store's only
 //! promises are the ones the write path needs: an append is all-or-nothing, a committed
 //! blob is durable before `commit_upload` returns, and a blob never exists half-written.
+//!
+//! # The backends
+//!
+//! `BlobStore` trait, `FsBlobStore` (`blobs/sha256/<2 hex>/<hex>`, `uploads/<id>`) and,
+//! behind the `s3` feature, `S3BlobStore` (object_store; see the module doc of `s3.rs` for
+//! its layout; `s3/config.rs` parses `s3://` URLs, `s3/budget.rs` is the byte budget every
+//! append's buffered bytes come from, `s3/tests.rs` runs against Garage). Two appends from
+//! one upload state make the commit fail with `StorageError::Conflict` (a client error),
+//! never a blob of the loser's bytes. `presign_get` gives a URL anyone may `GET` a blob at
+//! for a while (S3: a presigned URL, signed for the public endpoint when one is set, since
+//! the signature covers the host; the filesystem: none). `list_blobs` pages through what a
+//! store holds (by its own names; S3 lists with `start-after`, 1,000 a request) and
+//! `delete_stored` removes by name (S3: `DeleteObjects` batches, whose per-key failures are
+//! sent again a few times, since the client's request retries never see them), for GC's
+//! full sweep. `probe` is the cheap readiness request (`/readyz`). `suite.rs` is the
+//! behaviour every backend must show; each backend's tests run it (the S3 one against a
+//! real Garage server). `s3` is a default feature so that `cargo test -p berth-storage`
+//! always runs the S3 tests (a build without it has one
+//! failing test saying so); the HTTP edge and the jobs depend with default features off.
+//!
+//! # Invariants
+//!
+//!  an append is all-or-nothing; the backend's progress record
+//! (`UploadState`: the boot id for files, multipart id and parts for S3) is returned to the
+//! caller, who stores it with the upload, so any node continues any upload.
+//! `commit_upload` makes a blob durable before returning and returns its storage key; it
+//! is idempotent, so a commit repeated after a crash finds the bytes. It never pads: a
+//! staged object shorter than the recorded size fails the commit. S3 commits never
+//! copy large objects: the multipart upload completes in place. The store never decides
+//! visibility. `FsBlobStore` runs system calls on blocking threads only when there is work
+//! ready: an append waits for body bytes on the request's task (a stalled client holds no
+//! thread) and hands 1 MiB batches to blocking writes, the request task hashing the next
+//! batch while one is written; a helper thread starts writeback as bytes arrive
+//! (`sync_file_range`), so the commit's fsync has little left. One writer per staged file
+//! by construction: every operation on an upload holds that upload's lock, and every
+//! blocking write holds a share of it, so the lock frees only when no write can still
+//! happen, even after the caller's future was dropped. Its `UploadState` is the machine's
+//! boot id: staged bytes written before a power loss are never continued (they are not
+//! fsynced until the commit). A shard directory is created, and fsynced into its parent,
+//! by the first commit into it. Blobs are served by `pread`, never memory-mapped
+//! (`fs/serve.rs`), in 256 KiB chunks: what the page cache holds is read on the sending task
+//! with `preadv2(RWF_NOWAIT)` (no thread handoff, and the chunk is still in the CPU cache when
+//! the socket write copies it), a read that would wait for the disk goes to a blocking thread;
+//! reading ahead is the kernel's (`POSIX_FADV_SEQUENTIAL`). A disk error or a file shorter
+//! than recorded fails that one response (before the headers if the file is already short,
+//! else by cutting the body, logged), never the process.
 
 use std::io;
 use std::ops::Range;

@@ -227,9 +227,8 @@ impl RetentionJob {
                 }
                 Err(e) => tracing::warn!(error = %e, "retention pass failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !crate::pause(interval, &shutdown).await {
+                return;
             }
         }
     }
@@ -248,9 +247,8 @@ pub async fn flush_pulls(registry: Arc<Jobs>, interval: Duration, shutdown: Canc
         if let Err(e) = registry.pulls.flush(&*store).await {
             tracing::warn!(error = %e, "flushing pull times failed; retried at the next flush");
             // The pulls put back may wake this loop at once: not faster than a second.
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            if !crate::pause(Duration::from_secs(1), &shutdown).await {
+                return;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! per-project listings (what a UI needs), retention policies and garbage collection, as JSON, and its OpenAPI
 //! document.
 //!
-//! Not the registry protocol (that is `/v2`, [`crate::dispatch`]). Every handler
+//! Not the registry protocol (that is `/v2`, `v2.rs`). Every handler
 //! authorizes through the same seam as `/v2` ([`berth_access::Authorizer`]) before touching a
 //! store, and every error is the registry's error JSON (`response.rs`). Secrets
 //! (passwords, robot secrets, hashes) never appear in a response, except a robot's
@@ -239,7 +239,7 @@ pub(crate) struct Caller {
     peer: Option<IpAddr>,
     query: Option<String>,
     /// Where the access log learns who the request was authorized as.
-    principal: Option<crate::observe::http::PrincipalSlot>,
+    principal: Option<crate::track::PrincipalSlot>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -250,7 +250,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             headers: parts.headers.clone(),
             peer: parts.extensions.get::<listen::PeerAddr>().map(|p| p.0.ip()),
             query: parts.uri.query().map(str::to_owned),
-            principal: parts.extensions.get::<crate::observe::http::PrincipalSlot>().cloned(),
+            principal: parts.extensions.get::<crate::track::PrincipalSlot>().cloned(),
         })
     }
 }
@@ -262,7 +262,7 @@ impl Caller {
         if let Err(e) = &result {
             crate::seam::audit_refusal(registry, &credentials, access, e).await;
         }
-        crate::observe::http::authorized(registry, self.principal.as_ref(), &self.headers, &result);
+        crate::track::authorized(registry, self.principal.as_ref(), &self.headers, &result);
         result
     }
 

@@ -1,8 +1,9 @@
-//! What an operator sees of a running node: Prometheus metrics ([`Metrics`]), the access
-//! log with request ids (`http.rs`), `/healthz` and `/readyz` (`health.rs`), and the
+//! What an operator counts of a running node: Prometheus metrics ([`Metrics`]), and the
 //! store decorators that time every blob-store and database operation (`stores.rs`).
+//! The access log and request ids are `track.rs`'s, `/healthz`, `/readyz` and `/metrics`
+//! `probes.rs`'s.
 //!
-//! Not the audit log (`audit.rs`: who did what, kept in the database). Nothing here keeps a
+//! Not the audit log (`berth_jobs::audit`: who did what, kept in the database). Nothing here keeps a
 //! lock across requests: a request's series is resolved once into a slot of a fixed table
 //! (an atomic load afterwards), and label values come from small fixed sets (the
 //! [`Route`], the method, the status), never from a path, so the series are bounded.
@@ -19,8 +20,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
-pub mod health;
-pub mod http;
 pub mod stores;
 
 /// What a request was, as a metric label: the typed endpoint's kind for `/v2`, else the

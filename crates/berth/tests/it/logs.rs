@@ -41,7 +41,10 @@ async fn json_log_lines_carry_the_response_request_id_and_no_credentials() {
     let backend = Backend::from_env();
     let dir = tempfile::tempdir().unwrap();
     // Debug for Berth's own crates: refused requests are logged at debug.
-    let envs = [("BERTH_LOG_FORMAT", "json"), ("BERTH_LOG", "info,berth=debug,berth_server=debug")];
+    let envs = [
+        ("BERTH_LOG_FORMAT", "json"),
+        ("BERTH_LOG", "info,berth=debug,berth_server=debug,berth_access=debug,berth_jobs=debug"),
+    ];
     let server = backend.spawn_env(&dir.path().join("data"), &envs);
     let base = server.url();
     let admin_client = client_as(Some(&admin())).build().unwrap();

@@ -21,8 +21,8 @@ use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use tracing::Instrument;
 
-use super::Route;
 use crate::listen;
+use crate::observe::Route;
 use crate::seam::presented;
 use crate::state::Registry;
 use berth_access::authorizer::Presented;

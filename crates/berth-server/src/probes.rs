@@ -86,7 +86,7 @@ pub async fn metrics_authorized(State(registry): State<Arc<Registry>>, request: 
     let peer = request.extensions().get::<listen::PeerAddr>().map(|p| p.0.ip());
     let credentials = crate::seam::credentials(request.headers(), peer);
     if let Err(e) = registry.auth.authorize(credentials, Access::System).await {
-        registry.metrics.auth_failure(super::http::credentials_kind(request.headers()), e.code());
+        registry.metrics.auth_failure(crate::track::credentials_kind(request.headers()), e.code());
         return ApiError(e).into_response();
     }
     exposition(&registry)
