@@ -5,25 +5,38 @@
 //! `crate`). Edges come from non-test code only:
 //!
 //! - in a module's file, `crate::N…` (also inside `use crate::{…}` groups, nested braces
-//!   too) is an edge to `N` when `N` is a top-level module, else (an item defined in or
-//!   re-exported by the root, or a glob) to `crate`; a `super::` or `self::` path is
-//!   resolved from the file's place (and any inline `mod x { … }` it is in) the same way,
-//!   so `super::` from `src/foo/bar.rs` stays inside `foo` and is no edge;
-//! - in the root, a path `N::…` (`pub use N::…`, `N::Type`) or `crate::N`/`self::N` with
-//!   `N` a top-level module is an edge `crate` → `N`. A bare `mod N;` is not: declaring a
-//!   module is not depending on it.
+//!   too) is an edge to `N` when `N` is a top-level module. `crate::X` for an item `X`
+//!   the root imports from module `N` (`pub use N::X`, `pub use N::{X, …}`, `pub use
+//!   N::X as Y` for `crate::Y`; a private `use N::X` too, children can name it) is an
+//!   edge to `N`, where the item lives, and no edge at all when the root imports it from
+//!   another crate. Only an item truly defined in the root file (or one the guard cannot
+//!   place: see below) is an edge to `crate`. A `super::` or `self::` path is resolved
+//!   from the file's place (and any inline `mod x { … }` it is in) the same way, so
+//!   `super::` from `src/foo/bar.rs` stays inside `foo` and is no edge;
+//! - in the root, a `pub use N::…` (or `pub(crate) use`, any `pub(…)` but `pub(self)`)
+//!   is the crate's facade, not a dependency: no edge. The root's own code naming `N` is
+//!   an edge `crate` → `N`: a path `N::…`, `crate::N`/`self::N`, a private `use N::…`,
+//!   and a bare identifier spelled like a name the root re-exports from `N` (`fn open()
+//!   -> Config` after `pub use config::Config`). A bare `mod N;` is no edge either:
+//!   declaring a module is not depending on it.
 //!
+//! So a root that defines a trait and re-exports the modules implementing it is no
+//! cycle, while a root whose functions call into a module that uses the root's items is.
 //! Submodules importing their parent's or an ancestor's siblings is fine: only the
-//! top-level graph matters. Not seen: paths a macro generates, items reached through a
-//! glob re-export (`pub use foo::*` is one edge to `foo`, but what later code takes
-//! from the root through it counts as `crate`), `#[path]` attributes, and `src/bin/`.
-//! Every strongly connected component with more than one node is reported, with one
-//! import (the first, by file and line) per edge inside it.
+//! top-level graph matters. Not seen: paths a macro generates; what a glob brings in
+//! (`crate::X` that only `pub use N::*` provides counts as `crate`, and `pub use N::*`
+//! itself is facade, no edge); `use {a::X, b::Y}` groups without a leading path;
+//! re-exports of re-exports are followed one step only; a local binding in the root
+//! spelled like a re-exported name counts as naming it (a lexer cannot tell them
+//! apart); `#[path]` attributes; `src/bin/`. Every strongly connected component with
+//! more than one node is reported, with one import (the first, by file and line) per
+//! edge inside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::lex::{PathRef, Tok};
 use crate::model::{Rule, SourceFile, Violation};
-use crate::sources::{module_path, read_all};
+use crate::sources::{Read, module_path, read_all};
 
 const ROOT: &str = "crate";
 
@@ -46,18 +59,46 @@ pub fn no_module_cycles(sources: &[SourceFile]) -> Vec<Violation> {
             .collect();
         files.sort_by(|a, b| a.0.file.path.cmp(&b.0.file.path));
         let modules: BTreeSet<String> = files.iter().filter_map(|(_, m)| m.first().cloned()).collect();
+        let facade = facade(&files, &modules);
         let mut edges: BTreeMap<(String, String), Evidence> = BTreeMap::new();
+        let mut add = |from: &str, to: &str, file: &SourceFile, line: usize, path: String| {
+            if to != from {
+                edges.entry((from.to_string(), to.to_string())).or_insert_with(|| Evidence {
+                    file: file.path.clone(),
+                    line,
+                    path,
+                });
+            }
+        };
         for (r, module) in &files {
             let from = module.first().map_or(ROOT, String::as_str);
+            let in_root = module.is_empty();
+            let mut reexports = Vec::new();
             for p in r.code.paths() {
+                if in_root && is_reexport(&p) {
+                    reexports.push(p.span);
+                    continue;
+                }
                 let here: Vec<String> = module.iter().chain(&p.inline).cloned().collect();
-                let Some(to) = target(&here, &p.segments, &modules) else { continue };
-                if to != from {
-                    edges.entry((from.to_string(), to.to_string())).or_insert_with(|| Evidence {
-                        file: r.file.path.clone(),
-                        line: p.line,
-                        path: p.text(),
-                    });
+                if let Some(to) = target(&here, &p.segments, &modules, &facade) {
+                    add(from, to, r.file, p.line, p.text());
+                }
+            }
+            if in_root {
+                // The root's own code naming a re-exported item by its bare name
+                // (`fn open() -> Config` after `pub use config::Config`) depends on the
+                // module the item lives in, as `config::Config` would.
+                let tokens = &r.code.tokens;
+                for (k, t) in tokens.iter().enumerate() {
+                    let Tok::Ident(name) = &t.tok else { continue };
+                    let after_path_or_dot =
+                        k.checked_sub(1).is_some_and(|p| matches!(tokens[p].tok, Tok::PathSep | Tok::Punct('.')));
+                    if after_path_or_dot || reexports.iter().any(|&(s, e)| (s..e).contains(&k)) {
+                        continue;
+                    }
+                    if let Some(Some(to)) = facade.get(name) {
+                        add(ROOT, to, r.file, t.line, name.clone());
+                    }
                 }
             }
         }
@@ -72,9 +113,42 @@ pub fn no_module_cycles(sources: &[SourceFile]) -> Vec<Violation> {
     out
 }
 
+/// A leaf of a `pub use` (or `pub(crate) use`) item written in the root itself (not in
+/// an inline module): part of the crate's facade.
+fn is_reexport(p: &PathRef) -> bool {
+    p.inline.is_empty() && p.import.as_ref().is_some_and(|i| i.public)
+}
+
+/// What each name the root imports (`pub use N::X`, `pub use N::X as Y` → `Y`, a private
+/// `use N::X` too: a child may name it as `crate::X`) resolves to: `Some(node)` for a
+/// module of this crate (or the root, for `use crate::X as Y`), `None` for another
+/// crate's item. Globs and `as _` bind no name anyone can spell, so they are left out.
+fn facade<'m>(files: &[(&Read<'_>, Vec<String>)], modules: &'m BTreeSet<String>) -> BTreeMap<String, Option<&'m str>> {
+    let none = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    for (r, _) in files.iter().filter(|(_, m)| m.is_empty()) {
+        for p in r.code.paths().into_iter().filter(|p| p.inline.is_empty()) {
+            let Some(import) = &p.import else { continue };
+            if import.name == "*" || import.name == "_" {
+                continue;
+            }
+            names.entry(import.name.clone()).or_insert_with(|| target(&[], &p.segments, modules, &none));
+        }
+    }
+    names
+}
+
 /// The top-level node a path names, seen from the module `here` (`[]` is the root), or
 /// `None` when it names nothing of this crate's (another crate, a local child module).
-fn target<'m>(here: &[String], segments: &[String], modules: &'m BTreeSet<String>) -> Option<&'m str> {
+/// A path into the root (`crate::X`, `super::X` climbing to it) names the module `X`
+/// when `X` is one, the module the root re-exports `X` from when `facade` says so (or
+/// nothing of this crate's, when `X` is another crate's), else the root itself.
+fn target<'m>(
+    here: &[String],
+    segments: &[String],
+    modules: &'m BTreeSet<String>,
+    facade: &BTreeMap<String, Option<&'m str>>,
+) -> Option<&'m str> {
     let full: Vec<&String> = match segments[0].as_str() {
         "crate" => segments[1..].iter().collect(),
         "self" => here.iter().chain(&segments[1..]).collect(),
@@ -88,7 +162,10 @@ fn target<'m>(here: &[String], segments: &[String], modules: &'m BTreeSet<String
         _ => return None,
     };
     match full.into_iter().find(|s| *s != "self") {
-        Some(first) => modules.get(first).map(String::as_str).or(Some(ROOT)),
+        Some(first) => match modules.get(first) {
+            Some(module) => Some(module.as_str()),
+            None => facade.get(first).copied().unwrap_or(Some(ROOT)),
+        },
         None => Some(ROOT),
     }
 }

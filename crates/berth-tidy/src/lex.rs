@@ -34,6 +34,22 @@ pub(crate) struct PathRef {
     pub line: usize,
     /// The inline modules (`mod name { … }`) it sits in, outermost first.
     pub inline: Vec<String>,
+    /// When it is a leaf of a `use` item: what that import binds, and how visibly.
+    pub import: Option<Import>,
+    /// The tokens of the whole path or `use` tree it is part of (`start..end`), so a rule
+    /// can tell which identifiers an import spelled.
+    pub span: (usize, usize),
+}
+
+/// What one leaf of a `use` item brings into scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Import {
+    /// `pub use` or `pub(crate)`/`pub(super)`/`pub(in …)` use: an import others may name
+    /// through this module. A plain `use` (or `pub(self)`) is private.
+    pub public: bool,
+    /// The name it binds: the alias of `… as Y`, else the last segment (`*` for a glob,
+    /// `_` for `as _`).
+    pub name: String,
 }
 
 impl PathRef {
@@ -365,14 +381,43 @@ pub(crate) fn paths(tokens: &[Token]) -> Vec<PathRef> {
             Tok::Ident(_) | Tok::PathSep if starts_path(tokens, i) => {
                 let from = if tokens[i].tok == Tok::PathSep { i + 1 } else { i };
                 let names: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
+                let visibility = use_visibility(tokens, i);
                 let mut found = Vec::new();
+                let start = i;
                 i = parse_path(tokens, from, Vec::new(), &mut found);
-                out.extend(found.into_iter().map(|(segments, line)| PathRef { segments, line, inline: names.clone() }));
+                out.extend(found.into_iter().map(|(segments, line, alias)| {
+                    let import = visibility.map(|public| Import {
+                        public,
+                        name: alias.unwrap_or_else(|| segments.last().cloned().unwrap_or_default()),
+                    });
+                    PathRef { segments, line, inline: names.clone(), import, span: (start, i) }
+                }));
             }
             _ => i += 1,
         }
     }
     out
+}
+
+/// If the path starting at token `i` is the tree of a `use` item: whether the item is
+/// public (`pub`, `pub(crate)`, `pub(super)`, `pub(in …)`; not `pub(self)`).
+fn use_visibility(t: &[Token], i: usize) -> Option<bool> {
+    let before = |k: usize| k.checked_sub(1).and_then(|p| t.get(p));
+    let u = i.checked_sub(1)?;
+    if !is_ident(t.get(u), "use") {
+        return None;
+    }
+    if is_ident(before(u), "pub") {
+        return Some(true);
+    }
+    if !is_punct(before(u), ')') {
+        return Some(false);
+    }
+    // `pub( … )`: back to the opening parenthesis.
+    let close = u - 1;
+    let open = (0..close).rev().find(|&k| is_punct(t.get(k), '('))?;
+    let restricted_to_self = close == open + 2 && is_ident(t.get(open + 1), "self");
+    Some(is_ident(before(open), "pub") && !restricted_to_self)
 }
 
 fn starts_path(t: &[Token], i: usize) -> bool {
@@ -391,9 +436,25 @@ fn starts_path(t: &[Token], i: usize) -> bool {
     }
 }
 
-/// Parses the path (or `use` tree) at `i` after `prefix`, pushing each complete path and
-/// the line of its last segment; returns the index after it.
-fn parse_path(t: &[Token], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<(Vec<String>, usize)>) -> usize {
+/// A path found, the line of its last segment, and its `as` alias if it has one.
+type Found = (Vec<String>, usize, Option<String>);
+
+/// `as name` at `i`: the name.
+fn alias_at(t: &[Token], i: usize) -> Option<String> {
+    match (t.get(i), t.get(i + 1)) {
+        (Some(Token { tok: Tok::Ident(w), .. }), Some(Token { tok: Tok::Ident(name), .. }))
+            if w == "as" && t.get(i + 2).is_none_or(|n| n.tok != Tok::PathSep) =>
+        {
+            Some(name.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Parses the path (or `use` tree) at `i` after `prefix`, pushing each complete path (with
+/// the line of its last segment and its alias); returns the index after it (and after
+/// its `as alias`, if any).
+fn parse_path(t: &[Token], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<Found>) -> usize {
     loop {
         match t.get(i).map(|x| &x.tok) {
             Some(Tok::Ident(word)) => {
@@ -404,12 +465,16 @@ fn parse_path(t: &[Token], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<
                     i += 1;
                     continue;
                 }
-                out.push((prefix, line));
-                return i;
+                // In an expression `crate::MAX as u64` is a cast, not an alias; only an
+                // import's alias is ever read.
+                let alias = alias_at(t, i);
+                let next = if alias.is_some() { i + 2 } else { i };
+                out.push((prefix, line, alias));
+                return next;
             }
             Some(Tok::Punct('*')) => {
                 prefix.push("*".into());
-                out.push((prefix, t[i].line));
+                out.push((prefix, t[i].line, None));
                 return i + 1;
             }
             Some(Tok::Punct('{')) => return parse_group(t, i + 1, &prefix, out),
@@ -417,7 +482,7 @@ fn parse_path(t: &[Token], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<
                 // `Vec::<u8>` and the like: the path so far is what it names.
                 if !prefix.is_empty() {
                     let line = t[i.saturating_sub(1)].line;
-                    out.push((prefix, line));
+                    out.push((prefix, line, None));
                 }
                 return i;
             }
@@ -427,19 +492,19 @@ fn parse_path(t: &[Token], mut i: usize, mut prefix: Vec<String>, out: &mut Vec<
 
 /// The members of a `{ … }` group starting at `i` (after the brace); returns the index
 /// after the closing brace.
-fn parse_group(t: &[Token], mut i: usize, prefix: &[String], out: &mut Vec<(Vec<String>, usize)>) -> usize {
+fn parse_group(t: &[Token], mut i: usize, prefix: &[String], out: &mut Vec<Found>) -> usize {
     loop {
         match t.get(i).map(|x| &x.tok) {
             None => return i,
             Some(Tok::Punct('}')) => return i + 1,
             Some(Tok::Punct(',')) => i += 1,
-            Some(Tok::Ident(w)) if w == "as" => i += 2, // `as alias`
             Some(Tok::Ident(w)) if w == "self" => {
-                // `use a::{self}` names `a` itself.
+                // `use a::{self}` (or `self as b`) names `a` itself.
+                let alias = alias_at(t, i + 1);
                 if !prefix.is_empty() {
-                    out.push((prefix.to_vec(), t[i].line));
+                    out.push((prefix.to_vec(), t[i].line, alias.clone()));
                 }
-                i += 1;
+                i += if alias.is_some() { 3 } else { 1 };
             }
             Some(Tok::Ident(_) | Tok::Punct('*') | Tok::Punct('{')) => i = parse_path(t, i, prefix.to_vec(), out),
             Some(_) => i += 1,

@@ -196,7 +196,11 @@ fn two_modules_importing_each_other_are_a_cycle() {
 #[test]
 fn a_three_module_cycle_through_the_root_is_reported() {
     let sources = [
-        file("berth-jobs", "src/lib.rs", "//! Jobs.\nmod a;\nmod b;\npub use a::A;\npub struct Registry;\n"),
+        file(
+            "berth-jobs",
+            "src/lib.rs",
+            "//! Jobs.\nmod a;\nmod b;\npub use a::A;\npub struct Registry;\npub fn first() -> A {\n    todo!()\n}\n",
+        ),
         file("berth-jobs", "src/a.rs", "//! A.\nuse crate::b::B;\npub struct A;\n"),
         file("berth-jobs", "src/b/mod.rs", "//! B.\nmod c;\n"),
         file("berth-jobs", "src/b/c.rs", "//! C: a submodule reaching the root.\nuse super::super::Registry;\n"),
@@ -204,7 +208,59 @@ fn a_three_module_cycle_through_the_root_is_reported() {
     assert_eq!(
         shown(&no_module_cycles(&sources)),
         [
-            "module-cycles: berth-jobs: modules crate, a, b import each other:\n    a -> b: src/a.rs:2 crate::b::B\n    b -> crate: src/b/c.rs:2 super::super::Registry\n    crate -> a: src/lib.rs:4 a::A"
+            "module-cycles: berth-jobs: modules crate, a, b import each other:\n    a -> b: src/a.rs:2 crate::b::B\n    b -> crate: src/b/c.rs:2 super::super::Registry\n    crate -> a: src/lib.rs:6 A"
+        ]
+    );
+}
+
+#[test]
+fn a_root_that_only_reexports_from_a_module_using_its_trait_is_no_cycle() {
+    // berth-storage's shape: the root defines the trait and re-exports the backend.
+    let sources = [
+        file(
+            "berth-storage",
+            "src/lib.rs",
+            "//! Storage.\nmod fs;\npub use fs::{FsBlobStore, FsConfig as Config};\npub(crate) use self::fs::sync_dir;\npub trait BlobStore {}\n",
+        ),
+        file("berth-storage", "src/fs.rs", "//! Fs.\nuse crate::BlobStore;\npub struct FsBlobStore;\n"),
+    ];
+    assert_eq!(shown(&no_module_cycles(&sources)), Vec::<String>::new());
+}
+
+#[test]
+fn a_path_to_a_reexported_item_is_an_edge_to_the_module_it_comes_from() {
+    // `crate::Y` is `b::X`: an edge a -> b (here closing a cycle with b -> a), not a -> crate.
+    let sources = [
+        file(
+            "berth-jobs",
+            "src/lib.rs",
+            "//! Jobs.\nmod a;\nmod b;\npub use b::X as Y;\npub use berth_core::Digest;\n",
+        ),
+        file("berth-jobs", "src/a.rs", "//! A.\nuse crate::{Digest, Y};\npub struct A;\n"),
+        file("berth-jobs", "src/b.rs", "//! B.\npub struct X(crate::a::A);\n"),
+    ];
+    assert_eq!(
+        shown(&no_module_cycles(&sources)),
+        [
+            "module-cycles: berth-jobs: modules a, b import each other:\n    a -> b: src/a.rs:2 crate::Y\n    b -> a: src/b.rs:2 crate::a::A"
+        ]
+    );
+}
+
+#[test]
+fn a_root_whose_own_code_calls_a_module_using_a_root_item_is_a_cycle() {
+    let sources = [
+        file(
+            "berth-jobs",
+            "src/lib.rs",
+            "//! Jobs.\nmod a;\npub use a::f;\npub struct Jobs;\npub fn start() {\n    a::f();\n}\n",
+        ),
+        file("berth-jobs", "src/a.rs", "//! A.\npub fn f() -> crate::Jobs {\n    crate::Jobs\n}\n"),
+    ];
+    assert_eq!(
+        shown(&no_module_cycles(&sources)),
+        [
+            "module-cycles: berth-jobs: modules crate, a import each other:\n    a -> crate: src/a.rs:2 crate::Jobs\n    crate -> a: src/lib.rs:6 a::f"
         ]
     );
 }
