@@ -10,7 +10,7 @@ use berth_core::{Error, ErrorKind};
 
 use super::RobotGrant;
 use crate::PageSpec;
-use crate::sql::db_err;
+use crate::db_error::db_err;
 
 /// Implements `IdentityStore` for a struct (of database `$db`) with `writer` and `reader` pools and an
 /// `async fn durable(&self)` (see `sql_store!`). Every write acknowledges something, so
