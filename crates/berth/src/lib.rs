@@ -39,8 +39,8 @@ pub use config::{
     Config, ConfigError, DEFAULT_AUDIT_RETENTION, DEFAULT_REDIRECT_TTL, DEFAULT_SCRUB_INTERVAL,
     DEFAULT_STORAGE_GAUGE_INTERVAL, LogFormat,
 };
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod error;
+pub use error::BoxError;
 
 /// A running registry's state, and what it holds while it runs.
 pub struct Node {
