@@ -19,8 +19,8 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
 use crate::http::{BoxError, Conn, Target, empty, full, push_monolithic, sha256};
+use crate::image::{DOCKER_MANIFEST, manifest, put_manifest, random};
 use crate::servers::{self, Server};
-use crate::{DOCKER_MANIFEST, manifest, put_manifest, random};
 
 /// Blobs per image: a config and `LAYERS` layers.
 const LAYERS: usize = 9;

@@ -10,9 +10,10 @@
 mod auth;
 mod gc;
 mod http;
+mod image;
 mod metrics_off;
+mod params;
 mod report;
-use report::report;
 mod servers;
 
 use std::collections::BTreeMap;
@@ -25,106 +26,11 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::{Method, StatusCode};
 
-use crate::http::{BoxError, Conn, Target, empty, full, push_chunked, push_monolithic, sha256};
+use crate::http::{BoxError, Conn, Target, empty, push_chunked, push_monolithic, sha256};
+use crate::image::{DOCKER_MANIFEST, manifest, put_manifest, random};
+use crate::params::{Args, CONNS, MIB, SETTLE_SECS, Sizes};
+use crate::report::{fmt, report, sh};
 use crate::servers::Server;
-
-#[derive(Parser, Clone)]
-struct Args {
-    /// The berth binary (a release build).
-    #[arg(long, default_value = "target/release/berth")]
-    berth: PathBuf,
-    /// distribution's binary.
-    #[arg(long, default_value = "/usr/bin/docker-registry")]
-    registry: PathBuf,
-    /// Where to write the markdown table [default: docs/benchmarks.md for a full run;
-    /// target/bench-data/benchmarks-partial.md with --quick or --only, so a smoke run never
-    /// replaces the published table].
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Run only these workloads (comma-separated): big (1 GiB push/pull), small (200 small
-    /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog), auth
-    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous), gc
-    /// (a 10,000-blob store, a tenth made garbage, each collector timed; Berth's GC with 100
-    /// garbage blobs in 10,000 and in 100,000).
-    /// Start-up time and memory are always reported.
-    #[arg(long, value_delimiter = ',', value_parser = WORKLOADS)]
-    only: Vec<String>,
-    /// Scratch space for the servers' data (on the disk being measured).
-    #[arg(long, default_value = "target/bench-data")]
-    scratch: PathBuf,
-    /// Small sizes and one run: a smoke test of the harness, not a measurement.
-    #[arg(long)]
-    quick: bool,
-    /// Runs per server (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Chunk size of the chunked push and the ranged pull, in MiB.
-    #[arg(long, default_value_t = 16)]
-    chunk_mib: usize,
-    /// Seconds of each fixed-time load (manifest, HEAD, 1 MiB GET, tag list, catalog).
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// Also run Berth on S3 (a local Garage) + PostgreSQL, started by the harness.
-    #[arg(long)]
-    scaleout: bool,
-    /// The command line to print in the report.
-    #[arg(long, default_value = "bash bench/run.sh")]
-    command: String,
-}
-
-/// Sizes of one run.
-#[derive(Clone, Copy)]
-struct Sizes {
-    big: usize,
-    chunk: usize,
-    small_layers: usize,
-    repos: usize,
-    tags: usize,
-    seconds: f64,
-}
-
-const WORKLOADS: [&str; 8] = ["big", "small", "manifest", "head", "get", "list", "auth", "gc"];
-const CONNS: usize = 64;
-const MIB: usize = 1 << 20;
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// Deterministic incompressible bytes.
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn manifest(config: (&str, usize), layers: &[(String, usize)]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": { "mediaType": DOCKER_CONFIG, "digest": config.0, "size": config.1 },
-        "layers": layers.iter().map(|(d, s)| serde_json::json!({ "mediaType": DOCKER_LAYER, "digest": d, "size": s })).collect::<Vec<_>>(),
-    }))
-    .unwrap()
-}
-
-async fn put_manifest(c: &mut Conn, repo: &str, tag: &str, body: &[u8]) -> Result<(), BoxError> {
-    c.expect(
-        Method::PUT,
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("content-type", DOCKER_MANIFEST)],
-        full(body.to_vec()),
-        StatusCode::CREATED,
-    )
-    .await?;
-    Ok(())
-}
 
 /// Every selected workload against one freshly started server. Workloads the selection
 /// leaves out but a selected one builds on (the small image, the 1,000 repositories) are
@@ -403,9 +309,6 @@ async fn settle_disk() {
     tokio::time::sleep(Duration::from_secs(SETTLE_SECS)).await;
 }
 
-/// The pause of [`settle_disk`], after `sync` returns.
-const SETTLE_SECS: u64 = 5;
-
 /// Sequential write of `big` in 1 MiB writes, then fsync, from a settled disk: MB/s.
 async fn disk_probe(scratch: &std::path::Path, big: &[u8]) -> Result<f64, BoxError> {
     let path = scratch.join("disk-probe");
@@ -523,24 +426,6 @@ async fn limits(scratch: &std::path::Path, big: &[u8]) -> Result<Limits, BoxErro
     Ok(Limits { sha256_mbps, disk_mbps, cold_mbps, warm_mbps, loopback_mbps, client_rps: l.rps() })
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
-fn fmt(v: f64) -> String {
-    if v.is_nan() {
-        "–".into()
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 /// CPU seconds so far: `(busy on the whole machine, used by this process and its waited-for
 /// children)`. Their difference over a run is what other processes (and kernel threads,
 /// writeback included) took from the machine meanwhile.
@@ -563,14 +448,6 @@ fn cpu_seconds() -> (f64, f64) {
         .filter_map(|x| x.parse().ok())
         .collect();
     (busy, rest.iter().sum::<f64>() / tick)
-}
-
-fn sh(cmd: &str) -> String {
-    std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

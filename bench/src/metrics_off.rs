@@ -15,7 +15,9 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 
 use crate::http::{self, BoxError, Load, Target};
-use crate::{CONNS, DOCKER_MANIFEST, servers};
+use crate::image::DOCKER_MANIFEST;
+use crate::params::CONNS;
+use crate::servers;
 
 /// `CONNS` connections GETting the ~1 KB manifest `bench/small:app` for `duration`.
 pub async fn manifest_load(target: &Target, duration: Duration) -> Result<Load, BoxError> {

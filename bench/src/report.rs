@@ -1,7 +1,9 @@
 //! The benchmark page: its rows (`METRICS`), and the measured runs turned into
 //! `docs/benchmarks.md` (or the partial page of a filtered run).
 
-use super::*;
+use std::collections::BTreeMap;
+
+use crate::params::{Args, CONNS, MIB, SETTLE_SECS, Sizes};
 
 /// One figure of the table.
 #[derive(Clone, Copy)]
@@ -440,4 +442,35 @@ pub(crate) fn report(
     }
     md.push('\n');
     md
+}
+
+/// The middle of the runs (the upper one of an even count), NaN for none.
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// A figure as the page (and the progress lines) write it: no decimals from 100, one from
+/// 10, two below; `–` for none.
+pub(crate) fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The trimmed output of a shell command, empty if it fails (the page describes the
+/// machine with these).
+pub(crate) fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

@@ -1,6 +1,7 @@
 //! How database failures become registry errors: one mapping for every store of both
-//! dialects ([`db_err`]), and which failures say something of the write itself: the disk
-//! is full, or the database refuses the values it carries ([`refused_content`]).
+//! dialects ([`db_err`]), a write's broken constraint as a conflict or an unknown name
+//! ([`write_err`]), and which failures say something of the write itself: the disk is
+//! full, or the database refuses the values it carries ([`refused_content`]).
 
 use berth_core::{Error, ErrorKind};
 
@@ -32,6 +33,22 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
         },
         None => Error::internal(format!("database: {e}")),
     }
+}
+
+/// The error of a write that broke a constraint: a name that exists is a conflict, a
+/// reference to one that does not (a foreign key) is unknown; anything else is internal.
+pub(crate) fn write_err(e: sqlx::Error, what: &str, name: &str) -> Error {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => {
+            Error::new(ErrorKind::Conflict).with_message(format!("{what} {name} exists")).with_detail(name)
+        }
+        Some(d) if d.is_foreign_key_violation() => unknown(what, name),
+        _ => db_err(e),
+    }
+}
+
+pub(crate) fn unknown(what: &str, name: &str) -> Error {
+    Error::new(ErrorKind::ResourceUnknown).with_message(format!("no {what} {name}")).with_detail(name)
 }
 
 /// Whether the database failed for want of disk space: SQLite's `SQLITE_FULL` (13, the

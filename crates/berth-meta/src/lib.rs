@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub mod audit;
 mod cache;
 mod clock;
+mod column;
 mod db_error;
 pub mod gc;
 pub mod identity;

@@ -8,13 +8,15 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::audit::sql::audit_store;
+use crate::column::{digest, repo_name};
+use crate::db_error::db_err;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
 use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
-use crate::sql::{db_err, digest, page, repo_name, sql_store};
+use crate::sql::{page, sql_store};
 use crate::{
     Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord, now,
 };

@@ -728,22 +728,10 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-use berth_core::{Digest, Error, RepoName};
-
-pub(crate) use crate::db_error::{db_err, refused_content};
-
 use crate::Page;
 
 /// Ids per statement when looking many up: well under SQLite's limit of bound parameters.
 pub(crate) const ID_BATCH: usize = 500;
-
-pub(crate) fn repo_name(s: String) -> Result<RepoName, Error> {
-    RepoName::parse(&s).map_err(|_| Error::internal(format!("corrupt repository name {s:?}")))
-}
-
-pub(crate) fn digest(s: String) -> Result<Digest, Error> {
-    Digest::parse(&s).map_err(|_| Error::internal(format!("corrupt digest {s:?}")))
-}
 
 /// Trims a `limit + 1` result to `limit`, noting whether more followed.
 pub(crate) fn page(mut items: Vec<String>, limit: u32) -> Page {

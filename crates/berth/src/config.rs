@@ -22,6 +22,13 @@ use serde::{Deserialize, Serialize};
 
 /// How long the audit log keeps an entry unless told otherwise: 90 days.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the integrity scrub runs unless configured.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a redirect's presigned URL is valid unless told otherwise.
+pub const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
+/// How often each node recomputes `berth_storage_bytes` unless told otherwise (one scan
+/// of `repo_blobs`).
+pub const DEFAULT_STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The commented example `berth config example` prints; it passes `berth config check`
 /// and sets every key to its default (a unit test checks both).
@@ -206,7 +213,7 @@ pub struct MetricsSettings {
 
 impl Default for MetricsSettings {
     fn default() -> MetricsSettings {
-        MetricsSettings { enabled: true, listen: None, storage_interval: crate::DEFAULT_STORAGE_GAUGE_INTERVAL }
+        MetricsSettings { enabled: true, listen: None, storage_interval: DEFAULT_STORAGE_GAUGE_INTERVAL }
     }
 }
 
@@ -217,7 +224,18 @@ pub struct Logging {
     /// A tracing filter (`info`, `berth_server=debug,info`); `BERTH_LOG` overrides it.
     pub level: String,
     /// `text` (for people) or `json` (one object per line).
-    pub format: crate::LogFormat,
+    pub format: LogFormat,
+}
+
+/// How log lines are written (on stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 impl Default for Config {
@@ -301,7 +319,7 @@ impl Default for Jobs {
             audit_retention: DEFAULT_AUDIT_RETENTION,
             retention_interval: Duration::from_secs(24 * 3600),
             pull_flush_interval: Duration::from_secs(60),
-            scrub_interval: crate::DEFAULT_SCRUB_INTERVAL,
+            scrub_interval: DEFAULT_SCRUB_INTERVAL,
             gc_grace: gc.grace,
             gc_interval: gc.interval,
             gc_full_interval: gc.full_interval,
@@ -319,14 +337,14 @@ impl Default for Storage {
             secret_access_key_file: None,
             redirect: false,
             redirect_endpoint: None,
-            redirect_ttl: crate::DEFAULT_REDIRECT_TTL,
+            redirect_ttl: DEFAULT_REDIRECT_TTL,
         }
     }
 }
 
 impl Default for Logging {
     fn default() -> Logging {
-        Logging { level: "info".to_owned(), format: crate::LogFormat::Text }
+        Logging { level: "info".to_owned(), format: LogFormat::Text }
     }
 }
 

@@ -26,36 +26,21 @@ pub use config::S3Url;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How often the integrity scrub runs unless configured.
-pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long a redirect's presigned URL is valid unless told otherwise.
-pub const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
 /// The longest validity S3 accepts for a presigned URL (SigV4): 7 days.
 const MAX_REDIRECT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-/// How often each node recomputes `berth_storage_bytes` unless told otherwise (one scan
-/// of `repo_blobs`).
-pub const DEFAULT_STORAGE_GAUGE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How log lines are written (on stderr).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// For people: one line per event, coloured on a terminal.
-    #[default]
-    Text,
-    /// One JSON object per line, the event's fields at the top level.
-    Json,
-}
 
 mod bootstrap;
 pub use bootstrap::ADMIN;
 pub mod cli;
 pub mod config;
-pub use config::{Config, ConfigError, DEFAULT_AUDIT_RETENTION};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use config::{
+    Config, ConfigError, DEFAULT_AUDIT_RETENTION, DEFAULT_REDIRECT_TTL, DEFAULT_SCRUB_INTERVAL,
+    DEFAULT_STORAGE_GAUGE_INTERVAL, LogFormat,
+};
+mod error;
+pub use error::BoxError;
 
 /// A running registry's state, and what it holds while it runs.
 pub struct Node {

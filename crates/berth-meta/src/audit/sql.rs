@@ -18,14 +18,14 @@ const COLUMNS: usize = 9;
 /// An append's error: `BAD_REQUEST` when the database refused the events' values (no
 /// retry of the batch can succeed, see `AuditStore::append`), else as any write's.
 pub(crate) fn refused(e: sqlx::Error) -> berth_core::Error {
-    if crate::sql::refused_content(&e) {
+    if crate::db_error::refused_content(&e) {
         return berth_core::Error {
             source: Some(format!("database: {e}")),
             ..berth_core::Error::new(berth_core::ErrorKind::BadRequest)
                 .with_message("the database refused a value of an audit event")
         };
     }
-    crate::sql::db_err(e)
+    crate::db_error::db_err(e)
 }
 
 /// Implements `AuditStore` for a struct with `writer` and `reader` pools and an

@@ -18,7 +18,7 @@ macro_rules! queue_blob {
         .execute($tx)
         .await
         .map(|_| ())
-        .map_err($crate::sql::db_err)
+        .map_err($crate::db_error::db_err)
     };
 }
 
@@ -36,7 +36,7 @@ macro_rules! queue_manifest {
         .execute($tx)
         .await
         .map(|_| ())
-        .map_err($crate::sql::db_err)
+        .map_err($crate::db_error::db_err)
     };
 }
 
@@ -65,7 +65,7 @@ macro_rules! queue_children {
                     .bind($crate::gc::review_now())
                     .execute(&mut *$tx)
                     .await
-                    .map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
             }
             Ok::<(), berth_core::Error>(())
         }
@@ -85,8 +85,12 @@ macro_rules! delete_manifest {
                 "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
                 "DELETE FROM gc_manifest_review WHERE repo = $1 AND digest = $2",
             ] {
-                let done =
-                    sqlx::query(sql).bind($repo).bind($digest).execute(&mut *$tx).await.map_err($crate::sql::db_err)?;
+                let done = sqlx::query(sql)
+                    .bind($repo)
+                    .bind($digest)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err($crate::db_error::db_err)?;
                 deleted = deleted.max(done.rows_affected());
             }
             Ok::<u64, berth_core::Error>(deleted)
@@ -143,7 +147,7 @@ macro_rules! gc_store {
                 .bind(before)
                 .fetch_one(&self.reader)
                 .await
-                .map_err($crate::sql::db_err)?
+                .map_err($crate::db_error::db_err)?
                 .get(0);
                 Ok(n as u64)
             }
@@ -165,11 +169,11 @@ macro_rules! gc_store {
                 .bind(limit as i64)
                 .fetch_all(&self.reader)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::db_error::db_err)?;
                 rows.into_iter()
                     .map(|r| {
                         Ok($crate::gc::GarbageBlob {
-                            digest: $crate::sql::digest(r.get(0))?,
+                            digest: $crate::column::digest(r.get(0))?,
                             key: r.get(1),
                             size: r.get::<i64, _>(2) as u64,
                         })
@@ -197,12 +201,12 @@ macro_rules! gc_store {
                 .bind(delete_untagged)
                 .fetch_all(&self.reader)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::db_error::db_err)?;
                 rows.into_iter()
                     .map(|r| {
                         Ok($crate::gc::GarbageManifest {
-                            repo: $crate::sql::repo_name(r.get(0))?,
-                            digest: $crate::sql::digest(r.get(1))?,
+                            repo: $crate::column::repo_name(r.get(0))?,
+                            digest: $crate::column::digest(r.get(1))?,
                             size: r.get::<i64, _>(2) as u64,
                         })
                     })
@@ -215,7 +219,7 @@ macro_rules! gc_store {
                 digest: &Digest,
                 delete_untagged: bool,
             ) -> Result<bool, berth_core::Error> {
-                use $crate::sql::db_err;
+                use $crate::db_error::db_err;
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 // Locked first: a concurrent put naming it finished before the check below.
                 let locked = sqlx::query(concat!("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2", row_lock!(update)))
@@ -260,7 +264,7 @@ macro_rules! gc_store {
                 digests: &[Digest],
                 before: i64,
             ) -> Result<Vec<Option<BlobInfo>>, berth_core::Error> {
-                use $crate::sql::db_err;
+                use $crate::db_error::db_err;
                 let mut doomed = Vec::with_capacity(digests.len());
                 // One transaction each, as a put takes its blobs' locks one by one (in its
                 // manifest's order): locks held across the batch could deadlock with it.
@@ -315,11 +319,11 @@ macro_rules! gc_store {
                 .bind(limit as i64)
                 .fetch_all(&self.writer)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::db_error::db_err)?;
                 rows.into_iter()
                     .map(|r| {
                         Ok($crate::gc::GarbageBlob {
-                            digest: $crate::sql::digest(r.get(0))?,
+                            digest: $crate::column::digest(r.get(0))?,
                             key: r.get(1),
                             size: r.get::<i64, _>(2) as u64,
                         })
@@ -334,7 +338,7 @@ macro_rules! gc_store {
             ) -> Result<Vec<bool>, berth_core::Error> {
                 // A tombstone is a `deleting` record of size -1; it goes an hour later.
                 let now = $crate::now();
-                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                let mut tx = self.writer.begin().await.map_err($crate::db_error::db_err)?;
                 let mut forgotten = Vec::with_capacity(blobs.len());
                 for blob in blobs {
                     let done = sqlx::query(if tombstone {
@@ -348,21 +352,21 @@ macro_rules! gc_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await
-                    .map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
                     forgotten.push(done.rows_affected() > 0);
                 }
                 sqlx::query("DELETE FROM blobs WHERE state = 'deleting' AND size < 0 AND created_at < $1")
                     .bind(now - 3600)
                     .execute(&mut *tx)
                     .await
-                    .map_err($crate::sql::db_err)?;
-                tx.commit().await.map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
+                tx.commit().await.map_err($crate::db_error::db_err)?;
                 self.durable().await?;
                 Ok(forgotten)
             }
 
             async fn clear_reviewed(&self, before: i64, blobs: bool, manifests: bool) -> Result<(), berth_core::Error> {
-                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                let mut tx = self.writer.begin().await.map_err($crate::db_error::db_err)?;
                 // Entries a concurrent write is queueing again right now are skipped (on
                 // PostgreSQL): they stay, queued afresh, and this never waits for a lock.
                 for (clear, sql) in [
@@ -388,14 +392,14 @@ macro_rules! gc_store {
                     ),
                 ] {
                     if clear {
-                        sqlx::query(sql).bind(before).execute(&mut *tx).await.map_err($crate::sql::db_err)?;
+                        sqlx::query(sql).bind(before).execute(&mut *tx).await.map_err($crate::db_error::db_err)?;
                     }
                 }
-                tx.commit().await.map_err($crate::sql::db_err)
+                tx.commit().await.map_err($crate::db_error::db_err)
             }
 
             async fn queue_unreferenced(&self, delete_untagged: bool) -> Result<u64, berth_core::Error> {
-                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                let mut tx = self.writer.begin().await.map_err($crate::db_error::db_err)?;
                 let now = $crate::gc::review_now();
                 let blobs = sqlx::query(
                     "INSERT INTO gc_blob_review (digest, queued_at, reason)
@@ -407,7 +411,7 @@ macro_rules! gc_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await
-                .map_err($crate::sql::db_err)?
+                .map_err($crate::db_error::db_err)?
                 .rows_affected();
                 let manifests = sqlx::query(concat!(
                     "INSERT INTO gc_manifest_review (repo, digest, queued_at, reason)
@@ -419,9 +423,9 @@ macro_rules! gc_store {
                 .bind(delete_untagged)
                 .execute(&mut *tx)
                 .await
-                .map_err($crate::sql::db_err)?
+                .map_err($crate::db_error::db_err)?
                 .rows_affected();
-                tx.commit().await.map_err($crate::sql::db_err)?;
+                tx.commit().await.map_err($crate::db_error::db_err)?;
                 Ok(blobs + manifests)
             }
 
@@ -436,7 +440,7 @@ macro_rules! gc_store {
                         .bind(limit as i64)
                         .fetch_all(&self.reader)
                         .await
-                        .map_err($crate::sql::db_err)?;
+                        .map_err($crate::db_error::db_err)?;
                 Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
             }
 
@@ -445,12 +449,12 @@ macro_rules! gc_store {
                     .bind(digest.as_str())
                     .fetch_optional(&self.writer)
                     .await
-                    .map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
                 Ok(row.is_some())
             }
 
             async fn record_run(&self, run: &$crate::gc::GcRun) -> Result<i64, berth_core::Error> {
-                let mut tx = self.writer.begin().await.map_err($crate::sql::db_err)?;
+                let mut tx = self.writer.begin().await.map_err($crate::db_error::db_err)?;
                 let id: i64 = sqlx::query(
                     "INSERT INTO gc_runs (kind, dry_run, started_ms, duration_ms, candidates, manifests_removed,
                                           blobs_removed, bytes_freed, orphans_removed, orphan_bytes, error)
@@ -469,9 +473,9 @@ macro_rules! gc_store {
                 .bind(run.error.as_deref())
                 .fetch_one(&mut *tx)
                 .await
-                .map_err($crate::sql::db_err)?
+                .map_err($crate::db_error::db_err)?
                 .get(0);
-                tx.commit().await.map_err($crate::sql::db_err)?;
+                tx.commit().await.map_err($crate::db_error::db_err)?;
                 self.durable().await?;
                 Ok(id)
             }
@@ -486,7 +490,7 @@ macro_rules! gc_store {
                 .bind(limit as i64)
                 .fetch_all(&self.reader)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::db_error::db_err)?;
                 Ok(rows
                     .into_iter()
                     .map(|r| $crate::gc::GcRun {

@@ -10,7 +10,6 @@ use berth_core::{Error, ErrorKind};
 
 use super::RobotGrant;
 use crate::PageSpec;
-use crate::sql::db_err;
 
 /// Implements `IdentityStore` for a struct (of database `$db`) with `writer` and `reader` pools and an
 /// `async fn durable(&self)` (see `sql_store!`). Every write acknowledges something, so
@@ -80,14 +79,14 @@ macro_rules! identity_store {
                         .bind(permissions)
                         .execute(&mut **tx)
                         .await
-                        .map_err(|e| $crate::identity::sql::write_err(e, "project", project))?;
+                        .map_err(|e| $crate::db_error::write_err(e, "project", project))?;
                 }
                 Ok(())
             }
 
             async fn robot_written(&self, name: &str) -> Result<$crate::identity::Robot, berth_core::Error> {
                 let robot = self.select_robots($crate::identity::sql::RobotFilter::Name(name)).await?.pop();
-                robot.ok_or_else(|| $crate::identity::sql::unknown("robot", name))
+                robot.ok_or_else(|| $crate::db_error::unknown("robot", name))
             }
         }
 
@@ -113,7 +112,7 @@ macro_rules! identity_store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| $crate::identity::sql::write_err(e, "user", name))?;
+                .map_err(|e| $crate::db_error::write_err(e, "user", name))?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::user_row!(row))
@@ -167,7 +166,7 @@ macro_rules! identity_store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?
-                .ok_or_else(|| $crate::identity::sql::unknown("user", name))?;
+                .ok_or_else(|| $crate::db_error::unknown("user", name))?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::user_row!(row))
@@ -196,7 +195,7 @@ macro_rules! identity_store {
                 .bind(now())
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| $crate::identity::sql::write_err(e, "project", name))?;
+                .map_err(|e| $crate::db_error::write_err(e, "project", name))?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::project_row!(row))
@@ -236,7 +235,7 @@ macro_rules! identity_store {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?
-                        .ok_or_else(|| $crate::identity::sql::unknown("project", name))?;
+                        .ok_or_else(|| $crate::db_error::unknown("project", name))?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok($crate::identity::sql::project_row!(row))
@@ -277,7 +276,7 @@ macro_rules! identity_store {
                     .await
                     .map_err(db_err)?;
                 if done.rows_affected() == 0 {
-                    return Err($crate::identity::sql::unknown("project", name));
+                    return Err($crate::db_error::unknown("project", name));
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await
@@ -298,7 +297,7 @@ macro_rules! identity_store {
                 .bind(role.as_str())
                 .execute(&self.writer)
                 .await
-                .map_err(|e| $crate::identity::sql::write_err(e, "project or user", &format!("{project}, {user}")))?;
+                .map_err(|e| $crate::db_error::write_err(e, "project or user", &format!("{project}, {user}")))?;
                 self.durable().await?;
                 Ok($crate::identity::Member { project: project.to_owned(), user: user.to_owned(), role })
             }
@@ -369,7 +368,7 @@ macro_rules! identity_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| $crate::identity::sql::write_err(e, "robot", &robot.name))?;
+                .map_err(|e| $crate::db_error::write_err(e, "robot", &robot.name))?;
                 Self::insert_grants(&mut tx, &robot.name, &grants).await?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
@@ -424,7 +423,7 @@ macro_rules! identity_store {
                 .await
                 .map_err(db_err)?;
                 if done.rows_affected() == 0 {
-                    return Err($crate::identity::sql::unknown("robot", name));
+                    return Err($crate::db_error::unknown("robot", name));
                 }
                 if let Some(grants) = &grants {
                     sqlx::query("DELETE FROM robot_grants WHERE robot = $1")
@@ -503,7 +502,7 @@ macro_rules! identity_store {
                 .bind(key.created_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| $crate::identity::sql::write_err(e, "signing key", &key.kid))?;
+                .map_err(|e| $crate::db_error::write_err(e, "signing key", &key.kid))?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await
             }
@@ -563,22 +562,6 @@ pub(crate) enum RobotFilter<'a> {
     Name(&'a str),
     /// Those with a grant in the project (all if `None`).
     Page(Option<&'a str>, crate::PageSpec<'a>),
-}
-
-/// The error of a write that broke a constraint: a name that exists is a conflict, a
-/// reference to one that does not (a foreign key) is unknown; anything else is internal.
-pub(crate) fn write_err(e: sqlx::Error, what: &str, name: &str) -> Error {
-    match e.as_database_error() {
-        Some(d) if d.is_unique_violation() => {
-            Error::new(ErrorKind::Conflict).with_message(format!("{what} {name} exists")).with_detail(name)
-        }
-        Some(d) if d.is_foreign_key_violation() => unknown(what, name),
-        _ => db_err(e),
-    }
-}
-
-pub(crate) fn unknown(what: &str, name: &str) -> Error {
-    Error::new(ErrorKind::ResourceUnknown).with_message(format!("no {what} {name}")).with_detail(name)
 }
 
 /// The bounds `[from, to)` of the names starting with `prefix` in bytewise order.

@@ -89,7 +89,7 @@ macro_rules! policy_store {
                         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                         .execute(&self.writer)
                         .await
-                        .map_err(|e| $crate::identity::sql::write_err(e, "project", project))?;
+                        .map_err(|e| $crate::db_error::write_err(e, "project", project))?;
                     }
                     None => {
                         let known = sqlx::query("SELECT 1 FROM projects WHERE name = $1")
@@ -98,7 +98,7 @@ macro_rules! policy_store {
                             .await
                             .map_err(db_err)?;
                         if known.is_none() {
-                            return Err($crate::identity::sql::unknown("project", project));
+                            return Err($crate::db_error::unknown("project", project));
                         }
                         sqlx::query("DELETE FROM project_quotas WHERE project = $1")
                             .bind(project)
@@ -275,6 +275,6 @@ pub(crate) fn rule_write_err(e: sqlx::Error, project: &str, pattern: &str) -> Er
         Some(d) if d.is_unique_violation() => Error::new(ErrorKind::Conflict)
             .with_message(format!("project {project} has the immutable rule {pattern:?} already"))
             .with_detail(pattern),
-        _ => crate::identity::sql::write_err(e, "project", project),
+        _ => crate::db_error::write_err(e, "project", project),
     }
 }

@@ -21,7 +21,7 @@ macro_rules! retention_store {
         impl $crate::retention::RetentionStore for $store {
             async fn record_pulls(&self, pulls: &[$crate::retention::Pull]) -> Result<(), berth_core::Error> {
                 use $crate::retention::sql::{ROWS_PER_INSERT, latest, upsert_sql};
-                use $crate::sql::db_err;
+                use $crate::db_error::db_err;
                 let (manifests, tags) = latest(pulls);
                 if manifests.is_empty() {
                     return Ok(());
@@ -41,7 +41,7 @@ macro_rules! retention_store {
             }
 
             async fn repo_state(&self, repo: &RepoName) -> Result<$crate::retention::RepoState, berth_core::Error> {
-                use $crate::sql::db_err;
+                use $crate::db_error::db_err;
                 // A pull counts for a tag only if it is not older than the tag's last push.
                 let tags = sqlx::query(
                     "SELECT t.name, t.manifest_digest, t.pushed_at,
@@ -87,7 +87,7 @@ macro_rules! retention_store {
             }
 
             async fn set_policy(&self, project: &str, policy: Option<&str>) -> Result<(), berth_core::Error> {
-                use $crate::sql::db_err;
+                use $crate::db_error::db_err;
                 match policy {
                     Some(policy) => sqlx::query(
                         "INSERT INTO retention_policies (project, policy, updated_at) VALUES ($1, $2, $3)
@@ -113,7 +113,7 @@ macro_rules! retention_store {
                     .bind(project)
                     .fetch_optional(&self.reader)
                     .await
-                    .map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
                 Ok(row.map(|r| r.get(0)))
             }
 
@@ -121,7 +121,7 @@ macro_rules! retention_store {
                 let rows = sqlx::query("SELECT project, policy FROM retention_policies ORDER BY project")
                     .fetch_all(&self.reader)
                     .await
-                    .map_err($crate::sql::db_err)?;
+                    .map_err($crate::db_error::db_err)?;
                 Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
             }
         }
