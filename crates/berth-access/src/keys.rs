@@ -235,15 +235,16 @@ impl KeyRing {
         self.recent().await.verifiers.contains_key(kid)
     }
 
-    /// The key that verifies tokens signed by `kid` that live at most `lifetime`: the key
-    /// that signs, or one retired so recently that such a token it signed may be current
-    /// (within `lifetime` + [`SIGNER_REFRESH`] + the leeway).
+    /// The key that verifies tokens signed by `kid` that are current at most `lifetime`
+    /// after they were issued (their lifetime and the clock leeway): the key that signs,
+    /// or one retired so recently that such a token it signed may be current (within
+    /// `lifetime` + [`SIGNER_REFRESH`]).
     pub async fn verifier(&self, kid: &str, lifetime: Duration) -> Result<Option<DecodingKey>, Error> {
         let mut loaded = self.recent().await;
         if !loaded.verifiers.contains_key(kid) && loaded.at.elapsed() >= RELOAD_AT_MOST_EVERY {
             loaded = self.loaded_within(RELOAD_AT_MOST_EVERY).await?;
         }
-        let window = lifetime + SIGNER_REFRESH + Duration::from_secs(super::tokens::LEEWAY_SECS);
+        let window = lifetime + SIGNER_REFRESH;
         let oldest = berth_meta::now().saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
         Ok(loaded.verifiers.get(kid).filter(|v| v.retired_at.is_none_or(|at| at >= oldest)).map(|v| v.key.clone()))
     }

@@ -348,7 +348,7 @@ impl TokenService {
     /// The claims of a token of a kind living at most `lifetime`, and its key's id.
     async fn verify_signed(&self, token: &str, audience: &str, lifetime: Duration) -> Result<(Claims, String), Error> {
         let kid = kid(token)?;
-        let key = self.keys.verifier(&kid, lifetime).await?;
+        let key = self.keys.verifier(&kid, lifetime + Duration::from_secs(LEEWAY_SECS)).await?;
         Ok((check(token, key.as_ref(), &self.service, audience, lifetime)?, kid))
     }
 }

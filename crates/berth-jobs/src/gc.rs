@@ -81,7 +81,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind};
-use berth_meta::{AuditEvent, GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
+use berth_meta::{AuditEvent, GarbageBlob, GarbageManifest, GcKind, GcRun};
 use berth_storage::StoredBlob;
 use tokio_util::sync::CancellationToken;
 
@@ -101,42 +101,7 @@ const PAGE: usize = 1_000;
 /// of the same digests (a stripe of each, `BlobLocks`) wait for the batch.
 const BATCH: usize = 64;
 
-/// The collector's settings.
-#[derive(Clone, Debug)]
-pub struct GcConfig {
-    /// A candidate is reviewed once queued this long (and an orphan removed once this old).
-    pub grace: Duration,
-    /// Between scheduled runs (incremental).
-    pub interval: Duration,
-    /// Between scheduled full runs.
-    pub full_interval: Duration,
-    /// Untagged, unreferenced manifests are removed (default: kept).
-    pub delete_untagged: bool,
-}
-
-impl Default for GcConfig {
-    fn default() -> GcConfig {
-        GcConfig {
-            grace: Duration::from_secs(3600),
-            interval: Duration::from_secs(3600),
-            full_interval: Duration::from_secs(7 * 24 * 3600),
-            delete_untagged: false,
-        }
-    }
-}
-
-/// The collector's part of the registry: its store, settings, and this node's run lock.
-pub struct Gc {
-    pub store: Arc<dyn GcStore>,
-    pub config: GcConfig,
-    running: tokio::sync::Mutex<()>,
-}
-
-impl Gc {
-    pub fn new(store: Arc<dyn GcStore>, config: GcConfig) -> Gc {
-        Gc { store, config, running: tokio::sync::Mutex::new(()) }
-    }
-}
+pub use crate::{Gc, GcConfig};
 
 /// What a run is asked to do.
 #[derive(Clone, Copy, Debug, Default)]

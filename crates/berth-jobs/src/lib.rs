@@ -7,10 +7,16 @@
 //! on one node at a time takes a lease in the metadata store first: the janitor and the
 //! audit pruner one per pass, recorded by [`leased_pass`]; GC, retention and the scrub
 //! one renewed while a run lasts. A run's result is kept where an operator reads it:
-//! GC's and the scrub's runs in their stores, retention's in the audit log. The jobs: garbage collection ([`gc`]), tag retention and the pull
-//! times it reads ([`retention`]), the integrity scrub ([`scrub`]), upload expiry
-//! ([`janitor`]), and the audit log's writer and pruner ([`audit`]). [`locks::BlobLocks`]
-//! is what GC and the scrub share with uploads on the same node.
+//! GC's and the scrub's runs in their stores, retention's in the audit log.
+//!
+//! The jobs: garbage collection ([`gc`]), tag retention ([`retention`]) and the pull
+//! times it reads ([`pulls`]), the integrity scrub ([`scrub`]), upload expiry
+//! ([`janitor`]), and the audit log's writer ([`audit`]) and pruner ([`prune`]).
+//! [`locks::BlobLocks`] is what GC and the scrub share with uploads on the same node.
+//!
+//! Inside the crate the state the jobs share comes first: the leaf modules (`audit`'s
+//! writer, `pulls`, `locks`) and [`Jobs`] here, which holds them; the jobs that work on a
+//! `Jobs` come after and never the other way round.
 //!
 //! No HTTP type is named here. What the jobs work on is one [`Jobs`], built by the
 //! binary's wiring from the stores it opened; the HTTP edge holds it too, to record
@@ -29,6 +35,8 @@ pub mod audit;
 pub mod gc;
 pub mod janitor;
 pub mod locks;
+pub mod prune;
+pub mod pulls;
 pub mod retention;
 pub mod scrub;
 
@@ -47,11 +55,11 @@ pub struct Jobs {
     /// Held by an upload's commit-and-link and by GC's removal of the same digest.
     pub blob_locks: locks::BlobLocks,
     /// The garbage collector, when configured ([`Jobs::with_gc`]).
-    pub gc: Option<gc::Gc>,
+    pub gc: Option<Gc>,
     /// Pull times and retention policies, when configured ([`Jobs::with_retention`]).
     pub retention: Option<Arc<dyn RetentionStore>>,
     /// When manifests and tags were last pulled, held until the next flush.
-    pub pulls: retention::PullRecorder,
+    pub pulls: pulls::PullRecorder,
     /// A scrub run goes on on this node (`scrub.rs`).
     pub(crate) scrubbing: AtomicBool,
     /// Where passes are counted and timed.
@@ -77,7 +85,7 @@ impl Jobs {
             blob_locks: locks::BlobLocks::default(),
             gc: None,
             retention: None,
-            pulls: retention::PullRecorder::default(),
+            pulls: pulls::PullRecorder::default(),
             scrubbing: AtomicBool::new(false),
             recorder,
         }
@@ -85,7 +93,7 @@ impl Jobs {
 
     /// Collects garbage with `gc` (scheduled by [`gc::Collector`], on demand through the
     /// management API).
-    pub fn with_gc(mut self, gc: gc::Gc) -> Jobs {
+    pub fn with_gc(mut self, gc: Gc) -> Jobs {
         self.gc = Some(gc);
         self
     }
@@ -99,6 +107,43 @@ impl Jobs {
     /// The retention store (every node built by `berth::open` has one).
     pub fn retention_store(&self) -> Result<&Arc<dyn RetentionStore>, Error> {
         self.retention.as_ref().ok_or_else(|| Error::internal("this registry has no retention store"))
+    }
+}
+
+/// The collector's settings.
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// A candidate is reviewed once queued this long (and an orphan removed once this old).
+    pub grace: Duration,
+    /// Between scheduled runs (incremental).
+    pub interval: Duration,
+    /// Between scheduled full runs.
+    pub full_interval: Duration,
+    /// Untagged, unreferenced manifests are removed (default: kept).
+    pub delete_untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> GcConfig {
+        GcConfig {
+            grace: Duration::from_secs(3600),
+            interval: Duration::from_secs(3600),
+            full_interval: Duration::from_secs(7 * 24 * 3600),
+            delete_untagged: false,
+        }
+    }
+}
+
+/// The collector's part of the registry: its store, settings, and this node's run lock.
+pub struct Gc {
+    pub store: Arc<dyn berth_meta::GcStore>,
+    pub config: GcConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Gc {
+    pub fn new(store: Arc<dyn berth_meta::GcStore>, config: GcConfig) -> Gc {
+        Gc { store, config, running: tokio::sync::Mutex::new(()) }
     }
 }
 

@@ -4,6 +4,145 @@
 //! upload sessions live here. A blob is visible to a repository only once a row here
 //! says so; every registry operation is one transaction. This crate knows nothing of
 //! HTTP or of where blob bytes are kept.
+//!
+//! # The stores
+//!
+//! `MetadataStore` trait; `SqliteStore` and `PgStore`, one SQL implementation for both
+//! (`sql.rs`, the `sql_store!` macro: `$N` placeholders work in both dialects);
+//! `CachedStore`, a read cache for the embedded store, bounded in bytes by `clock.rs`.
+//! Migrations live in `migrations/<dialect>/` and are embedded (`0002_bounds.sql`: the
+//! referrers index, and `upload_locks`, one row per repository that PostgreSQL locks to
+//! serialise `create_upload`'s count-and-insert); referrers are read a page at a time
+//! (cursor, count and byte bounds); `create_upload` refuses past the per-repository limit
+//! in the transaction that inserts; `suite.rs` is the shared behaviour test, run
+//! against SQLite, cached SQLite and a real PostgreSQL.
+//!
+//! # Invariants
+//!
+//! Every registry operation is one transaction. A manifest put
+//! checks, in the transaction that inserts it, that each blob it names is `live` and linked
+//! to the repository and each child manifest exists there. The blob table arbitrates
+//! dedupe: the first key recorded for a digest wins and `link_blob` returns it. An upload
+//! advances only from the size it was read at (`advance_upload ... WHERE size = $from`),
+//! with the SHA-256 state over exactly the acknowledged bytes. SQLite runs in WAL mode with
+//! a single writer connection (no lock-upgrade `SQLITE_BUSY`) and group commit: the writer
+//! commits with `synchronous = NORMAL`, and every write that acknowledges something (blob
+//! link, manifest, tag, delete) returns only after an fsync of the WAL that started after
+//! its commit, one fsync shared by every request that arrived meanwhile (`WalSync`).
+//! Upload progress is atomic but not fsynced on its own (see the trait's docs).
+//! **A write answers only after its commit is known to have succeeded** (issue 17, the full
+//! disk): a statement that writes and reads rows back (`… RETURNING`) runs in a transaction
+//! whose `COMMIT` is checked, never alone on the pool, where SQLite commits at the
+//! statement's reset and sqlx's `fetch_one` ignores what the reset reports (a source test,
+//! `db_error.rs`, keeps it so); and the writer connection is checked each time it returns to
+//! its pool (`out_of_transaction` in `sqlite.rs`): one that SQLite or sqlx still counts inside
+//! a transaction (a failed write's rollback can leave sqlx's count behind, and the next
+//! "transaction" would then be a savepoint inside one that never commits) is closed and
+//! replaced. With the disk full a write is `507 insufficient storage` (`SQLITE_FULL`,
+//! PostgreSQL's `disk_full`), and works again once space is freed (`tests/it/disk_full.rs`).
+//! Manifest bytes are kept in the database, not the blob store: they are small (≤ 4 MiB),
+//! read on every pull, and must appear atomically with their references and tags.
+//! `CachedStore` invalidates after each write it passes through and never inserts a value
+//! read concurrently with a write (a generation counter); it is only used when one process
+//! owns the database. It is bounded by bytes, keys included (`--manifest-cache-bytes`),
+//! evicting by CLOCK; a manifest's bytes are held once per repository and digest, and a
+//! tag entry holds only its digest.
+//!
+//! Garbage collection (issue 10) has its own store, `gc/` (`GcStore`: due candidates,
+//! decisions, removals, run records; `gc/sql.rs`, the `gc_store!` macro, and the `queue_*`
+//! statements; `gc/suite.rs` run on SQLite, cached SQLite and PostgreSQL). Migration
+//! `0004_gc.sql`: the review queues `gc_blob_review` and `gc_manifest_review` (a candidate
+//! and when it was queued: it is due once older than the grace period, a GC setting, so the
+//! write path needs none), `gc_runs`, and the indexes GC reads by. `CachedStore` implements
+//! `GcStore` too, so what GC removes leaves the cache.
+//!
+//! # GC queues
+//!
+//!  every write that can make content unreferenced
+//! queues its candidates in its own transaction: `link_blob` (an upload or mount: maybe
+//! never referenced), `unlink_blob`, `put_manifest` (the manifest a moved tag leaves, and a
+//! manifest pushed without a tag), `delete_tag` (the manifest it named), `delete_manifest`
+//! (the blobs and child manifests it referenced, and its referrers). Queueing again moves
+//! the candidate's time forward (its grace restarts). A tag's row is inserted or locked
+//! (`put_manifest`), or deleted (`delete_tag`), before the manifest it named is read and
+//! queued: of two writers moving one tag at once, the second reads the first's outcome
+//! (PostgreSQL reads committed rows), so the manifest each displaces is queued, and both
+//! take the tag row before the review row, as `delete_manifest` does. A link a quota
+//! refuses still records the blob (unlinked) and queues it: its bytes were stored before
+//! the refusal, and go with the next run instead of waiting for a full sweep.
+//!
+//! Beside `MetadataStore`, in the same database but behind traits of their own (the registry
+//! trait does not grow): `identity/` (`IdentityStore`: users, projects, members, robots
+//! with their grants, token-signing keys; every listing is paged in the database by name,
+//! a page of robots selecting the names first and then all their grants) and `audit/` (`AuditStore`: append a batch, query
+//! with filters and pages, prune). Each has one SQL implementation for both dialects
+//! (`identity/sql.rs`, the `identity_store!` macro; `audit/sql.rs`, `audit_store!`) and a
+//! shared suite (`identity/suite.rs`, `audit/suite.rs`) run on SQLite and a real
+//! PostgreSQL. `retention/` (`RetentionStore`, migration `0006_retention.sql`): last-pulled
+//! times per manifest (`manifest_pulls`) and per tag (`tag_pulls`), upserted in batches that
+//! keep the later time, in tables of their own so a flush never locks the rows pushes and
+//! pulls use; each project's retention policy as JSON; and the view of a repository a
+//! retention run decides on (tags with push and pull times, top-level manifests). It deletes
+//! nothing of the registry's: runs delete through `MetadataStore`. Migration `0003_identity.sql` creates their tables and the public `library`
+//! project. A robot's grants are a child table, one row per project with its permissions
+//! comma-joined, read with the robot in one statement. `SqliteStore` and `PgStore` are
+//! `Clone` (the clones share the pools): `berth::open` hands one database to the read cache
+//! and, uncached, to the identity and audit stores.
+//!
+//! `policy/` (`PolicyStore`, issue 10) manages a project's immutable tag rules and its quota
+//! (`policy/sql.rs`, `policy_store!`; `policy/suite.rs` on SQLite and PostgreSQL); migration
+//! `0005_policies.sql` creates their tables. Enforcement is not the policy store's: the
+//! registry operations check, in their own transactions (`policy_checks!`, called from
+//! `sql_store!`), that a tag matching a rule (a glob, `berth_core::glob`: `*` any run, `?`
+//! one character) is not moved to another digest (the tag row is inserted or locked first,
+//! then compared, so two racing pushes cannot both win) nor deleted, alone or with its
+//! manifest, and that a blob new to a project keeps it within its quota (the project's
+//! usage row is locked first, as the triggers do, so concurrent links in one project are
+//! serialised on PostgreSQL). Usage counts a blob once per project (`project_blobs` with a
+//! reference count, `project_usage` the sum), kept by triggers on `repo_blobs` in each
+//! dialect's migration, so any code that links or unlinks (pushes, mounts, blob deletes,
+//! garbage collection) keeps it exact without code of its own. Manifest bytes are not
+//! counted. A manifest put into a project already over its (lowered) quota is refused;
+//! lowering a quota deletes nothing. Refusals are `DENIED` naming the rule, or giving the
+//! usage and the limit, and are audited with that message as the detail (`manifest.push`,
+//! `tag.delete`, `manifest.delete`, and `blob.push`, which is audited only when refused).
+//!
+//! `scrub/` (`ScrubStore`) holds the integrity scrub's runs (`scrub_runs`, counters updated
+//! as a run goes), what each found (`scrub_findings`) and the blobs damaged now
+//! (`blob_damage`). A damaged blob is not live: `repo_blob`, `blob`, `repos_with_blob` and a
+//! manifest put's check skip it (a `NOT EXISTS` probe into that small table's primary key;
+//! in embedded mode the read cache answers pulls anyway, and the scrub drops the blob's
+//! entry with `MetadataStore::forget_blob`). A `GET`/`HEAD` of a damaged blob answers 404
+//! `BLOB_UNKNOWN`, not a 500: a client pushing an image that needs it then uploads it again
+//! instead of trusting it, and a puller gets a clear "unknown" instead of bytes that fail its
+//! digest check. The scrub then removes the bad bytes, so that a push of the right bytes
+//! stores them afresh: `link_blob` takes their key and the blob is live again (a later run
+//! that finds bytes restored by hand sound does the same).
+//!
+//! # Identity and audit
+//!
+//! Secrets are stored only as hashes
+//! (`password_hash`, `secret_hash`), except the signing keys' private halves, which every
+//! node must sign with. Creating a name that exists is `CONFLICT`, changing one that does
+//! not is `NOT_FOUND` (unique and foreign-key violations, mapped in `identity/sql.rs`).
+//! At most one signing key signs: rotation retires the others in its transaction, serialised
+//! on PostgreSQL by a locked row (`identity_locks`), and a partial unique index backs it;
+//! revoking a key deletes it, and only a retired one (the key that signs is never deleted).
+//! `delete_project` refuses while a repository of the project exists (`PROJECT/…`, and for
+//! `library` the one-component names), checked in its transaction; it takes the project's
+//! members and its own robots (`robot$PROJECT+…`) with it. The audit log is append-only:
+//! rows are only inserted (a batch per transaction, ids increasing) and deleted by the
+//! pruning job, oldest first.
+//!
+//! `ops/` (`OpsStore`) is what an operator watches in the database, never on a request's
+//! path: `check_ready` (a query, and every migration this build knows applied),
+//! `pool_usage` (the sqlx pools, no query) and `storage_by_project` (one scan of
+//! `repo_blobs` ⋈ `blobs`, a blob counted once per project; the project is a repository
+//! name's first component, `library` for one-component names); and the registry-wide
+//! settings an administrator switches at run time (`setting`/`set_setting`, table
+//! `settings`, migration `0009_settings.sql`: read-only mode). One SQL implementation
+//! (`ops/sql.rs`, `ops_store!`, the dialect's project expression passed in) and a shared
+//! suite on SQLite and PostgreSQL.
 
 use async_trait::async_trait;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_access::oidc::{IssuerPolicy, OidcConfig};
-use berth_jobs::audit::{AuditLog, AuditPruner};
+use berth_jobs::audit::AuditLog;
 use berth_jobs::gc::{Collector, Gc, GcConfig};
 use berth_jobs::janitor::Janitor;
+use berth_jobs::prune::AuditPruner;
 use berth_jobs::retention::{self, RetentionJob};
 use berth_jobs::{JobRecorder, Jobs};
 use berth_meta::{

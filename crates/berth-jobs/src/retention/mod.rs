@@ -31,10 +31,9 @@ use crate::gc::GcConfig;
 use berth_meta::now_ms;
 
 pub mod policy;
-pub mod pulls;
 
+pub use crate::pulls::PullRecorder;
 pub use policy::{Compiled, DeletedManifest, DeletedTag, KeptTag, Policy, Verdict};
-pub use pulls::PullRecorder;
 
 /// The actor of retention's audit entries.
 pub const ACTOR: &str = "retention";

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_jobs::audit::AuditPruner;
+use berth_jobs::prune::AuditPruner;
 use berth_meta::now_ms;
 use berth_meta::{AuditEvent, AuditQuery, AuditRecord};
 use berth_server::Registry;
