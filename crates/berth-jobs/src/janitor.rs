@@ -28,6 +28,9 @@ pub struct Janitor {
     orphans: HashSet<String>,
 }
 
+/// An upload with no activity for this long is abandoned and its bytes removed
+/// (`berth serve`'s default; [`Jobs::upload_ttl`](crate::Jobs::upload_ttl)).
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Upload records expired per statement.
 const BATCH: u32 = 500;
 /// Staged uploads removed from the blob store at once.

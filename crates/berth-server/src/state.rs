@@ -18,8 +18,6 @@ use crate::{claims, observe};
 /// Tunables of the registry core. The defaults are `berth serve`'s.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// An upload with no activity for this long is abandoned and its bytes removed.
-    pub upload_ttl: Duration,
     /// How long a request waits for another request on the same upload to end before it
     /// is refused (a client retrying after a timeout while its first attempt still runs).
     pub busy_wait: Duration,
@@ -39,7 +37,6 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> RegistryConfig {
         RegistryConfig {
-            upload_ttl: Duration::from_secs(24 * 3600),
             busy_wait: Duration::from_secs(10),
             max_open_uploads: 1000,
             body_idle_timeout: Duration::from_secs(60),

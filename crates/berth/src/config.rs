@@ -314,7 +314,7 @@ impl Default for Jobs {
     fn default() -> Jobs {
         let gc = berth_jobs::gc::GcConfig::default();
         Jobs {
-            upload_ttl: RegistryConfig::default().upload_ttl,
+            upload_ttl: berth_jobs::janitor::DEFAULT_UPLOAD_TTL,
             janitor_interval: Duration::from_secs(600),
             audit_retention: DEFAULT_AUDIT_RETENTION,
             retention_interval: Duration::from_secs(24 * 3600),

@@ -125,7 +125,6 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let stores = open_database_timed(config, Arc::clone(&metrics)).await?;
     let blobs = open_blobs(config, &metrics).await?;
     let registry_config = RegistryConfig {
-        upload_ttl: config.jobs.upload_ttl,
         max_open_uploads: config.limits.max_open_uploads,
         body_idle_timeout: config.limits.body_idle_timeout,
         max_uploads: config.limits.max_uploads,
