@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd for systemd-analyze (deploy tests), curl for the redirect tests.
-apt_packages=(skopeo podman buildah docker.io umoci uidmap postgresql systemd curl)
+# systemd for systemd-analyze (deploy tests), curl for the redirect tests, docker-registry
+# (distribution) as the upstream and replication peer of the federation tests.
+apt_packages=(skopeo podman buildah docker.io containerd umoci uidmap postgresql systemd curl docker-registry)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

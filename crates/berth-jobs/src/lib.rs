@@ -32,6 +32,7 @@ use berth_storage::BlobStore;
 use tokio_util::sync::CancellationToken;
 
 pub mod audit;
+pub mod commit;
 pub mod gc;
 pub mod janitor;
 pub mod locks;

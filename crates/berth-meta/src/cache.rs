@@ -81,6 +81,20 @@ pub struct CachedStore<M> {
 }
 
 impl<M: MetadataStore> CachedStore<M> {
+    async fn store_manifest(&self, manifest: NewManifest<'_>, check: bool) -> Result<(), Error> {
+        let repo = manifest.repo.clone();
+        let tags: Vec<Tag> = manifest.tags.to_vec();
+        let result =
+            if check { self.inner.put_manifest(manifest).await } else { self.inner.cache_manifest(manifest).await };
+        // A manifest's bytes never change under its digest; only tags move.
+        self.invalidate(|entries| {
+            for tag in tags {
+                entries.remove(&Key::Tag(repo.clone(), tag));
+            }
+        });
+        result
+    }
+
     /// A cache of at most `budget` bytes in front of `inner`.
     pub fn new(inner: M, budget: usize) -> CachedStore<M> {
         CachedStore { inner, generation: AtomicU64::new(0), entries: RwLock::new(ClockMap::new(budget)) }
@@ -217,16 +231,11 @@ impl<M: MetadataStore> MetadataStore for CachedStore<M> {
     }
 
     async fn put_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error> {
-        let repo = manifest.repo.clone();
-        let tags: Vec<Tag> = manifest.tags.to_vec();
-        let result = self.inner.put_manifest(manifest).await;
-        // A manifest's bytes never change under its digest; only tags move.
-        self.invalidate(|entries| {
-            for tag in tags {
-                entries.remove(&Key::Tag(repo.clone(), tag));
-            }
-        });
-        result
+        self.store_manifest(manifest, true).await
+    }
+
+    async fn cache_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error> {
+        self.store_manifest(manifest, false).await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, condition: DeleteIf) -> Result<bool, Error> {

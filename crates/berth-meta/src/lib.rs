@@ -153,6 +153,7 @@ mod cache;
 mod clock;
 mod column;
 mod db_error;
+pub mod federation;
 pub mod gc;
 pub mod identity;
 pub mod ops;
@@ -168,6 +169,7 @@ mod suite;
 
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
+pub use federation::{FederationStore, Upstream};
 pub use gc::{GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use ops::{OpsStore, PoolUsage};
@@ -359,6 +361,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Stores a manifest with its references and tags, after checking in the same
     /// transaction that every blob and child manifest it names is live in the repository.
     async fn put_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error>;
+
+    /// Stores a manifest a proxy project fetched from its upstream: as `put_manifest`,
+    /// except that the blobs and child manifests it names need not be cached yet (each is
+    /// fetched from the upstream when first pulled). Its references are recorded all the
+    /// same, so garbage collection keeps what it names once that arrives.
+    async fn cache_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error>;
 
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error>;
 

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::audit::sql::audit_store;
 use crate::column::{digest, repo_name};
 use crate::db_error::db_err;
+use crate::federation::sql::federation_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_audit_count.sql")),
     (9, include_str!("../migrations/postgres/0009_settings.sql")),
     (10, include_str!("../migrations/postgres/0010_gc_review_ms.sql")),
+    (11, include_str!("../migrations/postgres/0011_federation.sql")),
 ];
 
 /// The PostgreSQL pool of one node.
@@ -141,6 +143,7 @@ identity_store!(PgStore, sqlx::Postgres);
 audit_store!(PgStore);
 retention_store!(PgStore);
 policy_store!(PgStore);
+federation_store!(PgStore);
 scrub_store!(PgStore);
 scrub_checks!(PgStore, sqlx::Postgres);
 policy_checks!(PgStore, sqlx::Postgres);
@@ -177,6 +180,7 @@ mod tests {
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
         crate::policy::suite::run(&store, &store, &store).await;
+        crate::federation::suite::run(&store, &store).await;
         crate::scrub::suite::run(&store, &store).await;
     }
 

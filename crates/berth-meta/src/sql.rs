@@ -17,6 +17,153 @@
 /// untagged, a blob linked or unlinked.
 macro_rules! sql_store {
     ($store:ty) => {
+        impl $store {
+            /// `put_manifest` (`check`: every blob and child named must be live in the repository)
+            /// and `cache_manifest` (not checked).
+            async fn store_manifest(&self, m: NewManifest<'_>, check: bool) -> Result<(), Error> {
+                let repo = m.repo.as_str();
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                let mut missing = Vec::new();
+                for blob in &m.parsed.blobs {
+                    // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
+                    // for this put, or this check waits for GC's and sees its outcome. The
+                    // blob's row first, then its link, the order GC's `doom_blobs` takes
+                    // them in: the other order could deadlock with it.
+                    let live = sqlx::query(concat!(
+                        "SELECT 1 FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
+                           AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
+                        row_lock!(share)
+                    ))
+                    .bind(blob.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .is_some();
+                    let linked = live
+                        && sqlx::query(concat!(
+                            "SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2",
+                            row_lock!(share)
+                        ))
+                        .bind(repo)
+                        .bind(blob.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .is_some();
+                    if !linked {
+                        missing.push(blob.to_string());
+                    }
+                }
+                for child in m.parsed.manifests.iter().chain([m.digest]) {
+                    // Locked likewise against GC deleting a child, or this very manifest
+                    // (re-pushed to tag it): which is not missing, only about to be inserted.
+                    let found = sqlx::query(concat!(
+                        "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2",
+                        row_lock!(share)
+                    ))
+                        .bind(repo)
+                        .bind(child.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if found.is_none() && child != m.digest {
+                        missing.push(child.to_string());
+                    }
+                }
+                if check && !missing.is_empty() {
+                    return Err(Error::new(ErrorKind::ManifestBlobUnknown).with_detail(missing));
+                }
+                Self::check_quota_held(&mut tx, m.repo).await?;
+                let now = now();
+                sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(repo)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let annotations =
+                    m.parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+                let inserted = sqlx::query(
+                    "INSERT INTO manifests
+                       (repo, digest, media_type, artifact_type, subject, annotations, size, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo)
+                .bind(m.digest.as_str())
+                .bind(&m.parsed.media_type)
+                .bind(m.parsed.artifact_type.as_deref())
+                .bind(m.parsed.subject.as_ref().map(|s| s.as_str()))
+                .bind(annotations)
+                .bind(m.body.len() as i64)
+                .bind(m.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                    == 1;
+                if inserted && m.tags.is_empty() {
+                    // Pushed by digest: nothing may ever tag or reference it.
+                    $crate::gc::sql::queue_manifest!(&mut *tx, repo, m.digest.as_str(), "untagged")?;
+                }
+                if inserted {
+                    let refs = m.parsed.blobs.iter().map(|d| (d, "blob"))
+                        .chain(m.parsed.manifests.iter().map(|d| (d, "manifest")));
+                    for (child, kind) in refs {
+                        sqlx::query(
+                            "INSERT INTO manifest_refs (repo, manifest_digest, child_digest, kind)
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(repo)
+                        .bind(m.digest.as_str())
+                        .bind(child.as_str())
+                        .bind(kind)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    }
+                }
+                let rules = if m.tags.is_empty() { Vec::new() } else { Self::immutable_patterns(&mut tx, m.repo).await? };
+                for tag in m.tags {
+                    // The tag row is inserted or locked first, and where it pointed is read
+                    // under the lock: of two puts moving one tag at once (PostgreSQL), the
+                    // second sees the first's manifest, and refuses to move it (an
+                    // immutable tag) or queues it.
+                    let held: String = sqlx::query(
+                        "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (repo, name) DO UPDATE SET pushed_at = tags.pushed_at
+                         RETURNING manifest_digest",
+                    )
+                    .bind(repo)
+                    .bind(tag.as_str())
+                    .bind(m.digest.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .get(0);
+                    if held != m.digest.as_str() {
+                        if let Some(rule) = $crate::policy::sql::matching_rule(&rules, tag.as_str()) {
+                            let project = berth_core::access::project_of(m.repo);
+                            return Err($crate::policy::sql::immutable(tag.as_str(), rule, project));
+                        }
+                        // The manifest the tag leaves.
+                        $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), "tag")?;
+                    }
+                    sqlx::query("UPDATE tags SET manifest_digest = $3, pushed_at = $4 WHERE repo = $1 AND name = $2")
+                        .bind(repo)
+                        .bind(tag.as_str())
+                        .bind(m.digest.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                self.durable().await
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::MetadataStore for $store {
             async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
@@ -261,146 +408,11 @@ macro_rules! sql_store {
             }
 
             async fn put_manifest(&self, m: NewManifest<'_>) -> Result<(), Error> {
-                let repo = m.repo.as_str();
-                let mut tx = self.writer.begin().await.map_err(db_err)?;
-                let mut missing = Vec::new();
-                for blob in &m.parsed.blobs {
-                    // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
-                    // for this put, or this check waits for GC's and sees its outcome. The
-                    // blob's row first, then its link, the order GC's `doom_blobs` takes
-                    // them in: the other order could deadlock with it.
-                    let live = sqlx::query(concat!(
-                        "SELECT 1 FROM blobs b WHERE b.digest = $1 AND b.state = 'live'
-                           AND NOT EXISTS (SELECT 1 FROM blob_damage d WHERE d.digest = b.digest)",
-                        row_lock!(share)
-                    ))
-                    .bind(blob.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .is_some();
-                    let linked = live
-                        && sqlx::query(concat!(
-                            "SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2",
-                            row_lock!(share)
-                        ))
-                        .bind(repo)
-                        .bind(blob.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?
-                        .is_some();
-                    if !linked {
-                        missing.push(blob.to_string());
-                    }
-                }
-                for child in m.parsed.manifests.iter().chain([m.digest]) {
-                    // Locked likewise against GC deleting a child, or this very manifest
-                    // (re-pushed to tag it): which is not missing, only about to be inserted.
-                    let found = sqlx::query(concat!(
-                        "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2",
-                        row_lock!(share)
-                    ))
-                        .bind(repo)
-                        .bind(child.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if found.is_none() && child != m.digest {
-                        missing.push(child.to_string());
-                    }
-                }
-                if !missing.is_empty() {
-                    return Err(Error::new(ErrorKind::ManifestBlobUnknown).with_detail(missing));
-                }
-                Self::check_quota_held(&mut tx, m.repo).await?;
-                let now = now();
-                sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(repo)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                let annotations =
-                    m.parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
-                let inserted = sqlx::query(
-                    "INSERT INTO manifests
-                       (repo, digest, media_type, artifact_type, subject, annotations, size, body, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo)
-                .bind(m.digest.as_str())
-                .bind(&m.parsed.media_type)
-                .bind(m.parsed.artifact_type.as_deref())
-                .bind(m.parsed.subject.as_ref().map(|s| s.as_str()))
-                .bind(annotations)
-                .bind(m.body.len() as i64)
-                .bind(m.body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .rows_affected()
-                    == 1;
-                if inserted && m.tags.is_empty() {
-                    // Pushed by digest: nothing may ever tag or reference it.
-                    $crate::gc::sql::queue_manifest!(&mut *tx, repo, m.digest.as_str(), "untagged")?;
-                }
-                if inserted {
-                    let refs = m.parsed.blobs.iter().map(|d| (d, "blob"))
-                        .chain(m.parsed.manifests.iter().map(|d| (d, "manifest")));
-                    for (child, kind) in refs {
-                        sqlx::query(
-                            "INSERT INTO manifest_refs (repo, manifest_digest, child_digest, kind)
-                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(repo)
-                        .bind(m.digest.as_str())
-                        .bind(child.as_str())
-                        .bind(kind)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    }
-                }
-                let rules = if m.tags.is_empty() { Vec::new() } else { Self::immutable_patterns(&mut tx, m.repo).await? };
-                for tag in m.tags {
-                    // The tag row is inserted or locked first, and where it pointed is read
-                    // under the lock: of two puts moving one tag at once (PostgreSQL), the
-                    // second sees the first's manifest, and refuses to move it (an
-                    // immutable tag) or queues it.
-                    let held: String = sqlx::query(
-                        "INSERT INTO tags (repo, name, manifest_digest, pushed_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (repo, name) DO UPDATE SET pushed_at = tags.pushed_at
-                         RETURNING manifest_digest",
-                    )
-                    .bind(repo)
-                    .bind(tag.as_str())
-                    .bind(m.digest.as_str())
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .get(0);
-                    if held != m.digest.as_str() {
-                        if let Some(rule) = $crate::policy::sql::matching_rule(&rules, tag.as_str()) {
-                            let project = berth_core::access::project_of(m.repo);
-                            return Err($crate::policy::sql::immutable(tag.as_str(), rule, project));
-                        }
-                        // The manifest the tag leaves.
-                        $crate::gc::sql::queue_manifest!(&mut *tx, repo, held.as_str(), "tag")?;
-                    }
-                    sqlx::query("UPDATE tags SET manifest_digest = $3, pushed_at = $4 WHERE repo = $1 AND name = $2")
-                        .bind(repo)
-                        .bind(tag.as_str())
-                        .bind(m.digest.as_str())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                }
-                tx.commit().await.map_err(db_err)?;
-                self.durable().await
+                self.store_manifest(m, true).await
+            }
+
+            async fn cache_manifest(&self, m: NewManifest<'_>) -> Result<(), Error> {
+                self.store_manifest(m, false).await
             }
 
             async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error> {

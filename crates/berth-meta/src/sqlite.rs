@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::audit::sql::audit_store;
 use crate::column::{digest, repo_name};
 use crate::db_error::db_err;
+use crate::federation::sql::federation_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/sqlite/0008_audit_count.sql")),
     (9, include_str!("../migrations/sqlite/0009_settings.sql")),
     (10, include_str!("../migrations/sqlite/0010_gc_review_ms.sql")),
+    (11, include_str!("../migrations/sqlite/0011_federation.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -238,6 +240,7 @@ identity_store!(SqliteStore, sqlx::Sqlite);
 audit_store!(SqliteStore);
 retention_store!(SqliteStore);
 policy_store!(SqliteStore);
+federation_store!(SqliteStore);
 scrub_store!(SqliteStore);
 scrub_checks!(SqliteStore, sqlx::Sqlite);
 policy_checks!(SqliteStore, sqlx::Sqlite);
@@ -284,6 +287,7 @@ mod tests {
         crate::identity::suite::run(&store, &store).await;
         crate::audit::suite::run(&store).await;
         crate::policy::suite::run(&store, &store, &store).await;
+        crate::federation::suite::run(&store, &store).await;
         crate::scrub::suite::run(&store, &store).await;
     }
 

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use berth_core::{Digest, Error, ErrorKind, RepoName};
+use berth_federation::BlobSource;
 use berth_meta::BlobInfo;
 use berth_storage::StorageError;
 use futures_util::StreamExt;
@@ -21,11 +22,20 @@ pub(crate) fn blob_location(repo: &RepoName, digest: &Digest) -> String {
 pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
     let reg = ctx.registry;
-    let BlobInfo { size, key } = reg
-        .meta
-        .repo_blob(repo, digest)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string()))?;
+    let unknown = || Error::new(ErrorKind::BlobUnknown).with_detail(digest.to_string());
+    let stored = match ctx.proxy(repo) {
+        Some((federation, via)) => {
+            let head = *ctx.method == Method::HEAD;
+            let whole = ctx.header("range").is_none();
+            match federation.blob(&via, repo, digest, head, whole).await?.ok_or_else(unknown)? {
+                BlobSource::Stored(info) => Some(info),
+                BlobSource::Fetching { size, body } => return uncached(digest, size, Body::from_stream(body)),
+                BlobSource::Remote { size } => return uncached(digest, Some(size), Body::empty()),
+            }
+        }
+        None => reg.meta.repo_blob(repo, digest).await?,
+    };
+    let BlobInfo { size, key } = stored.ok_or_else(unknown)?;
 
     // Checked here even when redirecting, so a bad range gets the registry's error.
     let range = match ctx.header("range") {
@@ -76,6 +86,19 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
             }
         }))
     };
+    builder.body(body).map_err(Error::internal)
+}
+
+/// A whole blob that is not stored yet: its bytes as the pull-through cache fetches them
+/// (or none, for a `HEAD`), with its length when the upstream said it.
+fn uncached(digest: &Digest, size: Option<u64>, body: Body) -> Result<Response, Error> {
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("docker-content-digest", header_value(digest.as_str()))
+        .header(header::ETAG, header_value(&format!("\"{digest}\"")));
+    if let Some(size) = size {
+        builder = builder.header(header::CONTENT_LENGTH, size);
+    }
     builder.body(body).map_err(Error::internal)
 }
 

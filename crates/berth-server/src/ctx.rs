@@ -8,6 +8,7 @@ use axum::http::Method;
 use berth_access::{Access, Principal};
 use berth_core::access::project_of;
 use berth_core::{Error, ErrorKind, Reference, RepoName};
+use berth_federation::{Federation, Via};
 use berth_meta::AuditEvent;
 
 use crate::state::Registry;
@@ -64,6 +65,20 @@ impl<'a> Ctx<'a> {
             .uploads
             .try_acquire()
             .map_err(|_| Error::new(ErrorKind::TooManyRequests).with_message("too many uploads in flight; retry later"))
+    }
+
+    /// The cache and the upstream `repo` caches, when it is in a proxy project.
+    pub(crate) fn proxy(&self, repo: &RepoName) -> Option<(&'a Arc<Federation>, Via)> {
+        let federation: &'a Arc<Federation> = self.registry.federation.as_ref()?;
+        Some((federation, federation.proxy(repo)?))
+    }
+
+    /// Refuses a write into a proxy project (after the caller was authorized for it).
+    pub(crate) fn check_writable(&self, repo: &RepoName) -> Result<(), Error> {
+        match &self.registry.federation {
+            Some(federation) => federation.check_writable(repo),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {

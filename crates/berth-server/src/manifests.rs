@@ -1,12 +1,15 @@
 //! Manifest, tag, catalog and referrers endpoints.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::access::project_of;
 use berth_core::manifest::{self, MAX_MANIFEST_SIZE};
 use berth_core::{Digest, Error, ErrorKind, MediaType, Reference, RepoName, Tag};
-use berth_meta::{NewManifest, Page, PageSpec};
+use berth_federation::{Federation, Via};
+use berth_meta::{ManifestRecord, NewManifest, Page, PageSpec};
 use futures_util::StreamExt;
 
 use crate::ctx::Ctx;
@@ -47,10 +50,26 @@ fn served_digest(response: &Response, reference: &Reference) -> Option<String> {
     matches!(reference, Reference::Tag(_)).then(|| digest.to_owned())
 }
 
+/// A manifest of `repo`: stored, or, in a proxy project, through the cache (`true`: the
+/// upstream could not be asked whether the tag moved, and this is what was cached).
+async fn lookup(
+    ctx: Ctx<'_>,
+    proxy: Option<&(&Arc<Federation>, Via)>,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Option<(ManifestRecord, bool)>, Error> {
+    match proxy {
+        Some((federation, via)) => {
+            Ok(federation.manifest(via, repo, reference).await?.map(|served| (served.record, served.stale)))
+        }
+        None => Ok(ctx.registry.meta.manifest(repo, reference).await?.map(|record| (record, false))),
+    }
+}
+
 async fn serve(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<Response, Error> {
-    let meta = &ctx.registry.meta;
     let unknown = || Error::new(ErrorKind::ManifestUnknown).with_detail(reference.to_string());
-    let mut record = meta.manifest(repo, reference).await?.ok_or_else(unknown)?;
+    let proxy = ctx.proxy(repo);
+    let (mut record, stale) = lookup(ctx, proxy.as_ref(), repo, reference).await?.ok_or_else(unknown)?;
 
     // Content negotiation: a client that cannot read what is stored gets the default
     // platform's manifest of an index it asked for by tag, or a clear 404.
@@ -71,7 +90,9 @@ async fn serve(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<R
             _ => None,
         };
         record = match fallback {
-            Some((child, _)) => meta.manifest(repo, &Reference::Digest(child)).await?.ok_or_else(unknown)?,
+            Some((child, _)) => {
+                lookup(ctx, proxy.as_ref(), repo, &Reference::Digest(child)).await?.ok_or_else(unknown)?.0
+            }
             None => {
                 return Err(unknown().with_message(format!(
                     "the manifest is {}, which the Accept header does not allow",
@@ -95,11 +116,16 @@ async fn serve(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference) -> Result<R
     h.insert(header::CONTENT_TYPE, header_value(&record.media_type));
     h.insert("docker-content-digest", header_value(record.digest.as_str()));
     h.insert(header::ETAG, header_value(&etag));
+    if stale && let Some((_, via)) = &proxy {
+        let warning = format!("110 berth \"Response is stale: upstream {} could not be asked\"", via.upstream());
+        h.insert(header::WARNING, header_value(&warning));
+    }
     Ok(response)
 }
 
 pub(crate) async fn put(ctx: Ctx<'_>, repo: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
     let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    ctx.check_writable(repo)?;
     let result = store(ctx, repo, reference, body).await;
     let digest = result.as_ref().ok().and_then(|r| served_digest(r, reference));
     ctx.audit(&principal, "manifest.push", repo, reference, &result, digest).await;
@@ -234,12 +260,20 @@ fn link_next(response: &mut Response, path: &str, limit: u32, last: Option<&str>
 pub(crate) async fn tags(ctx: Ctx<'_>, repo: &RepoName) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Pull)).await?;
     let (limit, last) = pagination(ctx, MAX_PAGE)?;
-    let page = ctx
-        .registry
-        .meta
-        .tags(repo, last.as_deref(), limit)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::NameUnknown).with_detail(repo.to_string()))?;
+    let unknown = || Error::new(ErrorKind::NameUnknown).with_detail(repo.to_string());
+    let page = match ctx.proxy(repo) {
+        Some((federation, via)) => {
+            let mut tags = federation.tags(&via, repo).await?.ok_or_else(unknown)?;
+            tags.sort_unstable();
+            tags.dedup();
+            let mut after: Vec<String> =
+                tags.into_iter().filter(|t| last.as_deref().is_none_or(|last| t.as_str() > last)).collect();
+            let more = after.len() > limit as usize;
+            after.truncate(limit as usize);
+            Page { items: after, more }
+        }
+        None => ctx.registry.meta.tags(repo, last.as_deref(), limit).await?.ok_or_else(unknown)?,
+    };
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
     let mut response = json(body);
     link_next(&mut response, &format!("/v2/{repo}/tags/list"), limit, next_after(&page), &[]);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_access::Authorizer;
 use berth_access::authorizer::TokenAuthorizer;
+use berth_federation::Federation;
 use berth_jobs::Jobs;
 use berth_meta::{IdentityStore, MetadataStore, PolicyStore};
 use berth_storage::BlobStore;
@@ -77,6 +78,8 @@ pub struct Registry {
     pub metrics: Arc<observe::Metrics>,
     /// What `/readyz` and `/metrics` read of the database; `None`: not checked.
     pub ops: Option<Arc<dyn berth_meta::OpsStore>>,
+    /// Proxy projects and the mirror (`berth_federation`); `None`: no pull-through cache.
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl Registry {
@@ -105,6 +108,7 @@ impl Registry {
             access_generation: Default::default(),
             metrics: Arc::new(observe::Metrics::new(true)),
             ops: None,
+            federation: None,
         }
     }
 
@@ -123,6 +127,12 @@ impl Registry {
     /// Requests carrying upload bytes running now (the upload permits taken).
     pub fn uploads_in_progress(&self) -> usize {
         self.config.max_uploads.saturating_sub(self.uploads.available_permits())
+    }
+
+    /// Serves proxy projects and mirror requests through `federation`.
+    pub fn with_federation(mut self, federation: Arc<Federation>) -> Registry {
+        self.federation = Some(federation);
+        self
     }
 
     /// Authorizes with `tokens` and serves its `/token`.

@@ -11,7 +11,7 @@ use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use berth_access::authorizer::Presented;
 use berth_access::token::{self, Outcome};
-use berth_core::{Error, ErrorKind};
+use berth_core::{Error, ErrorKind, RepoName};
 use futures_util::StreamExt;
 
 use crate::response::ApiError;
@@ -32,13 +32,21 @@ pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Reques
         Err(Error::new(ErrorKind::MethodNotAllowed))
     } else if parts.method == Method::POST {
         match read_form(body).await {
-            Ok(form) => token::oauth(auth, &form, peer, &mut outcome).await,
+            Ok(mut form) => match mirrored_scopes(&registry, &mut form).await {
+                Ok(()) => token::oauth(auth, &form, peer, &mut outcome).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
     } else {
-        let query = parse_pairs(parts.uri.query().unwrap_or(""));
-        let presented = Presented::of(&seam::credentials(&parts.headers, peer));
-        token::docker(auth, presented, &query, peer, &mut outcome).await
+        let mut query = parse_pairs(parts.uri.query().unwrap_or(""));
+        match mirrored_scopes(&registry, &mut query).await {
+            Ok(()) => {
+                let presented = Presented::of(&seam::credentials(&parts.headers, peer));
+                token::docker(auth, presented, &query, peer, &mut outcome).await
+            }
+            Err(e) => Err(e),
+        }
     };
     if let Some(event) = outcome.event(&result, peer) {
         registry.jobs.audit.record(event).await;
@@ -49,6 +57,27 @@ pub(crate) async fn token(State(registry): State<Arc<Registry>>, request: Reques
     };
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
+}
+
+/// A pull scope for a name a mirror request would route to a proxy repository
+/// (`berth_federation::route`) is asked of that repository: the token then grants what
+/// the `/v2` request, routed the same way, checks. The client never reads the claims.
+async fn mirrored_scopes(registry: &Registry, pairs: &mut [(String, String)]) -> Result<(), Error> {
+    let Some(federation) = &registry.federation else { return Ok(()) };
+    let ns = pairs.iter().find(|(k, _)| k == "ns").map(|(_, v)| v.clone());
+    for (_, value) in pairs.iter_mut().filter(|(k, _)| k == "scope") {
+        let mut scopes = Vec::new();
+        for scope in value.split(' ') {
+            let pull = scope.strip_prefix("repository:").and_then(|s| s.strip_suffix(":pull"));
+            let routed = match pull.map(RepoName::parse) {
+                Some(Ok(repo)) => federation.mirror(&repo, ns.as_deref()).await?,
+                _ => None,
+            };
+            scopes.push(routed.map_or_else(|| scope.to_owned(), |repo| format!("repository:{repo}:pull")));
+        }
+        *value = scopes.join(" ");
+    }
+    Ok(())
 }
 
 fn parse_pairs(s: &str) -> Vec<(String, String)> {

@@ -65,11 +65,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{Digest, DigestHasher, Error, ErrorKind, Reference, RepoName};
-use berth_meta::{BlobInfo, UploadRecord};
-use berth_storage::{ByteStream, StorageError};
+use berth_meta::UploadRecord;
+use berth_storage::ByteStream;
 use futures_util::StreamExt;
 
-use berth_storage::storage_err;
+use berth_storage::{storage_err, upload_err};
 
 use crate::blobs::blob_location;
 use crate::ctx::Ctx;
@@ -77,18 +77,6 @@ use crate::range::parse_content_range;
 use crate::response::{ApiError, empty, header_value};
 use crate::state::Registry;
 use berth_access::{Access, Action, Principal};
-
-/// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
-/// shorter than acknowledged (lost with the machine) cannot be resumed: the client is
-/// told the upload is unknown and starts again.
-fn upload_err(e: StorageError) -> Error {
-    match e {
-        StorageError::NotFound | StorageError::OffsetMismatch { .. } => {
-            Error::new(ErrorKind::BlobUploadUnknown).with_message(format!("the upload's staged bytes are gone: {e}"))
-        }
-        other => storage_err(other),
-    }
-}
 
 fn upload_location(repo: &RepoName, id: &str) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")
@@ -164,6 +152,7 @@ pub(crate) async fn start(ctx: Ctx<'_>, repo: &RepoName, body: Body) -> Result<R
     let source = ctx.param("mount").and(ctx.param("from")).and_then(|from| RepoName::parse(&from).ok());
     let also: Vec<Access<'_>> = source.iter().map(|from| Access::Repository(from, Action::Pull)).collect();
     let principal = ctx.authorize_also(Access::Repository(repo, Action::Push), &also).await?;
+    ctx.check_writable(repo)?;
     let reg = ctx.registry;
 
     if let Some(mount) = ctx.param("mount") {
@@ -276,6 +265,7 @@ pub(crate) async fn cancel(ctx: Ctx<'_>, repo: &RepoName, id: &str) -> Result<Re
 
 pub(crate) async fn patch(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    ctx.check_writable(repo)?;
     let _permit = ctx.upload_permit()?;
     let declared = Declared::of(ctx)?;
     let appended = with_upload(ctx, repo, id, move |reg, upload| async move {
@@ -290,6 +280,7 @@ pub(crate) async fn patch(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -
 
 pub(crate) async fn finish(ctx: Ctx<'_>, repo: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     let principal = ctx.authorize(Access::Repository(repo, Action::Push)).await?;
+    ctx.check_writable(repo)?;
     let _permit = ctx.upload_permit()?;
     let digest = ctx
         .param("digest")
@@ -431,34 +422,5 @@ async fn commit(reg: &Registry, repo: &RepoName, upload: Progress, digest: &Dige
         return Err(Error::new(ErrorKind::DigestInvalid)
             .with_detail(serde_json::json!({ "expected": digest.as_str(), "actual": actual.as_str() })));
     }
-    // Bytes first (durable), metadata second: a crash in between leaves an unrecorded
-    // blob, never a recorded one without bytes. Committing again after such a crash
-    // finds the bytes where the first commit put them.
-    // GC removing this digest's bytes waits for this commit-and-link, or this waits for it.
-    let _stripe = reg.jobs.blob_locks.lock(digest).await;
-    let key = match reg.blobs.commit_upload(&id, &state, size, digest).await {
-        Ok(key) => key,
-        Err(e) => {
-            let e = upload_err(e);
-            if e.kind == ErrorKind::BlobUploadUnknown {
-                reg.meta.delete_upload(&id).await?;
-            }
-            return Err(e);
-        }
-    };
-    let linked = reg.meta.link_blob(repo, digest, &BlobInfo { size, key: key.clone() }, Some(&id)).await;
-    let kept = match &linked {
-        Ok(kept) => Some(kept.clone()),
-        // A policy refused the link (a quota) after recording the blob, for GC to collect.
-        Err(e) if e.kind == ErrorKind::Denied => reg.meta.blob(digest).await.ok().flatten().map(|b| b.key),
-        Err(_) => None,
-    };
-    if kept.as_ref().is_some_and(|kept| *kept != key) {
-        // The same content was recorded first under another key (a concurrent push,
-        // maybe on another node): the bytes are stored once, and these go.
-        if let Err(e) = reg.blobs.delete_blob(&key).await {
-            tracing::warn!(error = %e, %key, "could not drop a duplicate blob; garbage collection will");
-        }
-    }
-    linked.map(|_| ())
+    berth_jobs::commit::commit_and_link(&reg.jobs, repo, digest, &id, &state, size).await
 }

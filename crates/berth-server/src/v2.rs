@@ -10,7 +10,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_access::Access;
-use berth_core::{Error, ErrorKind};
+use berth_core::{Error, ErrorKind, RepoName};
+use berth_federation::Federation;
 
 use crate::ctx::Ctx;
 use crate::endpoint::Endpoint;
@@ -51,6 +52,10 @@ pub(crate) async fn dispatch(State(registry): State<Arc<Registry>>, request: Req
 
 async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response, Error> {
     let m = ctx.method;
+    let endpoint = match &ctx.registry.federation {
+        Some(federation) if matches!(*m, Method::GET | Method::HEAD) => mirrored(federation, ctx, endpoint).await?,
+        _ => endpoint,
+    };
     match endpoint {
         Endpoint::Base => {
             ctx.authorize(Access::Base).await?;
@@ -86,4 +91,20 @@ async fn handle(ctx: Ctx<'_>, endpoint: Endpoint, body: Body) -> Result<Response
             }
         }
     }
+}
+
+/// A pull that is a mirror request (`berth_federation::route`) goes to its proxy
+/// repository; anything else is left as it is.
+async fn mirrored(federation: &Federation, ctx: Ctx<'_>, endpoint: Endpoint) -> Result<Endpoint, Error> {
+    let ns = ctx.param("ns");
+    let route = async |repo: RepoName| -> Result<RepoName, Error> {
+        Ok(federation.mirror(&repo, ns.as_deref()).await?.unwrap_or(repo))
+    };
+    Ok(match endpoint {
+        Endpoint::Manifest(repo, reference) => Endpoint::Manifest(route(repo).await?, reference),
+        Endpoint::Blob(repo, digest) => Endpoint::Blob(route(repo).await?, digest),
+        Endpoint::Tags(repo) => Endpoint::Tags(route(repo).await?),
+        Endpoint::Referrers(repo, digest) => Endpoint::Referrers(route(repo).await?, digest),
+        other => other,
+    })
 }

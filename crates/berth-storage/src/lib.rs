@@ -113,6 +113,20 @@ pub fn storage_err(e: StorageError) -> berth_core::Error {
     }
 }
 
+/// Maps a storage failure on an upload's staged bytes. Staged bytes that are gone or
+/// shorter than acknowledged (lost with the machine) cannot be resumed: the client is
+/// told the upload is unknown (`BLOB_UPLOAD_UNKNOWN`) and starts again. Anything else as
+/// [`storage_err`].
+pub fn upload_err(e: StorageError) -> berth_core::Error {
+    use berth_core::{Error, ErrorKind};
+    match e {
+        StorageError::NotFound | StorageError::OffsetMismatch { .. } => {
+            Error::new(ErrorKind::BlobUploadUnknown).with_message(format!("the upload's staged bytes are gone: {e}"))
+        }
+        other => storage_err(other),
+    }
+}
+
 impl From<io::Error> for StorageError {
     fn from(e: io::Error) -> StorageError {
         match e.kind() {

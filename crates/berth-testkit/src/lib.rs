@@ -3,10 +3,13 @@
 //!
 //! No mocks: [`Postgres`] is a throwaway cluster from Debian's postgresql package, and
 //! [`Garage`] a one-node Garage (a production S3-compatible object store, crates.io
-//! `garage`). A service that is not installed fails the test with a message saying what
+//! `garage`), [`Distribution`] Debian's docker-registry. A service that is not installed fails the test with a message saying what
 //! `.ci/run` installs; it never skips. Not for production code: nothing here is hardened.
 
+pub mod distribution;
 pub mod oidc;
+
+pub use distribution::{Distribution, DistributionConfig};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

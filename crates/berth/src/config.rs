@@ -52,6 +52,7 @@ pub struct Config {
     pub limits: Limits,
     pub jobs: Jobs,
     pub metrics: MetricsSettings,
+    pub federation: FederationSettings,
     pub logging: Logging,
 }
 
@@ -217,6 +218,20 @@ impl Default for MetricsSettings {
     }
 }
 
+/// `[federation]`: the pull-through cache's settings (its upstreams are managed through
+/// the API).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationSettings {
+    /// The key upstream passwords are sealed with (64 hex digits); embedded mode creates
+    /// `<data_dir>/federation.key` when unset.
+    pub key_file: Option<PathBuf>,
+    /// Upstreams created, or replaced, at every start (`[[federation.upstreams]]`): the
+    /// management API's fields (docs/federation.md), with `password_file` in place of
+    /// `password`. One removed from the file stays until removed through the API.
+    pub upstreams: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// `[logging]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -251,6 +266,7 @@ impl Default for Config {
             limits: Limits::default(),
             jobs: Jobs::default(),
             metrics: MetricsSettings::default(),
+            federation: FederationSettings::default(),
             logging: Logging::default(),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_access::oidc::{IssuerPolicy, OidcConfig};
+use berth_federation::{Federation, SealKey, Timeouts, UpstreamSpec};
 use berth_jobs::audit::AuditLog;
 use berth_jobs::gc::{Collector, Gc, GcConfig};
 use berth_jobs::janitor::Janitor;
@@ -13,8 +14,8 @@ use berth_jobs::prune::AuditPruner;
 use berth_jobs::retention::{self, RetentionJob};
 use berth_jobs::{JobRecorder, Jobs};
 use berth_meta::{
-    AuditStore, CachedStore, GcStore, IdentityStore, MetadataStore, OpsStore, PgStore, PolicyStore, PoolConfig,
-    RetentionStore, ScrubStore, SqliteStore,
+    AuditStore, CachedStore, FederationStore, GcStore, IdentityStore, MetadataStore, OpsStore, PgStore, PolicyStore,
+    PoolConfig, RetentionStore, ScrubStore, SqliteStore,
 };
 use berth_server::listen::{self, ServeLimits};
 use berth_server::observe::stores::Timed;
@@ -62,6 +63,8 @@ pub struct Stores {
     /// cache in embedded mode, so that what GC removes leaves the cache too).
     pub gc: Arc<dyn GcStore>,
     pub ops: Arc<dyn OpsStore>,
+    /// Upstreams and cached tags' checks (`berth_federation`).
+    pub federation: Arc<dyn FederationStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -87,7 +90,9 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
             let (identity, audit, ops) = (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
             let (policy, scrub, retention) =
                 (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-            (Stores { meta, identity, audit, ops, policy, scrub, retention, gc: Arc::new(store), lock: None }, None)
+            let federation = Arc::new(store.clone());
+            let gc = Arc::new(store);
+            (Stores { meta, identity, audit, ops, policy, scrub, retention, gc, federation, lock: None }, None)
         }
         // Not the URL itself: it holds a password.
         Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
@@ -109,6 +114,7 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
                 retention: Arc::new(store.clone()),
                 policy: Arc::new(store.clone()),
                 scrub: Arc::new(store.clone()),
+                federation: Arc::new(store.clone()),
                 ops: Arc::new(store),
                 gc: cached,
                 lock: None,
@@ -158,17 +164,16 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     )
     .with_retention(stores.retention)
     .with_gc(Gc::new(stores.gc, gc_config(config)));
-    let registry = Registry::new(
-        blobs,
-        stores.meta,
-        stores.identity,
-        stores.policy,
-        tokens.clone(),
-        Arc::new(jobs),
-        registry_config,
-    )
-    .with_token_auth(tokens)
-    .with_observability(metrics, stores.ops);
+    let jobs = Arc::new(jobs);
+    let federation =
+        Federation::new(stores.federation, Arc::clone(&jobs), federation_key(config)?, Timeouts::default());
+    federation.refresh().await?;
+    configure_upstreams(&federation, &config.federation.upstreams).await?;
+    let registry =
+        Registry::new(blobs, stores.meta, stores.identity, stores.policy, tokens.clone(), jobs, registry_config)
+            .with_token_auth(tokens)
+            .with_observability(metrics, stores.ops)
+            .with_federation(Arc::new(federation));
     // Started read-only: the switch is stored for every node. Otherwise the stored one
     // (a switch set through the API survives restarts).
     if config.read_only {
@@ -180,6 +185,49 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     // nobody started); `serve` stops it after the last request.
     registry.jobs.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
+}
+
+/// The key upstream passwords are sealed with: the configured file, else (embedded mode)
+/// one kept in the data directory, created on first start; scale-out nodes without one
+/// cannot store passwords (each node would make its own key).
+fn federation_key(config: &Config) -> Result<Option<SealKey>, BoxError> {
+    Ok(match (&config.federation.key_file, &config.database.url) {
+        (Some(path), _) => Some(SealKey::load(path).map_err(|e| format!("federation.key_file: {e}"))?),
+        (None, None) => Some(SealKey::load_or_create(&config.data_dir.join("federation.key"))?),
+        (None, Some(_)) => None,
+    })
+}
+
+/// Creates or replaces the config file's upstreams (`[[federation.upstreams]]`), each
+/// `password_file` read into the password the API would take.
+async fn configure_upstreams(
+    federation: &Federation,
+    entries: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<(), BoxError> {
+    for (i, entry) in entries.iter().enumerate() {
+        let what = format!("federation.upstreams[{i}]");
+        let mut entry = entry.clone();
+        if let Some(path) = entry.remove("password_file") {
+            let path = path.as_str().ok_or_else(|| format!("{what}.password_file: expected a path"))?;
+            let password = std::fs::read_to_string(path).map_err(|e| format!("{what}.password_file: {path}: {e}"))?;
+            entry.insert("password".into(), password.trim_end_matches(['\r', '\n']).into());
+        }
+        let spec: UpstreamSpec = serde_json::from_value(entry.into()).map_err(|e| format!("{what}: {e}"))?;
+        let exists = federation.upstreams().await?.iter().any(|u| u.name == spec.name);
+        let result = match federation.put_upstream(spec.clone(), !exists).await {
+            // Another node of the registry created it first.
+            Err(e)
+                if !exists
+                    && e.kind == berth_core::ErrorKind::Conflict
+                    && e.detail.as_ref().and_then(|d| d.as_str()) == Some(spec.name.as_str()) =>
+            {
+                federation.put_upstream(spec, false).await
+            }
+            other => other,
+        };
+        result.map_err(|e| format!("{what}: {}", e.message()))?;
+    }
+    Ok(())
 }
 
 /// The blob store the config names, set up to sign redirects if they are on.
@@ -246,6 +294,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let usage = storage_gauge(Arc::clone(&registry), config.metrics.storage_interval, shutdown.clone());
     let usage = tokio::spawn(usage);
     let switches = tokio::spawn(berth_server::system::sync_every(Arc::clone(&registry), shutdown.clone()));
+    let upstreams = registry.federation.clone().map(|f| tokio::spawn(f.run(shutdown.clone().cancelled_owned())));
     let metrics_server = match config.metrics.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
@@ -294,6 +343,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     collector.await?;
     usage.await?;
     switches.await?;
+    if let Some(upstreams) = upstreams {
+        upstreams.await?;
+    }
     if let Some(server) = metrics_server {
         server.await??;
     }

@@ -40,6 +40,7 @@ mod retention;
 mod robots;
 mod scrub;
 mod system;
+mod upstreams;
 mod users;
 
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
@@ -99,6 +100,11 @@ routes! {
     get "/scrub/runs/{id}" => scrub::get,
     get "/system/read-only" => system::get_read_only,
     put "/system/read-only" => system::put_read_only,
+    get "/upstreams" => upstreams::list,
+    post "/upstreams" => upstreams::create,
+    get "/upstreams/{name}" => upstreams::get,
+    put "/upstreams/{name}" => upstreams::replace,
+    delete "/upstreams/{name}" => upstreams::delete,
     post "/gc" => gc::run,
     get "/gc/runs" => gc::runs,
     get "/openapi.json" => openapi,
@@ -158,6 +164,11 @@ routes! {
         scrub::get,
         system::get_read_only,
         system::put_read_only,
+        upstreams::list,
+        upstreams::create,
+        upstreams::get,
+        upstreams::replace,
+        upstreams::delete,
         gc::run,
         gc::runs,
         openapi,

@@ -32,7 +32,7 @@ pub struct Timed<S> {
 }
 
 /// The operations of each store, in the order of their slots.
-const META_OPS: [&str; 22] = [
+const META_OPS: [&str; 23] = [
     "repo_blob",
     "blob",
     "repos_with_blob",
@@ -55,6 +55,7 @@ const META_OPS: [&str; 22] = [
     "try_lease",
     "referrers",
     "delete_repository",
+    "cache_manifest",
 ];
 const BLOB_OPS: [&str; 9] = [
     "create_upload",
@@ -166,6 +167,10 @@ impl<S: MetadataStore> MetadataStore for Timed<S> {
 
     async fn put_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error> {
         self.time(11, self.inner.put_manifest(manifest)).await
+    }
+
+    async fn cache_manifest(&self, manifest: NewManifest<'_>) -> Result<(), Error> {
+        self.time(22, self.inner.cache_manifest(manifest)).await
     }
 
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, Error> {

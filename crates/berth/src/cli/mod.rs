@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `repo`
-//! (`repos.rs`), `member`, `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call
+//! (`repos.rs`), `upstream` (`upstreams.rs`), `member`, `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call
 //! a running server's management API (`client.rs`); `user import-htpasswd` and `admin
 //! reset-password` work on a stopped server's data (`offline.rs`). Not `berth serve`
 //! (that is `main.rs`).
@@ -20,12 +20,14 @@ mod policies;
 mod repos;
 mod retention;
 mod scrub;
+mod upstreams;
 
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
 pub use policies::ImmutableCommand;
 pub use repos::RepoCommand;
 pub use retention::RetentionCommand;
+pub use upstreams::UpstreamCommand;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -60,6 +62,13 @@ pub enum Command {
     Repo {
         #[command(subcommand)]
         command: RepoCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Upstream registries that proxy projects cache (system administrators).
+    Upstream {
+        #[command(subcommand)]
+        command: UpstreamCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -298,6 +307,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
         Command::User { command } => user(command).await,
         Command::Project { command, remote } => project(command, &Client::new(&remote)?).await,
         Command::Repo { command, remote } => repos::repo(command, &Client::new(&remote)?).await,
+        Command::Upstream { command, remote } => upstreams::upstream(command, &Client::new(&remote)?).await,
         Command::Member { command, remote } => member(command, &Client::new(&remote)?).await,
         Command::Robot { command, remote } => robot(command, &Client::new(&remote)?).await,
         Command::Scrub { remote } => scrub::scrub(&Client::new(&remote)?).await,

@@ -59,14 +59,19 @@ pub(crate) struct Dockerd {
 
 impl Dockerd {
     pub(crate) fn start() -> Dockerd {
+        Dockerd::start_with_config(&serde_json::json!({}))
+    }
+
+    /// A private Docker engine whose `daemon.json` is `config` (mirrors, insecure registries).
+    pub(crate) fn start_with_config(config: &Value) -> Dockerd {
         require("dockerd");
         require("docker");
         require("containerd");
         let dir = tempfile::Builder::new().prefix("bd-").tempdir_in("/tmp").expect("temp dir under /tmp");
         let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-        // An empty daemon config: no insecure-registries entry, no mirrors. Without
-        // `--config-file` dockerd would read the machine's /etc/docker/daemon.json.
-        std::fs::write(p("daemon.json"), "{}").unwrap();
+        // Without `--config-file` dockerd would read the machine's /etc/docker/daemon.json;
+        // [`Dockerd::start`]'s is empty: no insecure-registries entry, no mirrors.
+        std::fs::write(p("daemon.json"), config.to_string()).unwrap();
         std::fs::create_dir_all(p("cli")).unwrap();
         let mut cmd = Command::new("dockerd");
         for var in SCRUBBED_ENV {

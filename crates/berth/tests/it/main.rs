@@ -43,7 +43,11 @@
 //! storage gauge; who may read it), `health.rs` (`/healthz`, `/readyz`; PostgreSQL stopped and
 //! started again under a running server, always on PostgreSQL + Garage), `logs.rs` (a `berth`
 //! process's JSON log: request ids as the response had them, errors once, no secrets),
-//! `support.rs` (the server on `127.0.0.1:0`, in-process or as a killable child; `Storage`,
+//! `federation.rs` (the pull-through cache against Debian's docker-registry as the
+//! upstream: skopeo through a proxy project's prefix with htpasswd credentials, one upstream
+//! GET for 8 concurrent first pulls, tags moving after their TTL, the cache outliving its
+//! upstream, containerd's `ctr` with a `hosts.toml` mirror and a dockerd with
+//! `registry-mirrors`), //! `support.rs` (the server on `127.0.0.1:0`, in-process or as a killable child; `Storage`,
 //! the blob store seen from outside: the data directory's files or the bucket's objects
 //! through a plain S3 client). **Invariant:** every server a test starts has the system
 //! administrator `admin` with a password drawn once per run (`support::admin()`), and every
@@ -66,6 +70,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod disk_full;
+mod federation;
 mod fixtures;
 mod gc;
 mod health;
