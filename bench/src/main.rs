@@ -13,6 +13,7 @@ mod http;
 mod image;
 mod metrics_off;
 mod params;
+mod proxy;
 mod report;
 mod servers;
 
@@ -454,7 +455,7 @@ fn cpu_seconds() -> (f64, f64) {
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let sizes = if args.quick {
-        Sizes { big: 64 * MIB, chunk: 16 * MIB, small_layers: 20, repos: 50, tags: 5, seconds: 1.0 }
+        Sizes { big: 64 * MIB, chunk: 16 * MIB, small_layers: 20, repos: 50, tags: 5, seconds: 1.0, proxy_layer: MIB }
     } else {
         Sizes {
             big: 1024 * MIB,
@@ -463,6 +464,7 @@ async fn main() -> Result<(), BoxError> {
             repos: 1000,
             tags: 20,
             seconds: args.seconds,
+            proxy_layer: 16 * MIB,
         }
     };
     let runs = if args.quick { 1 } else { args.runs };
@@ -558,6 +560,17 @@ async fn main() -> Result<(), BoxError> {
                 let scale = if args.quick { 10 } else { 1 };
                 let seed = run as u64 * 10 + i as u64;
                 let got = gc::measure(name, bin, &dir, &admin_password, run == 0, scale, seed).await?;
+                for (k, v) in got {
+                    eprintln!("  {k}: {}", fmt(v));
+                    results.entry(name).or_default().entry(k).or_default().push(v);
+                }
+            }
+            if on("proxy") && name != "Berth (S3+PG)" {
+                let layer = sizes.proxy_layer;
+                let seed = run as u64 * 10 + i as u64;
+                let got =
+                    proxy::measure(name, &args.berth, &args.registry, &dir.join("proxy"), &admin_password, layer, seed)
+                        .await?;
                 for (k, v) in got {
                     eprintln!("  {k}: {}", fmt(v));
                     results.entry(name).or_default().entry(k).or_default().push(v);

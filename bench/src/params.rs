@@ -25,7 +25,8 @@ pub(crate) struct Args {
     /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog), auth
     /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous), gc
     /// (a 10,000-blob store, a tenth made garbage, each collector timed; Berth's GC with 100
-    /// garbage blobs in 10,000 and in 100,000).
+    /// garbage blobs in 10,000 and in 100,000), proxy (a cold and a warm pull of an
+    /// 8-layer image through Berth's proxy project and distribution's proxy mode).
     /// Start-up time and memory are always reported.
     #[arg(long, value_delimiter = ',', value_parser = WORKLOADS)]
     pub(crate) only: Vec<String>,
@@ -61,9 +62,11 @@ pub(crate) struct Sizes {
     pub(crate) repos: usize,
     pub(crate) tags: usize,
     pub(crate) seconds: f64,
+    /// Each of the 8 layers of the pull-through cache's image.
+    pub(crate) proxy_layer: usize,
 }
 
-const WORKLOADS: [&str; 8] = ["big", "small", "manifest", "head", "get", "list", "auth", "gc"];
+const WORKLOADS: [&str; 9] = ["big", "small", "manifest", "head", "get", "list", "auth", "gc", "proxy"];
 pub(crate) const CONNS: usize = 64;
 pub(crate) const MIB: usize = 1 << 20;
 

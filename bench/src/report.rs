@@ -139,6 +139,30 @@ pub(crate) const METRICS: &[Metric] = &[
     },
     Metric { key: "gc_freed_mb", label: "bytes that GC freed on disk", unit: "MB", higher_is_better: true },
     Metric {
+        key: "proxy_cold_s",
+        label: "pull-through cache, cold pull of an 8-layer image ({proxy} layers, 4 at a time)",
+        unit: "s",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "proxy_cold_upstream",
+        label: "requests the upstream served for that cold pull",
+        unit: "requests",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "proxy_warm_s",
+        label: "pull-through cache, warm pull of the same image",
+        unit: "s",
+        higher_is_better: false,
+    },
+    Metric {
+        key: "proxy_warm_upstream",
+        label: "requests the upstream served for that warm pull",
+        unit: "requests",
+        higher_is_better: false,
+    },
+    Metric {
         key: "gc_small_s",
         label: "GC with 100 garbage blobs in a store of 10,000",
         unit: "s",
@@ -160,6 +184,7 @@ impl Metric {
             .replace("{big}", &size(s.big))
             .replace("{chunk}", &size(s.chunk))
             .replace("{small}", &s.small_layers.to_string())
+            .replace("{proxy}", &size(s.proxy_layer))
             .replace("{repos}", &s.repos.to_string())
             .replace("{tags}", &s.tags.to_string())
     }

@@ -19,6 +19,8 @@ pub struct Server {
     child: Child,
     /// From spawn to the first 200 on `/v2/`.
     pub startup: Duration,
+    /// Where its access log goes, when kept.
+    pub log: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -46,7 +48,7 @@ fn wait(
 ) -> Server {
     loop {
         if ready(addr, authorization.as_deref()) {
-            return Server { addr, authorization, child, startup: started.elapsed() };
+            return Server { addr, authorization, child, startup: started.elapsed(), log: None };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{name} exited during start-up: {status}");
@@ -99,6 +101,26 @@ pub fn berth_with(
 }
 
 pub fn distribution(bin: &Path, dir: &Path) -> Server {
+    start_distribution(bin, dir, "  accesslog:\n    disabled: true\n", "", None)
+}
+
+/// distribution with its access log kept (for [`requests_served`]), and, with
+/// `proxy_of`, in its pull-through cache mode in front of that registry.
+pub fn distribution_upstream(bin: &Path, dir: &Path, proxy_of: Option<&str>) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = dir.join("access.log");
+    let proxy = proxy_of.map(|url| format!("proxy:\n  remoteurl: {url}\n")).unwrap_or_default();
+    start_distribution(bin, dir, "  accesslog:\n    disabled: false\n", &proxy, Some(log))
+}
+
+/// The requests a [`distribution_upstream`] has logged so far.
+pub fn requests_served(server: &Server) -> usize {
+    let Some(log) = &server.log else { return 0 };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/")).count()
+}
+
+fn start_distribution(bin: &Path, dir: &Path, accesslog: &str, extra: &str, log: Option<PathBuf>) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let root: PathBuf = dir.join("distribution");
     std::fs::create_dir_all(&root).unwrap();
@@ -108,21 +130,27 @@ pub fn distribution(bin: &Path, dir: &Path) -> Server {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: error\n{accesslog}storage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n{extra}",
             root.display()
         ),
     )
     .unwrap();
+    let stdout = match &log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("create the access log")),
+        None => Stdio::null(),
+    };
     let started = Instant::now();
     let child = Command::new(bin)
         .arg("serve")
         .arg(&config)
         .env_remove("AWS_CA_BUNDLE")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn docker-registry");
-    wait("distribution", child, addr, None, started)
+    let mut server = wait("distribution", child, addr, None, started);
+    server.log = log;
+    server
 }
 
 impl Server {

@@ -64,7 +64,17 @@ struct ServeArgs {
     #[command(flatten)]
     metrics: MetricsArgs,
     #[command(flatten)]
+    federation: FederationArgs,
+    #[command(flatten)]
     logging: LoggingArgs,
+}
+
+#[derive(clap::Args, serde::Serialize)]
+struct FederationArgs {
+    /// The key upstream passwords are sealed with (64 hex digits); every node of a
+    /// scale-out registry needs the same file [embedded default: <data_dir>/federation.key].
+    #[arg(id = "federation-key-file", long = "federation-key-file", env = "BERTH_FEDERATION_KEY_FILE")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, serde::Serialize)]

@@ -131,13 +131,19 @@ pub struct ScaleOut {
     pub postgres: berth_testkit::Postgres,
     pub garage: berth_testkit::Garage,
     pub database: String,
+    /// The federation key every node shares (upstream passwords are sealed with it).
+    pub federation_key: PathBuf,
+    _keys: tempfile::TempDir,
 }
 
 impl ScaleOut {
     pub fn start() -> ScaleOut {
         let postgres = berth_testkit::Postgres::start();
         let database = postgres.database("berth");
-        ScaleOut { postgres, garage: berth_testkit::Garage::start(), database }
+        let keys = tempfile::tempdir().unwrap();
+        let federation_key = keys.path().join("federation.key");
+        berth_federation::SealKey::load_or_create(&federation_key).unwrap();
+        ScaleOut { postgres, garage: berth_testkit::Garage::start(), database, federation_key, _keys: keys }
     }
 
     pub fn s3(&self) -> berth::S3Config {
@@ -183,8 +189,12 @@ impl ScaleOut {
     /// The same, with more environment variables.
     pub fn spawn_env(&self, data_dir: &Path, envs: &[(&str, &str)]) -> BerthProcess {
         let g = &self.garage;
-        let mut all =
-            vec![("AWS_ACCESS_KEY_ID", g.access_key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key)];
+        let key = self.federation_key.to_str().unwrap();
+        let mut all = vec![
+            ("AWS_ACCESS_KEY_ID", g.access_key_id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", &g.secret_access_key),
+            ("BERTH_FEDERATION_KEY_FILE", key),
+        ];
         all.extend_from_slice(envs);
         BerthProcess::spawn_with(data_dir, &["--storage", &self.storage_url(), "--database", &self.database], &all)
     }
@@ -359,6 +369,7 @@ impl Backend {
         if let Some(s) = &self.scaleout {
             config.database.url = Some(s.database.clone());
             config.storage.url = Some(s.s3().into());
+            config.federation.key_file = Some(s.federation_key.clone());
         }
     }
 
