@@ -49,6 +49,8 @@ pub struct Served {
     pub record: ManifestRecord,
     /// The upstream could not be asked whether the tag moved: this is what was cached.
     pub stale: bool,
+    /// Fetched from the upstream for this request (not served from the cache).
+    pub fetched: bool,
 }
 
 /// Where a blob's bytes come from.
@@ -66,7 +68,8 @@ impl Federation {
     /// neither the cache nor the upstream has it.
     pub async fn manifest(&self, via: &Via, repo: &RepoName, reference: &Reference) -> Result<Option<Served>, Error> {
         let meta = &self.jobs.meta;
-        let fresh = |record| Ok(Some(Served { record, stale: false }));
+        let fresh = |record| Ok(Some(Served { record, stale: false, fetched: false }));
+        let fetched = |record| Ok(Some(Served { record, stale: false, fetched: true }));
         let client = &via.proxy.client;
         let tag = match reference {
             Reference::Digest(digest) => {
@@ -74,7 +77,7 @@ impl Federation {
                     return fresh(record);
                 }
                 let Some(remote) = client.manifest(&via.remote, digest.as_str()).await? else { return Ok(None) };
-                return fresh(self.store_manifest(via, repo, remote, Some(digest), None).await?);
+                return fetched(self.store_manifest(via, repo, remote, Some(digest), None).await?);
             }
             Reference::Tag(tag) => tag,
         };
@@ -104,7 +107,7 @@ impl Federation {
         };
         let record = self.store_manifest(via, repo, remote, head.as_ref(), Some(tag)).await?;
         self.store.check_tag(repo.as_str(), tag.as_str(), now).await?;
-        fresh(record)
+        fetched(record)
     }
 
     /// Checks a fetched manifest (its digest, when one was expected, and its form) and
@@ -326,7 +329,7 @@ fn stale_or(
         Some(record) => {
             tracing::warn!(upstream = %via.upstream(), %repo, %tag, error = %e.message(),
                 "the upstream could not be asked; serving the cached tag");
-            Ok(Some(Served { record, stale: true }))
+            Ok(Some(Served { record, stale: true, fetched: false }))
         }
         None => Err(e),
     }

@@ -27,7 +27,14 @@ pub(crate) async fn get(ctx: Ctx<'_>, repo: &RepoName, digest: &Digest) -> Resul
         Some((federation, via)) => {
             let head = *ctx.method == Method::HEAD;
             let whole = ctx.header("range").is_none();
-            match federation.blob(&via, repo, digest, head, whole).await?.ok_or_else(unknown)? {
+            let found = federation.blob(&via, repo, digest, head, whole).await;
+            let source = match &found {
+                Ok(Some(BlobSource::Stored(_)) | None) => "cache",
+                Ok(Some(_)) => "upstream",
+                Err(_) => "error",
+            };
+            reg.metrics.proxy_pull(via.upstream(), "blob", source);
+            match found?.ok_or_else(unknown)? {
                 BlobSource::Stored(info) => Some(info),
                 BlobSource::Fetching { size, body } => return uncached(digest, size, Body::from_stream(body)),
                 BlobSource::Remote { size } => return uncached(digest, Some(size), Body::empty()),

@@ -60,7 +60,15 @@ async fn lookup(
 ) -> Result<Option<(ManifestRecord, bool)>, Error> {
     match proxy {
         Some((federation, via)) => {
-            Ok(federation.manifest(via, repo, reference).await?.map(|served| (served.record, served.stale)))
+            let served = federation.manifest(via, repo, reference).await;
+            let source = match &served {
+                Ok(Some(s)) if s.stale => "stale",
+                Ok(Some(s)) if s.fetched => "upstream",
+                Ok(_) => "cache",
+                Err(_) => "error",
+            };
+            ctx.registry.metrics.proxy_pull(via.upstream(), "manifest", source);
+            Ok(served?.map(|served| (served.record, served.stale)))
         }
         None => Ok(ctx.registry.meta.manifest(repo, reference).await?.map(|record| (record, false))),
     }

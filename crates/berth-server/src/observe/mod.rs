@@ -137,6 +137,18 @@ struct AuthLabels {
     code: &'static str,
 }
 
+/// A pull through the pull-through cache: the upstream (a name an administrator chose:
+/// a handful), what was pulled and where it came from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    upstream: String,
+    /// `manifest` or `blob`.
+    kind: &'static str,
+    /// `cache` (served from what Berth holds, checked current), `upstream` (fetched),
+    /// `stale` (a cached tag served when the upstream could not be asked), `error`.
+    source: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     job: &'static str,
@@ -173,6 +185,7 @@ pub struct Metrics {
     uploads_in_progress: Gauge,
     auth_failures: Family<AuthLabels, Counter>,
     job_runs: Family<JobLabels, Counter>,
+    proxy_pulls: Family<ProxyLabels, Counter>,
     job_seconds: HistogramFamily<JobLabels>,
     pub(crate) operations: HistogramFamily<OperationLabels>,
     pool_size: Family<PoolLabels, Gauge>,
@@ -219,6 +232,12 @@ impl Metrics {
             "auth_failures",
             "Requests refused by authorization, by what they presented and the error code",
             auth_failures.clone(),
+        );
+        let proxy_pulls = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "proxy_pulls",
+            "Manifest and blob pulls through a proxy project, by upstream, kind and where the answer came from",
+            proxy_pulls.clone(),
         );
         let job_runs = Family::<JobLabels, Counter>::default();
         registry.register("job_runs", "Background job passes on this node, by job and outcome", job_runs.clone());
@@ -279,6 +298,7 @@ impl Metrics {
             uploads_in_progress,
             auth_failures,
             job_runs,
+            proxy_pulls,
             job_seconds,
             operations,
             pool_size,
@@ -348,6 +368,13 @@ impl Metrics {
         self.job_runs.get_or_create(&labels).inc();
         if outcome != JobOutcome::Skipped {
             self.job_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts a pull through a proxy project (see [`ProxyLabels`]).
+    pub fn proxy_pull(&self, upstream: &str, kind: &'static str, source: &'static str) {
+        if self.enabled {
+            self.proxy_pulls.get_or_create(&ProxyLabels { upstream: upstream.to_owned(), kind, source }).inc();
         }
     }
 

@@ -213,6 +213,16 @@ async fn concurrent_first_pulls_fetch_a_blob_once_tags_move_after_their_ttl_and_
     let r = api.send(Method::GET, "/v2/cache/team/other/manifests/1").await;
     let body = assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN").await;
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("upstream up"), "{body}");
+    // Each kind of answer is counted per upstream.
+    let metrics = api.send(Method::GET, "/metrics").await.text().await.unwrap();
+    for series in [
+        r#"berth_proxy_pulls_total{upstream="up",kind="blob",source="upstream"} "#,
+        r#"berth_proxy_pulls_total{upstream="up",kind="manifest",source="cache"} "#,
+        r#"berth_proxy_pulls_total{upstream="up",kind="manifest",source="stale"} "#,
+        r#"berth_proxy_pulls_total{upstream="up",kind="manifest",source="error"} "#,
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(series)), "no {series} in:\n{metrics}");
+    }
     upstream.start_again();
 }
 
@@ -431,4 +441,66 @@ async fn upstreams_come_from_the_config_file_and_the_cli_and_their_passwords_nev
     let berth_server = berth_server.restart();
     let listed: Value = Api::new(berth_server.url()).send(Method::GET, "/api/v1/upstreams").await.json().await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_content_counts_toward_the_quota_and_retention_expires_what_is_not_pulled() {
+    let upstream = Distribution::start(DistributionConfig::default());
+    let up = Api::anonymous(upstream.url());
+    let (old, _) = up.push_image("team/app", "old", OCI_MANIFEST, 21).await;
+    let (new, _) = up.push_image("team/app", "new", OCI_MANIFEST, 22).await;
+    let berth = TestServer::start_with(|c| c.jobs.pull_flush_interval = Duration::from_millis(200));
+    proxy_project(&berth.url(), "up", "cache", false, &upstream.url(), json!({})).await;
+    let api = Api::new(berth.url());
+    let used = async || -> u64 {
+        let p: Value = api.send(Method::GET, "/api/v1/projects/cache").await.json().await.unwrap();
+        p["used_bytes"].as_u64().unwrap()
+    };
+    assert_eq!(used().await, 0);
+    // Both images cached (manifests and their config and layer), `new` pulled last.
+    for (tag, digest) in [("old", &old), ("new", &new)] {
+        assert_eq!(&digest_of(&api, "cache/team/app", tag).await, digest);
+        let m: Value = manifest(&api, "cache/team/app", tag).await.json().await.unwrap();
+        for blob in [&m["config"]["digest"], &m["layers"][0]["digest"]] {
+            let r = api.send(Method::GET, &format!("/v2/cache/team/app/blobs/{}", blob.as_str().unwrap())).await;
+            assert_eq!(sha256(&r.bytes().await.unwrap()), blob.as_str().unwrap());
+        }
+    }
+    // A fetched blob is recorded just after its last byte went out: polled, for at most 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used().await < 2000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(used().await >= 2000, "the cached layers count toward the project's usage: {}", used().await);
+
+    // "Delete cached images not pulled lately": keep the tag pulled last.
+    let policy = json!({ "rules": [{ "keep": [{ "most_recently_pulled": 1 }], "delete_untagged": true }] });
+    let r = api.req(Method::PUT, "/api/v1/projects/cache/retention").json(&policy).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let deleted = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = api.req(Method::POST, "/api/v1/projects/cache/retention/run").json(&json!({ "dry_run": true }));
+        let report: Value = r.send().await.unwrap().json().await.unwrap();
+        let tags: Vec<String> = report["repositories"][0]["deleted_tags"]
+            .as_array()
+            .map(|t| t.iter().map(|t| t["tag"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        // Until the pull recorder has flushed, nothing counts as pulled.
+        if tags == ["old"] || Instant::now() > deadline {
+            break tags;
+        }
+    };
+    assert_eq!(deleted, ["old"]);
+    let r = api.req(Method::POST, "/api/v1/projects/cache/retention/run").json(&json!({ "dry_run": false }));
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
+    let r = api.req(Method::GET, &format!("/api/v1/repositories/{}/artifacts", "cache%2Fteam%2Fapp"));
+    let artifacts: Value = r.send().await.unwrap().json().await.unwrap();
+    let tags_of =
+        |digest: &str| artifacts.as_array().unwrap().iter().find(|a| a["digest"] == digest).map(|a| a["tags"].clone());
+    // The manifest itself stays for the GC grace period (a client may be pushing an index).
+    assert_eq!(tags_of(&old), Some(json!([])), "{artifacts}");
+    assert_eq!(tags_of(&new), Some(json!(["new"])), "{artifacts}");
+    // Expired from the cache, not from the upstream: the next pull fetches it again.
+    assert_eq!(digest_of(&api, "cache/team/app", "old").await, old);
 }
