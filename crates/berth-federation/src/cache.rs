@@ -105,7 +105,9 @@ impl Federation {
             Ok(None) => return Ok(None),
             Err(e) => return stale_or(via, repo, tag, local, e),
         };
-        let record = self.store_manifest(via, repo, remote, head.as_ref(), Some(tag)).await?;
+        // Not checked against the HEAD's digest: the tag may have moved since, and the
+        // digest of record is computed from the bytes received.
+        let record = self.store_manifest(via, repo, remote, None, Some(tag)).await?;
         self.store.check_tag(repo.as_str(), tag.as_str(), now).await?;
         fetched(record)
     }

@@ -504,3 +504,41 @@ async fn cached_content_counts_toward_the_quota_and_retention_expires_what_is_no
     // Expired from the cache, not from the upstream: the next pull fetches it again.
     assert_eq!(digest_of(&api, "cache/team/app", "old").await, old);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_berth_with_token_auth_is_an_upstream_through_the_docker_token_flow() {
+    // The upstream: another Berth, its `team` project private, a robot that may only pull.
+    let upstream = TestServer::start();
+    let up_api = Api::new(upstream.url());
+    let r = up_api.req(Method::POST, "/api/v1/projects").json(&json!({ "name": "team" })).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (digest, _) = up_api.push_image("team/app", "1", OCI_MANIFEST, 31).await;
+    let robot = json!({ "name": "puller", "grants": [{ "project": "team", "permissions": ["pull"] }] });
+    let r = up_api.req(Method::POST, "/api/v1/projects/team/robots").json(&robot).send().await.unwrap();
+    let status = r.status();
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (user, secret) = (created["robot"]["name"].as_str().unwrap(), created["secret"].as_str().unwrap());
+
+    let berth = TestServer::start();
+    let spec = json!({ "username": user, "password": secret });
+    proxy_project(&berth.url(), "peer", "peer", false, &upstream.url(), spec).await;
+    let api = Api::new(berth.url());
+    assert_eq!(digest_of(&api, "peer/team/app", "1").await, digest);
+    let m: Value = manifest(&api, "peer/team/app", "1").await.json().await.unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = api.send(Method::GET, &format!("/v2/peer/team/app/blobs/{layer}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
+    // The upstream saw Berth's robot take tokens for the repository, and nothing else.
+    let audit: Value = up_api.send(Method::GET, "/api/v1/audit?operation=token.issue").await.json().await.unwrap();
+    assert!(audit.to_string().contains(user), "{audit}");
+
+    // Wrong credentials: a clear error naming the upstream, nothing cached.
+    let wrong =
+        json!({ "name": "peer", "url": upstream.url(), "project": "peer", "username": user, "password": "wrong" });
+    let r = api.req(Method::PUT, "/api/v1/upstreams/peer").json(&wrong).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api.send(Method::GET, "/v2/peer/team/app/manifests/other").await;
+    let body = assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("upstream peer refused"), "{body}");
+}
