@@ -296,6 +296,12 @@ async fn run_server(
         out.insert("token_ratio", 100.0 * token.rps() / anonymous.rps());
     }
 
+    // 8. Berth only: the mirror's routing, without and with a default upstream.
+    if on("proxy") && server.authorization.is_some() {
+        phase("manifest GET load, with and without a default upstream");
+        out.extend(proxy::routing_cost(&target, duration).await?);
+    }
+
     out.insert("peak_rss", server.memory().1);
     Ok(out)
 }

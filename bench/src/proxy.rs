@@ -104,3 +104,42 @@ async fn pull(cache: &Server, repo: &str) -> Result<f64, BoxError> {
     }
     Ok(t.elapsed().as_secs_f64())
 }
+
+/// Berth only: what the mirror's routing costs a pull of a local repository. Manifest
+/// GETs of `benchroute/app:1` with no upstream, then with a default upstream configured
+/// (every pull of a name without a project prefix then asks whether the repository exists
+/// here), alternating off, on, on, off: `manifest_route_off_rps`, `manifest_route_on_rps`
+/// (each the mean of its two loads) and `route_ratio` (on ÷ off, %).
+pub async fn routing_cost(
+    target: &Target,
+    duration: std::time::Duration,
+) -> Result<BTreeMap<&'static str, f64>, BoxError> {
+    let mut c = Conn::open(target).await?;
+    let config = br#"{"architecture":"amd64","os":"linux","route":true}"#;
+    let config_digest = sha256(config);
+    push_monolithic(&mut c, "benchroute/app", Bytes::from_static(config), &config_digest).await?;
+    put_manifest(&mut c, "benchroute/app", "1", &manifest((&config_digest, config.len()), &[])).await?;
+    let get = std::sync::Arc::new(move |_| {
+        (Method::GET, "/v2/benchroute/app/manifests/1".to_owned(), vec![("accept", DOCKER_MANIFEST.to_owned())])
+    });
+    let load =
+        async || crate::http::load(target, crate::params::CONNS, duration / 2, get.clone(), StatusCode::OK).await;
+    let off1 = load().await?.rps();
+    let ct = [("content-type", "application/json")];
+    let project = full(serde_json::json!({ "name": "benchhub" }).to_string());
+    c.expect(Method::POST, "/api/v1/projects", &ct, project, StatusCode::CREATED).await?;
+    // Never asked: the pulls name a repository that exists here.
+    let spec =
+        serde_json::json!({ "name": "benchhub", "url": "http://127.0.0.1:9", "project": "benchhub", "default": true });
+    c.expect(Method::POST, "/api/v1/upstreams", &ct, full(spec.to_string()), StatusCode::CREATED).await?;
+    let on = (load().await?.rps() + load().await?.rps()) / 2.0;
+    let off = (off1 + {
+        c.expect(Method::DELETE, "/api/v1/upstreams/benchhub", &[], full(Vec::new()), StatusCode::NO_CONTENT).await?;
+        load().await?.rps()
+    }) / 2.0;
+    Ok(BTreeMap::from([
+        ("manifest_route_off_rps", off),
+        ("manifest_route_on_rps", on),
+        ("route_ratio", 100.0 * on / off),
+    ]))
+}

@@ -139,6 +139,24 @@ pub(crate) const METRICS: &[Metric] = &[
     },
     Metric { key: "gc_freed_mb", label: "bytes that GC freed on disk", unit: "MB", higher_is_better: true },
     Metric {
+        key: "manifest_route_off_rps",
+        label: "manifest GET of a local repository, no upstream (mean of the 1st and 4th load), 64 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "manifest_route_on_rps",
+        label: "the same with a default upstream (mirror routing: one existence check per pull; mean of the 2nd and 3rd load)",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "route_ratio",
+        label: "manifest GETs with a default upstream ÷ without (the two rows above)",
+        unit: "%",
+        higher_is_better: true,
+    },
+    Metric {
         key: "proxy_cold_s",
         label: "pull-through cache, cold pull of an 8-layer image ({proxy} layers, 4 at a time)",
         unit: "s",

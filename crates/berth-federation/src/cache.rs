@@ -201,6 +201,14 @@ impl Federation {
             };
             let mut done = flight.done.subscribe();
             if leader {
+                // A fetch that ended between this request's look at the store and its
+                // taking the lead has stored the blob: no second fetch.
+                let stored = self.stored_blob(repo, digest).await;
+                if !matches!(stored, Ok(None)) {
+                    self.flights.lock().unwrap().remove(digest);
+                    flight.done.send_replace(Some(stored.as_ref().map(|_| ()).map_err(Clone::clone)));
+                    return Ok(Some(BlobSource::Stored(stored?.expect("matched"))));
+                }
                 let (tx, rx) = if whole { Some(mpsc::channel(CLIENT_BUFFER)) } else { None }.unzip();
                 let (started_tx, started) = oneshot::channel();
                 let task = Arc::clone(self);

@@ -6,11 +6,17 @@
 //! that name exists here.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use berth_core::access::project_of;
 use berth_core::{Error, RepoName};
 
 use crate::service::{Federation, Proxy};
+
+/// How long an answer of [`Federation::exists_here`] is kept.
+pub(crate) const EXISTS_TTL: Duration = Duration::from_secs(5);
+/// At most this many answers are kept.
+pub(crate) const EXISTS_ENTRIES: usize = 16_384;
 
 /// A proxy repository's upstream, and the upstream's name for the repository.
 #[derive(Clone)]
@@ -42,6 +48,26 @@ impl Federation {
         Some(Via { proxy: Arc::clone(proxy), remote })
     }
 
+    /// Whether a repository named `name` exists here, as found at most [`EXISTS_TTL`] ago
+    /// on this node: the default route asks it on every pull of a name without a proxy
+    /// prefix, so the answer is kept (a repository pushed or deleted meanwhile is seen
+    /// within that time; the table is emptied when it holds [`EXISTS_ENTRIES`]).
+    async fn exists_here(&self, name: &RepoName) -> Result<bool, Error> {
+        let now = Instant::now();
+        if let Some((exists, at)) = self.exists.read().unwrap().get(name)
+            && now.duration_since(*at) < EXISTS_TTL
+        {
+            return Ok(*exists);
+        }
+        let exists = self.jobs.meta.repo_exists(name).await?;
+        let mut table = self.exists.write().unwrap();
+        if table.len() >= EXISTS_ENTRIES {
+            table.clear();
+        }
+        table.insert(name.clone(), (exists, now));
+        Ok(exists)
+    }
+
     /// The proxy repository a pull of `requested` goes to when it is a mirror request,
     /// `None` when it is an ordinary one. `ns` is the request's `ns` parameter. Without
     /// `ns`, a name that exists here is always served from here (one query, made only
@@ -56,9 +82,7 @@ impl Federation {
             },
             None => {
                 let Some(default) = &snapshot.default else { return Ok(None) };
-                if snapshot.by_project.contains_key(project_of(requested))
-                    || self.jobs.meta.repo_exists(requested).await?
-                {
+                if snapshot.by_project.contains_key(project_of(requested)) || self.exists_here(requested).await? {
                     return Ok(None);
                 }
                 default

@@ -44,6 +44,8 @@ pub struct Federation {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Blobs being fetched from an upstream on this node, by digest (`cache.rs`).
     pub(crate) flights: Mutex<HashMap<berth_core::Digest, Arc<Flight>>>,
+    /// Whether repositories exist here, as last found (`route.rs`).
+    pub(crate) exists: RwLock<HashMap<RepoName, (bool, std::time::Instant)>>,
 }
 
 impl Federation {
@@ -55,7 +57,15 @@ impl Federation {
         key: Option<SealKey>,
         timeouts: Timeouts,
     ) -> Federation {
-        Federation { store, jobs, key, timeouts, snapshot: RwLock::default(), flights: Mutex::default() }
+        Federation {
+            store,
+            jobs,
+            key,
+            timeouts,
+            snapshot: RwLock::default(),
+            flights: Mutex::default(),
+            exists: RwLock::default(),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
