@@ -201,13 +201,14 @@ impl Federation {
             };
             let mut done = flight.done.subscribe();
             if leader {
+                // Until the fetch is spawned, this request holds the lead: if it ends
+                // (the client hung up), the guard gives the lead up and the others retry.
+                let mut lead = Lead { fed: self, digest, flight: Arc::clone(&flight), armed: true };
                 // A fetch that ended between this request's look at the store and its
                 // taking the lead has stored the blob: no second fetch.
-                let stored = self.stored_blob(repo, digest).await;
-                if !matches!(stored, Ok(None)) {
-                    self.flights.lock().unwrap().remove(digest);
-                    flight.done.send_replace(Some(stored.as_ref().map(|_| ()).map_err(Clone::clone)));
-                    return Ok(Some(BlobSource::Stored(stored?.expect("matched"))));
+                if let Some(info) = self.stored_blob(repo, digest).await? {
+                    drop(lead);
+                    return Ok(Some(BlobSource::Stored(info)));
                 }
                 let (tx, rx) = if whole { Some(mpsc::channel(CLIENT_BUFFER)) } else { None }.unzip();
                 let (started_tx, started) = oneshot::channel();
@@ -221,6 +222,8 @@ impl Federation {
                     task.flights.lock().unwrap().remove(&digest);
                     flight.done.send_replace(Some(result));
                 });
+                // The task has the lead now: it removes the flight when it ends.
+                lead.armed = false;
                 let size = match started.await {
                     Ok(Ok(Some(size))) => size,
                     Ok(Ok(None)) => return Ok(None),
@@ -312,6 +315,25 @@ impl Federation {
             }
         };
         berth_jobs::commit::commit_and_link(&self.jobs, repo, digest, &id, &state, written).await
+    }
+}
+
+/// The lead of a blob fetch before its task runs; dropped, it removes the flight and tells
+/// the waiting requests to look again (one of them takes the lead).
+struct Lead<'a> {
+    fed: &'a Federation,
+    digest: &'a Digest,
+    flight: Arc<Flight>,
+    /// Cleared once the fetch's task is spawned.
+    armed: bool,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.fed.flights.lock().unwrap().remove(self.digest);
+            self.flight.done.send_replace(Some(Ok(())));
+        }
     }
 }
 
