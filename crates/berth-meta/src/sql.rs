@@ -24,7 +24,9 @@ macro_rules! sql_store {
                 let repo = m.repo.as_str();
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 let mut missing = Vec::new();
-                for blob in &m.parsed.blobs {
+                // A cached manifest's blobs may be missing: not looked up (nor locked).
+                let to_check = if check { m.parsed.blobs.as_slice() } else { &[] };
+                for blob in to_check {
                     // Locked (PostgreSQL) until the commit: GC's decision on this blob waits
                     // for this put, or this check waits for GC's and sees its outcome. The
                     // blob's row first, then its link, the order GC's `doom_blobs` takes
