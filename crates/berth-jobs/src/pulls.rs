@@ -20,7 +20,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use berth_core::Error;
@@ -107,6 +107,9 @@ pub struct PullRecorder {
     dropped: AtomicU64,
     /// Wakes the flusher when a shard fills up.
     pub(crate) filling: Notify,
+    /// Each flush also announces its pulls (an `artifact.pulled` event per manifest in
+    /// the outbox): set while a webhook wants them.
+    announce: AtomicBool,
 }
 
 impl Default for PullRecorder {
@@ -123,6 +126,7 @@ impl PullRecorder {
             per_shard: entries.div_ceil(SHARDS).max(1),
             dropped: AtomicU64::new(0),
             filling: Notify::new(),
+            announce: AtomicBool::new(false),
         }
     }
 
@@ -157,6 +161,11 @@ impl PullRecorder {
         }
     }
 
+    /// Whether flushes announce the pulls they write (see [`RetentionStore::record_pulls`]).
+    pub fn set_announce(&self, announce: bool) {
+        self.announce.store(announce, Ordering::Relaxed);
+    }
+
     /// Keys held now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len()).sum()
@@ -187,7 +196,7 @@ impl PullRecorder {
         if pulls.is_empty() {
             return Ok(0);
         }
-        match store.record_pulls(&pulls).await {
+        match store.record_pulls(&pulls, self.announce.load(Ordering::Relaxed)).await {
             Ok(()) => Ok(pulls.len()),
             Err(e) => {
                 for p in &pulls {

@@ -157,6 +157,7 @@ pub mod federation;
 pub mod gc;
 pub mod identity;
 pub mod ops;
+pub mod outbox;
 pub mod policy;
 mod postgres;
 mod projects;
@@ -166,6 +167,7 @@ mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;
+pub mod webhooks;
 
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, AuditStore};
 pub use cache::{CachedStore, DEFAULT_CACHE_BYTES};
@@ -173,12 +175,14 @@ pub use federation::{FederationStore, Upstream};
 pub use gc::{GarbageBlob, GarbageManifest, GcKind, GcRun, GcStore};
 pub use identity::{IdentityStore, Member, Project, Robot, RobotGrant, RobotUpdate, SigningKey, User, UserUpdate};
 pub use ops::{OpsStore, PoolUsage};
+pub use outbox::{EventKind, NewEvent, OutboxEvent, OutboxStore};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::{PgStore, PoolConfig};
 pub use projects::project_repositories;
 pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
 pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;
+pub use webhooks::{Attempt, Delivery, DeliveryState, NewDelivery, Webhook, WebhookStore};
 
 /// A live blob as the registry knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

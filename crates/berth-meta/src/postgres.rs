@@ -11,6 +11,8 @@ use crate::audit::sql::audit_store;
 use crate::column::{digest, repo_name};
 use crate::db_error::db_err;
 use crate::federation::sql::federation_store;
+use crate::outbox::sql::outbox_store;
+use crate::webhooks::sql::webhook_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
@@ -34,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_settings.sql")),
     (10, include_str!("../migrations/postgres/0010_gc_review_ms.sql")),
     (11, include_str!("../migrations/postgres/0011_federation.sql")),
+    (12, include_str!("../migrations/postgres/0012_outbox.sql")),
 ];
 
 /// The PostgreSQL pool of one node.
@@ -144,6 +147,8 @@ audit_store!(PgStore);
 retention_store!(PgStore);
 policy_store!(PgStore);
 federation_store!(PgStore);
+outbox_store!(PgStore);
+webhook_store!(PgStore);
 scrub_store!(PgStore);
 scrub_checks!(PgStore, sqlx::Postgres);
 policy_checks!(PgStore, sqlx::Postgres);
@@ -198,6 +203,14 @@ mod tests {
         let pg = berth_testkit::Postgres::start();
         let store = super::PgStore::open(&pg.database("retention")).await.unwrap();
         crate::retention::suite::run(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_webhook_and_outbox_suites() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("outbox")).await.unwrap();
+        crate::webhooks::suite::run(&store, &store, &store).await;
+        crate::outbox::suite::run(&store, &store, &store, &store, &store).await;
     }
 
     #[tokio::test]

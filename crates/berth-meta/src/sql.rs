@@ -161,6 +161,15 @@ macro_rules! sql_store {
                         .await
                         .map_err(db_err)?;
                 }
+                if check && (inserted || !m.tags.is_empty()) {
+                    // A client's push (a proxy's cached copy is none): announced with its tags.
+                    let tags: Vec<&str> = m.tags.iter().map(|t| t.as_str()).collect();
+                    $crate::outbox::sql::outbox_event!(
+                        &mut *tx, $crate::now_ms(), $crate::outbox::EventKind::ArtifactPushed, repo,
+                        Some(m.digest.as_str()), Some(m.parsed.media_type.as_str()), tags.join("\n"),
+                        Some(m.body.len() as i64), None::<&str>
+                    )?;
+                }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await
             }
@@ -455,15 +464,18 @@ macro_rules! sql_store {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 // Locked first (PostgreSQL): a tag put on it concurrently is either seen by
                 // the immutability check below or waits and finds the manifest gone.
-                let found = sqlx::query(concat!("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2", row_lock!(update)))
+                let found = sqlx::query(concat!(
+                    "SELECT media_type, size FROM manifests WHERE repo = $1 AND digest = $2",
+                    row_lock!(update)
+                ))
                     .bind(repo.as_str())
                     .bind(digest.as_str())
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                if found.is_none() {
+                let Some(found) = found else {
                     return Ok(false);
-                }
+                };
                 if let $crate::DeleteIf::Unheld { pushed_by } = condition {
                     // Under the lock: an index naming it took the same row in share mode
                     // (`put_manifest`), so one committed since the caller looked is seen.
@@ -484,6 +496,21 @@ macro_rules! sql_store {
                     }
                 }
                 Self::check_immutable_delete(&mut tx, repo, None, Some(digest)).await?;
+                // Announced with the tags that go with it.
+                let tags: Vec<String> = sqlx::query("SELECT name FROM tags WHERE repo = $1 AND manifest_digest = $2 ORDER BY name")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                $crate::outbox::sql::outbox_event!(
+                    &mut *tx, $crate::now_ms(), $crate::outbox::EventKind::ArtifactDeleted, repo.as_str(),
+                    Some(digest.as_str()), Some(found.get::<String, _>(0)), tags.join("\n"),
+                    Some(found.get::<i64, _>(1)), None::<&str>
+                )?;
                 // What it referenced may be garbage now: queued before the references go.
                 let deleted = $crate::gc::sql::delete_manifest!(tx, repo.as_str(), digest.as_str())?;
                 tx.commit().await.map_err(db_err)?;
@@ -514,6 +541,10 @@ macro_rules! sql_store {
                 .map(|r| r.get(0));
                 if let Some(manifest) = &deleted {
                     $crate::gc::sql::queue_manifest!(&mut *tx, repo.as_str(), manifest.as_str(), "tag")?;
+                    $crate::outbox::sql::outbox_event!(
+                        &mut *tx, $crate::now_ms(), $crate::outbox::EventKind::TagDeleted, repo.as_str(),
+                        Some(manifest.as_str()), None::<&str>, tag.as_str(), None::<i64>, None::<&str>
+                    )?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
@@ -563,6 +594,10 @@ macro_rules! sql_store {
                 ] {
                     sqlx::query(sql).bind(repo.as_str()).execute(&mut *tx).await.map_err(db_err)?;
                 }
+                $crate::outbox::sql::outbox_event!(
+                    &mut *tx, $crate::now_ms(), $crate::outbox::EventKind::RepositoryDeleted, repo.as_str(),
+                    None::<&str>, None::<&str>, "", None::<i64>, Some(format!("{manifests} manifests"))
+                )?;
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;
                 Ok(Some(manifests))

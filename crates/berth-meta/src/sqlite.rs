@@ -21,6 +21,8 @@ use crate::audit::sql::audit_store;
 use crate::column::{digest, repo_name};
 use crate::db_error::db_err;
 use crate::federation::sql::federation_store;
+use crate::outbox::sql::outbox_store;
+use crate::webhooks::sql::webhook_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
@@ -44,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_settings.sql")),
     (10, include_str!("../migrations/sqlite/0010_gc_review_ms.sql")),
     (11, include_str!("../migrations/sqlite/0011_federation.sql")),
+    (12, include_str!("../migrations/sqlite/0012_outbox.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -241,6 +244,8 @@ audit_store!(SqliteStore);
 retention_store!(SqliteStore);
 policy_store!(SqliteStore);
 federation_store!(SqliteStore);
+outbox_store!(SqliteStore);
+webhook_store!(SqliteStore);
 scrub_store!(SqliteStore);
 scrub_checks!(SqliteStore, sqlx::Sqlite);
 policy_checks!(SqliteStore, sqlx::Sqlite);
@@ -313,6 +318,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::retention::suite::run(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_webhook_and_outbox_suites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::webhooks::suite::run(&store, &store, &store).await;
+        crate::outbox::suite::run(&store, &store, &store, &store, &store).await;
     }
 
     #[tokio::test]

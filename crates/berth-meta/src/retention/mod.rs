@@ -60,8 +60,11 @@ pub struct RepoState {
 pub trait RetentionStore: Send + Sync + 'static {
     /// Records `pulls` in one transaction: each row keeps the latest time it was given.
     /// Not made durable on its own (nothing was acknowledged to a client): a power loss
-    /// may lose the last flush, a process crash does not.
-    async fn record_pulls(&self, pulls: &[Pull]) -> Result<(), Error>;
+    /// may lose the last flush, a process crash does not. With `announce`, an
+    /// `artifact.pulled` event per manifest goes into the outbox in the same transaction
+    /// (its tags those it was pulled by, its time the latest pull's): pulls are announced
+    /// once per flush, never once per pull.
+    async fn record_pulls(&self, pulls: &[Pull], announce: bool) -> Result<(), Error>;
 
     /// The tags and top-level manifests of `repo` (empty if it does not exist).
     async fn repo_state(&self, repo: &RepoName) -> Result<RepoState, Error>;

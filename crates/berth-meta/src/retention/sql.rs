@@ -6,7 +6,7 @@
 //! dialects); a batch is deduplicated first, as PostgreSQL refuses to update one row twice
 //! in a statement.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Pull;
 
@@ -19,7 +19,11 @@ macro_rules! retention_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::retention::RetentionStore for $store {
-            async fn record_pulls(&self, pulls: &[$crate::retention::Pull]) -> Result<(), berth_core::Error> {
+            async fn record_pulls(
+                &self,
+                pulls: &[$crate::retention::Pull],
+                announce: bool,
+            ) -> Result<(), berth_core::Error> {
                 use $crate::retention::sql::{ROWS_PER_INSERT, latest, upsert_sql};
                 use $crate::db_error::db_err;
                 let (manifests, tags) = latest(pulls);
@@ -35,6 +39,14 @@ macro_rules! retention_store {
                             query = query.bind(*repo).bind(*name).bind(*at);
                         }
                         query.execute(&mut *tx).await.map_err(db_err)?;
+                    }
+                }
+                if announce {
+                    for ((repo, digest), (at, tags)) in $crate::retention::sql::by_manifest(pulls) {
+                        $crate::outbox::sql::outbox_event!(
+                            &mut *tx, at * 1000, $crate::outbox::EventKind::ArtifactPulled, repo, Some(digest),
+                            None::<&str>, tags.into_iter().collect::<Vec<_>>().join("\n"), None::<i64>, None::<&str>
+                        )?;
                     }
                 }
                 tx.commit().await.map_err(db_err)
@@ -159,4 +171,15 @@ pub(crate) fn upsert_sql(table: &str, key: &str, rows: usize) -> String {
          WHERE excluded.last_pulled_at > {table}.last_pulled_at",
         values.join(", ")
     )
+}
+
+/// The pulls of each manifest: the latest time, and the tags it was pulled by.
+pub(crate) fn by_manifest(pulls: &[Pull]) -> BTreeMap<(&str, &str), (i64, BTreeSet<&str>)> {
+    let mut out: BTreeMap<(&str, &str), (i64, BTreeSet<&str>)> = BTreeMap::new();
+    for p in pulls {
+        let entry = out.entry((p.repo.as_str(), p.digest.as_str())).or_default();
+        entry.0 = entry.0.max(p.at);
+        entry.1.extend(p.tag.as_deref());
+    }
+    out
 }

@@ -72,23 +72,23 @@ pub async fn run(meta: &dyn MetadataStore, store: &dyn RetentionStore) {
     // Pulls: the latest time wins, within a batch and across batches; a pull older than the
     // tag's last push does not count; a manifest's pull counts for every tag on it.
     let t = pushed + 100;
-    store.record_pulls(&[]).await.unwrap();
+    store.record_pulls(&[], false).await.unwrap();
     store
         .record_pulls(&[
             pull("keep/app", &m1, Some("v1"), t + 10),
             pull("keep/app", &m1, Some("v1"), t + 5),
             pull("keep/app", &m2, None, t + 20),
             pull("keep/app", &index, Some("multi"), pushed - 1000),
-        ])
+        ], false)
         .await
         .unwrap();
-    store.record_pulls(&[pull("keep/app", &m1, Some("v1"), t + 1), pull("keep/app", &m2, None, t + 30)]).await.unwrap();
+    store.record_pulls(&[pull("keep/app", &m1, Some("v1"), t + 1), pull("keep/app", &m2, None, t + 30)], false).await.unwrap();
     let state = store.repo_state(&repo).await.unwrap();
     let last: Vec<(&str, Option<i64>)> = state.tags.iter().map(|t| (t.tag.as_str(), t.last_pulled_at)).collect();
     assert_eq!(last, [("multi", None), ("v1", Some(t + 10)), ("v2", Some(t + 30)), ("v2-alias", Some(t + 30))]);
     // Many pulls in one flush (more than one statement's rows).
     let many: Vec<Pull> = (0..250).map(|i| pull("keep/app", &m1, Some(&format!("t{i}")), t + i)).collect();
-    store.record_pulls(&many).await.unwrap();
+    store.record_pulls(&many, false).await.unwrap();
 
     // What a run deletes: a tag as the run saw it (checked by the delete), never one
     // pushed since.

@@ -1,0 +1,103 @@
+//! The outbox: the changes other systems hear of, written in the transaction of the change.
+//!
+//! A manifest push (`artifact.pushed`), a manifest, tag or repository delete
+//! (`artifact.deleted`, `tag.deleted`, `repository.deleted`) writes its event in its own
+//! transaction (`sql_store!`, through [`outbox_event!`](sql::outbox_event)); pulls are
+//! written by the pull recorder's flush, one event per manifest and flush, in the flush's
+//! transaction (`RetentionStore::record_pulls` with `announce`); other events (a quota
+//! refusal, whose own transaction rolled back) by [`OutboxStore::append`]. The dispatcher
+//! (`berth-federation`) reads what is [`pending`](OutboxStore::pending) and
+//! [`fans it out`](OutboxStore::fan_out): the deliveries it makes are inserted and the
+//! events deleted in one transaction, so each event becomes its work exactly once, and an
+//! event is never seen before the change that made it committed. Rows are taken by what
+//! is present, not by an id cursor: PostgreSQL assigns ids before commit, so a later id
+//! can commit first.
+
+use async_trait::async_trait;
+use berth_core::Error;
+
+use crate::webhooks::NewDelivery;
+
+pub(crate) mod sql;
+#[cfg(test)]
+pub(crate) mod suite;
+#[cfg(test)]
+pub(crate) use suite::suite_webhook;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    ArtifactPushed,
+    ArtifactPulled,
+    ArtifactDeleted,
+    TagDeleted,
+    RepositoryDeleted,
+    QuotaExceeded,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::ArtifactPushed,
+        EventKind::ArtifactPulled,
+        EventKind::ArtifactDeleted,
+        EventKind::TagDeleted,
+        EventKind::RepositoryDeleted,
+        EventKind::QuotaExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ArtifactPushed => "artifact.pushed",
+            EventKind::ArtifactPulled => "artifact.pulled",
+            EventKind::ArtifactDeleted => "artifact.deleted",
+            EventKind::TagDeleted => "tag.deleted",
+            EventKind::RepositoryDeleted => "repository.deleted",
+            EventKind::QuotaExceeded => "quota.exceeded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An event to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub repo: String,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    /// The tags concerned (pushed, deleted with the manifest, pulled by), sorted.
+    pub tags: Vec<String>,
+    /// Bytes of the manifest.
+    pub size: Option<u64>,
+    /// A note: a quota refusal's message.
+    pub detail: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// An event in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: i64,
+    /// `None` for a kind this build does not know (written by a newer node): fanned out to
+    /// nothing.
+    pub event: Option<NewEvent>,
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Writes `events` in one transaction (made durable).
+    async fn append(&self, events: &[NewEvent]) -> Result<(), Error>;
+
+    /// Up to `limit` events, the oldest first.
+    async fn pending(&self, limit: u32) -> Result<Vec<OutboxEvent>, Error>;
+
+    /// In one transaction: deletes the events `ids` and inserts `deliveries` (the work they
+    /// made), unless one of the events is gone already (another dispatcher fanned it out:
+    /// then nothing is written and `false` returned). A delivery for a webhook deleted
+    /// meanwhile is left out.
+    async fn fan_out(&self, ids: &[i64], deliveries: &[NewDelivery]) -> Result<bool, Error>;
+}
