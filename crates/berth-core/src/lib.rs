@@ -9,6 +9,7 @@ pub mod error;
 pub mod glob;
 pub mod manifest;
 pub mod name;
+pub mod net;
 pub mod scope;
 pub mod text;
 

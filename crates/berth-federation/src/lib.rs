@@ -28,6 +28,7 @@ mod route;
 pub mod seal;
 mod service;
 pub mod upstreams;
+pub mod webhooks;
 
 pub use cache::{BlobSource, Served};
 pub use client::Timeouts;
@@ -35,3 +36,4 @@ pub use route::Via;
 pub use seal::SealKey;
 pub use service::{Federation, REFRESH};
 pub use upstreams::{UpstreamSpec, UpstreamView};
+pub use webhooks::{WebhookConfig, WebhookSpec, WebhookView, Webhooks};

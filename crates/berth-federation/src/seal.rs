@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -12,8 +13,9 @@ use berth_core::Error;
 
 const VERSION: u8 = 1;
 
-/// The federation key: 32 bytes, kept as 64 hex digits in a file.
-pub struct SealKey(LessSafeKey);
+/// The federation key: 32 bytes, kept as 64 hex digits in a file. Cloning shares it.
+#[derive(Clone)]
+pub struct SealKey(Arc<LessSafeKey>);
 
 impl std::fmt::Debug for SealKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +25,7 @@ impl std::fmt::Debug for SealKey {
 
 impl SealKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> SealKey {
-        SealKey(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key")))
+        SealKey(Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))))
     }
 
     /// Reads the key file: 64 hex digits (surrounding whitespace ignored).

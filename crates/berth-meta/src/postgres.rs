@@ -11,15 +11,15 @@ use crate::audit::sql::audit_store;
 use crate::column::{digest, repo_name};
 use crate::db_error::db_err;
 use crate::federation::sql::federation_store;
-use crate::outbox::sql::outbox_store;
-use crate::webhooks::sql::webhook_store;
 use crate::gc::sql::gc_store;
 use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
+use crate::outbox::sql::outbox_store;
 use crate::policy::sql::{policy_checks, policy_store};
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{page, sql_store};
+use crate::webhooks::sql::webhook_store;
 use crate::{
     Artifact, Artifacts, BlobInfo, ManifestRecord, NewManifest, Page, PageSpec, Referrers, TagTarget, UploadRecord, now,
 };

@@ -16,8 +16,6 @@
 use async_trait::async_trait;
 use berth_core::Error;
 
-use crate::webhooks::NewDelivery;
-
 pub(crate) mod sql;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -85,6 +83,19 @@ pub struct OutboxEvent {
     /// `None` for a kind this build does not know (written by a newer node): fanned out to
     /// nothing.
     pub event: Option<NewEvent>,
+}
+
+/// A webhook delivery to make, as a fan-out makes it (`webhooks` keeps them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub project: String,
+    pub webhook: String,
+    /// The same for every attempt and every webhook the event goes to.
+    pub event_id: String,
+    pub kind: String,
+    pub body: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_ms: i64,
 }
 
 #[async_trait]

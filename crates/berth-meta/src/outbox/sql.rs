@@ -42,8 +42,15 @@ macro_rules! outbox_store {
                 for e in events {
                     let size = e.size.map(|s| s as i64);
                     $crate::outbox::sql::outbox_event!(
-                        &mut *tx, e.at_ms, e.kind, e.repo.as_str(), e.digest.as_deref(), e.media_type.as_deref(),
-                        e.tags.join("\n"), size, e.detail.as_deref()
+                        &mut *tx,
+                        e.at_ms,
+                        e.kind,
+                        e.repo.as_str(),
+                        e.digest.as_deref(),
+                        e.media_type.as_deref(),
+                        e.tags.join("\n"),
+                        size,
+                        e.detail.as_deref()
                     )?;
                 }
                 tx.commit().await.map_err(db_err)?;
@@ -82,7 +89,7 @@ macro_rules! outbox_store {
                     .collect())
             }
 
-            async fn fan_out(&self, ids: &[i64], deliveries: &[$crate::webhooks::NewDelivery]) -> Result<bool, Error> {
+            async fn fan_out(&self, ids: &[i64], deliveries: &[$crate::outbox::NewDelivery]) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 for id in ids {
                     let gone = sqlx::query("DELETE FROM outbox WHERE id = $1")

@@ -81,7 +81,10 @@ async fn writes_announce_themselves_in_their_transaction(
         (event.media_type.as_deref(), event.size, event.at_ms > 0),
         (Some(MediaType::OCI_MANIFEST), Some(body.len() as u64), true)
     );
-    assert_eq!(drain(outbox).await, [(EventKind::ArtifactPushed, repo.to_string(), sha.clone(), names(&["v1", "latest"]))]);
+    assert_eq!(
+        drain(outbox).await,
+        [(EventKind::ArtifactPushed, repo.to_string(), sha.clone(), names(&["v1", "latest"]))]
+    );
 
     // A proxy's cached copy is no push.
     let cached = RepoName::parse("events/cached").unwrap();
@@ -91,14 +94,22 @@ async fn writes_announce_themselves_in_their_transaction(
     assert_eq!(drain(outbox).await, []);
 
     // Pulls: announced once per manifest and flush, only when asked.
-    let pull = |tag: Option<&str>, at| Pull { repo: repo.to_string(), digest: digest.to_string(), tag: tag.map(Into::into), at };
+    let pull = |tag: Option<&str>, at| Pull {
+        repo: repo.to_string(),
+        digest: digest.to_string(),
+        tag: tag.map(Into::into),
+        at,
+    };
     retention.record_pulls(&[pull(Some("v1"), 10)], false).await.unwrap();
     assert_eq!(drain(outbox).await, []);
     retention.record_pulls(&[pull(Some("v1"), 10), pull(None, 30), pull(Some("latest"), 20)], true).await.unwrap();
     let pulled = outbox.pending(10).await.unwrap();
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].event.as_ref().unwrap().at_ms, 30_000, "the latest pull's time");
-    assert_eq!(drain(outbox).await, [(EventKind::ArtifactPulled, repo.to_string(), sha.clone(), names(&["latest", "v1"]))]);
+    assert_eq!(
+        drain(outbox).await,
+        [(EventKind::ArtifactPulled, repo.to_string(), sha.clone(), names(&["latest", "v1"]))]
+    );
 
     // Deletes: a tag, then the manifest with the tag left on it, then the repository.
     assert!(meta.delete_tag(&repo, &tags[0], None).await.unwrap());

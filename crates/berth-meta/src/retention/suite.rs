@@ -74,15 +74,21 @@ pub async fn run(meta: &dyn MetadataStore, store: &dyn RetentionStore) {
     let t = pushed + 100;
     store.record_pulls(&[], false).await.unwrap();
     store
-        .record_pulls(&[
-            pull("keep/app", &m1, Some("v1"), t + 10),
-            pull("keep/app", &m1, Some("v1"), t + 5),
-            pull("keep/app", &m2, None, t + 20),
-            pull("keep/app", &index, Some("multi"), pushed - 1000),
-        ], false)
+        .record_pulls(
+            &[
+                pull("keep/app", &m1, Some("v1"), t + 10),
+                pull("keep/app", &m1, Some("v1"), t + 5),
+                pull("keep/app", &m2, None, t + 20),
+                pull("keep/app", &index, Some("multi"), pushed - 1000),
+            ],
+            false,
+        )
         .await
         .unwrap();
-    store.record_pulls(&[pull("keep/app", &m1, Some("v1"), t + 1), pull("keep/app", &m2, None, t + 30)], false).await.unwrap();
+    store
+        .record_pulls(&[pull("keep/app", &m1, Some("v1"), t + 1), pull("keep/app", &m2, None, t + 30)], false)
+        .await
+        .unwrap();
     let state = store.repo_state(&repo).await.unwrap();
     let last: Vec<(&str, Option<i64>)> = state.tags.iter().map(|t| (t.tag.as_str(), t.last_pulled_at)).collect();
     assert_eq!(last, [("multi", None), ("v1", Some(t + 10)), ("v2", Some(t + 30)), ("v2-alias", Some(t + 30))]);

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use berth_core::Error;
 
 use crate::outbox::EventKind;
+pub use crate::outbox::NewDelivery;
 
 pub(crate) mod sql;
 #[cfg(test)]
@@ -39,19 +40,6 @@ pub struct Webhook {
     /// Unix seconds.
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-/// A delivery to make.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewDelivery {
-    pub project: String,
-    pub webhook: String,
-    /// The same for every attempt and every webhook the event goes to.
-    pub event_id: String,
-    pub kind: String,
-    pub body: Vec<u8>,
-    /// Unix milliseconds.
-    pub created_ms: i64,
 }
 
 /// Where a delivery is.

@@ -18,7 +18,10 @@ pub async fn run(hooks: &dyn WebhookStore, outbox: &dyn OutboxStore, identity: &
 async fn webhooks_round_trip(hooks: &dyn WebhookStore) {
     let made = hooks.put_webhook(&webhook("hooks-a", "ci"), true).await.unwrap();
     assert!(made.created_at > 0 && made.updated_at == made.created_at);
-    assert_eq!(made, super::Webhook { created_at: made.created_at, updated_at: made.updated_at, ..webhook("hooks-a", "ci") });
+    assert_eq!(
+        made,
+        super::Webhook { created_at: made.created_at, updated_at: made.updated_at, ..webhook("hooks-a", "ci") }
+    );
     let err = hooks.put_webhook(&webhook("hooks-a", "ci"), true).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     let err = hooks.put_webhook(&webhook("hooks-nope", "ci"), true).await.unwrap_err();
@@ -26,9 +29,13 @@ async fn webhooks_round_trip(hooks: &dyn WebhookStore) {
     let err = hooks.put_webhook(&webhook("hooks-a", "other"), false).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::ResourceUnknown);
     hooks.put_webhook(&webhook("hooks-b", "audit"), true).await.unwrap();
-    let changed = super::Webhook { url: "https://elsewhere.example/".into(), sealed_secret: None, ..webhook("hooks-a", "ci") };
+    let changed =
+        super::Webhook { url: "https://elsewhere.example/".into(), sealed_secret: None, ..webhook("hooks-a", "ci") };
     let replaced = hooks.put_webhook(&changed, false).await.unwrap();
-    assert_eq!((replaced.created_at, replaced.url.as_str(), replaced.sealed_secret.clone()), (made.created_at, "https://elsewhere.example/", None));
+    assert_eq!(
+        (replaced.created_at, replaced.url.as_str(), replaced.sealed_secret.clone()),
+        (made.created_at, "https://elsewhere.example/", None)
+    );
     assert_eq!(hooks.webhooks("hooks-a").await.unwrap(), [replaced]);
     let all: Vec<(String, String)> =
         hooks.all_webhooks().await.unwrap().into_iter().map(|w| (w.project, w.name)).collect();
@@ -61,8 +68,10 @@ async fn deliveries_are_claimed_fairly_and_attempts_disable_at_the_limit(
     let ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids, ["slow-0", "slow-1", "fast-9"]);
     assert_eq!(claimed[0].body, b"{\"n\":0}");
-    assert!(hooks.claim_deliveries(2000, 60_000, 10, 2, &[]).await.unwrap().iter().all(|d| d.event_id.starts_with("slow")),
-        "claimed ones are not due again before their claim ends");
+    assert!(
+        hooks.claim_deliveries(2000, 60_000, 10, 2, &[]).await.unwrap().iter().all(|d| d.event_id.starts_with("slow")),
+        "claimed ones are not due again before their claim ends"
+    );
     // One in flight already leaves room for one more.
     let busy = [(("hooks-a".to_string(), "slow".to_string()), 1)];
     let more = hooks.claim_deliveries(2000, 60_000, 10, 2, &busy).await.unwrap();
@@ -90,12 +99,18 @@ async fn deliveries_are_claimed_fairly_and_attempts_disable_at_the_limit(
     );
     let fast = &hooks.deliveries("hooks-b", "fast", None, 10).await.unwrap()[0];
     assert_eq!((fast.state, fast.error.as_deref()), (DeliveryState::Delivered, None));
-    assert!(hooks.record_attempt(&attempt(more[0].id, Some("refused"), None)).await.unwrap(), "the third failure in a row");
+    assert!(
+        hooks.record_attempt(&attempt(more[0].id, Some("refused"), None)).await.unwrap(),
+        "the third failure in a row"
+    );
     let slow_hook = hooks.webhooks("hooks-a").await.unwrap().into_iter().find(|w| w.name == "slow").unwrap();
     assert_eq!((slow_hook.enabled, slow_hook.failures), (false, 3));
     let gave_up = hooks.deliveries("hooks-a", "slow", None, 10).await.unwrap().into_iter().find(|d| d.id == more[0].id);
     assert_eq!(gave_up.unwrap().state, DeliveryState::Failed);
-    assert!(hooks.claim_deliveries(i64::MAX, i64::MAX, 10, 2, &[]).await.unwrap().is_empty(), "a disabled webhook's deliveries wait");
+    assert!(
+        hooks.claim_deliveries(i64::MAX, i64::MAX, 10, 2, &[]).await.unwrap().is_empty(),
+        "a disabled webhook's deliveries wait"
+    );
     // Replacing it (enabled again) resets the count, and its deliveries are due again.
     hooks.put_webhook(&webhook("hooks-a", "slow"), false).await.unwrap();
     assert_eq!(hooks.claim_deliveries(i64::MAX - 1, i64::MAX, 10, 10, &[]).await.unwrap().len(), 4);
