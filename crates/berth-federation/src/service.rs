@@ -46,6 +46,8 @@ pub struct Federation {
     pub(crate) flights: Mutex<HashMap<berth_core::Digest, Arc<Flight>>>,
     /// Whether repositories exist here, as last found (`route.rs`).
     pub(crate) exists: RwLock<HashMap<RepoName, (bool, std::time::Instant)>>,
+    /// The webhooks and the outbox's dispatcher ([`Federation::with_webhooks`]).
+    pub webhooks: Option<Arc<crate::Webhooks>>,
 }
 
 impl Federation {
@@ -65,7 +67,14 @@ impl Federation {
             snapshot: RwLock::default(),
             flights: Mutex::default(),
             exists: RwLock::default(),
+            webhooks: None,
         }
+    }
+
+    /// Delivers webhooks (and empties the outbox) with `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Arc<crate::Webhooks>) -> Federation {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_access::oidc::{IssuerPolicy, OidcConfig};
-use berth_federation::{Federation, SealKey, Timeouts, UpstreamSpec};
+use berth_federation::{Federation, SealKey, Timeouts, UpstreamSpec, WebhookConfig, Webhooks};
 use berth_jobs::audit::AuditLog;
 use berth_jobs::gc::{Collector, Gc, GcConfig};
 use berth_jobs::janitor::Janitor;
@@ -65,6 +65,9 @@ pub struct Stores {
     pub ops: Arc<dyn OpsStore>,
     /// Upstreams and cached tags' checks (`berth_federation`).
     pub federation: Arc<dyn FederationStore>,
+    /// The outbox and the webhooks its dispatcher delivers to.
+    pub outbox: Arc<dyn berth_meta::OutboxStore>,
+    pub webhooks: Arc<dyn berth_meta::WebhookStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -91,8 +94,23 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
             let (policy, scrub, retention) =
                 (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
             let federation = Arc::new(store.clone());
+            let (outbox, webhooks) = (Arc::new(store.clone()), Arc::new(store.clone()));
             let gc = Arc::new(store);
-            (Stores { meta, identity, audit, ops, policy, scrub, retention, gc, federation, lock: None }, None)
+            let stores = Stores {
+                meta,
+                identity,
+                audit,
+                ops,
+                policy,
+                scrub,
+                retention,
+                gc,
+                federation,
+                outbox,
+                webhooks,
+                lock: None,
+            };
+            (stores, None)
         }
         // Not the URL itself: it holds a password.
         Some(_) => return Err("database.url: unsupported database URL: expected postgres://".into()),
@@ -115,6 +133,8 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
                 policy: Arc::new(store.clone()),
                 scrub: Arc::new(store.clone()),
                 federation: Arc::new(store.clone()),
+                outbox: Arc::new(store.clone()),
+                webhooks: Arc::new(store.clone()),
                 ops: Arc::new(store),
                 gc: cached,
                 lock: None,
@@ -165,8 +185,11 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     .with_retention(stores.retention)
     .with_gc(Gc::new(stores.gc, gc_config(config)));
     let jobs = Arc::new(jobs);
-    let federation =
-        Federation::new(stores.federation, Arc::clone(&jobs), federation_key(config)?, Timeouts::default());
+    let key = federation_key(config)?;
+    let webhooks =
+        Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), WebhookConfig::default())?;
+    let federation = Federation::new(stores.federation, Arc::clone(&jobs), key, Timeouts::default())
+        .with_webhooks(Arc::new(webhooks));
     federation.refresh().await?;
     configure_upstreams(&federation, &config.federation.upstreams).await?;
     let registry =
@@ -295,6 +318,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let usage = tokio::spawn(usage);
     let switches = tokio::spawn(berth_server::system::sync_every(Arc::clone(&registry), shutdown.clone()));
     let upstreams = registry.federation.clone().map(|f| tokio::spawn(f.run(shutdown.clone().cancelled_owned())));
+    // The outbox's dispatcher: with no webhook it empties the outbox all the same.
+    let dispatcher =
+        registry.federation.as_ref().and_then(|f| f.webhooks.clone()).map(|w| tokio::spawn(w.run(shutdown.clone())));
     let metrics_server = match config.metrics.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
@@ -343,6 +369,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     collector.await?;
     usage.await?;
     switches.await?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await?;
+    }
     if let Some(upstreams) = upstreams {
         upstreams.await?;
     }
