@@ -87,12 +87,17 @@ fn bad(message: String) -> Error {
 
 /// An upstream's or a host's name as given: `[a-z0-9]`, inner `-`, at most 64.
 fn check_name(name: &str) -> Result<(), Error> {
+    check_name_of("upstream", name)
+}
+
+/// A name of `what` (an upstream, a webhook): `[a-z0-9]`, inner `-`, at most 64.
+pub(crate) fn check_name_of(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
-    if ok { Ok(()) } else { Err(bad(format!("upstream name {name:?}: use a-z, 0-9 and inner '-', at most 64"))) }
+    if ok { Ok(()) } else { Err(bad(format!("{what} name {name:?}: use a-z, 0-9 and inner '-', at most 64"))) }
 }
 
 /// The host (and port, if not the scheme's) of an `http(s)://` URL without path, query

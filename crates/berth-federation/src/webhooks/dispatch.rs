@@ -69,7 +69,7 @@ impl Webhooks {
                 break;
             }
         }
-        self.start_due().await
+        self.start_due(&hooks).await
     }
 
     fn deliveries_of(&self, hooks: &[Webhook], event: &berth_meta::NewEvent) -> Vec<NewDelivery> {
@@ -91,7 +91,7 @@ impl Webhooks {
     }
 
     /// Claims the due deliveries there is room for and starts each one.
-    async fn start_due(self: &Arc<Self>) -> Result<(), Error> {
+    async fn start_due(self: &Arc<Self>, hooks: &[Webhook]) -> Result<(), Error> {
         let busy: Vec<((String, String), u32)> =
             self.in_flight.lock().unwrap().iter().map(|(k, n)| (k.clone(), *n)).collect();
         let running: u32 = busy.iter().map(|(_, n)| n).sum();
@@ -106,7 +106,6 @@ impl Webhooks {
         if claimed.is_empty() {
             return Ok(());
         }
-        let hooks = self.store.all_webhooks().await?;
         for delivery in claimed {
             let Some(hook) = hooks.iter().find(|w| w.project == delivery.project && w.name == delivery.webhook) else {
                 continue;

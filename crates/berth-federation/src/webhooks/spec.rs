@@ -128,14 +128,7 @@ impl WebhookSpec {
         check_url: impl FnOnce(&str) -> Result<(), String>,
         seal: impl Fn(&str, &str) -> Result<Vec<u8>, Error>,
     ) -> Result<Webhook, Error> {
-        let ok_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !self.name.starts_with('-')
-            && !self.name.ends_with('-');
-        if !ok_name {
-            return Err(bad(format!("webhook name {:?}: use a-z, 0-9 and inner '-', at most 64", self.name)));
-        }
+        crate::upstreams::check_name_of("webhook", &self.name)?;
         check_url(&self.url).map_err(|e| bad(format!("webhook URL {:?}: {e}", self.url)))?;
         if self.events.is_empty() {
             return Err(bad("a webhook needs at least one event".to_owned()));
