@@ -70,6 +70,7 @@ pub enum Permission {
     ManageMembers,
     ManageRobots,
     ManageTagPolicies,
+    ManageWebhooks,
     ReadAuditLog,
 }
 
@@ -84,6 +85,7 @@ impl Permission {
             Permission::ManageMembers => "manage-members",
             Permission::ManageRobots => "manage-robots",
             Permission::ManageTagPolicies => "manage-tag-policies",
+            Permission::ManageWebhooks => "manage-webhooks",
             Permission::ReadAuditLog => "read-audit-log",
         }
     }
@@ -103,6 +105,7 @@ impl Permission {
             Permission::ManageMembers => "add, change and remove members",
             Permission::ManageRobots => "create, change and delete robot accounts",
             Permission::ManageTagPolicies => "manage retention and immutability rules",
+            Permission::ManageWebhooks => "manage webhooks and read their delivery log",
             Permission::ReadAuditLog => "read the project's audit log",
         }
     }
@@ -111,7 +114,7 @@ impl Permission {
 /// The permission matrix: for each permission, whether each role in [`Role::ALL`]'s
 /// order (project admin, maintainer, developer, guest, limited guest) holds it.
 /// System administrators hold every permission in every project.
-pub const MATRIX: [(Permission, [bool; 5]); 9] = [
+pub const MATRIX: [(Permission, [bool; 5]); 10] = [
     //                                  admin  maint  dev    guest  limited
     (Permission::Pull, /*             */ [true, true, true, true, true]),
     (Permission::Push, /*             */ [true, true, true, false, false]),
@@ -121,6 +124,7 @@ pub const MATRIX: [(Permission, [bool; 5]); 9] = [
     (Permission::ManageMembers, /*    */ [true, false, false, false, false]),
     (Permission::ManageRobots, /*     */ [true, false, false, false, false]),
     (Permission::ManageTagPolicies, /**/ [true, true, false, false, false]),
+    (Permission::ManageWebhooks, /*   */ [true, true, false, false, false]),
     (Permission::ReadAuditLog, /*     */ [true, true, false, false, false]),
 ];
 

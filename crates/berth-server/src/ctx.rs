@@ -122,6 +122,14 @@ impl<'a> Ctx<'a> {
             count: 1,
         };
         let registry: &'a Registry = self.registry;
+        // A quota's refusal is an event for the project's webhooks too.
+        if let Err(e) = result
+            && let Some(project) = berth_meta::policy::quota_refused(e)
+            && let Some(webhooks) = registry.federation.as_ref().and_then(|f| f.webhooks.clone())
+        {
+            let (project, repo, message) = (project.to_owned(), repo.to_string(), e.message().to_owned());
+            tokio::spawn(async move { webhooks.quota_exceeded(&project, &repo, &message).await });
+        }
         registry.jobs.audit.record(event)
     }
 }

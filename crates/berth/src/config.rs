@@ -53,6 +53,7 @@ pub struct Config {
     pub jobs: Jobs,
     pub metrics: MetricsSettings,
     pub federation: FederationSettings,
+    pub webhooks: WebhookSettings,
     pub logging: Logging,
 }
 
@@ -232,6 +233,47 @@ pub struct FederationSettings {
     pub upstreams: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// `[webhooks]`: how the outbox's events are delivered to projects' webhooks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Receivers at loopback, private and link-local addresses may be named (off: such a
+    /// URL is refused, and so is a name that resolves to one).
+    pub allow_private: bool,
+    /// For one attempt, connecting included.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Attempts of one delivery before it is given up.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt, doubling with each one up to `retry_max`.
+    #[serde(with = "duration")]
+    pub retry_base: Duration,
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+    /// Deliveries in flight at once, and of one webhook.
+    pub concurrency: u32,
+    pub per_webhook: u32,
+    /// How long the delivery log keeps a finished delivery.
+    #[serde(with = "duration")]
+    pub keep: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> WebhookSettings {
+        let d = berth_federation::WebhookConfig::default();
+        WebhookSettings {
+            allow_private: d.allow_private,
+            timeout: d.timeout,
+            max_attempts: d.max_attempts,
+            retry_base: d.retry_base,
+            retry_max: d.retry_max,
+            concurrency: d.concurrency,
+            per_webhook: d.per_webhook,
+            keep: d.keep,
+        }
+    }
+}
+
 /// `[logging]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -267,6 +309,7 @@ impl Default for Config {
             jobs: Jobs::default(),
             metrics: MetricsSettings::default(),
             federation: FederationSettings::default(),
+            webhooks: WebhookSettings::default(),
             logging: Logging::default(),
         }
     }

@@ -187,7 +187,7 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     let jobs = Arc::new(jobs);
     let key = federation_key(config)?;
     let webhooks =
-        Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), WebhookConfig::default())?;
+        Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), webhook_config(config)?)?;
     let federation = Federation::new(stores.federation, Arc::clone(&jobs), key, Timeouts::default())
         .with_webhooks(Arc::new(webhooks));
     federation.refresh().await?;
@@ -208,6 +208,37 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     // nobody started); `serve` stops it after the last request.
     registry.jobs.audit.start();
     Ok(Node { registry: Arc::new(registry), _lock: stores.lock })
+}
+
+/// `[webhooks]`, and the external host the payloads name.
+fn webhook_config(config: &Config) -> Result<WebhookConfig, BoxError> {
+    let w = &config.webhooks;
+    for (key, value) in
+        [("max_attempts", w.max_attempts), ("concurrency", w.concurrency), ("per_webhook", w.per_webhook)]
+    {
+        if value == 0 {
+            return Err(format!("webhooks.{key} must be at least 1").into());
+        }
+    }
+    if w.timeout.is_zero() || w.retry_base.is_zero() || w.retry_max < w.retry_base {
+        return Err("webhooks: timeout and retry_base must be more than 0, retry_max at least retry_base".into());
+    }
+    let host = config.listen.external_url.as_deref().and_then(|url| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        rest.split('/').next().filter(|h| !h.is_empty()).map(str::to_owned)
+    });
+    Ok(WebhookConfig {
+        allow_private: w.allow_private,
+        timeout: w.timeout,
+        max_attempts: w.max_attempts,
+        retry_base: w.retry_base,
+        retry_max: w.retry_max,
+        concurrency: w.concurrency,
+        per_webhook: w.per_webhook,
+        keep: w.keep,
+        origin: berth_federation::webhooks::Origin { host },
+        ..WebhookConfig::default()
+    })
 }
 
 /// The key upstream passwords are sealed with: the configured file, else (embedded mode)

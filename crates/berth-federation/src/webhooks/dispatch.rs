@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_core::Error;
+use berth_jobs::JobOutcome;
 use berth_meta::{Attempt, AuditEvent, Delivery, EventKind, NewDelivery, Webhook};
 use tokio_util::sync::CancellationToken;
 
@@ -13,8 +14,9 @@ use super::{Webhooks, payload, send, spec};
 
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: u32 = 500;
-/// How long the lease lasts past a pass; renewed each pass.
-const LEASE_SECS: i64 = 30;
+/// How long the lease lasts past a pass (renewed each pass, released at a graceful stop):
+/// a node that dies holding it delays deliveries by at most this.
+const LEASE_SECS: i64 = 10;
 /// Finished deliveries pruned per statement, and how often.
 const PRUNE_BATCH: u32 = 5000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
@@ -25,9 +27,17 @@ impl Webhooks {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut pruned = Instant::now() - PRUNE_EVERY;
         loop {
-            let lease = self.jobs.meta.try_lease("outbox", &self.jobs.node_id, LEASE_SECS).await;
-            let recorder = &*self.jobs.recorder;
-            let pass = berth_jobs::leased_pass(recorder, "outbox", lease, self.pass()).await;
+            // Every node, leader or not, learns which events are wanted: its own pulls and
+            // quota refusals are announced only then.
+            let pass = match self.store.all_webhooks().await {
+                Ok(hooks) => {
+                    self.note_interest(&hooks);
+                    let lease = self.jobs.meta.try_lease("outbox", &self.jobs.node_id, LEASE_SECS).await;
+                    let recorder = &*self.jobs.recorder;
+                    berth_jobs::leased_pass(recorder, "outbox", lease, self.pass(&hooks)).await.map(drop)
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = pass {
                 tracing::warn!(error = %e, "dispatching webhooks failed; trying again");
             } else if pruned.elapsed() >= PRUNE_EVERY {
@@ -40,18 +50,34 @@ impl Webhooks {
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(self.config.poll) => {}
                 () = self.wake.notified() => {}
             }
         }
+        // Deliveries in flight finish (each within its timeout) and record their attempt,
+        // so the next holder of the lease neither waits for their claims nor sends them
+        // twice; then the lease is let go.
+        self.sending.close();
+        if tokio::time::timeout(self.config.timeout + Duration::from_secs(1), self.sending.wait()).await.is_err() {
+            tracing::warn!("webhook deliveries still in flight at shutdown; they are sent again later");
+        }
+        if let Err(e) = self.jobs.meta.try_lease("outbox", &self.jobs.node_id, -1).await {
+            tracing::warn!(error = %e, "releasing the outbox lease failed; another node takes it when it runs out");
+        }
     }
 
-    /// One pass: every pending event fanned out, then the due deliveries started.
-    pub async fn pass(self: &Arc<Self>) -> Result<(), Error> {
-        let hooks = self.store.all_webhooks().await?;
-        let wants_pulls = hooks.iter().any(|w| w.enabled && w.events.contains(&EventKind::ArtifactPulled));
-        self.jobs.pulls.set_announce(wants_pulls);
+    /// Which events an enabled webhook wants, for the announcements made on this node.
+    fn note_interest(&self, hooks: &[Webhook]) {
+        let wants = |kind| hooks.iter().any(|w| w.enabled && w.events.contains(&kind));
+        self.jobs.pulls.set_announce(wants(EventKind::ArtifactPulled));
+        let quota = hooks.iter().filter(|w| w.enabled && w.events.contains(&EventKind::QuotaExceeded));
+        *self.quota_wanted.lock().unwrap() = quota.map(|w| w.project.clone()).collect();
+    }
+
+    /// One pass with `hooks` (every webhook): every pending event fanned out, then the due
+    /// deliveries started.
+    pub async fn pass(self: &Arc<Self>, hooks: &[Webhook]) -> Result<(), Error> {
         loop {
             let events = self.outbox.pending(FAN_OUT_BATCH).await?;
             if events.is_empty() {
@@ -59,7 +85,7 @@ impl Webhooks {
             }
             let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
             let deliveries: Vec<NewDelivery> =
-                events.iter().filter_map(|e| e.event.as_ref()).flat_map(|e| self.deliveries_of(&hooks, e)).collect();
+                events.iter().filter_map(|e| e.event.as_ref()).flat_map(|e| self.deliveries_of(hooks, e)).collect();
             let full = events.len() == FAN_OUT_BATCH as usize;
             if !self.outbox.fan_out(&ids, &deliveries).await? {
                 // Another node holds the lease now.
@@ -69,7 +95,7 @@ impl Webhooks {
                 break;
             }
         }
-        self.start_due(&hooks).await
+        self.start_due(hooks).await
     }
 
     fn deliveries_of(&self, hooks: &[Webhook], event: &berth_meta::NewEvent) -> Vec<NewDelivery> {
@@ -113,7 +139,7 @@ impl Webhooks {
             let key = (hook.project.clone(), hook.name.clone());
             *self.in_flight.lock().unwrap().entry(key.clone()).or_default() += 1;
             let (this, hook) = (Arc::clone(self), hook.clone());
-            tokio::spawn(async move {
+            self.sending.spawn(async move {
                 this.deliver(&hook, &delivery).await;
                 let mut in_flight = this.in_flight.lock().unwrap();
                 if let Some(n) = in_flight.get_mut(&key) {
@@ -159,6 +185,8 @@ impl Webhooks {
                 send::Outcome { status_code: None, duration: Duration::ZERO, error: Some(e.message().to_string()) }
             }
         };
+        let outcome_kind = if outcome.error.is_none() { JobOutcome::Ok } else { JobOutcome::Failed };
+        self.jobs.recorder.job_run("webhook-delivery", outcome_kind, outcome.duration);
         let attempts = d.attempts + 1;
         let retry_at_ms = match &outcome.error {
             Some(_) if attempts < self.config.max_attempts => {

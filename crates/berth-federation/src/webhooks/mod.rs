@@ -15,13 +15,13 @@
 //! management API; the secret and the extra header are sealed with the federation key
 //! and never shown again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_core::{Error, ErrorKind};
 use berth_jobs::Jobs;
-use berth_meta::{OutboxStore, Webhook, WebhookStore};
+use berth_meta::{EventKind, NewEvent, OutboxStore, Webhook, WebhookStore};
 use tokio::sync::Notify;
 
 use crate::seal::SealKey;
@@ -87,7 +87,17 @@ pub struct Webhooks {
     pub(crate) in_flight: Mutex<HashMap<(String, String), u32>>,
     /// Wakes the dispatcher (a delivery finished, a test asked for a pass).
     pub(crate) wake: Notify,
+    /// The deliveries being sent, waited for at shutdown.
+    pub(crate) sending: tokio_util::task::TaskTracker,
+    /// Projects with an enabled webhook for `quota.exceeded` (as of the last pass).
+    pub(crate) quota_wanted: Mutex<HashSet<String>>,
+    /// When this node last announced a project's quota refusal.
+    quota_announced: Mutex<HashMap<String, Instant>>,
 }
+
+/// A project's quota refusals are announced at most once in this time per node: a client
+/// retrying a refused push costs no write per retry.
+pub const QUOTA_EVENT_EVERY: Duration = Duration::from_secs(60);
 
 /// What a test delivery found.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -107,7 +117,52 @@ impl Webhooks {
         config: WebhookConfig,
     ) -> Result<Webhooks, Error> {
         let sender = Sender::new(config.timeout, config.allow_private)?;
-        Ok(Webhooks { store, outbox, jobs, key, sender, config, in_flight: Mutex::default(), wake: Notify::new() })
+        Ok(Webhooks {
+            store,
+            outbox,
+            jobs,
+            key,
+            sender,
+            config,
+            in_flight: Mutex::default(),
+            wake: Notify::new(),
+            sending: tokio_util::task::TaskTracker::new(),
+            quota_wanted: Mutex::default(),
+            quota_announced: Mutex::default(),
+        })
+    }
+
+    /// Announces that a push into `repo` was refused for `project`'s quota (`message`
+    /// says by how much), if a webhook of the project wants to know and this node has not
+    /// said so within [`QUOTA_EVENT_EVERY`]. The refused change wrote nothing, so this is
+    /// an outbox write of its own, after the refusal.
+    pub async fn quota_exceeded(&self, project: &str, repo: &str, message: &str) {
+        if !self.quota_wanted.lock().unwrap().contains(project) {
+            return;
+        }
+        {
+            let mut announced = self.quota_announced.lock().unwrap();
+            let now = Instant::now();
+            if announced.get(project).is_some_and(|at| now.duration_since(*at) < QUOTA_EVENT_EVERY) {
+                return;
+            }
+            announced.retain(|_, at| now.duration_since(*at) < QUOTA_EVENT_EVERY);
+            announced.insert(project.to_owned(), now);
+        }
+        let event = NewEvent {
+            kind: EventKind::QuotaExceeded,
+            repo: repo.to_owned(),
+            digest: None,
+            media_type: None,
+            tags: Vec::new(),
+            size: None,
+            detail: Some(message.to_owned()),
+            at_ms: berth_meta::now_ms(),
+        };
+        match self.outbox.append(&[event]).await {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, project, "announcing a quota refusal failed"),
+        }
     }
 
     /// A project's webhooks, as the API shows them.

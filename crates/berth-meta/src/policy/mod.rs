@@ -18,6 +18,15 @@ pub(crate) mod sql;
 #[cfg(test)]
 pub(crate) mod suite;
 
+/// The project whose quota refused a change, if `e` is such a refusal (its detail is
+/// `{project, used, size, limit}`).
+pub fn quota_refused(e: &Error) -> Option<&str> {
+    let detail = e.detail.as_ref().filter(|_| e.kind == berth_core::ErrorKind::Denied)?;
+    detail.get("limit")?;
+    detail.get("used")?;
+    detail.get("project")?.as_str()
+}
+
 /// A pattern whose matching tags never move nor go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImmutableRule {

@@ -25,7 +25,7 @@ async fn webhooks_round_trip(hooks: &dyn WebhookStore) {
     let err = hooks.put_webhook(&webhook("hooks-a", "ci"), true).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     let err = hooks.put_webhook(&webhook("hooks-nope", "ci"), true).await.unwrap_err();
-    assert_eq!((err.kind, err.message()), (ErrorKind::ResourceUnknown, "no project hooks-nope".into()));
+    assert_eq!((err.kind, err.message()), (ErrorKind::ResourceUnknown, "no project hooks-nope"));
     let err = hooks.put_webhook(&webhook("hooks-a", "other"), false).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::ResourceUnknown);
     hooks.put_webhook(&webhook("hooks-b", "audit"), true).await.unwrap();

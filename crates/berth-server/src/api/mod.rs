@@ -1,6 +1,6 @@
 //! The management API under `/api/v1`: users, projects, members, robots, the audit log,
-//! per-project listings (what a UI needs), retention policies and garbage collection, as JSON, and its OpenAPI
-//! document.
+//! per-project listings (what a UI needs), retention policies, webhooks, upstreams and garbage
+//! collection, as JSON, and its OpenAPI document.
 //!
 //! Not the registry protocol (that is `/v2`, `v2.rs`). Every handler
 //! authorizes through the same seam as `/v2` ([`berth_access::Authorizer`]) before touching a
@@ -42,6 +42,7 @@ mod scrub;
 mod system;
 mod upstreams;
 mod users;
+mod webhooks;
 
 /// Every route: (method, path under `/api/v1`), and the router serving them. The
 /// OpenAPI document must list exactly these (a test checks it).
@@ -82,6 +83,13 @@ routes! {
     put "/projects/{project}/retention" => retention::set,
     delete "/projects/{project}/retention" => retention::remove,
     post "/projects/{project}/retention/run" => retention::run,
+    get "/projects/{project}/webhooks" => webhooks::list,
+    post "/projects/{project}/webhooks" => webhooks::create,
+    get "/projects/{project}/webhooks/{name}" => webhooks::get,
+    put "/projects/{project}/webhooks/{name}" => webhooks::replace,
+    delete "/projects/{project}/webhooks/{name}" => webhooks::delete,
+    post "/projects/{project}/webhooks/{name}/test" => webhooks::test,
+    get "/projects/{project}/webhooks/{name}/deliveries" => webhooks::deliveries,
     delete "/repositories/{name}" => repositories::delete,
     get "/repositories/{name}/tags" => listings::tags,
     get "/repositories/{name}/artifacts" => listings::artifacts,
@@ -155,6 +163,13 @@ routes! {
         retention::set,
         retention::remove,
         retention::run,
+        webhooks::list,
+        webhooks::create,
+        webhooks::get,
+        webhooks::replace,
+        webhooks::delete,
+        webhooks::test,
+        webhooks::deliveries,
         audit::query,
         keys::list,
         keys::rotate,

@@ -79,7 +79,7 @@ impl From<&Robot> for RobotView {
 pub struct Grant {
     project: String,
     /// A subset of `pull`, `push`, `delete`, `delete-repository`, `list-repositories`,
-    /// `manage-members`, `manage-robots`, `manage-tag-policies`, `read-audit-log`.
+    /// `manage-members`, `manage-robots`, `manage-tag-policies`, `manage-webhooks`, `read-audit-log`.
     permissions: Vec<String>,
 }
 

@@ -47,7 +47,9 @@
 //! upstream: skopeo through a proxy project's prefix with htpasswd credentials, one upstream
 //! GET for 8 concurrent first pulls, tags moving after their TTL, the cache outliving its
 //! upstream, containerd's `ctr` with a `hosts.toml` mirror and a dockerd with
-//! `registry-mirrors`), //! `support.rs` (the server on `127.0.0.1:0`, in-process or as a killable child; `Storage`,
+//! `registry-mirrors`), `webhooks.rs` (a real receiver on loopback: HMAC checked, CloudEvents and
+//! Harbor payloads, retries after 500s, a restart, auto-disable, a hung receiver's cost to
+//! pushes measured, pulls coalesced, quota refusals), `support.rs` (the server on `127.0.0.1:0`, in-process or as a killable child; `Storage`,
 //! the blob store seen from outside: the data directory's files or the bucket's objects
 //! through a plain S3 client). **Invariant:** every server a test starts has the system
 //! administrator `admin` with a password drawn once per run (`support::admin()`), and every
@@ -92,3 +94,4 @@ mod tls;
 mod upload_claims;
 mod upload_limits;
 mod upload_races;
+mod webhooks;

@@ -442,10 +442,15 @@ impl TestServer {
     }
 
     /// Stops the server (gracefully) and starts a new one on the same data directory.
-    pub fn restart(mut self) -> TestServer {
+    pub fn restart(self) -> TestServer {
+        self.restart_with(|_| {})
+    }
+
+    /// [`TestServer::restart`], after `configure` has adjusted the new server's config.
+    pub fn restart_with(mut self, configure: impl FnOnce(&mut berth::Config)) -> TestServer {
         self.stop();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        TestServer::start_in(std::sync::Arc::clone(&self.backend), dir, |_| {})
+        TestServer::start_in(std::sync::Arc::clone(&self.backend), dir, configure)
     }
 
     fn stop(&mut self) {

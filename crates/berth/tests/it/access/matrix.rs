@@ -70,9 +70,10 @@ const BYSTANDER: &str = "bystander";
 const ON_V2: [Permission; 3] = [Permission::Pull, Permission::Push, Permission::Delete];
 /// Checked in two tests, each on a server of its own: a caller whose credentials fail
 /// makes one failed login per check, and one test's worth of checks fits the per-account
-/// limit of failed logins.
-const ON_API: [Permission; 6] = [
+/// limit of failed logins (10: five permissions on two projects).
+const ON_API: [Permission; 7] = [
     Permission::DeleteRepository,
+    Permission::ManageWebhooks,
     Permission::ListRepositories,
     Permission::ManageMembers,
     Permission::ManageRobots,
@@ -197,12 +198,12 @@ async fn every_caller_gets_exactly_what_the_matrix_says_on_public_and_private_pr
 
 #[tokio::test]
 async fn every_caller_gets_exactly_what_the_matrix_says_in_the_management_api() {
-    api_matrix(&ON_API[1..]).await;
+    api_matrix(&ON_API[2..]).await;
 }
 
 #[tokio::test]
-async fn every_caller_gets_exactly_what_the_matrix_says_for_repository_deletes() {
-    api_matrix(&ON_API[..1]).await;
+async fn every_caller_gets_exactly_what_the_matrix_says_for_repository_deletes_and_webhooks() {
+    api_matrix(&ON_API[..2]).await;
 }
 
 async fn api_matrix(permissions: &[Permission]) {
@@ -234,6 +235,7 @@ async fn api_matrix(permissions: &[Permission]) {
                     Permission::ManageTagPolicies => s
                         .req(Method::POST, &format!("/api/v1/projects/{project}/immutable-rules"))
                         .json(&json!({ "pattern": format!("rule{i}-*") })),
+                    Permission::ManageWebhooks => s.req(Method::GET, &format!("/api/v1/projects/{project}/webhooks")),
                     Permission::DeleteRepository => {
                         s.req(Method::DELETE, &format!("/api/v1/repositories/{project}%2Fgone{i}"))
                     }
