@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh                  # the full run (3 runs each, about 25 minutes)
 #   bash bench/run.sh --quick          # smoke test: small sizes, one run, writes target/bench-data/
-#   bash bench/run.sh --only manifest  # one workload: big|small|manifest|head|get|list|auth|gc|proxy (comma-separated)
+#   bash bench/run.sh --only manifest  # one workload: big|small|manifest|head|get|list|auth|push|gc|proxy (comma-separated)
 #   bash bench/run.sh --scaleout       # adds a Berth column on S3 (Garage) + PostgreSQL
 #   bash bench/run.sh --help           # every flag of berth-bench
 #

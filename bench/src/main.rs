@@ -12,6 +12,7 @@ mod gc;
 mod http;
 mod image;
 mod metrics_off;
+mod outbox_off;
 mod params;
 mod proxy;
 mod report;
@@ -124,7 +125,7 @@ async fn run_server(
     }
 
     // 2. Many small layers, 8 uploads at a time, then the manifest naming them all.
-    let need_small = ["small", "manifest", "head", "list", "auth"].iter().any(|w| on(w));
+    let need_small = ["small", "manifest", "head", "list", "auth", "push"].iter().any(|w| on(w));
     let mut descriptors = Vec::new();
     if need_small {
         let layers: Vec<Bytes> = (0..sizes.small_layers)
@@ -555,6 +556,10 @@ async fn main() -> Result<(), BoxError> {
             if name == "Berth" && on("manifest") {
                 let got = results.entry(name).or_default();
                 metrics_off::measure(&args.berth, &dir, &admin_password, sizes.seconds, got).await?;
+            }
+            if name == "Berth" && on("push") {
+                let got = results.entry(name).or_default();
+                outbox_off::measure(&args.berth, &dir, &admin_password, sizes.seconds, got).await?;
             }
             let (busy1, own1) = cpu_seconds();
             let others =

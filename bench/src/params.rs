@@ -23,7 +23,8 @@ pub(crate) struct Args {
     pub(crate) out: Option<PathBuf>,
     /// Run only these workloads (comma-separated): big (1 GiB push/pull), small (200 small
     /// layers), manifest, head, get (1 MiB blob GET), list (tag list and catalog), auth
-    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous), gc
+    /// (Berth only: manifest GETs on a public project with a bearer token ÷ anonymous), push
+    /// (Berth only: manifest PUTs with the outbox ÷ without), gc
     /// (a 10,000-blob store, a tenth made garbage, each collector timed; Berth's GC with 100
     /// garbage blobs in 10,000 and in 100,000), proxy (a cold and a warm pull of an
     /// 8-layer image through Berth's proxy project and distribution's proxy mode).
@@ -66,7 +67,7 @@ pub(crate) struct Sizes {
     pub(crate) proxy_layer: usize,
 }
 
-const WORKLOADS: [&str; 9] = ["big", "small", "manifest", "head", "get", "list", "auth", "gc", "proxy"];
+const WORKLOADS: [&str; 10] = ["big", "small", "manifest", "head", "get", "list", "auth", "push", "gc", "proxy"];
 pub(crate) const CONNS: usize = 64;
 pub(crate) const MIB: usize = 1 << 20;
 

@@ -78,6 +78,24 @@ pub(crate) const METRICS: &[Metric] = &[
         higher_is_better: true,
     },
     Metric {
+        key: "push_outbox_rps",
+        label: "manifest PUTs (new manifests, blobs present), outbox on (Berth restarted; mean of the 1st and 4th load), 16 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "push_nooutbox_rps",
+        label: "manifest PUTs, outbox off (`BERTH_BENCH_OUTBOX_OFF=1`; mean of the 2nd and 3rd load), 16 conns",
+        unit: "req/s",
+        higher_is_better: true,
+    },
+    Metric {
+        key: "outbox_ratio",
+        label: "manifest PUTs with the outbox ÷ without (the two rows above; ≥ 90 % required)",
+        unit: "%",
+        higher_is_better: true,
+    },
+    Metric {
         key: "tags_rps",
         label: "tag list ({repos} repos × {tags} tags), 64 conns",
         unit: "req/s",

@@ -339,6 +339,12 @@ async fn serve(config: berth::Config) -> Result<(), berth::BoxError> {
         Ok(limit) => tracing::info!(limit, "open files"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
+    // A benchmark's switch (bench/src/outbox_off.rs), not a setting: without the outbox no
+    // webhook or replication ever hears of a change.
+    if std::env::var_os("BERTH_BENCH_OUTBOX_OFF").is_some_and(|v| v == "1") {
+        berth_meta::outbox::turn_off_for_benchmark();
+        tracing::warn!("BERTH_BENCH_OUTBOX_OFF=1: changes write no events; webhooks and replication get nothing");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen.address).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -98,6 +98,21 @@ pub struct NewDelivery {
     pub created_ms: i64,
 }
 
+/// Off only while a benchmark measures what the outbox costs a push
+/// (`bench/src/outbox_off.rs`, through `BERTH_BENCH_OUTBOX_OFF`): changes then write no
+/// event, so webhooks and replication learn of nothing. Process-wide, set once at start.
+static OFF_FOR_BENCHMARK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the outbox off for a benchmark's comparison (see [`OFF_FOR_BENCHMARK`]).
+pub fn turn_off_for_benchmark() {
+    OFF_FOR_BENCHMARK.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether changes write their events (always, outside that benchmark).
+pub(crate) fn on() -> bool {
+    !OFF_FOR_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
     /// Writes `events` in one transaction (made durable).

@@ -8,22 +8,26 @@
 /// (`Option<i64>`) and detail (`Option<&str>`). Evaluates to `Result<(), Error>`.
 macro_rules! outbox_event {
     ($tx:expr, $at_ms:expr, $kind:expr, $repo:expr, $digest:expr, $media_type:expr, $tags:expr, $size:expr, $detail:expr) => {
-        sqlx::query(
-            "INSERT INTO outbox (at_ms, kind, repo, digest, media_type, tags, size, detail)
+        if !$crate::outbox::on() {
+            Ok(())
+        } else {
+            sqlx::query(
+                "INSERT INTO outbox (at_ms, kind, repo, digest, media_type, tags, size, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind($at_ms)
-        .bind($kind.as_str())
-        .bind($repo)
-        .bind($digest)
-        .bind($media_type)
-        .bind($tags)
-        .bind($size)
-        .bind($detail)
-        .execute($tx)
-        .await
-        .map(|_| ())
-        .map_err($crate::db_error::db_err)
+            )
+            .bind($at_ms)
+            .bind($kind.as_str())
+            .bind($repo)
+            .bind($digest)
+            .bind($media_type)
+            .bind($tags)
+            .bind($size)
+            .bind($detail)
+            .execute($tx)
+            .await
+            .map(|_| ())
+            .map_err($crate::db_error::db_err)
+        }
     };
 }
 pub(crate) use outbox_event;
