@@ -105,6 +105,7 @@ mod tests {
             ("retention/sql.rs", include_str!("retention/sql.rs")),
             ("audit/sql.rs", include_str!("audit/sql.rs")),
             ("ops/sql.rs", include_str!("ops/sql.rs")),
+            ("replication/sql.rs", include_str!("replication/sql.rs")),
         ];
         let mut found = Vec::new();
         for (file, text) in sources {

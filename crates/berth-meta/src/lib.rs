@@ -143,6 +143,17 @@
 //! `settings`, migration `0009_settings.sql`: read-only mode). One SQL implementation
 //! (`ops/sql.rs`, `ops_store!`, the dialect's project expression passed in) and a shared
 //! suite on SQLite and PostgreSQL.
+//!
+//! `replication/` (`ReplicationStore`, migration `0013_replication.sql`) keeps replication's
+//! state: the remote registries (a password sealed), the rules (a registry in use is not
+//! deleted), and each rule's executions, made of one task per artifact. Tasks are claimed
+//! oldest first by moving their due time to when the claim ends (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL: two nodes never take one task), and a result updates its task and its
+//! execution's counts in one transaction, the last one finishing it; a result for a task
+//! already final counts nothing. Event-triggered executions are started in the outbox's
+//! fan-out transaction (`insert_execution!`, the statements `start_execution` runs too).
+//! One SQL implementation (`replication/sql.rs`, `replication_store!`) and a shared suite on
+//! SQLite and PostgreSQL, with two claims, and two last results, at once.
 
 use async_trait::async_trait;
 use berth_core::{Descriptor, Digest, Error, ParsedManifest, Reference, RepoName, Tag};
@@ -161,6 +172,7 @@ pub mod outbox;
 pub mod policy;
 mod postgres;
 mod projects;
+pub mod replication;
 pub mod retention;
 pub mod scrub;
 mod sql;
@@ -179,6 +191,10 @@ pub use outbox::{EventKind, NewEvent, OutboxEvent, OutboxStore};
 pub use policy::{ImmutableRule, PolicyStore, Quota};
 pub use postgres::{PgStore, PoolConfig};
 pub use projects::project_repositories;
+pub use replication::{
+    Direction, Execution, ExecutionState, NewTask, ReplicationRegistry, ReplicationRule, ReplicationStore, Task,
+    TaskOp, TaskResult, TaskState, Trigger,
+};
 pub use retention::{Pull, RepoState, RetentionStore, TagState, TopManifest};
 pub use scrub::{Finding, ScrubRun, ScrubStore, StoredBlob};
 pub use sqlite::SqliteStore;

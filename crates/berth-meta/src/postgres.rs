@@ -16,6 +16,7 @@ use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
 use crate::outbox::sql::outbox_store;
 use crate::policy::sql::{policy_checks, policy_store};
+use crate::replication::sql::replication_store;
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{page, sql_store};
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_gc_review_ms.sql")),
     (11, include_str!("../migrations/postgres/0011_federation.sql")),
     (12, include_str!("../migrations/postgres/0012_outbox.sql")),
+    (13, include_str!("../migrations/postgres/0013_replication.sql")),
 ];
 
 /// The PostgreSQL pool of one node.
@@ -149,6 +151,7 @@ policy_store!(PgStore);
 federation_store!(PgStore);
 outbox_store!(PgStore);
 webhook_store!(PgStore);
+replication_store!(PgStore);
 scrub_store!(PgStore);
 scrub_checks!(PgStore, sqlx::Postgres);
 policy_checks!(PgStore, sqlx::Postgres);
@@ -211,6 +214,18 @@ mod tests {
         let store = super::PgStore::open(&pg.database("outbox")).await.unwrap();
         crate::webhooks::suite::run(&store, &store, &store).await;
         crate::outbox::suite::run(&store, &store, &store, &store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_replication_suite() {
+        let pg = berth_testkit::Postgres::start();
+        let store = super::PgStore::open(&pg.database("replication")).await.unwrap();
+        crate::replication::suite::run(&store, &store).await;
+        // Two nodes at once, on two connections: `FOR UPDATE SKIP LOCKED` gives each task
+        // to one of them, and the execution's row, updated before its pending tasks are
+        // counted, lets exactly one of two last results finish it.
+        crate::replication::suite::concurrent_claims_never_share_a_task(&store).await;
+        crate::replication::suite::results_at_once_finish_an_execution_once(&store).await;
     }
 
     #[tokio::test]

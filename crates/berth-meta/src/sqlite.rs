@@ -26,6 +26,7 @@ use crate::identity::sql::identity_store;
 use crate::ops::sql::ops_store;
 use crate::outbox::sql::outbox_store;
 use crate::policy::sql::{policy_checks, policy_store};
+use crate::replication::sql::replication_store;
 use crate::retention::sql::retention_store;
 use crate::scrub::sql::{scrub_checks, scrub_store};
 use crate::sql::{page, sql_store};
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_gc_review_ms.sql")),
     (11, include_str!("../migrations/sqlite/0011_federation.sql")),
     (12, include_str!("../migrations/sqlite/0012_outbox.sql")),
+    (13, include_str!("../migrations/sqlite/0013_replication.sql")),
 ];
 
 /// Clones share the pools: the registry's store (behind its cache) and the identity and
@@ -246,6 +248,7 @@ policy_store!(SqliteStore);
 federation_store!(SqliteStore);
 outbox_store!(SqliteStore);
 webhook_store!(SqliteStore);
+replication_store!(SqliteStore);
 scrub_store!(SqliteStore);
 scrub_checks!(SqliteStore, sqlx::Sqlite);
 policy_checks!(SqliteStore, sqlx::Sqlite);
@@ -326,6 +329,16 @@ mod tests {
         let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
         crate::webhooks::suite::run(&store, &store, &store).await;
         crate::outbox::suite::run(&store, &store, &store, &store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_replication_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+        crate::replication::suite::run(&store, &store).await;
+        // Trivially so (one writer), but the same statements run.
+        crate::replication::suite::concurrent_claims_never_share_a_task(&store).await;
+        crate::replication::suite::results_at_once_finish_an_execution_once(&store).await;
     }
 
     #[tokio::test]

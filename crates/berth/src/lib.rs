@@ -68,6 +68,8 @@ pub struct Stores {
     /// The outbox and the webhooks its dispatcher delivers to.
     pub outbox: Arc<dyn berth_meta::OutboxStore>,
     pub webhooks: Arc<dyn berth_meta::WebhookStore>,
+    /// Replication's registries, rules, executions and tasks.
+    pub replication: Arc<dyn berth_meta::ReplicationStore>,
     lock: Option<std::fs::File>,
 }
 
@@ -95,6 +97,7 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
                 (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
             let federation = Arc::new(store.clone());
             let (outbox, webhooks) = (Arc::new(store.clone()), Arc::new(store.clone()));
+            let replication = Arc::new(store.clone());
             let gc = Arc::new(store);
             let stores = Stores {
                 meta,
@@ -108,6 +111,7 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
                 federation,
                 outbox,
                 webhooks,
+                replication,
                 lock: None,
             };
             (stores, None)
@@ -135,6 +139,7 @@ async fn open_database_timed(config: &Config, metrics: Arc<Metrics>) -> Result<S
                 federation: Arc::new(store.clone()),
                 outbox: Arc::new(store.clone()),
                 webhooks: Arc::new(store.clone()),
+                replication: Arc::new(store.clone()),
                 ops: Arc::new(store),
                 gc: cached,
                 lock: None,

@@ -87,7 +87,7 @@ impl Webhooks {
             let deliveries: Vec<NewDelivery> =
                 events.iter().filter_map(|e| e.event.as_ref()).flat_map(|e| self.deliveries_of(hooks, e)).collect();
             let full = events.len() == FAN_OUT_BATCH as usize;
-            if !self.outbox.fan_out(&ids, &deliveries).await? {
+            if !self.outbox.fan_out(&ids, &deliveries, &[]).await? {
                 // Another node holds the lease now.
                 return Ok(());
             }

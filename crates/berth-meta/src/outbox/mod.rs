@@ -7,14 +7,16 @@
 //! transaction (`RetentionStore::record_pulls` with `announce`); other events (a quota
 //! refusal, whose own transaction rolled back) by [`OutboxStore::append`]. The dispatcher
 //! (`berth-federation`) reads what is [`pending`](OutboxStore::pending) and
-//! [`fans it out`](OutboxStore::fan_out): the deliveries it makes are inserted and the
-//! events deleted in one transaction, so each event becomes its work exactly once, and an
-//! event is never seen before the change that made it committed. Rows are taken by what
-//! is present, not by an id cursor: PostgreSQL assigns ids before commit, so a later id
-//! can commit first.
+//! [`fans it out`](OutboxStore::fan_out): the webhook deliveries and replication tasks it
+//! makes are inserted and the events deleted in one transaction, so each event becomes its
+//! work exactly once, and an event is never seen before the change that made it committed.
+//! Rows are taken by what is present, not by an id cursor: PostgreSQL assigns ids before
+//! commit, so a later id can commit first.
 
 use async_trait::async_trait;
 use berth_core::Error;
+
+use crate::replication::NewTask;
 
 pub(crate) mod sql;
 #[cfg(test)]
@@ -121,9 +123,12 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Up to `limit` events, the oldest first.
     async fn pending(&self, limit: u32) -> Result<Vec<OutboxEvent>, Error>;
 
-    /// In one transaction: deletes the events `ids` and inserts `deliveries` (the work they
-    /// made), unless one of the events is gone already (another dispatcher fanned it out:
-    /// then nothing is written and `false` returned). A delivery for a webhook deleted
-    /// meanwhile is left out.
-    async fn fan_out(&self, ids: &[i64], deliveries: &[NewDelivery]) -> Result<bool, Error>;
+    /// In one transaction: deletes the events `ids` and inserts the work they made, unless
+    /// one of the events is gone already (another dispatcher fanned it out: then nothing is
+    /// written and `false` returned). The work: `deliveries`, and `tasks`, grouped by rule
+    /// into one execution each (triggered by `event`, as
+    /// [`start_execution`](crate::ReplicationStore::start_execution) makes it, tasks in
+    /// their order). A delivery for a webhook, or the tasks of a rule, deleted meanwhile
+    /// are left out.
+    async fn fan_out(&self, ids: &[i64], deliveries: &[NewDelivery], tasks: &[NewTask]) -> Result<bool, Error>;
 }

@@ -93,7 +93,12 @@ macro_rules! outbox_store {
                     .collect())
             }
 
-            async fn fan_out(&self, ids: &[i64], deliveries: &[$crate::outbox::NewDelivery]) -> Result<bool, Error> {
+            async fn fan_out(
+                &self,
+                ids: &[i64],
+                deliveries: &[$crate::outbox::NewDelivery],
+                tasks: &[$crate::replication::NewTask],
+            ) -> Result<bool, Error> {
                 let mut tx = self.writer.begin().await.map_err(db_err)?;
                 for id in ids {
                     let gone = sqlx::query("DELETE FROM outbox WHERE id = $1")
@@ -124,6 +129,27 @@ macro_rules! outbox_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                }
+                // Event-triggered replication: an execution per rule, as `start_execution`
+                // makes one, its tasks in their order (the order they are claimed in); the
+                // rules in the order their first task came.
+                let mut rules: Vec<&str> = Vec::new();
+                for t in tasks {
+                    if !rules.contains(&t.rule.as_str()) {
+                        rules.push(&t.rule);
+                    }
+                }
+                let now_ms = $crate::now_ms();
+                for rule in rules {
+                    let of_rule: Vec<&$crate::replication::NewTask> = tasks.iter().filter(|t| t.rule == rule).collect();
+                    // `None`, nothing written, for a rule deleted since the dispatcher read them.
+                    $crate::replication::sql::insert_execution!(
+                        tx,
+                        rule,
+                        $crate::replication::Trigger::Event,
+                        of_rule,
+                        now_ms
+                    )?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 self.durable().await?;

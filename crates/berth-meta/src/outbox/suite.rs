@@ -14,7 +14,7 @@ async fn drain(outbox: &dyn OutboxStore) -> Vec<(EventKind, String, Option<Strin
     let pending = outbox.pending(1000).await.unwrap();
     let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "the oldest first");
-    assert!(outbox.fan_out(&ids, &[]).await.unwrap());
+    assert!(outbox.fan_out(&ids, &[], &[]).await.unwrap());
     pending
         .into_iter()
         .map(|e| {
@@ -169,7 +169,7 @@ async fn a_fan_out_happens_once(outbox: &dyn OutboxStore, hooks: &dyn WebhookSto
     // A webhook deleted after the dispatcher read them gets nothing.
     assert!(hooks.delete_webhook("outbox-team", "gone").await.unwrap());
     let made = [delivery("ci", "e1"), delivery("ci", "e2"), delivery("gone", "e1")];
-    assert!(outbox.fan_out(&ids, &made).await.unwrap());
+    assert!(outbox.fan_out(&ids, &made, &[]).await.unwrap());
     assert!(outbox.pending(10).await.unwrap().is_empty());
     let log = hooks.deliveries("outbox-team", "ci", None, 10).await.unwrap();
     assert_eq!(log.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e2", "e1"], "newest first");
@@ -178,7 +178,7 @@ async fn a_fan_out_happens_once(outbox: &dyn OutboxStore, hooks: &dyn WebhookSto
     outbox.append(&[event(3)]).await.unwrap();
     let mut ids = ids;
     ids.extend(outbox.pending(10).await.unwrap().iter().map(|e| e.id));
-    assert!(!outbox.fan_out(&ids, &[delivery("ci", "again")]).await.unwrap());
+    assert!(!outbox.fan_out(&ids, &[delivery("ci", "again")], &[]).await.unwrap());
     assert_eq!(hooks.deliveries("outbox-team", "ci", None, 10).await.unwrap().len(), 2);
     assert_eq!(outbox.pending(10).await.unwrap().len(), 1, "the new event is still there");
     drain(outbox).await;

@@ -61,7 +61,7 @@ async fn deliveries_are_claimed_fairly_and_attempts_disable_at_the_limit(
     // A backlog of one webhook, then one delivery of another.
     let mut made: Vec<NewDelivery> = (0..5).map(|n| delivery("hooks-a", "slow", n)).collect();
     made.push(delivery("hooks-b", "fast", 9));
-    assert!(outbox.fan_out(&[], &made).await.unwrap());
+    assert!(outbox.fan_out(&[], &made, &[]).await.unwrap());
 
     // At most 2 per webhook, the oldest first: the other webhook's one is not hidden.
     let claimed = hooks.claim_deliveries(2000, 60_000, 10, 2, &[]).await.unwrap();
