@@ -34,4 +34,4 @@ command -v garage >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] 
 cargo nextest run --workspace "$@"
 bash scripts/fuzz.sh --ci
 BERTH_TEST_BACKEND=scaleout cargo nextest run -p berth --test it -E \
-    'test(/^(access|api|audit|crash|clients_|conformance|federation|gc|keyless|logs|management|metrics|config|memory_bounds|policies|proxies|read_only|retention|scrub|shutdown|slow_clients|tls|upload_|webhooks)/)' "$@"
+    'test(/^(access|api|audit|crash|clients_|conformance|federation|gc|keyless|logs|management|metrics|config|memory_bounds|policies|proxies|read_only|retention|scrub|shutdown|slow_clients|tls|upload_|replication|webhooks)/)' "$@"

@@ -24,6 +24,7 @@
 mod cache;
 mod challenge;
 pub mod client;
+pub mod replication;
 mod route;
 pub mod seal;
 mod service;
@@ -37,3 +38,12 @@ pub use seal::SealKey;
 pub use service::{Federation, REFRESH};
 pub use upstreams::{UpstreamSpec, UpstreamView};
 pub use webhooks::{WebhookConfig, WebhookSpec, WebhookView, Webhooks};
+
+/// The wait before attempt `attempts + 1` of something that failed `attempts` times:
+/// `base` doubling with each failure up to `max`, then between half and all of that
+/// (jitter, so that what failed together is not retried together).
+pub(crate) fn backoff(base: std::time::Duration, max: std::time::Duration, attempts: u32) -> std::time::Duration {
+    let full = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(max);
+    let random = (uuid::Uuid::new_v4().as_u128() % 1001) as u32;
+    full.mul_f64(0.5 + f64::from(random) / 2000.0)
+}

@@ -48,6 +48,8 @@ pub struct Federation {
     pub(crate) exists: RwLock<HashMap<RepoName, (bool, std::time::Instant)>>,
     /// The webhooks and the outbox's dispatcher ([`Federation::with_webhooks`]).
     pub webhooks: Option<Arc<crate::Webhooks>>,
+    /// Replication to other registries ([`Federation::with_replication`]).
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Federation {
@@ -68,7 +70,14 @@ impl Federation {
             flights: Mutex::default(),
             exists: RwLock::default(),
             webhooks: None,
+            replication: None,
         }
+    }
+
+    /// Replicates with `replication`.
+    pub fn with_replication(mut self, replication: Arc<crate::replication::Replication>) -> Federation {
+        self.replication = Some(replication);
+        self
     }
 
     /// Delivers webhooks (and empties the outbox) with `webhooks`.

@@ -85,6 +85,26 @@ fn bad(message: String) -> Error {
     Error::new(ErrorKind::BadRequest).with_message(message)
 }
 
+/// The password to store: `given` sealed by `seal`, none for `""`, the `kept` one when
+/// none is given (a replace that leaves it out); a password needs a `username`.
+pub(crate) fn sealed_password(
+    given: Option<&str>,
+    kept: Option<&Vec<u8>>,
+    username: Option<&str>,
+    seal: impl FnOnce(&str) -> Result<Vec<u8>, Error>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let sealed = match given {
+        Some("") => None,
+        Some(password) if password.len() > 4096 => return Err(bad("the password is too long".to_owned())),
+        Some(password) => Some(seal(password)?),
+        None => kept.cloned(),
+    };
+    if sealed.is_some() && username.is_none() {
+        return Err(bad("a password needs a username".to_owned()));
+    }
+    Ok(sealed)
+}
+
 /// An upstream's or a host's name as given: `[a-z0-9]`, inner `-`, at most 64.
 fn check_name(name: &str) -> Result<(), Error> {
     check_name_of("upstream", name)
@@ -167,15 +187,10 @@ impl UpstreamSpec {
         {
             return Err(bad(format!("ca_pem of upstream {} holds no PEM certificate", self.name)));
         }
-        let sealed_password = match self.password.as_deref() {
-            Some("") => None,
-            Some(password) if password.len() > 4096 => return Err(bad("the password is too long".to_owned())),
-            Some(password) => Some(seal(&self.name, password)?),
-            None => stored.and_then(|s| s.sealed_password.clone()),
-        };
-        if sealed_password.is_some() && self.username.is_none() {
-            return Err(bad("a password needs a username".to_owned()));
-        }
+        let kept = stored.and_then(|s| s.sealed_password.as_ref());
+        let name = self.name.clone();
+        let sealed_password =
+            sealed_password(self.password.as_deref(), kept, self.username.as_deref(), |p| seal(&name, p))?;
         Ok(Upstream {
             name: self.name,
             url: self.url.trim_end_matches('/').to_owned(),

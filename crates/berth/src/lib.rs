@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use berth_access::authorizer::{AccessConfig, TokenAuthorizer};
 use berth_access::oidc::{IssuerPolicy, OidcConfig};
+use berth_federation::replication::Replication;
 use berth_federation::{Federation, SealKey, Timeouts, UpstreamSpec, WebhookConfig, Webhooks};
 use berth_jobs::audit::AuditLog;
 use berth_jobs::gc::{Collector, Gc, GcConfig};
@@ -32,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 const MAX_REDIRECT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the audit log is pruned.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long replication copies running at a graceful stop may take to finish (the rest
+/// are taken over when their claim runs out, by this node after a restart or another).
+const REPLICATION_GRACE: Duration = Duration::from_secs(10);
 
 mod bootstrap;
 pub use bootstrap::ADMIN;
@@ -191,10 +195,14 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     .with_gc(Gc::new(stores.gc, gc_config(config)));
     let jobs = Arc::new(jobs);
     let key = federation_key(config)?;
+    let replication =
+        Arc::new(Replication::new(stores.replication, Arc::clone(&jobs), key.clone(), Timeouts::default()));
     let webhooks =
-        Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), webhook_config(config)?)?;
+        Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), webhook_config(config)?)?
+            .with_replication(Arc::clone(&replication));
     let federation = Federation::new(stores.federation, Arc::clone(&jobs), key, Timeouts::default())
-        .with_webhooks(Arc::new(webhooks));
+        .with_webhooks(Arc::new(webhooks))
+        .with_replication(replication);
     federation.refresh().await?;
     configure_upstreams(&federation, &config.federation.upstreams).await?;
     let registry =
@@ -357,6 +365,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     // The outbox's dispatcher: with no webhook it empties the outbox all the same.
     let dispatcher =
         registry.federation.as_ref().and_then(|f| f.webhooks.clone()).map(|w| tokio::spawn(w.run(shutdown.clone())));
+    // Replication's executor: copies that run at a stop get a little time to finish.
+    let replicator = registry
+        .federation
+        .as_ref()
+        .and_then(|f| f.replication.clone())
+        .map(|r| tokio::spawn(r.execute(shutdown.clone(), REPLICATION_GRACE)));
     let metrics_server = match config.metrics.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
@@ -407,6 +421,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     switches.await?;
     if let Some(dispatcher) = dispatcher {
         dispatcher.await?;
+    }
+    if let Some(replicator) = replicator {
+        replicator.await?;
     }
     if let Some(upstreams) = upstreams {
         upstreams.await?;

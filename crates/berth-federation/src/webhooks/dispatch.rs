@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::Error;
 use berth_jobs::JobOutcome;
-use berth_meta::{Attempt, AuditEvent, Delivery, EventKind, NewDelivery, Webhook};
+use berth_meta::{Attempt, AuditEvent, Delivery, EventKind, NewDelivery, NewTask, Webhook};
 use tokio_util::sync::CancellationToken;
 
 use super::{Webhooks, payload, send, spec};
@@ -78,6 +78,10 @@ impl Webhooks {
     /// One pass with `hooks` (every webhook): every pending event fanned out, then the due
     /// deliveries started.
     pub async fn pass(self: &Arc<Self>, hooks: &[Webhook]) -> Result<(), Error> {
+        // The rules as stored now: an event is matched against the rules of its time.
+        if let Some(r) = self.replication.get() {
+            r.refresh_rules().await?;
+        }
         loop {
             let events = self.outbox.pending(FAN_OUT_BATCH).await?;
             if events.is_empty() {
@@ -86,10 +90,20 @@ impl Webhooks {
             let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
             let deliveries: Vec<NewDelivery> =
                 events.iter().filter_map(|e| e.event.as_ref()).flat_map(|e| self.deliveries_of(hooks, e)).collect();
+            // Replication's tasks join the same transaction: an event is delivered and
+            // replicated, or neither is recorded yet.
+            let replication = self.replication.get();
+            let tasks: Vec<NewTask> = match replication {
+                Some(r) => events.iter().filter_map(|e| e.event.as_ref()).flat_map(|e| r.event_tasks(e)).collect(),
+                None => Vec::new(),
+            };
             let full = events.len() == FAN_OUT_BATCH as usize;
-            if !self.outbox.fan_out(&ids, &deliveries, &[]).await? {
+            if !self.outbox.fan_out(&ids, &deliveries, &tasks).await? {
                 // Another node holds the lease now.
                 return Ok(());
+            }
+            if let (Some(r), false) = (replication, tasks.is_empty()) {
+                r.wake();
             }
             if !full {
                 break;
@@ -235,10 +249,7 @@ impl Webhooks {
 }
 
 fn backoff_of(config: &super::WebhookConfig, attempts: u32) -> Duration {
-    let doubled = config.retry_base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
-    let full = doubled.min(config.retry_max);
-    let random = (uuid::Uuid::new_v4().as_u128() % 1001) as u32;
-    full.mul_f64(0.5 + f64::from(random) / 2000.0)
+    crate::backoff(config.retry_base, config.retry_max, attempts)
 }
 
 #[cfg(test)]

@@ -93,6 +93,8 @@ pub struct Webhooks {
     pub(crate) quota_wanted: Mutex<HashSet<String>>,
     /// When this node last announced a project's quota refusal.
     quota_announced: Mutex<HashMap<String, Instant>>,
+    /// Replication, whose rules turn events into tasks in the fan-out's transaction.
+    pub(crate) replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
 }
 
 /// A project's quota refusals are announced at most once in this time per node: a client
@@ -129,7 +131,14 @@ impl Webhooks {
             sending: tokio_util::task::TaskTracker::new(),
             quota_wanted: Mutex::default(),
             quota_announced: Mutex::default(),
+            replication: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fans events out into `replication`'s tasks too.
+    pub fn with_replication(self, replication: Arc<crate::replication::Replication>) -> Webhooks {
+        let _ = self.replication.set(replication);
+        self
     }
 
     /// Announces that a push into `repo` was refused for `project`'s quota (`message`

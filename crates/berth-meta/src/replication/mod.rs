@@ -313,6 +313,11 @@ pub trait ReplicationStore: Send + Sync + 'static {
     /// whose claims overlap in time. Returned in id order.
     async fn claim_tasks(&self, rule: &str, now_ms: i64, until_ms: i64, limit: u32) -> Result<Vec<Task>, Error>;
 
+    /// Moves the due time of `tasks` still pending to `until_ms`: the claim of a node still
+    /// copying them, renewed, so that a short claim (quick to take over when the node
+    /// dies) never runs out under a long copy.
+    async fn extend_claims(&self, tasks: &[i64], until_ms: i64) -> Result<(), Error>;
+
     /// Records an attempt at a pending task: succeeded, to be retried at `retry_at_ms`
     /// (pending again, its error kept), or given up. A task made final adds to its
     /// execution's counts in the same transaction, and the one that leaves none of the

@@ -328,6 +328,25 @@ macro_rules! replication_store {
                 Ok(claimed)
             }
 
+            async fn extend_claims(&self, tasks: &[i64], until_ms: i64) -> Result<(), Error> {
+                if tasks.is_empty() {
+                    return Ok(());
+                }
+                // One statement per task (a node runs a few at a time), in one transaction. Not
+                // made durable: a renewal lost to a power cut leaves the claim as it was,
+                // which runs out a little sooner.
+                let mut tx = self.writer.begin().await.map_err(db_err)?;
+                for id in tasks {
+                    sqlx::query("UPDATE replication_tasks SET due_ms = $1 WHERE id = $2 AND state = 'pending'")
+                        .bind(until_ms)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)
+            }
+
             async fn record_task(
                 &self,
                 t: &$crate::replication::TaskResult,

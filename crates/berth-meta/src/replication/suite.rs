@@ -237,6 +237,14 @@ async fn tasks_are_claimed_oldest_first_and_held_until_their_claim_ends(repl: &d
     assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
     assert_eq!(repl.pending_tasks("claims").await.unwrap(), 5, "claimed tasks are pending still");
     assert_eq!(repl.claim_tasks("claims-other", 1000, 5000, 10).await.unwrap().len(), 1);
+
+    // A node still copying renews its claim on two of them: those stay its own.
+    repl.extend_claims(&ids[..2], 20_000).await.unwrap();
+    let due = repl.claim_tasks("claims", 9000, 30_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), ids[2..], "renewed claims are not taken over");
+    let renewed = repl.tasks(e.id, None, 10).await.unwrap();
+    assert_eq!(renewed.iter().map(|t| t.due_ms).collect::<Vec<_>>(), [20_000, 20_000, 30_000, 30_000, 30_000]);
+    repl.extend_claims(&[], 1).await.unwrap();
 }
 
 async fn results_are_counted_once_and_the_last_finishes_the_execution(repl: &dyn ReplicationStore) {

@@ -1,6 +1,6 @@
 //! The management API under `/api/v1`: users, projects, members, robots, the audit log,
-//! per-project listings (what a UI needs), retention policies, webhooks, upstreams and garbage
-//! collection, as JSON, and its OpenAPI document.
+//! per-project listings (what a UI needs), retention policies, webhooks, upstreams, replication
+//! and garbage collection, as JSON, and its OpenAPI document.
 //!
 //! Not the registry protocol (that is `/v2`, `v2.rs`). Every handler
 //! authorizes through the same seam as `/v2` ([`berth_access::Authorizer`]) before touching a
@@ -35,6 +35,7 @@ mod listings;
 mod members;
 mod policies;
 mod projects;
+mod replication;
 mod repositories;
 mod retention;
 mod robots;
@@ -113,6 +114,20 @@ routes! {
     get "/upstreams/{name}" => upstreams::get,
     put "/upstreams/{name}" => upstreams::replace,
     delete "/upstreams/{name}" => upstreams::delete,
+    get "/replication/registries" => replication::registries,
+    post "/replication/registries" => replication::create_registry,
+    get "/replication/registries/{name}" => replication::get_registry,
+    put "/replication/registries/{name}" => replication::replace_registry,
+    delete "/replication/registries/{name}" => replication::delete_registry,
+    get "/replication/rules" => replication::rules,
+    post "/replication/rules" => replication::create_rule,
+    get "/replication/rules/{name}" => replication::get_rule,
+    put "/replication/rules/{name}" => replication::replace_rule,
+    delete "/replication/rules/{name}" => replication::delete_rule,
+    post "/replication/rules/{name}/run" => replication::run,
+    get "/replication/executions" => replication::executions,
+    get "/replication/executions/{id}" => replication::execution,
+    get "/replication/executions/{id}/tasks" => replication::tasks,
     post "/gc" => gc::run,
     get "/gc/runs" => gc::runs,
     get "/openapi.json" => openapi,
@@ -184,6 +199,20 @@ routes! {
         upstreams::get,
         upstreams::replace,
         upstreams::delete,
+        replication::registries,
+        replication::create_registry,
+        replication::get_registry,
+        replication::replace_registry,
+        replication::delete_registry,
+        replication::rules,
+        replication::create_rule,
+        replication::get_rule,
+        replication::replace_rule,
+        replication::delete_rule,
+        replication::run,
+        replication::executions,
+        replication::execution,
+        replication::tasks,
         gc::run,
         gc::runs,
         openapi,

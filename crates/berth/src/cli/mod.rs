@@ -1,5 +1,5 @@
 //! `berth` subcommands that manage a registry: `login`, `user`, `project`, `repo`
-//! (`repos.rs`), `upstream` (`upstreams.rs`), `member`, `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call
+//! (`repos.rs`), `upstream` (`upstreams.rs`), `replication` (`replication.rs`), `member`, `robot`, `audit`, `retention`, `scrub` and `gc` (`gc.rs`) call
 //! a running server's management API (`client.rs`); `user import-htpasswd` and `admin
 //! reset-password` work on a stopped server's data (`offline.rs`). Not `berth serve`
 //! (that is `main.rs`).
@@ -17,6 +17,7 @@ pub mod client;
 mod gc;
 mod offline;
 mod policies;
+mod replication;
 mod repos;
 mod retention;
 mod scrub;
@@ -25,6 +26,7 @@ mod upstreams;
 use client::{Client, Login, Remote, segment};
 pub use offline::{AdminCommand, Offline};
 pub use policies::ImmutableCommand;
+pub use replication::ReplicationCommand;
 pub use repos::RepoCommand;
 pub use retention::RetentionCommand;
 pub use upstreams::UpstreamCommand;
@@ -69,6 +71,14 @@ pub enum Command {
     Upstream {
         #[command(subcommand)]
         command: UpstreamCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replication to other registries: list and run rules, see executions (system
+    /// administrators).
+    Replication {
+        #[command(subcommand)]
+        command: ReplicationCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -308,6 +318,7 @@ pub async fn run(command: Command) -> Result<(), BoxError> {
         Command::Project { command, remote } => project(command, &Client::new(&remote)?).await,
         Command::Repo { command, remote } => repos::repo(command, &Client::new(&remote)?).await,
         Command::Upstream { command, remote } => upstreams::upstream(command, &Client::new(&remote)?).await,
+        Command::Replication { command, remote } => replication::replication(command, &Client::new(&remote)?).await,
         Command::Member { command, remote } => member(command, &Client::new(&remote)?).await,
         Command::Robot { command, remote } => robot(command, &Client::new(&remote)?).await,
         Command::Scrub { remote } => scrub::scrub(&Client::new(&remote)?).await,

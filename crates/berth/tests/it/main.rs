@@ -86,6 +86,7 @@ mod policies;
 mod proxies;
 mod read_only;
 mod redirect;
+mod replication;
 mod retention;
 mod scrub;
 mod shutdown;

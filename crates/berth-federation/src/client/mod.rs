@@ -1,5 +1,6 @@
-//! The registry client proxy projects fetch with: the OCI distribution API's reads
-//! (manifests, blobs, tags) against one upstream, answering its challenge with Basic
+//! The registry client proxy projects fetch with and replication sends with: the OCI
+//! distribution API's reads (manifests, blobs, tags) and writes (`push.rs`) against one
+//! registry, answering its challenge with Basic
 //! credentials or the Docker token flow (tokens kept per scope until shortly before
 //! they expire), following redirects (a blob's bytes are often on a CDN or a bucket),
 //! every request bounded in time.
@@ -12,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_core::manifest::MAX_MANIFEST_SIZE;
@@ -23,6 +25,27 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_A
 use reqwest::{Method, Url};
 
 use crate::challenge::{self, Challenge};
+
+mod push;
+
+pub use push::{BlobToPush, Pushed, Sent};
+
+/// One request to the registry, as [`UpstreamClient::exchange`] sends it.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: Url,
+    /// The repository the request is about, and what it needs there (`pull`,
+    /// `pull,push`, `pull,push,delete`): the scope of the token asked for.
+    pub repo: &'a str,
+    pub actions: &'static str,
+    pub accept: Option<&'a str>,
+    /// A content type and the body.
+    pub body: Option<(&'a str, Bytes)>,
+    /// More headers (`Content-Range` of a chunk).
+    pub headers: Vec<(&'static str, String)>,
+    /// Bounded by the request timeout (a manifest, a HEAD); else only each read is.
+    pub timed: bool,
+}
 
 /// Every manifest type Berth stores, asked for at once: the upstream answers with what it
 /// has, byte for byte, never a conversion.
@@ -59,6 +82,11 @@ pub struct UpstreamClient {
     timeouts: Timeouts,
     /// Bearer tokens by scope, with when to stop using them.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// The registry asked for Basic credentials.
+    basic_first: AtomicBool,
+    /// What errors call the registry: `upstream` (a proxy project's) or `registry` (a
+    /// replication destination).
+    role: &'static str,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -97,7 +125,22 @@ impl UpstreamClient {
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(|e| Error::internal(format!("building the client of {name}: {e}")))?;
-        Ok(UpstreamClient { name: name.to_owned(), base, http, credentials, timeouts, tokens: Mutex::default() })
+        Ok(UpstreamClient {
+            name: name.to_owned(),
+            base,
+            http,
+            credentials,
+            timeouts,
+            tokens: Mutex::default(),
+            basic_first: AtomicBool::new(false),
+            role: "upstream",
+        })
+    }
+
+    /// The same client, its errors naming a replication destination (`registry NAME`).
+    pub fn for_replication(mut self) -> UpstreamClient {
+        self.role = "registry";
+        self
     }
 
     /// `HEAD` of a manifest: its digest, when the upstream says it (`None`: no such
@@ -180,7 +223,8 @@ impl UpstreamClient {
     }
 
     /// Sends a request for `/v2/{path}` with whatever credentials the upstream asks
-    /// for; `None` on 404. Any other failure is an error naming the upstream.
+    /// for, scoped to pulling `repo`; `None` on 404. Any other failure is an error naming
+    /// the upstream.
     async fn send(
         &self,
         method: Method,
@@ -188,46 +232,73 @@ impl UpstreamClient {
         repo: &str,
         accept: Option<&str>,
     ) -> Result<Option<reqwest::Response>, Error> {
+        let timed = method == Method::HEAD || accept.is_some();
         let url = self.url(path)?;
-        let scope = format!("repository:{repo}:pull");
-        let mut authorization = self.cached_token(&scope).map(|t| format!("Bearer {t}"));
-        for attempt in 0..2 {
-            let mut request = self.http.request(method.clone(), url.clone());
-            if let Some(accept) = accept {
-                request = request.header(ACCEPT, accept);
-            }
-            if let Some(value) = &authorization {
-                request = request.header(AUTHORIZATION, value);
-            }
-            // A blob's body is bounded by the read timeout, not by this one.
-            if method == Method::HEAD || accept.is_some() {
-                request = request.timeout(self.timeouts.request);
-            }
-            let response = request.send().await.map_err(|e| self.unreachable(&transport(&e)))?;
-            match response.status().as_u16() {
-                200..=299 => return Ok(Some(response)),
-                404 => return Ok(None),
-                401 if attempt == 0 => {
-                    let challenge = response
-                        .headers()
-                        .get(WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(challenge::parse);
-                    authorization = match challenge {
-                        Some(Challenge::Bearer { realm, service }) => {
-                            Some(format!("Bearer {}", self.token(&realm, service.as_deref(), &scope).await?))
-                        }
-                        Some(Challenge::Basic) if self.credentials.is_some() => self.basic(),
-                        _ => return Err(self.refused(401)),
-                    };
-                }
-                status => return Err(self.refused(status)),
-            }
+        let request = Request { method, url, repo, actions: "pull", accept, body: None, headers: Vec::new(), timed };
+        let response = self.exchange(request).await?;
+        match response.status().as_u16() {
+            200..=299 => Ok(Some(response)),
+            404 => Ok(None),
+            status => Err(self.refused(status)),
         }
-        Err(self.refused(401))
     }
 
-    fn url(&self, path: &str) -> Result<Url, Error> {
+    /// Sends `request`, answering a 401's challenge once (a Docker token for the
+    /// request's scope, or Basic credentials), and returns whatever came back after that:
+    /// the caller reads the status. A body is sent again after a challenge, so it is
+    /// whole bytes, never a stream.
+    pub(crate) async fn exchange(&self, request: Request<'_>) -> Result<reqwest::Response, Error> {
+        let scope = format!("repository:{}:{}", request.repo, request.actions);
+        let mut authorization = match self.cached_token(&scope) {
+            Some(token) => Some(format!("Bearer {token}")),
+            // A registry that asked for Basic once gets it at once from then on.
+            None if self.basic_first.load(Ordering::Relaxed) => self.basic(),
+            None => None,
+        };
+        for attempt in 0..2 {
+            let mut builder = self.http.request(request.method.clone(), request.url.clone());
+            if let Some(accept) = request.accept {
+                builder = builder.header(ACCEPT, accept);
+            }
+            if let Some((content_type, body)) = &request.body {
+                builder = builder.header(CONTENT_TYPE, *content_type).body(body.clone());
+            }
+            for (name, value) in &request.headers {
+                builder = builder.header(*name, value);
+            }
+            if let Some(value) = &authorization {
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            // A blob's body is bounded by the read timeout, not by this one.
+            if request.timed {
+                builder = builder.timeout(self.timeouts.request);
+            }
+            let response = builder.send().await.map_err(|e| self.unreachable(&transport(&e)))?;
+            if response.status().as_u16() != 401 || attempt == 1 {
+                return Ok(response);
+            }
+            let challenge =
+                response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(challenge::parse);
+            authorization = match challenge {
+                Some(Challenge::Bearer { realm, service }) => {
+                    Some(format!("Bearer {}", self.token(&realm, service.as_deref(), &scope).await?))
+                }
+                Some(Challenge::Basic) if self.credentials.is_some() => {
+                    self.basic_first.store(true, Ordering::Relaxed);
+                    self.basic()
+                }
+                _ => return Err(self.refused(401)),
+            };
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// A URL the registry named (an upload's `Location`, absolute or a path).
+    pub(crate) fn resolve(&self, location: &str) -> Result<Url, Error> {
+        self.base.join(location).map_err(|e| self.unreachable(&format!("named a bad location: {e}")))
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
         let base = self.base.as_str().trim_end_matches('/');
         let path = path.trim_start_matches("/v2/");
         Url::parse(&format!("{base}/v2/{path}")).map_err(|e| Error::internal(format!("upstream URL: {e}")))
@@ -285,20 +356,22 @@ impl UpstreamClient {
         Ok(value)
     }
 
-    fn unreachable(&self, why: &str) -> Error {
-        Error::new(ErrorKind::Unavailable).with_message(format!("upstream {} {why}", self.name)).with_retry_after(5)
+    pub(crate) fn unreachable(&self, why: &str) -> Error {
+        Error::new(ErrorKind::Unavailable)
+            .with_message(format!("{} {} {why}", self.role, self.name))
+            .with_retry_after(5)
     }
 
     /// The error for an upstream's refusal: its credentials (401, 403) or its rate limit
     /// (429) name the upstream and what to do.
-    fn refused(&self, status: u16) -> Error {
-        let name = &self.name;
+    pub(crate) fn refused(&self, status: u16) -> Error {
+        let (role, name) = (self.role, &self.name);
         match status {
             401 | 403 => Error::new(ErrorKind::Denied).with_message(format!(
-                "upstream {name} refused Berth's credentials for it ({status}); an administrator must update them"
+                "{role} {name} refused Berth's credentials for it ({status}); an administrator must update them"
             )),
             429 => Error::new(ErrorKind::TooManyRequests)
-                .with_message(format!("upstream {name} is rate limiting Berth (429); retry later"))
+                .with_message(format!("{role} {name} is rate limiting Berth (429); retry later"))
                 .with_retry_after(30),
             other => self.unreachable(&format!("answered HTTP {other}")),
         }
@@ -325,7 +398,7 @@ fn transport(e: &reqwest::Error) -> String {
     if cause.is_empty() { kind.to_owned() } else { format!("{kind} ({cause})") }
 }
 
-fn length(response: &reqwest::Response) -> Option<u64> {
+pub(crate) fn length(response: &reqwest::Response) -> Option<u64> {
     response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
@@ -339,7 +412,7 @@ fn next_page(response: &reqwest::Response) -> Option<String> {
     Some(path.to_owned())
 }
 
-async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Bytes, Error> {
+pub(crate) async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Bytes, Error> {
     let mut stream = response.bytes_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {

@@ -1,0 +1,442 @@
+//! The replication service: registries and rules managed through it, executions started
+//! by a manual run or by the outbox's events, and the executor that works their tasks.
+//!
+//! The executor runs on every node. Each pass reads the rules; for each enabled rule with
+//! room (its concurrency less the tasks this node runs for it) it takes the rule's lease
+//! (`replication:<rule>`: one node works a rule at a time), claims due tasks and runs each
+//! as a task of its own. A claim lasts [`CLAIM`], renewed while the copy runs: a node that
+//! dies mid-copy leaves its tasks due again once it runs out, and the copy starts over where the destination is (every blob
+//! and manifest it has is skipped after a `HEAD`), so an artifact is neither lost nor
+//! copied twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_core::{Digest, Error, ErrorKind, Reference, RepoName, Tag};
+use berth_jobs::Jobs;
+use berth_meta::{
+    EventKind, Execution, NewEvent, NewTask, ReplicationRegistry, ReplicationRule, ReplicationStore, Task, TaskOp,
+    TaskResult, Trigger,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::copy::Copier;
+use super::spec::{self, Matcher, RegistrySpec, RegistryView, RuleSpec, RuleView};
+use crate::client::{Sent, Timeouts, UpstreamClient};
+use crate::seal::SealKey;
+
+/// How long a claimed task is this node's unless renewed (every [`RENEW`] while it runs);
+/// another node, or this one restarted, takes it over after that.
+pub const CLAIM: Duration = Duration::from_secs(15);
+const RENEW: Duration = Duration::from_secs(5);
+/// How long a rule's lease lasts past a pass (renewed every pass).
+const LEASE_SECS: i64 = 30;
+/// Attempts of a task before it is given up (the next run copies it again).
+const MAX_ATTEMPTS: u32 = 8;
+const RETRY_BASE: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+/// How often the executor looks for work.
+const POLL: Duration = Duration::from_secs(1);
+/// Finished executions are kept this long, pruned this many at a time this often.
+const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+const PRUNE_BATCH: u32 = 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Repositories and tags read per page when a manual run lists what to copy.
+const PAGE: u32 = 1000;
+
+/// The replication service of one node.
+pub struct Replication {
+    store: Arc<dyn ReplicationStore>,
+    jobs: Arc<Jobs>,
+    key: Option<SealKey>,
+    timeouts: Timeouts,
+    /// Clients by registry, rebuilt when the registry changes.
+    clients: Mutex<HashMap<String, (i64, Arc<UpstreamClient>)>>,
+    /// Bandwidth shared by a rule's transfers on this node.
+    sent: Mutex<HashMap<String, Arc<Sent>>>,
+    /// Tasks this node runs, by rule.
+    running: Mutex<HashMap<String, u32>>,
+    /// Their ids, whose claims the executor renews.
+    claimed: Mutex<std::collections::BTreeSet<i64>>,
+    /// The rules as of the last pass, for matching the outbox's events.
+    rules: Mutex<Vec<ReplicationRule>>,
+    wake: Notify,
+    tasks: TaskTracker,
+}
+
+impl Replication {
+    pub fn new(store: Arc<dyn ReplicationStore>, jobs: Arc<Jobs>, key: Option<SealKey>, timeouts: Timeouts) -> Self {
+        Replication {
+            store,
+            jobs,
+            key,
+            timeouts,
+            clients: Mutex::default(),
+            sent: Mutex::default(),
+            running: Mutex::default(),
+            claimed: Mutex::default(),
+            rules: Mutex::default(),
+            wake: Notify::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    pub async fn registries(&self) -> Result<Vec<RegistryView>, Error> {
+        Ok(self.store.all_registries().await?.iter().map(RegistryView::from).collect())
+    }
+
+    pub async fn put_registry(&self, spec: RegistrySpec, create: bool) -> Result<RegistryView, Error> {
+        let stored = self.store.all_registries().await?.into_iter().find(|r| r.name == spec.name);
+        let name = spec.name.clone();
+        let key = self.key.as_ref();
+        let registry = spec.into_registry(stored.as_ref(), |password| match key {
+            Some(key) => Ok(key.seal(&aad(&name), password)),
+            None => Err(Error::new(ErrorKind::BadRequest).with_message(
+                "no federation key is configured (federation.key_file), so Berth cannot store a password",
+            )),
+        })?;
+        let stored = self.store.put_registry(&registry, create).await?;
+        Ok(RegistryView::from(&stored))
+    }
+
+    pub async fn delete_registry(&self, name: &str) -> Result<bool, Error> {
+        self.store.delete_registry(name).await
+    }
+
+    pub async fn rules(&self) -> Result<Vec<RuleView>, Error> {
+        self.store.all_rules().await?.iter().map(RuleView::of).collect()
+    }
+
+    pub async fn rule(&self, name: &str) -> Result<ReplicationRule, Error> {
+        self.store.all_rules().await?.into_iter().find(|r| r.name == name).ok_or_else(|| {
+            Error::new(ErrorKind::ResourceUnknown).with_message(format!("no replication rule named {name:?}"))
+        })
+    }
+
+    pub async fn put_rule(&self, spec: RuleSpec, create: bool) -> Result<RuleView, Error> {
+        let stored = self.store.put_rule(&spec.into_rule()?, create).await?;
+        self.refresh_rules().await?;
+        RuleView::of(&stored)
+    }
+
+    pub async fn delete_rule(&self, name: &str) -> Result<bool, Error> {
+        let gone = self.store.delete_rule(name).await?;
+        self.refresh_rules().await?;
+        Ok(gone)
+    }
+
+    /// Looks for due tasks now (new ones were written).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn store(&self) -> &dyn ReplicationStore {
+        &*self.store
+    }
+
+    pub(crate) async fn refresh_rules(&self) -> Result<Vec<ReplicationRule>, Error> {
+        let rules = self.store.all_rules().await?;
+        *self.rules.lock().unwrap() = rules.clone();
+        Ok(rules)
+    }
+
+    /// Starts a manual run of `rule`: a task for every manifest of the project its
+    /// filters match (with the tags that match), copied in the executor's passes.
+    pub async fn run(&self, rule: &str) -> Result<Execution, Error> {
+        let rule = self.rule(rule).await?;
+        let options = spec::options(&rule)?;
+        let matcher = Matcher::new(&options)?;
+        let mut tasks = Vec::new();
+        let mut last = None;
+        loop {
+            let repos = berth_meta::project_repositories(&*self.jobs.meta, &rule.project, last.clone(), PAGE).await?;
+            for name in &repos {
+                if matcher.repository(name) {
+                    tasks.extend(self.repository_tasks(&rule, name, &matcher).await?);
+                }
+            }
+            if repos.len() < PAGE as usize {
+                break;
+            }
+            last = repos.last().cloned();
+        }
+        let execution = self.store.start_execution(&rule.name, Trigger::Manual, &tasks, berth_meta::now_ms()).await?;
+        self.wake.notify_one();
+        Ok(execution)
+    }
+
+    /// A task per manifest of `name` with a matching tag, its matching tags with it.
+    async fn repository_tasks(&self, rule: &ReplicationRule, name: &str, m: &Matcher) -> Result<Vec<NewTask>, Error> {
+        let repo = RepoName::parse(name)?;
+        let mut by_digest: Vec<(Digest, Vec<String>)> = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let Some(page) = self.jobs.meta.tags(&repo, last.as_deref(), PAGE).await? else { break };
+            for tag in page.items.iter().filter(|t| m.tag(t)) {
+                let reference = Reference::Tag(Tag::parse(tag)?);
+                let Some(record) = self.jobs.meta.manifest(&repo, &reference).await? else { continue };
+                match by_digest.iter_mut().find(|(d, _)| *d == record.digest) {
+                    Some((_, tags)) => tags.push(tag.clone()),
+                    None => by_digest.push((record.digest, vec![tag.clone()])),
+                }
+            }
+            if !page.more {
+                break;
+            }
+            last = page.items.last().cloned();
+        }
+        Ok(by_digest
+            .into_iter()
+            .map(|(digest, tags)| NewTask {
+                rule: rule.name.clone(),
+                op: TaskOp::Copy,
+                repo: name.to_owned(),
+                digest: Some(digest.to_string()),
+                tags,
+            })
+            .collect())
+    }
+
+    /// The tasks the outbox's `event` makes for the rules that copy on events: a push of a
+    /// matching repository with a matching tag, or untagged when the rule copies referrers
+    /// (which of those go is decided when the task runs: [`Replication::untagged_goes`]);
+    /// a manifest delete when it propagates deletes.
+    pub fn event_tasks(&self, event: &NewEvent) -> Vec<NewTask> {
+        let rules = self.rules.lock().unwrap();
+        let project = event.repo.split_once('/').map_or(berth_core::access::DEFAULT_PROJECT, |(p, _)| p);
+        let mut tasks = Vec::new();
+        for rule in rules.iter().filter(|r| r.enabled && r.on_event && r.project == project) {
+            let Ok(options) = spec::options(rule) else { continue };
+            let Ok(m) = Matcher::new(&options) else { continue };
+            if !m.repository(&event.repo) {
+                continue;
+            }
+            let (op, tags) = match event.kind {
+                EventKind::ArtifactPushed => {
+                    let tags: Vec<String> = event.tags.iter().filter(|t| m.tag(t)).cloned().collect();
+                    if tags.is_empty() && !(event.tags.is_empty() && options.referrers) {
+                        continue;
+                    }
+                    (TaskOp::Copy, tags)
+                }
+                EventKind::ArtifactDeleted if options.deletes => (TaskOp::Delete, Vec::new()),
+                _ => continue,
+            };
+            tasks.push(NewTask {
+                rule: rule.name.clone(),
+                op,
+                repo: event.repo.clone(),
+                digest: event.digest.clone(),
+                tags,
+            });
+        }
+        tasks
+    }
+
+    /// Works tasks until `shutdown` is cancelled; then lets the ones running finish for
+    /// up to `grace` (the rest are taken over when their claim runs out).
+    pub async fn execute(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut pruned = Instant::now() - PRUNE_EVERY;
+        let mut renewed = Instant::now();
+        loop {
+            if renewed.elapsed() >= RENEW {
+                renewed = Instant::now();
+                let ids: Vec<i64> = self.claimed.lock().unwrap().iter().copied().collect();
+                let until = berth_meta::now_ms() + CLAIM.as_millis() as i64;
+                if let Err(e) = self.store.extend_claims(&ids, until).await {
+                    tracing::warn!(error = %e, "renewing replication claims failed; they may be taken over");
+                }
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "a replication pass failed; trying again");
+            } else if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                let before = berth_meta::now_ms() - KEEP.as_millis() as i64;
+                match self.store.prune_executions(before, PRUNE_BATCH).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "replication executions pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning replication executions failed"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(POLL) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("replication tasks still running at shutdown; another pass takes them over");
+        }
+    }
+
+    /// Claims and starts the due tasks of every rule there is room for.
+    pub async fn pass(self: &Arc<Self>) -> Result<(), Error> {
+        let rules = self.refresh_rules().await?;
+        for rule in rules.into_iter().filter(|r| r.enabled) {
+            let concurrency = spec::options(&rule)?.concurrency.unwrap_or(spec::DEFAULT_CONCURRENCY);
+            let running = self.running.lock().unwrap().get(&rule.name).copied().unwrap_or(0);
+            let room = concurrency.saturating_sub(running);
+            // Nothing to do: no write (the lease), only this read.
+            if running == 0 && self.store.pending_tasks(&rule.name).await? == 0 {
+                continue;
+            }
+            let lease = format!("replication:{}", rule.name);
+            // Held while tasks run here, renewed each pass; taken when there is room.
+            if !self.jobs.meta.try_lease(&lease, &self.jobs.node_id, LEASE_SECS).await? || room == 0 {
+                continue;
+            }
+            let now = berth_meta::now_ms();
+            let claimed = self.store.claim_tasks(&rule.name, now, now + CLAIM.as_millis() as i64, room).await?;
+            for task in claimed {
+                *self.running.lock().unwrap().entry(rule.name.clone()).or_default() += 1;
+                self.claimed.lock().unwrap().insert(task.id);
+                let (this, rule) = (Arc::clone(self), rule.clone());
+                self.tasks.spawn(async move {
+                    let result = this.work(&rule, &task).await;
+                    match this.store.record_task(&result).await {
+                        Ok(Some(done)) => tracing::info!(rule = %rule.name, execution = done.id,
+                            state = done.state.as_str(), succeeded = done.succeeded, failed = done.failed,
+                            "replication execution finished"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, task = task.id, "recording a replication task failed"),
+                    }
+                    this.claimed.lock().unwrap().remove(&task.id);
+                    if let Some(n) = this.running.lock().unwrap().get_mut(&rule.name) {
+                        *n = n.saturating_sub(1);
+                    }
+                    this.wake.notify_one();
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Does one task once and says how it went.
+    async fn work(&self, rule: &ReplicationRule, task: &Task) -> TaskResult {
+        let started = Instant::now();
+        let outcome = self.copy_or_delete(rule, task).await;
+        let (bytes, error, final_error) = match outcome {
+            Ok(bytes) => (bytes, None, false),
+            // Gone here since: nothing left to copy, and trying again will not change that.
+            Err(e) if matches!(e.kind, ErrorKind::ManifestUnknown | ErrorKind::BlobUnknown) => {
+                (0, Some(e.message().to_owned()), true)
+            }
+            Err(e) => (0, Some(e.message().to_owned()), false),
+        };
+        let attempts = task.attempts + 1;
+        let retry_at_ms = match &error {
+            Some(_) if !final_error && attempts < MAX_ATTEMPTS => {
+                Some(berth_meta::now_ms() + crate::backoff(RETRY_BASE, RETRY_MAX, attempts).as_millis() as i64)
+            }
+            _ => None,
+        };
+        if let Some(e) = &error {
+            tracing::warn!(rule = %rule.name, task = task.id, repo = %task.repo, error = %e, retry = retry_at_ms.is_some(),
+                "a replication task failed");
+        }
+        self.jobs.recorder.job_run(
+            "replication-task",
+            if error.is_none() { berth_jobs::JobOutcome::Ok } else { berth_jobs::JobOutcome::Failed },
+            started.elapsed(),
+        );
+        TaskResult {
+            task: task.id,
+            at_ms: berth_meta::now_ms(),
+            bytes,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+            retry_at_ms,
+        }
+    }
+
+    async fn copy_or_delete(&self, rule: &ReplicationRule, task: &Task) -> Result<u64, Error> {
+        let options = spec::options(rule)?;
+        let client = self.client(&rule.registry).await?;
+        let repo = RepoName::parse(&task.repo)?;
+        let digest = Digest::parse(task.digest.as_deref().unwrap_or_default())?;
+        let dest = spec::destination(&options, repo.as_str());
+        match task.op {
+            TaskOp::Copy => {
+                if task.tags.is_empty() && !self.untagged_goes(&client, &repo, &digest, &dest).await? {
+                    return Ok(0);
+                }
+                let sent = self.sent_of(&rule.name, options.bandwidth_bytes_per_sec);
+                let copier = Copier::new(&self.jobs, &client, &sent, options.referrers, options.overwrite);
+                let copied = copier.copy(&repo, &digest, &dest, &task.tags).await?;
+                if !copied.tags_kept.is_empty() {
+                    tracing::info!(rule = %rule.name, repo = %dest, tags = ?copied.tags_kept,
+                        "destination tags point elsewhere and the rule does not overwrite: kept");
+                }
+                Ok(copied.bytes)
+            }
+            TaskOp::Delete => client.delete_manifest(&dest, &digest).await.map(|_| 0),
+        }
+    }
+
+    /// Whether an untagged push is copied on its own: a referrer whose subject is at the
+    /// destination already. A child of an index goes with its index, and so does a
+    /// referrer of a subject not copied yet (a copy brings the referrers along); a subject
+    /// the rule's filters leave out never gets there, and neither do its referrers.
+    async fn untagged_goes(
+        &self,
+        client: &UpstreamClient,
+        repo: &RepoName,
+        digest: &Digest,
+        dest: &str,
+    ) -> Result<bool, Error> {
+        let Some(record) = self.jobs.meta.manifest(repo, &Reference::Digest(digest.clone())).await? else {
+            return Err(Error::new(ErrorKind::ManifestUnknown).with_message(format!("{repo}@{digest} is gone")));
+        };
+        let parsed = berth_core::manifest::parse(Some(&record.media_type), &record.body)?;
+        match parsed.subject {
+            Some(subject) => Ok(client.head_manifest(dest, subject.as_str()).await?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    fn sent_of(&self, rule: &str, rate: Option<u64>) -> Arc<Sent> {
+        let mut sent = self.sent.lock().unwrap();
+        Arc::clone(sent.entry(rule.to_owned()).or_insert_with(|| Arc::new(Sent::new(rate))))
+    }
+
+    /// The client of registry `name`, as stored now.
+    async fn client(&self, name: &str) -> Result<Arc<UpstreamClient>, Error> {
+        let registry = self.store.all_registries().await?.into_iter().find(|r| r.name == name).ok_or_else(|| {
+            Error::new(ErrorKind::ResourceUnknown).with_message(format!("no replication registry named {name:?}"))
+        })?;
+        if let Some((at, client)) = self.clients.lock().unwrap().get(name)
+            && *at == registry.updated_at
+        {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(self.build_client(&registry)?);
+        self.clients.lock().unwrap().insert(name.to_owned(), (registry.updated_at, Arc::clone(&client)));
+        Ok(client)
+    }
+
+    fn build_client(&self, r: &ReplicationRegistry) -> Result<UpstreamClient, Error> {
+        let credentials = match (&r.username, &r.sealed_password) {
+            (Some(user), Some(sealed)) => {
+                let key = self.key.as_ref().ok_or_else(|| {
+                    Error::internal(format!(
+                        "registry {} has a stored password but no federation key is configured",
+                        r.name
+                    ))
+                })?;
+                Some((user.clone(), key.open(&aad(&r.name), sealed)?))
+            }
+            (Some(user), None) => Some((user.clone(), String::new())),
+            _ => None,
+        };
+        Ok(UpstreamClient::new(&r.name, &r.url, r.ca_pem.as_deref(), credentials, self.timeouts)?.for_replication())
+    }
+}
+
+/// What a registry's password is sealed with, beside the key: its name and purpose.
+fn aad(name: &str) -> String {
+    format!("replication registry {name} password")
+}
