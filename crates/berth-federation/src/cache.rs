@@ -288,34 +288,49 @@ impl Federation {
             }
         };
         let _ = started.send(Ok(Some(size)));
-        let (blobs, meta) = (&self.jobs.blobs, &self.jobs.meta);
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let state = blobs.create_upload(&id).await.map_err(storage_err)?;
-        meta.create_upload(&id, repo, &state, u32::MAX).await?;
-        let outcome = Arc::new(Mutex::new(None));
-        let tee = tee(upstream, client, digest.clone(), size, Arc::clone(&outcome));
-        let appended = blobs.append_upload(&id, &state, 0, tee).await.map_err(storage_err);
-        let verdict = outcome.lock().unwrap().take();
-        let (written, state) = match (appended, verdict) {
-            (Ok(done), Some(Ok(()))) => done,
-            (Ok(_), Some(Err(why))) => {
-                discard(self, &id, &state).await;
-                return Err(Error::new(ErrorKind::Unavailable).with_message(format!(
-                    "upstream {} sent bytes for {digest} that {why}; nothing was stored",
-                    via.upstream()
-                )));
-            }
-            (Ok(_), None) => {
-                discard(self, &id, &state).await;
-                return Err(Error::internal("the blob's stream ended unchecked"));
-            }
-            (Err(e), _) => {
-                discard(self, &id, &state).await;
-                return Err(e);
-            }
-        };
-        berth_jobs::commit::commit_and_link(&self.jobs, repo, digest, &id, &state, written).await
+        let from = format!("upstream {}", via.upstream());
+        store_fetched(&self.jobs, &from, repo, digest, size, upstream, client).await
     }
+}
+
+/// Stores a blob another registry (`from`, for messages) is sending: its bytes go into an
+/// upload, hashed as they pass (and to `client` too, if there is one: [`tee`]), and the
+/// blob is recorded in `repo` only once they hash to `digest` (and are `size` long, when
+/// known). Bytes that do not match are removed, and nothing is recorded.
+pub(crate) async fn store_fetched(
+    jobs: &berth_jobs::Jobs,
+    from: &str,
+    repo: &RepoName,
+    digest: &Digest,
+    size: Option<u64>,
+    upstream: ByteStream,
+    client: Option<mpsc::Sender<io::Result<Bytes>>>,
+) -> Result<(), Error> {
+    let (blobs, meta) = (&jobs.blobs, &jobs.meta);
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let state = blobs.create_upload(&id).await.map_err(storage_err)?;
+    meta.create_upload(&id, repo, &state, u32::MAX).await?;
+    let outcome = Arc::new(Mutex::new(None));
+    let tee = tee(upstream, client, digest.clone(), size, Arc::clone(&outcome));
+    let appended = blobs.append_upload(&id, &state, 0, tee).await.map_err(storage_err);
+    let verdict = outcome.lock().unwrap().take();
+    let (written, state) = match (appended, verdict) {
+        (Ok(done), Some(Ok(()))) => done,
+        (Ok(_), Some(Err(why))) => {
+            discard(jobs, &id, &state).await;
+            return Err(Error::new(ErrorKind::Unavailable)
+                .with_message(format!("{from} sent bytes for {digest} that {why}; nothing was stored")));
+        }
+        (Ok(_), None) => {
+            discard(jobs, &id, &state).await;
+            return Err(Error::internal("the blob's stream ended unchecked"));
+        }
+        (Err(e), _) => {
+            discard(jobs, &id, &state).await;
+            return Err(e);
+        }
+    };
+    berth_jobs::commit::commit_and_link(jobs, repo, digest, &id, &state, written).await
 }
 
 /// The lead of a blob fetch before its task runs; dropped, it removes the flight and tells
@@ -338,12 +353,12 @@ impl Drop for Lead<'_> {
 }
 
 /// Removes a failed fetch's upload, record first (as the janitor does).
-async fn discard(fed: &Federation, id: &str, state: &str) {
-    if let Err(e) = fed.jobs.meta.delete_upload(id).await {
+async fn discard(jobs: &berth_jobs::Jobs, id: &str, state: &str) {
+    if let Err(e) = jobs.meta.delete_upload(id).await {
         tracing::warn!(%id, error = %e, "could not remove a failed fetch's upload; the janitor will");
         return;
     }
-    if let Err(e) = fed.jobs.blobs.delete_upload(id, state).await {
+    if let Err(e) = jobs.blobs.delete_upload(id, state).await {
         tracing::warn!(%id, error = %e, "could not remove a failed fetch's bytes; the janitor will");
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use berth_core::manifest::Descriptor;
 use berth_core::manifest::MAX_MANIFEST_SIZE;
 use berth_core::{Digest, Error, ErrorKind, MediaType};
 use berth_storage::ByteStream;
@@ -45,6 +46,15 @@ pub(crate) struct Request<'a> {
     pub headers: Vec<(&'static str, String)>,
     /// Bounded by the request timeout (a manifest, a HEAD); else only each read is.
     pub timed: bool,
+    /// A token scope other than the repository's (the catalog's).
+    pub scope: Option<&'static str>,
+}
+
+impl Request<'_> {
+    fn with_scope(mut self, scope: &'static str) -> Self {
+        self.scope = Some(scope);
+        self
+    }
 }
 
 /// Every manifest type Berth stores, asked for at once: the upstream answers with what it
@@ -222,6 +232,81 @@ impl UpstreamClient {
         Ok(Some(tags))
     }
 
+    /// The referrers of manifest `digest` in `repo` (OCI 1.1's referrers API; the first
+    /// page), or `None` from a registry without that API.
+    pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            manifests: Vec<Descriptor>,
+        }
+        let url = self.url(&format!("{repo}/referrers/{digest}"))?;
+        let accept = Some("application/vnd.oci.image.index.v1+json");
+        let request = Request {
+            method: Method::GET,
+            url,
+            repo,
+            actions: "pull",
+            accept,
+            body: None,
+            headers: Vec::new(),
+            timed: true,
+            scope: None,
+        };
+        let response = self.exchange(request).await?;
+        match response.status().as_u16() {
+            200 => {}
+            // No such API (distribution 2.8 answers 404, others 400 or 405).
+            400 | 404 | 405 => return Ok(None),
+            status => return Err(self.refused(status)),
+        }
+        let body = tokio::time::timeout(self.timeouts.request, read_limited(response, MAX_MANIFEST_SIZE))
+            .await
+            .map_err(|_| self.unreachable("timed out reading referrers"))??;
+        match serde_json::from_slice::<Index>(&body) {
+            Ok(index) => Ok(Some(index.manifests)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every repository the registry lists (`/v2/_catalog`, following its pages, up to
+    /// 100 of 1,000), for a pull rule's globs.
+    pub async fn catalog(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            repositories: Option<Vec<String>>,
+        }
+        let mut names = Vec::new();
+        let mut path = "_catalog?n=1000".to_owned();
+        for _ in 0..100 {
+            let url = self.url(&path)?;
+            let request = Request {
+                method: Method::GET,
+                url,
+                repo: "",
+                actions: "",
+                accept: None,
+                body: None,
+                headers: Vec::new(),
+                timed: true,
+                scope: None,
+            };
+            let response = self.exchange(request.with_scope("registry:catalog:*")).await?;
+            if !response.status().is_success() {
+                return Err(self.refused(response.status().as_u16()));
+            }
+            let next = next_page(&response);
+            let body = read_limited(response, 16 << 20).await?;
+            let page: Catalog = serde_json::from_slice(&body)
+                .map_err(|e| self.unreachable(&format!("answered a catalog that is not JSON: {e}")))?;
+            names.extend(page.repositories.unwrap_or_default());
+            match next {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(names)
+    }
+
     /// Sends a request for `/v2/{path}` with whatever credentials the upstream asks
     /// for, scoped to pulling `repo`; `None` on 404. Any other failure is an error naming
     /// the upstream.
@@ -234,7 +319,8 @@ impl UpstreamClient {
     ) -> Result<Option<reqwest::Response>, Error> {
         let timed = method == Method::HEAD || accept.is_some();
         let url = self.url(path)?;
-        let request = Request { method, url, repo, actions: "pull", accept, body: None, headers: Vec::new(), timed };
+        let request =
+            Request { method, url, repo, actions: "pull", accept, body: None, headers: Vec::new(), timed, scope: None };
         let response = self.exchange(request).await?;
         match response.status().as_u16() {
             200..=299 => Ok(Some(response)),
@@ -248,7 +334,10 @@ impl UpstreamClient {
     /// the caller reads the status. A body is sent again after a challenge, so it is
     /// whole bytes, never a stream.
     pub(crate) async fn exchange(&self, request: Request<'_>) -> Result<reqwest::Response, Error> {
-        let scope = format!("repository:{}:{}", request.repo, request.actions);
+        let scope = match request.scope {
+            Some(scope) => scope.to_owned(),
+            None => format!("repository:{}:{}", request.repo, request.actions),
+        };
         let mut authorization = match self.cached_token(&scope) {
             Some(token) => Some(format!("Bearer {token}")),
             // A registry that asked for Basic once gets it at once from then on.

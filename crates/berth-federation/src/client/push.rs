@@ -75,7 +75,8 @@ impl Sent {
 
 impl UpstreamClient {
     fn write<'a>(&self, method: Method, url: Url, repo: &'a str) -> Request<'a> {
-        Request { method, url, repo, actions: "pull,push", accept: None, body: None, headers: Vec::new(), timed: true }
+        let headers = Vec::new();
+        Request { method, url, repo, actions: "pull,push", accept: None, body: None, headers, timed: true, scope: None }
     }
 
     /// Whether the destination has blob `digest` in `repo`.

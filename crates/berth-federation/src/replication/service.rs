@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use berth_core::{Digest, Error, ErrorKind, Reference, RepoName, Tag};
 use berth_jobs::Jobs;
 use berth_meta::{
-    EventKind, Execution, NewEvent, NewTask, ReplicationRegistry, ReplicationRule, ReplicationStore, Task, TaskOp,
-    TaskResult, Trigger,
+    Direction, EventKind, Execution, NewEvent, NewTask, ReplicationRegistry, ReplicationRule, ReplicationStore, Task,
+    TaskOp, TaskResult, Trigger,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::copy::Copier;
+use super::pull::Puller;
 use super::spec::{self, Matcher, RegistrySpec, RegistryView, RuleSpec, RuleView};
 use crate::client::{Sent, Timeouts, UpstreamClient};
 use crate::seal::SealKey;
@@ -146,8 +147,23 @@ impl Replication {
     /// Starts a manual run of `rule`: a task for every manifest of the project its
     /// filters match (with the tags that match), copied in the executor's passes.
     pub async fn run(&self, rule: &str) -> Result<Execution, Error> {
-        let rule = self.rule(rule).await?;
-        let options = spec::options(&rule)?;
+        self.run_as(&self.rule(rule).await?, Trigger::Manual).await
+    }
+
+    /// Starts an execution of `rule` over everything it matches.
+    async fn run_as(&self, rule: &ReplicationRule, trigger: Trigger) -> Result<Execution, Error> {
+        let tasks = match rule.direction {
+            Direction::Push => self.local_tasks(rule).await?,
+            Direction::Pull => self.remote_tasks(rule).await?,
+        };
+        let execution = self.store.start_execution(&rule.name, trigger, &tasks, berth_meta::now_ms()).await?;
+        self.wake.notify_one();
+        Ok(execution)
+    }
+
+    /// A push rule's tasks: every manifest of the project it matches.
+    async fn local_tasks(&self, rule: &ReplicationRule) -> Result<Vec<NewTask>, Error> {
+        let options = spec::options(rule)?;
         let matcher = Matcher::new(&options)?;
         let mut tasks = Vec::new();
         let mut last = None;
@@ -155,7 +171,7 @@ impl Replication {
             let repos = berth_meta::project_repositories(&*self.jobs.meta, &rule.project, last.clone(), PAGE).await?;
             for name in &repos {
                 if matcher.repository(name) {
-                    tasks.extend(self.repository_tasks(&rule, name, &matcher).await?);
+                    tasks.extend(self.repository_tasks(rule, name, &matcher).await?);
                 }
             }
             if repos.len() < PAGE as usize {
@@ -163,9 +179,49 @@ impl Replication {
             }
             last = repos.last().cloned();
         }
-        let execution = self.store.start_execution(&rule.name, Trigger::Manual, &tasks, berth_meta::now_ms()).await?;
-        self.wake.notify_one();
-        Ok(execution)
+        Ok(tasks)
+    }
+
+    /// A pull rule's tasks: every manifest the other registry has under a matching name
+    /// and tag (the names a rule spells out are asked for; globs match its catalog).
+    async fn remote_tasks(&self, rule: &ReplicationRule) -> Result<Vec<NewTask>, Error> {
+        let options = spec::options(rule)?;
+        let matcher = Matcher::new(&options)?;
+        let client = self.client(&rule.registry).await?;
+        let mut names: Vec<String> = options.repositories.iter().filter(|p| spec::is_literal(p)).cloned().collect();
+        if options.repositories.is_empty() || options.repositories.iter().any(|p| !spec::is_literal(p)) {
+            names.extend(client.catalog().await?.into_iter().filter(|n| matcher.repository(n)));
+        }
+        names.sort();
+        names.dedup();
+        let mut tasks = Vec::new();
+        for name in names {
+            let Some(tags) = client.tags(&name).await? else { continue };
+            let mut by_digest: Vec<(Digest, Vec<String>)> = Vec::new();
+            for tag in tags.into_iter().filter(|t| matcher.tag(t)) {
+                let digest = match client.head_manifest(&name, &tag).await? {
+                    Some(Some(digest)) => digest,
+                    // No digest in the answer: the manifest's bytes say it.
+                    Some(None) => match client.manifest(&name, &tag).await? {
+                        Some(m) => Digest::of(&m.body),
+                        None => continue,
+                    },
+                    None => continue,
+                };
+                match by_digest.iter_mut().find(|(d, _)| *d == digest) {
+                    Some((_, tags)) => tags.push(tag),
+                    None => by_digest.push((digest, vec![tag])),
+                }
+            }
+            tasks.extend(by_digest.into_iter().map(|(digest, tags)| NewTask {
+                rule: rule.name.clone(),
+                op: TaskOp::Copy,
+                repo: name.clone(),
+                digest: Some(digest.to_string()),
+                tags,
+            }));
+        }
+        Ok(tasks)
     }
 
     /// A task per manifest of `name` with a matching tag, its matching tags with it.
@@ -208,7 +264,8 @@ impl Replication {
         let rules = self.rules.lock().unwrap();
         let project = event.repo.split_once('/').map_or(berth_core::access::DEFAULT_PROJECT, |(p, _)| p);
         let mut tasks = Vec::new();
-        for rule in rules.iter().filter(|r| r.enabled && r.on_event && r.project == project) {
+        let on_event = |r: &&ReplicationRule| r.enabled && r.on_event && r.direction == Direction::Push;
+        for rule in rules.iter().filter(on_event).filter(|r| r.project == project) {
             let Ok(options) = spec::options(rule) else { continue };
             let Ok(m) = Matcher::new(&options) else { continue };
             if !m.repository(&event.repo) {
@@ -276,6 +333,11 @@ impl Replication {
     /// Claims and starts the due tasks of every rule there is room for.
     pub async fn pass(self: &Arc<Self>) -> Result<(), Error> {
         let rules = self.refresh_rules().await?;
+        for rule in rules.iter().filter(|r| r.enabled && r.cron.is_some()) {
+            if let Err(e) = self.scheduled(rule).await {
+                tracing::warn!(rule = %rule.name, error = %e, "a scheduled replication run failed to start");
+            }
+        }
         for rule in rules.into_iter().filter(|r| r.enabled) {
             let concurrency = spec::options(&rule)?.concurrency.unwrap_or(spec::DEFAULT_CONCURRENCY);
             let running = self.running.lock().unwrap().get(&rule.name).copied().unwrap_or(0);
@@ -311,6 +373,29 @@ impl Replication {
                     this.wake.notify_one();
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Starts `rule`'s scheduled run if it is due (on the node holding its lease), and sets
+    /// its next one.
+    async fn scheduled(&self, rule: &ReplicationRule) -> Result<(), Error> {
+        let cron = spec::schedule(rule.cron.as_deref().unwrap_or_default())?;
+        let now = berth_meta::now_ms();
+        match rule.next_run_ms {
+            None => {
+                self.store.set_next_run(&rule.name, spec::next_run(&cron, now)).await?;
+            }
+            Some(at) if at <= now => {
+                let lease = format!("replication:{}", rule.name);
+                if self.jobs.meta.try_lease(&lease, &self.jobs.node_id, LEASE_SECS).await? {
+                    self.store.set_next_run(&rule.name, spec::next_run(&cron, now)).await?;
+                    let execution = self.run_as(rule, Trigger::Schedule).await?;
+                    tracing::info!(rule = %rule.name, execution = execution.id, tasks = execution.total,
+                        "scheduled replication run started");
+                }
+            }
+            Some(_) => {}
         }
         Ok(())
     }
@@ -358,6 +443,16 @@ impl Replication {
         let client = self.client(&rule.registry).await?;
         let repo = RepoName::parse(&task.repo)?;
         let digest = Digest::parse(task.digest.as_deref().unwrap_or_default())?;
+        if rule.direction == Direction::Pull {
+            let local = RepoName::parse(&spec::local_name(&rule.project, &task.repo))?;
+            let puller = Puller {
+                jobs: &self.jobs,
+                client: &client,
+                referrers: options.referrers,
+                overwrite: options.overwrite,
+            };
+            return Ok(puller.pull(&task.repo, &digest, &local, &task.tags).await?.bytes);
+        }
         let dest = spec::destination(&options, repo.as_str());
         match task.op {
             TaskOp::Copy => {

@@ -139,16 +139,21 @@ pub struct RuleSpec {
     pub name: String,
     /// The registry copies go to.
     pub registry: String,
-    /// `push` (this registry → the other). Pull rules are not built yet.
+    /// `push` (this registry → the other, the default) or `pull` (the other → this one).
     #[serde(default = "push")]
     pub direction: String,
-    /// The local project whose repositories the rule copies.
+    /// Push: the local project whose repositories the rule copies. Pull: the local project
+    /// they are copied into (`PROJECT/<the other registry's name>`).
     pub project: String,
-    /// Copy each push (and delete, with `deletes`) as it happens, from the outbox
-    /// (default on). Manual runs (`POST …/run`, `berth replication run`) copy everything
-    /// that matches.
+    /// Push rules: copy each push (and delete, with `deletes`) as it happens, from the
+    /// outbox (default on). Manual runs (`POST …/run`, `berth replication run`) and
+    /// schedules copy everything that matches.
     #[serde(default = "yes")]
     pub on_event: bool,
+    /// Run it on this schedule: cron syntax (`minute hour day month weekday`, with an
+    /// optional leading seconds field), UTC.
+    #[serde(default)]
+    pub cron: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(flatten)]
@@ -167,6 +172,9 @@ pub struct RuleView {
     pub direction: String,
     pub project: String,
     pub on_event: bool,
+    pub cron: Option<String>,
+    /// When the schedule runs it next (Unix milliseconds).
+    pub next_run_ms: Option<i64>,
     pub enabled: bool,
     #[serde(flatten)]
     pub options: RuleOptions,
@@ -179,9 +187,15 @@ impl RuleSpec {
         crate::upstreams::check_name_of("rule", &self.name)?;
         let direction = match self.direction.as_str() {
             "push" => Direction::Push,
-            "pull" => return Err(bad("pull rules are not built yet: replicate by push from the other side".into())),
-            other => return Err(bad(format!("direction {other:?}: push"))),
+            "pull" => Direction::Pull,
+            other => return Err(bad(format!("direction {other:?}: push or pull"))),
         };
+        if let Some(cron) = &self.cron {
+            schedule(cron)?;
+        }
+        if direction == Direction::Pull && self.options.deletes {
+            return Err(bad("deletes: a pull rule copies, it does not propagate deletes".into()));
+        }
         Matcher::new(&self.options)?;
         if let Some(ns) = &self.options.destination_namespace {
             berth_core::RepoName::parse(&format!("{ns}/x"))
@@ -197,8 +211,8 @@ impl RuleSpec {
             registry: self.registry,
             direction,
             project: self.project,
-            on_event: self.on_event,
-            cron: None,
+            on_event: self.on_event && direction == Direction::Push,
+            cron: self.cron,
             next_run_ms: None,
             enabled: self.enabled,
             spec: serde_json::to_string(&self.options).map_err(Error::internal)?,
@@ -221,6 +235,8 @@ impl RuleView {
             direction: rule.direction.as_str().to_owned(),
             project: rule.project.clone(),
             on_event: rule.on_event,
+            cron: rule.cron.clone(),
+            next_run_ms: rule.next_run_ms,
             enabled: rule.enabled,
             options: options(rule)?,
             created_at: rule.created_at,
@@ -269,6 +285,28 @@ impl Matcher {
     }
 }
 
+/// A rule's schedule, checked.
+pub(crate) fn schedule(cron: &str) -> Result<croner::Cron, Error> {
+    cron.parse::<croner::Cron>().map_err(|e| bad(format!("cron {cron:?}: {e}")))
+}
+
+/// When `cron` next fires after `after_ms` (Unix milliseconds), if ever.
+pub(crate) fn next_run(cron: &croner::Cron, after_ms: i64) -> Option<i64> {
+    let after = chrono::DateTime::from_timestamp_millis(after_ms)?;
+    cron.find_next_occurrence(&after, false).ok().map(|t| t.timestamp_millis())
+}
+
+/// Whether a pattern of a pull rule names one repository rather than matching many (a
+/// name is asked for; a glob needs the other registry's catalog).
+pub(crate) fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['*', '?'])
+}
+
+/// The local name of the other registry's `remote` under a pull rule's project.
+pub(crate) fn local_name(project: &str, remote: &str) -> String {
+    format!("{project}/{remote}")
+}
+
 /// The destination's name of local repository `repo`.
 pub(crate) fn destination(o: &RuleOptions, repo: &str) -> String {
     match (&o.destination_namespace, repo.split_once('/')) {
@@ -309,10 +347,18 @@ mod tests {
             serde_json::from_value::<RuleSpec>(base).unwrap().into_rule()
         };
         assert!(rule(serde_json::json!({})).is_ok());
+        let pull = rule(serde_json::json!({"direction": "pull", "cron": "*/5 * * * *"})).unwrap();
+        assert_eq!((pull.direction, pull.on_event), (Direction::Pull, false), "a pull rule has no events");
+        let every_five = schedule("*/5 * * * *").unwrap();
+        // 2026-12-08T00:01:00Z → 00:05:00Z.
+        assert_eq!(next_run(&every_five, 1_796_688_060_000), Some(1_796_688_300_000));
+        let seconds = schedule("*/2 * * * * *").unwrap();
+        assert_eq!(next_run(&seconds, 1_796_688_060_000), Some(1_796_688_062_000), "an optional seconds field");
         for (v, says) in [
             (serde_json::json!({"tag_regex": "v(1"}), "invalid regex"),
-            (serde_json::json!({"direction": "pull"}), "not built yet"),
+            (serde_json::json!({"direction": "pull", "deletes": true}), "does not propagate deletes"),
             (serde_json::json!({"direction": "sideways"}), "direction"),
+            (serde_json::json!({"cron": "every tuesday"}), "cron"),
             (serde_json::json!({"concurrency": 0}), "concurrency"),
             (serde_json::json!({"destination_namespace": "Bad!"}), "destination_namespace"),
             (serde_json::json!({"name": "R"}), "rule name"),

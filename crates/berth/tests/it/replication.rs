@@ -331,3 +331,42 @@ async fn berth_killed_mid_copy_resumes_after_a_restart_and_the_destination_gets_
     let tags: Value = dr_api.send(Method::GET, "/v2/big/app/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], json!(["1.0"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_rule_on_a_schedule_brings_an_index_and_its_signature_from_another_berth() {
+    let other = TestServer::start();
+    Mgmt::new(&other, Some(&admin()))
+        .expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "team" })))
+        .await;
+    let (index, signature) = push_signed_index(&other, "team/app", "v1").await;
+    push_signed_index(&other, "team/app", "nightly").await;
+
+    let local = TestServer::start();
+    let mgmt = Mgmt::new(&local, Some(&admin()));
+    mgmt.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "mirror" }))).await;
+    registry(&mgmt, "other", &other.url(), &admin()).await;
+    // Every two seconds (a leading seconds field), the release tags of team/app.
+    let pull = json!({ "name": "from-other", "registry": "other", "direction": "pull", "project": "mirror",
+        "repositories": ["team/app"], "tags": ["v*"], "cron": "*/2 * * * * *" });
+    let view = rule(&mgmt, pull).await;
+    assert_eq!((view["direction"].as_str(), view["on_event"].as_bool()), (Some("pull"), Some(false)), "{view}");
+
+    let api = Api::new(local.url());
+    until("the pulled index", Duration::from_secs(30), async || {
+        fetch(&api, "mirror/team/app", &signature).await.is_some()
+    })
+    .await;
+    assert_arrived(&api, "mirror/team/app", "v1", &index, &signature).await;
+    // The signature is a referrer of the index here too.
+    let r = api.send(Method::GET, &format!("/v2/mirror/team/app/referrers/{}", index.digest)).await;
+    let referrers: Value = r.json().await.unwrap();
+    assert_eq!(referrers["manifests"][0]["digest"], signature.as_str(), "{referrers}");
+    assert!(fetch(&api, "mirror/team/app", "nightly").await.is_none(), "no tag filter matches nightly");
+    // The schedule keeps running; what is here already is not fetched again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let executions = finished(&mgmt, "from-other", 1).await;
+    assert!(executions.len() >= 2 && executions.iter().all(|e| e["trigger"] == "schedule"), "{executions:?}");
+    assert_eq!(executions[0]["bytes"], 0, "a later run finds everything here: {executions:?}");
+    let rule_now = mgmt.expect(StatusCode::OK, Method::GET, "/replication/rules/from-other", None).await;
+    assert!(rule_now["next_run_ms"].as_i64().unwrap() > executions[0]["started_ms"].as_i64().unwrap());
+}
