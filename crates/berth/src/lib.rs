@@ -195,8 +195,9 @@ pub async fn open(config: &Config) -> Result<Node, BoxError> {
     .with_gc(Gc::new(stores.gc, gc_config(config)));
     let jobs = Arc::new(jobs);
     let key = federation_key(config)?;
+    let outbox = Arc::clone(&stores.outbox);
     let replication =
-        Arc::new(Replication::new(stores.replication, Arc::clone(&jobs), key.clone(), Timeouts::default()));
+        Arc::new(Replication::new(stores.replication, outbox, Arc::clone(&jobs), key.clone(), Timeouts::default()));
     let webhooks =
         Webhooks::new(stores.webhooks, stores.outbox, Arc::clone(&jobs), key.clone(), webhook_config(config)?)?
             .with_replication(Arc::clone(&replication));

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use berth_core::{Digest, Error, ErrorKind, Reference, RepoName, Tag};
 use berth_jobs::Jobs;
 use berth_meta::{
-    Direction, EventKind, Execution, NewEvent, NewTask, ReplicationRegistry, ReplicationRule, ReplicationStore, Task,
-    TaskOp, TaskResult, Trigger,
+    Direction, EventKind, Execution, NewEvent, NewTask, OutboxStore, ReplicationRegistry, ReplicationRule,
+    ReplicationStore, Task, TaskOp, TaskResult, Trigger,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +51,8 @@ const PAGE: u32 = 1000;
 /// The replication service of one node.
 pub struct Replication {
     store: Arc<dyn ReplicationStore>,
+    /// Where finished executions are announced.
+    outbox: Arc<dyn OutboxStore>,
     jobs: Arc<Jobs>,
     key: Option<SealKey>,
     timeouts: Timeouts,
@@ -69,9 +71,16 @@ pub struct Replication {
 }
 
 impl Replication {
-    pub fn new(store: Arc<dyn ReplicationStore>, jobs: Arc<Jobs>, key: Option<SealKey>, timeouts: Timeouts) -> Self {
+    pub fn new(
+        store: Arc<dyn ReplicationStore>,
+        outbox: Arc<dyn OutboxStore>,
+        jobs: Arc<Jobs>,
+        key: Option<SealKey>,
+        timeouts: Timeouts,
+    ) -> Self {
         Replication {
             store,
+            outbox,
             jobs,
             key,
             timeouts,
@@ -360,9 +369,7 @@ impl Replication {
                 self.tasks.spawn(async move {
                     let result = this.work(&rule, &task).await;
                     match this.store.record_task(&result).await {
-                        Ok(Some(done)) => tracing::info!(rule = %rule.name, execution = done.id,
-                            state = done.state.as_str(), succeeded = done.succeeded, failed = done.failed,
-                            "replication execution finished"),
+                        Ok(Some(done)) => this.finished(&rule, &done).await,
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, task = task.id, "recording a replication task failed"),
                     }
@@ -375,6 +382,40 @@ impl Replication {
             }
         }
         Ok(())
+    }
+
+    /// Logs a finished execution and announces it to the project's webhooks (an outbox
+    /// event of its own: the execution is recorded already).
+    async fn finished(&self, rule: &ReplicationRule, done: &Execution) {
+        tracing::info!(rule = %rule.name, execution = done.id, state = done.state.as_str(),
+            succeeded = done.succeeded, failed = done.failed, "replication execution finished");
+        let summary = serde_json::json!({
+            "rule": rule.name,
+            "registry": rule.registry,
+            "direction": rule.direction.as_str(),
+            "execution": done.id,
+            "trigger": done.trigger.as_str(),
+            "state": done.state.as_str(),
+            "total": done.total,
+            "succeeded": done.succeeded,
+            "failed": done.failed,
+            "bytes": done.bytes,
+            "started_ms": done.started_ms,
+            "finished_ms": done.finished_ms,
+        });
+        let event = NewEvent {
+            kind: EventKind::ReplicationFinished,
+            repo: rule.project.clone(),
+            digest: None,
+            media_type: None,
+            tags: Vec::new(),
+            size: Some(done.bytes),
+            detail: Some(summary.to_string()),
+            at_ms: berth_meta::now_ms(),
+        };
+        if let Err(e) = self.outbox.append(&[event]).await {
+            tracing::warn!(rule = %rule.name, error = %e, "announcing a finished replication failed");
+        }
     }
 
     /// Starts `rule`'s scheduled run if it is due (on the node holding its lease), and sets

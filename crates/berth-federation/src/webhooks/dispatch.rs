@@ -113,8 +113,7 @@ impl Webhooks {
     }
 
     fn deliveries_of(&self, hooks: &[Webhook], event: &berth_meta::NewEvent) -> Vec<NewDelivery> {
-        let project = berth_core::access::DEFAULT_PROJECT;
-        let project = event.repo.split_once('/').map_or(project, |(p, _)| p);
+        let project = event.kind.project_of(&event.repo);
         let id = uuid::Uuid::new_v4().to_string();
         hooks
             .iter()

@@ -17,6 +17,7 @@ fn harbor_type(kind: EventKind) -> &'static str {
         EventKind::ArtifactPulled => "PULL_ARTIFACT",
         EventKind::ArtifactDeleted | EventKind::TagDeleted | EventKind::RepositoryDeleted => "DELETE_ARTIFACT",
         EventKind::QuotaExceeded => "QUOTA_EXCEED",
+        EventKind::ReplicationFinished => "REPLICATION",
     }
 }
 
@@ -38,6 +39,9 @@ impl Origin {
 
 /// `event` as `format` (`harbor` or `cloudevents`) renders it.
 pub fn render(format: &str, event: &NewEvent, id: &str, origin: &Origin) -> Vec<u8> {
+    if event.kind == EventKind::ReplicationFinished {
+        return render_replication(format, event, id, origin);
+    }
     let (namespace, name) = event.repo.split_once('/').unwrap_or(("library", event.repo.as_str()));
     let resources: Vec<Value> = {
         let digest = event.digest.as_deref();
@@ -102,6 +106,40 @@ pub fn render(format: &str, event: &NewEvent, id: &str, origin: &Origin) -> Vec<
             "event_id": id,
             "berth_event": event.kind.as_str(),
             "event_data": data,
+        })
+    };
+    serde_json::to_vec(&value).expect("JSON of JSON values")
+}
+
+/// A finished replication execution: its summary (the event's detail, JSON) as Harbor's
+/// `event_data.replication`, or as a CloudEvent's data with the rule as its subject.
+fn render_replication(format: &str, event: &NewEvent, id: &str, origin: &Origin) -> Vec<u8> {
+    let summary: Value = event.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+    let project = event.repo.as_str();
+    let value = if format == "cloudevents" {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_ms.max(0) as u64);
+        let source = match &origin.host {
+            Some(host) => format!("https://{host}/api/v1/projects/{project}"),
+            None => format!("/api/v1/projects/{project}"),
+        };
+        json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": source,
+            "type": "io.berth.replication.finished",
+            "subject": format!("replication/rules/{}", summary["rule"].as_str().unwrap_or_default()),
+            "time": humantime::format_rfc3339_millis(time).to_string(),
+            "datacontenttype": "application/json",
+            "data": summary,
+        })
+    } else {
+        json!({
+            "type": harbor_type(event.kind),
+            "occur_at": event.at_ms.div_euclid(1000),
+            "operator": "berth",
+            "event_id": id,
+            "berth_event": event.kind.as_str(),
+            "event_data": { "replication": summary },
         })
     };
     serde_json::to_vec(&value).expect("JSON of JSON values")
@@ -172,6 +210,30 @@ mod tests {
         let v: Value = serde_json::from_slice(&render("harbor", &untagged, "e-2", &Origin::default())).unwrap();
         assert_eq!(v["event_data"]["resources"][0]["resource_url"], "alpine@sha256:ab");
         assert_eq!(v["event_data"]["repository"]["namespace"], "library");
+    }
+
+    #[test]
+    fn a_finished_replication_carries_its_summary_in_both_formats() {
+        let event = NewEvent {
+            kind: EventKind::ReplicationFinished,
+            repo: "team".into(),
+            digest: None,
+            media_type: None,
+            tags: vec![],
+            size: Some(10),
+            detail: Some(r#"{"rule":"to-dr","state":"partial","failed":1}"#.into()),
+            at_ms: 1_700_000_000_123,
+        };
+        let h: Value = serde_json::from_slice(&render("harbor", &event, "e-3", &Origin::default())).unwrap();
+        assert_eq!(
+            (h["type"].as_str(), h["event_data"]["replication"]["state"].as_str()),
+            (Some("REPLICATION"), Some("partial"))
+        );
+        let c: Value = serde_json::from_slice(&render("cloudevents", &event, "e-3", &Origin::default())).unwrap();
+        assert_eq!(c["type"], "io.berth.replication.finished");
+        assert_eq!(c["source"], "/api/v1/projects/team");
+        assert_eq!(c["subject"], "replication/rules/to-dr");
+        assert_eq!(c["data"]["failed"], 1);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct WebhookSpec {
     /// server allows it: `webhooks.allow_private`).
     pub url: String,
     /// Any of `artifact.pushed`, `artifact.pulled`, `artifact.deleted`, `tag.deleted`,
-    /// `repository.deleted`, `quota.exceeded`.
+    /// `repository.deleted`, `quota.exceeded`, `replication.finished`.
     pub events: Vec<String>,
     /// `harbor` (Harbor's JSON, the default) or `cloudevents` (CloudEvents 1.0, structured).
     #[serde(default)]

@@ -33,16 +33,20 @@ pub enum EventKind {
     TagDeleted,
     RepositoryDeleted,
     QuotaExceeded,
+    /// A replication execution finished (its `repo` is the rule's project, its `detail`
+    /// the execution as JSON).
+    ReplicationFinished,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::ArtifactPushed,
         EventKind::ArtifactPulled,
         EventKind::ArtifactDeleted,
         EventKind::TagDeleted,
         EventKind::RepositoryDeleted,
         EventKind::QuotaExceeded,
+        EventKind::ReplicationFinished,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,16 @@ impl EventKind {
             EventKind::TagDeleted => "tag.deleted",
             EventKind::RepositoryDeleted => "repository.deleted",
             EventKind::QuotaExceeded => "quota.exceeded",
+            EventKind::ReplicationFinished => "replication.finished",
+        }
+    }
+
+    /// The project an event of this kind about `repo` belongs to: a replication's names
+    /// its project, every other one a repository.
+    pub fn project_of(self, repo: &str) -> &str {
+        match self {
+            EventKind::ReplicationFinished => repo,
+            _ => repo.split_once('/').map_or(berth_core::access::DEFAULT_PROJECT, |(p, _)| p),
         }
     }
 

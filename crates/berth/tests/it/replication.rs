@@ -133,12 +133,16 @@ async fn a_push_rule_copies_each_push_with_its_platforms_and_signature_to_distri
         ..Default::default()
     });
     let second = TestServer::start();
-    let source = TestServer::start();
+    let source = TestServer::start_with(|c| c.webhooks.allow_private = true);
     let mgmt = Mgmt::new(&source, Some(&admin()));
     for server in [&source, &second] {
         let m = Mgmt::new(server, Some(&admin()));
         m.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "team" }))).await;
     }
+    // The project's webhook hears of every finished execution.
+    let (receiver, url) = crate::webhooks::Receiver::start().await;
+    let hook = json!({ "name": "repl", "url": url, "events": ["replication.finished"], "format": "cloudevents" });
+    mgmt.expect(StatusCode::CREATED, Method::POST, "/projects/team/webhooks", Some(hook)).await;
     let view = registry(&mgmt, "dr", &dr.url(), &dr_creds).await;
     assert_eq!((view["has_password"].clone(), view.get("password")), (json!(true), None));
     registry(&mgmt, "second", &second.url(), &admin()).await;
@@ -192,12 +196,23 @@ async fn a_push_rule_copies_each_push_with_its_platforms_and_signature_to_distri
     let bytes: u64 = executions.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
     assert!(bytes >= 73_000, "{bytes} bytes sent for indexes of 73 kB layers");
 
+    // Each finished execution was announced, with what it did.
+    let announced = receiver.delivered("replication.finished", 2, Duration::from_secs(20)).await;
+    let events: Vec<Value> = announced.iter().map(|r| r.json()).collect();
+    for event in &events {
+        assert_eq!(event["type"], "io.berth.replication.finished");
+        assert_eq!(event["source"], "/api/v1/projects/team");
+        assert_eq!(event["data"]["state"], "succeeded", "{event}");
+    }
+    assert!(events.iter().any(|e| e["data"]["rule"] == "to-second" && e["subject"] == "replication/rules/to-second"));
+
     // The password never comes back, and the audit log has the changes.
     for seen in mgmt.seen.borrow().iter() {
         assert!(!seen.contains(&dr_creds.password), "{seen}");
     }
     let audit = mgmt.expect(StatusCode::OK, Method::GET, "/audit?operation=replication.", None).await;
     assert_eq!(audit.as_array().unwrap().len(), 4, "{audit}");
+    assert!(audit.to_string().contains("replication.rule.create"), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ const ANSWER_NEVER: u8 = 2;
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: HeaderMap,
     body: Vec<u8>,
     /// What it answered.
@@ -40,11 +40,11 @@ struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 
@@ -54,7 +54,7 @@ impl Received {
 }
 
 #[derive(Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     answer: AtomicU8,
     got: Mutex<Vec<Received>>,
     /// Requests still waiting for an answer that never comes.
@@ -63,7 +63,7 @@ struct Receiver {
 
 impl Receiver {
     /// Starts one on `127.0.0.1:0`; its URL is `http://127.0.0.1:PORT/hook`.
-    async fn start() -> (Arc<Receiver>, String) {
+    pub(crate) async fn start() -> (Arc<Receiver>, String) {
         let receiver = Arc::new(Receiver::default());
         let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(Arc::clone(&receiver));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -82,7 +82,7 @@ impl Receiver {
 
     /// What arrived of event type `kind` (`X-Berth-Event`) and was answered 200, once
     /// `count` of them have (waits up to `within`).
-    async fn delivered(&self, kind: &str, count: usize, within: Duration) -> Vec<Received> {
+    pub(crate) async fn delivered(&self, kind: &str, count: usize, within: Duration) -> Vec<Received> {
         let deadline = Instant::now() + within;
         loop {
             let got: Vec<Received> = self
