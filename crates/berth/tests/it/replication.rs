@@ -385,3 +385,38 @@ async fn a_pull_rule_on_a_schedule_brings_an_index_and_its_signature_from_anothe
     let rule_now = mgmt.expect(StatusCode::OK, Method::GET, "/replication/rules/from-other", None).await;
     assert!(rule_now["next_run_ms"].as_i64().unwrap() > executions[0]["started_ms"].as_i64().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_propagates_deletes_removes_a_deleted_manifest_at_the_destination_and_one_that_does_not_keeps_it() {
+    let keep_dr = Distribution::start(DistributionConfig::default());
+    let mirror_dr = Distribution::start(DistributionConfig::default());
+    let source = TestServer::start();
+    let mgmt = Mgmt::new(&source, Some(&admin()));
+    mgmt.expect(StatusCode::CREATED, Method::POST, "/projects", Some(json!({ "name": "team" }))).await;
+    for (name, dr) in [("keep", &keep_dr), ("mirror", &mirror_dr)] {
+        let spec = json!({ "name": name, "url": dr.url() });
+        mgmt.expect(StatusCode::CREATED, Method::POST, "/replication/registries", Some(spec)).await;
+    }
+    rule(&mgmt, json!({ "name": "keeps", "registry": "keep", "project": "team" })).await;
+    rule(&mgmt, json!({ "name": "mirrors", "registry": "mirror", "project": "team", "deletes": true })).await;
+    let api = Api::new(source.url());
+    let (digest, _) = api.push_image("team/app", "1.0", OCI_MANIFEST, 77).await;
+    let (keep, mirror) = (Api::anonymous(keep_dr.url()), Api::anonymous(mirror_dr.url()));
+    until("the image at both", Duration::from_secs(30), async || {
+        fetch(&keep, "team/app", "1.0").await.is_some() && fetch(&mirror, "team/app", "1.0").await.is_some()
+    })
+    .await;
+
+    let r = api.send(Method::DELETE, &format!("/v2/team/app/manifests/{digest}")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    until("the delete at the mirror", Duration::from_secs(30), async || {
+        fetch(&mirror, "team/app", &digest).await.is_none()
+    })
+    .await;
+    let executions = finished(&mgmt, "mirrors", 2).await;
+    let last = executions[0]["id"].as_i64().unwrap();
+    let tasks = mgmt.expect(StatusCode::OK, Method::GET, &format!("/replication/executions/{last}/tasks"), None).await;
+    assert_eq!(tasks[0]["op"], "delete", "{tasks}");
+    finished(&mgmt, "keeps", 1).await;
+    assert!(fetch(&keep, "team/app", &digest).await.is_some(), "a rule without deletes keeps what it copied");
+}
