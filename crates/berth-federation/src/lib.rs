@@ -24,6 +24,7 @@
 mod cache;
 mod challenge;
 pub mod client;
+mod fetch;
 pub mod replication;
 mod route;
 pub mod seal;

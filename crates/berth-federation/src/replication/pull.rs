@@ -3,7 +3,7 @@
 //! manifest, children before their index, the subject before its referrers, tags last.
 //!
 //! Every manifest's digest is checked against its bytes, every blob's as it is stored
-//! (`cache.rs`'s `store_fetched`, which records nothing that does not match). What is
+//! (`fetch.rs`'s `store_fetched`, which records nothing that does not match). What is
 //! here already is not fetched again: a manifest by its digest, a blob linked from
 //! another repository of this registry when one holds it. What arrives is ordinary
 //! content, stored as a push would be: the project's quota and immutable tags apply, and
@@ -128,7 +128,7 @@ impl Puller<'_> {
                 Error::new(ErrorKind::BlobUnknown).with_message(format!("{remote} has no blob {digest}"))
             })?;
         let from = format!("registry {remote}");
-        crate::cache::store_fetched(self.jobs, &from, repo, digest, size, stream, None).await?;
+        crate::fetch::store_fetched(self.jobs, &from, repo, digest, size, stream, None).await?;
         copied.blobs_uploaded += 1;
         copied.bytes += self.jobs.meta.repo_blob(repo, digest).await?.map_or(0, |b| b.size);
         Ok(())
