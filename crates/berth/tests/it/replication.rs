@@ -158,12 +158,14 @@ async fn a_push_rule_copies_each_push_with_its_platforms_and_signature_to_distri
     let (index, signature) = push_signed_index(&source, "team/app", "v1").await;
     let dr_api = Api::as_user(dr.url(), Some(&dr_creds));
     let second_api = Api::new(second.url());
-    until("the signature at distribution", Duration::from_secs(60), async || {
-        fetch(&dr_api, "team/app", &signature).await.is_some()
+    // The tag goes last; the signature may come with it or after it, on its own.
+    until("the image and its signature at distribution", Duration::from_secs(60), async || {
+        fetch(&dr_api, "team/app", &signature).await.is_some() && fetch(&dr_api, "team/app", "v1").await.is_some()
     })
     .await;
-    until("the signature at the second Berth", Duration::from_secs(60), async || {
+    until("the image and its signature at the second Berth", Duration::from_secs(60), async || {
         fetch(&second_api, "prod/app", &signature).await.is_some()
+            && fetch(&second_api, "prod/app", "v1").await.is_some()
     })
     .await;
     assert_arrived(&dr_api, "team/app", "v1", &index, &signature).await;
@@ -367,10 +369,9 @@ async fn a_pull_rule_on_a_schedule_brings_an_index_and_its_signature_from_anothe
     assert_eq!((view["direction"].as_str(), view["on_event"].as_bool()), (Some("pull"), Some(false)), "{view}");
 
     let api = Api::new(local.url());
-    until("the pulled index", Duration::from_secs(30), async || {
-        fetch(&api, "mirror/team/app", &signature).await.is_some()
-    })
-    .await;
+    // Tags last: once the tag is here, so is all it names.
+    until("the pulled index", Duration::from_secs(30), async || fetch(&api, "mirror/team/app", "v1").await.is_some())
+        .await;
     assert_arrived(&api, "mirror/team/app", "v1", &index, &signature).await;
     // The signature is a referrer of the index here too.
     let r = api.send(Method::GET, &format!("/v2/mirror/team/app/referrers/{}", index.digest)).await;
