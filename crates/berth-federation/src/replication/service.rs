@@ -58,14 +58,15 @@ pub struct Replication {
     timeouts: Timeouts,
     /// Clients by registry, rebuilt when the registry changes.
     clients: Mutex<HashMap<String, (i64, Arc<UpstreamClient>)>>,
-    /// Bandwidth shared by a rule's transfers on this node.
-    sent: Mutex<HashMap<String, Arc<Sent>>>,
+    /// Bandwidth shared by a rule's transfers on this node, with the limit it was made for.
+    sent: Mutex<HashMap<String, Bandwidth>>,
     /// Tasks this node runs, by rule.
     running: Mutex<HashMap<String, u32>>,
     /// Their ids, whose claims the executor renews.
     claimed: Mutex<std::collections::BTreeSet<i64>>,
-    /// The rules as of the last pass, for matching the outbox's events.
-    rules: Mutex<Vec<ReplicationRule>>,
+    /// The push rules that copy on events as of the last refresh, with their options and
+    /// compiled filters, for matching the outbox's events.
+    on_event: Mutex<Vec<EventRule>>,
     wake: Notify,
     tasks: TaskTracker,
 }
@@ -88,7 +89,7 @@ impl Replication {
             sent: Mutex::default(),
             running: Mutex::default(),
             claimed: Mutex::default(),
-            rules: Mutex::default(),
+            on_event: Mutex::default(),
             wake: Notify::new(),
             tasks: TaskTracker::new(),
         }
@@ -149,7 +150,16 @@ impl Replication {
 
     pub(crate) async fn refresh_rules(&self) -> Result<Vec<ReplicationRule>, Error> {
         let rules = self.store.all_rules().await?;
-        *self.rules.lock().unwrap() = rules.clone();
+        let on_event = rules
+            .iter()
+            .filter(|r| r.enabled && r.on_event && r.direction == Direction::Push)
+            .filter_map(|r| {
+                let options = spec::options(r).ok()?;
+                let matcher = Matcher::new(&options).ok()?;
+                Some(EventRule { name: r.name.clone(), project: r.project.clone(), options, matcher })
+            })
+            .collect();
+        *self.on_event.lock().unwrap() = on_event;
         Ok(rules)
     }
 
@@ -270,13 +280,11 @@ impl Replication {
     /// (which of those go is decided when the task runs: [`Replication::untagged_goes`]);
     /// a manifest delete when it propagates deletes.
     pub fn event_tasks(&self, event: &NewEvent) -> Vec<NewTask> {
-        let rules = self.rules.lock().unwrap();
-        let project = event.repo.split_once('/').map_or(berth_core::access::DEFAULT_PROJECT, |(p, _)| p);
+        let rules = self.on_event.lock().unwrap();
+        let project = event.kind.project_of(&event.repo);
         let mut tasks = Vec::new();
-        let on_event = |r: &&ReplicationRule| r.enabled && r.on_event && r.direction == Direction::Push;
-        for rule in rules.iter().filter(on_event).filter(|r| r.project == project) {
-            let Ok(options) = spec::options(rule) else { continue };
-            let Ok(m) = Matcher::new(&options) else { continue };
+        for rule in rules.iter().filter(|r| r.project == project) {
+            let (options, m) = (&rule.options, &rule.matcher);
             if !m.repository(&event.repo) {
                 continue;
             }
@@ -348,7 +356,13 @@ impl Replication {
             }
         }
         for rule in rules.into_iter().filter(|r| r.enabled) {
-            let concurrency = spec::options(&rule)?.concurrency.unwrap_or(spec::DEFAULT_CONCURRENCY);
+            let concurrency = match spec::options(&rule) {
+                Ok(o) => o.concurrency.unwrap_or(spec::DEFAULT_CONCURRENCY),
+                Err(e) => {
+                    tracing::error!(rule = %rule.name, error = %e, "a replication rule is left out");
+                    continue;
+                }
+            };
             let running = self.running.lock().unwrap().get(&rule.name).copied().unwrap_or(0);
             let room = concurrency.saturating_sub(running);
             // Nothing to do: no write (the lease), only this read.
@@ -534,9 +548,18 @@ impl Replication {
         }
     }
 
+    /// The rule's bandwidth, shared by its transfers on this node (made anew when the rule's
+    /// limit changed).
     fn sent_of(&self, rule: &str, rate: Option<u64>) -> Arc<Sent> {
         let mut sent = self.sent.lock().unwrap();
-        Arc::clone(sent.entry(rule.to_owned()).or_insert_with(|| Arc::new(Sent::new(rate))))
+        match sent.get(rule) {
+            Some((r, s)) if *r == rate => Arc::clone(s),
+            _ => {
+                let fresh = Arc::new(Sent::new(rate));
+                sent.insert(rule.to_owned(), (rate, Arc::clone(&fresh)));
+                fresh
+            }
+        }
     }
 
     /// The client of registry `name`, as stored now.
@@ -570,6 +593,17 @@ impl Replication {
         };
         Ok(UpstreamClient::new(&r.name, &r.url, r.ca_pem.as_deref(), credentials, self.timeouts)?.for_replication())
     }
+}
+
+/// A rule's limit (bytes per second) and what its transfers sent under it.
+type Bandwidth = (Option<u64>, Arc<Sent>);
+
+/// A push rule that copies on events, ready to match them.
+struct EventRule {
+    name: String,
+    project: String,
+    options: spec::RuleOptions,
+    matcher: Matcher,
 }
 
 /// What a registry's password is sealed with, beside the key: its name and purpose.
