@@ -39,8 +39,31 @@ pub struct Copied {
     pub tags_kept: Vec<String>,
 }
 
-/// Copies from the registry `jobs` serves to one destination, sharing what it learns
-/// (which blob is in which destination repository) across the artifacts it copies.
+/// Which destination repository holds a blob, as copies to one registry have seen: the
+/// source of a later copy's mount. Kept per node, bounded (forgotten whole when full: a
+/// blob not found here is sent, or skipped after a `HEAD`, as without it).
+#[derive(Default)]
+pub struct Placed(Mutex<HashMap<Digest, String>>);
+
+/// Blobs remembered per registry.
+const MAX_PLACED: usize = 50_000;
+
+impl Placed {
+    fn get(&self, digest: &Digest) -> Option<String> {
+        self.0.lock().unwrap().get(digest).cloned()
+    }
+
+    fn insert(&self, digest: &Digest, repo: &str) {
+        let mut placed = self.0.lock().unwrap();
+        if placed.len() >= MAX_PLACED {
+            placed.clear();
+        }
+        placed.insert(digest.clone(), repo.to_owned());
+    }
+}
+
+/// Copies from the registry `jobs` serves to one destination, mounting what an earlier
+/// copy to it placed in another repository there.
 pub struct Copier<'a> {
     pub jobs: &'a Jobs,
     pub client: &'a UpstreamClient,
@@ -50,14 +73,10 @@ pub struct Copier<'a> {
     /// Move a destination tag that points elsewhere.
     pub overwrite: bool,
     /// Blobs known to be in a destination repository: a mount's source.
-    placed: Mutex<HashMap<Digest, String>>,
+    pub placed: &'a Placed,
 }
 
 impl<'a> Copier<'a> {
-    pub fn new(jobs: &'a Jobs, client: &'a UpstreamClient, sent: &'a Sent, referrers: bool, overwrite: bool) -> Self {
-        Copier { jobs, client, sent, referrers, overwrite, placed: Mutex::default() }
-    }
-
     /// Copies manifest `digest` of local `repo`, with all it references (and its
     /// referrers if asked), to `dest` at the destination, then points `tags` at it there.
     pub async fn copy(&self, repo: &RepoName, digest: &Digest, dest: &str, tags: &[String]) -> Result<Copied, Error> {
@@ -122,7 +141,7 @@ impl<'a> Copier<'a> {
         let info = self.jobs.meta.repo_blob(repo, digest).await?.ok_or_else(|| {
             Error::new(ErrorKind::BlobUnknown).with_message(format!("{repo} no longer holds blob {digest}"))
         })?;
-        let mount_from = self.placed.lock().unwrap().get(digest).filter(|r| r.as_str() != dest).cloned();
+        let mount_from = self.placed.get(digest).filter(|r| r.as_str() != dest);
         let blobs = &self.jobs.blobs;
         let key = info.key.clone();
         let read = |offset: u64, len: usize| {
@@ -149,7 +168,7 @@ impl<'a> Copier<'a> {
                 copied.bytes += n;
             }
         }
-        self.placed.lock().unwrap().insert(digest.clone(), dest.to_owned());
+        self.placed.insert(digest, dest);
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::copy::Copier;
+use super::copy::{Copier, Placed};
 use super::pull::Puller;
 use super::spec::{self, Matcher, RegistrySpec, RegistryView, RuleSpec, RuleView};
 use crate::client::{Sent, Timeouts, UpstreamClient};
@@ -58,6 +58,8 @@ pub struct Replication {
     timeouts: Timeouts,
     /// Clients by registry, rebuilt when the registry changes.
     clients: Mutex<HashMap<String, (i64, Arc<UpstreamClient>)>>,
+    /// Where copies to each registry have placed which blob (mounts' sources).
+    placed: Mutex<HashMap<String, Arc<Placed>>>,
     /// Bandwidth shared by a rule's transfers on this node, with the limit it was made for.
     sent: Mutex<HashMap<String, Bandwidth>>,
     /// Tasks this node runs, by rule.
@@ -87,6 +89,7 @@ impl Replication {
             timeouts,
             clients: Mutex::default(),
             sent: Mutex::default(),
+            placed: Mutex::default(),
             running: Mutex::default(),
             claimed: Mutex::default(),
             on_event: Mutex::default(),
@@ -515,7 +518,15 @@ impl Replication {
                     return Ok(0);
                 }
                 let sent = self.sent_of(&rule.name, options.bandwidth_bytes_per_sec);
-                let copier = Copier::new(&self.jobs, &client, &sent, options.referrers, options.overwrite);
+                let placed = Arc::clone(self.placed.lock().unwrap().entry(rule.registry.clone()).or_default());
+                let copier = Copier {
+                    jobs: &self.jobs,
+                    client: &client,
+                    sent: &sent,
+                    referrers: options.referrers,
+                    overwrite: options.overwrite,
+                    placed: &placed,
+                };
                 let copied = copier.copy(&repo, &digest, &dest, &task.tags).await?;
                 if !copied.tags_kept.is_empty() {
                     tracing::info!(rule = %rule.name, repo = %dest, tags = ?copied.tags_kept,

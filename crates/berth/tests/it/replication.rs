@@ -408,6 +408,26 @@ async fn a_rule_that_propagates_deletes_removes_a_deleted_manifest_at_the_destin
     })
     .await;
 
+    // Another repository with the same layer: the layer is mounted there from team/app,
+    // not sent again.
+    let layer_bytes = crate::api::random_bytes(1000, 77);
+    let layer = api.push_blob("team/other", &layer_bytes).await;
+    let config = api.push_blob("team/other", b"{\"other\":1}").await;
+    let other = crate::api::image_manifest(OCI_MANIFEST, (&config, 11), &[(&layer, 1000)], None);
+    assert_eq!(api.put_manifest("team/other", "1.0", OCI_MANIFEST, &other).await.status(), StatusCode::CREATED);
+    until("team/other at the mirror", Duration::from_secs(30), async || {
+        fetch(&mirror, "team/other", "1.0").await.is_some()
+    })
+    .await;
+    let hex = layer.trim_start_matches("sha256:");
+    let mounted = mirror_dr.log().lines().any(|l| {
+        l.contains("\"POST /v2/team/other/blobs/uploads/?")
+            && l.contains("mount=")
+            && l.contains(hex)
+            && l.contains("\" 201 ")
+    });
+    assert!(mounted, "no mount of {layer} from team/app:\n{}", mirror_dr.log());
+
     let r = api.send(Method::DELETE, &format!("/v2/team/app/manifests/{digest}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     until("the delete at the mirror", Duration::from_secs(30), async || {
