@@ -7,7 +7,8 @@
 #   deploy/image-context.sh DIR
 #
 # The binary is target/x86_64-unknown-linux-gnu/release/berth (a target directory of its
-# own: the flags differ from other builds, so their artifacts are not shared).
+# own: the flags differ from other builds, so their artifacts are not shared), under
+# CARGO_TARGET_DIR instead of target/ when that is set.
 # BERTH_IMAGE_PROFILE=dev builds the unoptimised profile instead (the test suite does, to
 # keep CI short: the image it checks is the same but for the compiler's optimisations).
 set -euo pipefail
@@ -21,7 +22,8 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --manifest-path "$root/Cargo.toml" --profile "$profile" --locked --target "$target" -p berth --bin berth
 dir=$profile
 [ "$profile" = dev ] && dir=debug
-binary="$root/target/$target/$dir/berth"
+# Where cargo put it: CARGO_TARGET_DIR when set, else the workspace's target/.
+binary="${CARGO_TARGET_DIR:-$root/target}/$target/$dir/berth"
 mkdir -p "$out/data"
 cp "$root/deploy/Dockerfile" "$binary" "$out/"
 cp /etc/ssl/certs/ca-certificates.crt "$out/"
