@@ -38,24 +38,46 @@ pub async fn measure(
     seconds: f64,
     results: &mut BTreeMap<&'static str, Vec<f64>>,
 ) -> Result<(), BoxError> {
-    let mut rps = [0.0; 2];
-    for (i, metrics) in [true, false, false, true].into_iter().enumerate() {
-        eprintln!("  … manifest GET load, metrics {metrics} (Berth restarted on the same data)");
-        let env = [("BERTH_METRICS", if metrics { "true" } else { "false" })];
-        let server = servers::berth_with(bin, dir, None, admin_password, &env);
+    let mut restart = None;
+    let (on_env, off_env) = ([("BERTH_METRICS", "true")], [("BERTH_METRICS", "false")]);
+    let [on, off] = mirrored(bin, dir, admin_password, (&on_env, &off_env), async |server, i| {
+        eprintln!("  … manifest GET load, metrics {} (Berth restarted on the same data)", i == 0 || i == 3);
         if i == 0 {
-            let ms = server.startup.as_secs_f64() * 1000.0;
-            eprintln!("  restart: {ms:.1}");
-            results.entry("restart").or_default().push(ms);
+            restart = Some(server.startup.as_secs_f64() * 1000.0);
         }
-        rps[usize::from(!metrics)] +=
-            manifest_load(&server.target(), Duration::from_secs_f64(seconds)).await?.rps() / 2.0;
-        drop(server);
+        Ok(manifest_load(&server.target(), Duration::from_secs_f64(seconds)).await?.rps())
+    })
+    .await?;
+    if let Some(ms) = restart {
+        eprintln!("  restart: {ms:.1}");
+        results.entry("restart").or_default().push(ms);
     }
-    let [on, off] = rps;
     eprintln!("  manifest_metrics_rps: {on:.0}\n  manifest_nometrics_rps: {off:.0}");
     results.entry("manifest_metrics_rps").or_default().push(on);
     results.entry("manifest_nometrics_rps").or_default().push(off);
     results.entry("metrics_ratio").or_default().push(100.0 * on / off);
     Ok(())
+}
+
+/// Environment variables a Berth is started with.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// Berth started on the data the run left in `dir` four times, with `env.0` in its
+/// environment for the 1st and 4th start and `env.1` for the 2nd and 3rd (the mirrored
+/// order cancels a steady drift), `load` run on each (given the start's index): the mean
+/// of each side's two figures, `[with env.0, with env.1]`.
+pub async fn mirrored(
+    bin: &Path,
+    dir: &Path,
+    admin_password: &str,
+    env: (Env<'_>, Env<'_>),
+    mut load: impl AsyncFnMut(&servers::Server, usize) -> Result<f64, BoxError>,
+) -> Result<[f64; 2], BoxError> {
+    let mut sides = [0.0; 2];
+    for (i, side) in [0, 1, 1, 0].into_iter().enumerate() {
+        let server = servers::berth_with(bin, dir, None, admin_password, if side == 0 { env.0 } else { env.1 });
+        sides[side] += load(&server, i).await? / 2.0;
+        drop(server);
+    }
+    Ok(sides)
 }

@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use crate::http::{BoxError, Conn, Target, empty};
 use crate::image::{DOCKER_MANIFEST, put_manifest};
-use crate::servers;
 
 /// Concurrent pushers (a busy CI).
 const PUT_CONNS: usize = 16;
@@ -60,11 +59,9 @@ pub async fn measure(
     seconds: f64,
     results: &mut BTreeMap<&'static str, Vec<f64>>,
 ) -> Result<(), BoxError> {
-    let mut rps = [0.0; 2];
-    for (i, outbox) in [true, false, false, true].into_iter().enumerate() {
-        eprintln!("  … manifest PUT load, outbox {outbox} (Berth restarted on the same data)");
-        let env: &[(&str, &str)] = if outbox { &[] } else { &[("BERTH_BENCH_OUTBOX_OFF", "1")] };
-        let server = servers::berth_with(bin, dir, None, admin_password, env);
+    let off_env = [("BERTH_BENCH_OUTBOX_OFF", "1")];
+    let [on, off] = crate::metrics_off::mirrored(bin, dir, admin_password, (&[], &off_env), async |server, i| {
+        eprintln!("  … manifest PUT load, outbox {} (Berth restarted on the same data)", i == 0 || i == 3);
         let target = server.target();
         let mut c = Conn::open(&target).await?;
         let reply = c
@@ -77,10 +74,9 @@ pub async fn measure(
             )
             .await?;
         let template: Value = serde_json::from_slice(&reply.head)?;
-        rps[usize::from(!outbox)] += put_load(&target, &template, i, Duration::from_secs_f64(seconds)).await? / 2.0;
-        drop(server);
-    }
-    let [on, off] = rps;
+        put_load(&target, &template, i, Duration::from_secs_f64(seconds)).await
+    })
+    .await?;
     eprintln!("  push_outbox_rps: {on:.0}\n  push_nooutbox_rps: {off:.0}");
     results.entry("push_outbox_rps").or_default().push(on);
     results.entry("push_nooutbox_rps").or_default().push(off);
