@@ -283,7 +283,7 @@ impl Federation {
         };
         let _ = started.send(Ok(Some(size)));
         let from = format!("upstream {}", via.upstream());
-        crate::fetch::store_fetched(&self.jobs, &from, repo, digest, size, upstream, client).await
+        crate::fetch::store_fetched(&self.jobs, &from, repo, digest, size, upstream, client).await.map(drop)
     }
 }
 

@@ -20,7 +20,7 @@ const CLIENT_STALL: Duration = Duration::from_secs(30);
 /// Stores a blob another registry (`from`, for messages) is sending: its bytes go into an
 /// upload, hashed as they pass (and to `client` too, if there is one: [`tee`]), and the
 /// blob is recorded in `repo` only once they hash to `digest` (and are `size` long, when
-/// known). Bytes that do not match are removed, and nothing is recorded.
+/// known); returns its size. Bytes that do not match are removed, and nothing is recorded.
 pub(crate) async fn store_fetched(
     jobs: &berth_jobs::Jobs,
     from: &str,
@@ -29,7 +29,7 @@ pub(crate) async fn store_fetched(
     size: Option<u64>,
     upstream: ByteStream,
     client: Option<mpsc::Sender<io::Result<Bytes>>>,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let (blobs, meta) = (&jobs.blobs, &jobs.meta);
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
     let state = blobs.create_upload(&id).await.map_err(storage_err)?;
@@ -54,7 +54,8 @@ pub(crate) async fn store_fetched(
             return Err(e);
         }
     };
-    berth_jobs::commit::commit_and_link(jobs, repo, digest, &id, &state, written).await
+    berth_jobs::commit::commit_and_link(jobs, repo, digest, &id, &state, written).await?;
+    Ok(written)
 }
 
 /// Removes a failed fetch's upload, record first (as the janitor does).

@@ -120,20 +120,21 @@ pub(crate) fn check_name_of(what: &str, name: &str) -> Result<(), Error> {
     if ok { Ok(()) } else { Err(bad(format!("{what} name {name:?}: use a-z, 0-9 and inner '-', at most 64"))) }
 }
 
-/// The host (and port, if not the scheme's) of an `http(s)://` URL without path, query
-/// or credentials.
-fn authority(url: &str) -> Result<String, Error> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("upstream URL {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(format!("upstream URL {url:?}: the scheme must be http or https")));
-    }
+/// The host (and port, if not the scheme's) of `what`'s (an upstream's, a replication
+/// registry's) `http(s)://` base URL: no path, query or credentials.
+pub(crate) fn authority(what: &str, url: &str) -> Result<String, Error> {
+    // Credentials first, and no URL in a message before they are ruled out: it may hold them.
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("{what} URL: {e}")))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad("give the upstream's credentials as username and password, not in its URL".to_owned()));
+        return Err(bad(format!("give the {what}'s credentials as username and password, not in its URL")));
+    }
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(format!("{what} URL {url:?}: the scheme must be http or https")));
     }
     if !parsed.path().trim_end_matches('/').is_empty() || parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad(format!("upstream URL {url:?}: give the registry's base URL, without a path")));
+        return Err(bad(format!("{what} URL {url:?}: give the registry's base URL, without a path")));
     }
-    let host = parsed.host_str().ok_or_else(|| bad(format!("upstream URL {url:?} has no host")))?;
+    let host = parsed.host_str().ok_or_else(|| bad(format!("{what} URL {url:?} has no host")))?;
     Ok(match parsed.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
@@ -157,7 +158,7 @@ impl UpstreamSpec {
         seal: impl FnOnce(&str, &str) -> Result<Vec<u8>, Error>,
     ) -> Result<Upstream, Error> {
         check_name(&self.name)?;
-        let authority = authority(&self.url)?;
+        let authority = authority("upstream", &self.url)?;
         if self.project.is_empty() || self.project.len() > 64 || self.project.contains('/') {
             return Err(bad(format!("project {:?} is not a project name", self.project)));
         }

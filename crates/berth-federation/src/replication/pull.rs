@@ -128,9 +128,8 @@ impl Puller<'_> {
                 Error::new(ErrorKind::BlobUnknown).with_message(format!("{remote} has no blob {digest}"))
             })?;
         let from = format!("registry {remote}");
-        crate::fetch::store_fetched(self.jobs, &from, repo, digest, size, stream, None).await?;
+        copied.bytes += crate::fetch::store_fetched(self.jobs, &from, repo, digest, size, stream, None).await?;
         copied.blobs_uploaded += 1;
-        copied.bytes += self.jobs.meta.repo_blob(repo, digest).await?.map_or(0, |b| b.size);
         Ok(())
     }
 }

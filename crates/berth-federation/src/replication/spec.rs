@@ -71,13 +71,7 @@ impl RegistrySpec {
         seal: impl FnOnce(&str) -> Result<Vec<u8>, Error>,
     ) -> Result<ReplicationRegistry, Error> {
         crate::upstreams::check_name_of("registry", &self.name)?;
-        let url = reqwest::Url::parse(&self.url).map_err(|e| bad(format!("registry URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(bad("registry URL: http(s)://host[:port]".into()));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("registry URL: give credentials as username and password, not in the URL".into()));
-        }
+        crate::upstreams::authority("registry", &self.url)?;
         let kept = stored.and_then(|s| s.sealed_password.as_ref());
         let sealed_password =
             crate::upstreams::sealed_password(self.password.as_deref(), kept, self.username.as_deref(), seal)?;
